@@ -1,0 +1,402 @@
+"""The release policy: one YAML file that is the contract of a release.
+
+It names the recipient, purpose, data-sharing agreement and release model; every input table
+and every column's role and technique; the privacy limits; where consent, keys and output live.
+`load_policy` refuses unknown keys, impossible settings and techniques with bad parameters,
+with a message that names the file, the key and the fix. Checks that need the data (a column
+the policy names but the table lacks) happen when the tables are read (`deidflow.io`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deidflow.errors import PolicyError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Role(str, Enum):
+    direct_identifier = "direct_identifier"  # names a person on its own: removed or pseudonymised
+    link_key = "link_key"  # joins tables (patient_id, encounter_id): keyed pseudonym
+    quasi_identifier = "quasi_identifier"  # identifies in combination: generalised by the search
+    sensitive = "sensitive"  # what the recipient studies: kept, measured for l / t
+    free_text = "free_text"  # notes: identifiers scrubbed
+    insensitive = "insensitive"  # no privacy relevance: kept as is
+
+
+class ReleaseModel(str, Enum):
+    """GB/T 42460-2023 release models; each has its class-risk threshold τ."""
+
+    public = "public"
+    controlled = "controlled"
+    enclave = "enclave"
+
+    @property
+    def class_risk_threshold(self) -> float:
+        return {"public": 1 / 20, "controlled": 1 / 5, "enclave": 1 / 3}[self.value]
+
+
+class Recipient(Strict):
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    country: str = Field("CN", min_length=2, max_length=2, description="ISO 3166-1 alpha-2")
+
+    @property
+    def abroad(self) -> bool:
+        """PIPL art. 38-39: a recipient outside mainland China needs cross-border consent."""
+        return self.country.upper() != "CN"
+
+
+class Plan(Strict):
+    """GB/T 37964 5.2.4: the approved de-identification plan a run refuses to start without."""
+
+    objective: str = Field(min_length=1)
+    attacker_model: str = Field(min_length=1)
+    approver: str = Field(min_length=1)
+    executor: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _four_eyes(self) -> "Plan":
+        if self.approver.strip().lower() == self.executor.strip().lower():
+            raise ValueError(
+                "approver and executor are the same person; GB/T 37964 5.5 requires an "
+                "approver different from the executor"
+            )
+        return self
+
+
+class Release(Strict):
+    agreement_id: str = Field(min_length=1, description="data-sharing agreement (DUA) id")
+    pipia_id: str = Field(min_length=1, description="PIPL art. 55 impact assessment id")
+    purpose: str = Field(min_length=1, description="purpose code consent must cover")
+    recipient: Recipient
+    model: ReleaseModel = ReleaseModel.controlled
+    data_categories: list[str] = Field(min_length=1)
+    retention_years: int = Field(3, ge=3, description="PIPL art. 56: at least 3 years")
+
+
+class Hierarchy(Strict):
+    """How a quasi-identifier generalises, level 0 (as is) upwards.
+
+    kind: interval (numeric bands, `widths`), age (bands of `widths`, ages >= `top` grouped),
+    date (day → month → quarter → year), region (GB/T 2260 6 → 4 → 2 digits → country),
+    postcode (6 → 4 → 2 → 0 digits), csv (ARX-format file: one row per value, one column per
+    level), mask (replace trailing characters by '*').
+    """
+
+    kind: Literal["interval", "age", "date", "region", "postcode", "csv", "mask"]
+    widths: list[float] | None = None
+    top: float | None = None
+    bottom: float | None = None
+    file: str | None = None
+    delimiter: str = ";"
+    min_level: int = Field(0, ge=0)
+    max_level: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> "Hierarchy":
+        if self.kind == "csv" and not self.file:
+            raise ValueError("a csv hierarchy needs 'file: path/to/hierarchy.csv'")
+        if self.kind == "interval" and not self.widths:
+            raise ValueError("an interval hierarchy needs 'widths: [5, 10, 20]' (one per level)")
+        if self.max_level is not None and self.max_level < self.min_level:
+            raise ValueError("max_level is below min_level")
+        return self
+
+
+class DerivedFrom(Strict):
+    """A column computed from another before anything else happens, e.g. the birth date, sex
+    and region carried inside an 18-digit resident ID, so that the ID itself can be dropped."""
+
+    column: str = Field(min_length=1)
+    part: Literal["birth_date", "sex", "region_code", "age"]
+
+
+class Column(Strict):
+    role: Role
+    technique: str = Field(min_length=1, description="a name from the technique registry")
+    params: dict[str, Any] = Field(default_factory=dict)
+    hierarchy: Hierarchy | None = None
+    category: str | None = Field(None, description="data category that consent must cover")
+    derived_from: DerivedFrom | None = None
+
+
+class Table(Strict):
+    path: str = Field(min_length=1, description="relative to the policy file")
+    format: Literal["csv", "parquet"] | None = None
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    subject_column: str = Field(min_length=1, description="column holding the subject id")
+    columns: dict[str, Column] = Field(min_length=1)
+
+
+class Limits(Strict):
+    k: int = Field(6, ge=1, description="GB/T 39725: k > 5 for health data")
+    l: int | None = Field(None, ge=1)
+    l_variant: Literal["distinct", "entropy", "recursive"] = "distinct"
+    c: float | None = Field(None, gt=0, description="recursive (c,l)-diversity")
+    t: float | None = Field(None, gt=0, le=1)
+    max_class_risk: float | None = Field(
+        None, gt=0, le=1, description="default: the release model's τ"
+    )
+    max_overall_risk: float = Field(0.05, gt=0, le=1)
+    suppression_budget: float = Field(0.02, ge=0, lt=1)
+    small_cell: int = Field(5, ge=1, description="aggregates: cells below this are suppressed")
+
+
+class Aggregate(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    table: str
+    by: list[str] = Field(min_length=1)
+
+
+class Consent(Strict):
+    registry: str = Field(
+        "sqlite:///consent.db",
+        description="SQLAlchemy URL; a relative sqlite path is relative to the policy file",
+    )
+    action: str = "provide"
+
+
+class Keys(Strict):
+    pseudonym_key_file: str = Field(
+        ".deidflow/keys/pseudonym.key", description="master secret, 0600; created on first use"
+    )
+    pseudonym_key_env: str = Field(
+        "DEIDFLOW_PSEUDONYM_KEY", description="env var that overrides the key file"
+    )
+    reidentification_key_file: str | None = Field(
+        None, description="hospital-held AES-SIV key for reversible pseudonyms"
+    )
+    signing_key_file: str = ".deidflow/keys/signing.key"
+
+
+class Output(Strict):
+    directory: str = Field("releases", description="releases are created under this directory")
+    private_directory: str = Field(
+        ".deidflow/private", description="stays with the hospital: exclusion logs"
+    )
+
+
+class Schedule(Strict):
+    release_cron: str | None = None
+    recheck_cron: str | None = "0 3 * * *"
+
+
+class Policy(Strict):
+    version: Literal[1] = 1
+    plan: Plan
+    release: Release
+    subject_table: str
+    tables: dict[str, Table] = Field(min_length=1)
+    limits: Limits = Limits()
+    aggregates: list[Aggregate] = Field(default_factory=list)
+    consent: Consent = Consent()
+    keys: Keys = Keys()
+    output: Output = Output()
+    schedule: Schedule = Schedule()
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "Policy":
+        if self.subject_table not in self.tables:
+            raise ValueError(
+                f"subject_table '{self.subject_table}' is not one of the tables "
+                f"({', '.join(self.tables)})"
+            )
+        for name, table in self.tables.items():
+            if table.subject_column not in table.columns:
+                raise ValueError(
+                    f"tables.{name}: subject_column '{table.subject_column}' is not listed "
+                    "under its columns; list it with role link_key"
+                )
+            for col, spec in table.columns.items():
+                if spec.role is Role.quasi_identifier and spec.technique == "generalise":
+                    if spec.hierarchy is None:
+                        raise ValueError(
+                            f"tables.{name}.columns.{col} is a quasi_identifier to generalise "
+                            "but has no hierarchy; add e.g. 'hierarchy: {kind: date}'"
+                        )
+                    if name != self.subject_table:
+                        raise ValueError(
+                            f"tables.{name}.columns.{col}: generalised quasi-identifiers must "
+                            f"be in the subject table '{self.subject_table}' (risk is measured "
+                            "per subject); date-shift event dates in other tables instead"
+                        )
+                if spec.role is Role.direct_identifier and spec.technique == "keep":
+                    raise ValueError(
+                        f"tables.{name}.columns.{col} is a direct_identifier and cannot be kept; "
+                        "use drop, mask or pseudonymise"
+                    )
+        for agg in self.aggregates:
+            if agg.table not in self.tables:
+                raise ValueError(f"aggregate '{agg.name}' names unknown table '{agg.table}'")
+            missing = [c for c in agg.by if c not in self.tables[agg.table].columns]
+            if missing:
+                raise ValueError(f"aggregate '{agg.name}' groups by unknown columns {missing}")
+        if self.limits.l is not None and not self.sensitive_columns():
+            raise ValueError("limits.l is set but no column has role 'sensitive'")
+        return self
+
+    # --- views the pipeline uses -------------------------------------------------------------
+
+    @property
+    def max_class_risk(self) -> float:
+        if self.limits.max_class_risk is not None:
+            return self.limits.max_class_risk
+        return self.release.model.class_risk_threshold
+
+    def columns_with(self, role: Role, table: str | None = None) -> list[tuple[str, str]]:
+        return [
+            (t, c)
+            for t, spec in self.tables.items()
+            if table is None or t == table
+            for c, col in spec.columns.items()
+            if col.role is role
+        ]
+
+    def quasi_identifiers(self) -> list[str]:
+        return [c for _, c in self.columns_with(Role.quasi_identifier, self.subject_table)]
+
+    def sensitive_columns(self) -> list[str]:
+        return [c for _, c in self.columns_with(Role.sensitive, self.subject_table)]
+
+
+class LoadedPolicy(BaseModel):
+    """A validated policy with where it came from: its path, its text and that text's hash."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    policy: Policy
+    path: Path
+    text: str
+    sha256: str
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str | Path) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("function-after",)) or "(top level)"
+
+
+def _fix_for(err: dict[str, Any], model_keys: list[str]) -> str:
+    etype = err["type"]
+    loc = err["loc"]
+    if etype == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), model_keys, n=1)
+        return f"did you mean '{close[0]}'?" if close else "remove the key; see configs/release.yaml"
+    if etype == "missing":
+        return f"add '{loc[-1]}'; see configs/release.yaml for an example"
+    if etype in ("enum", "literal_error"):
+        return f"use one of: {err.get('ctx', {}).get('expected', '')}"
+    return "correct the value; see configs/release.yaml for a documented example"
+
+
+def _siblings(loc: tuple[Any, ...]) -> list[str]:
+    """Known keys at the level of an error, for 'did you mean' suggestions."""
+    model: Any = Policy
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return []
+        if part in fields:
+            ann = fields[part].annotation
+            model = _model_in(ann)
+        # dict keys (table/column names) keep the same value model
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _model_in(ann: Any) -> Any:
+    args = getattr(ann, "__args__", None)
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for a in args or ():
+        m = _model_in(a)
+        if m is not None:
+            return m
+    return None
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PolicyError(
+            f"not valid YAML{line}: {getattr(exc, 'problem', exc)}",
+            file=source,
+            fix="check indentation and quoting",
+        ) from None
+    if not isinstance(raw, dict):
+        raise PolicyError(
+            "the policy must be a YAML mapping", file=source, fix="see configs/release.yaml"
+        )
+    try:
+        policy = Policy.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        lines = []
+        for err in exc.errors()[:10]:
+            key = _key_path(err["loc"])
+            lines.append(f"{key}: {err['msg']}")
+        more = f" (and {exc.error_count() - 10} more)" if exc.error_count() > 10 else ""
+        raise PolicyError(
+            "; ".join(lines) + more,
+            file=source,
+            key=_key_path(first["loc"]),
+            fix=_fix_for(first, _siblings(first["loc"])),
+        ) from None
+    _check_techniques(policy, source)
+    return policy
+
+
+def _check_techniques(policy: Policy, source: str) -> None:
+    """Each technique validates its own parameters; errors name the column."""
+    from deidflow.techniques import registry
+
+    for tname, table in policy.tables.items():
+        for cname, col in table.columns.items():
+            key = f"tables.{tname}.columns.{cname}"
+            try:
+                registry.get(col.technique).check(cname, col)
+            except PolicyError as exc:
+                raise PolicyError(exc.message, file=source, key=key, fix=exc.fix) from None
+
+
+def load_policy(path: str | Path) -> LoadedPolicy:
+    p = Path(path)
+    if not p.is_file():
+        raise PolicyError(
+            "policy file not found",
+            file=str(p),
+            fix="pass the path of a release policy, e.g. configs/release.yaml",
+        )
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError(
+            "policy file is not UTF-8", file=str(p), fix="save the policy as UTF-8"
+        ) from None
+    policy = parse_policy(text, source=str(p))
+    return LoadedPolicy(
+        policy=policy, path=p.resolve(), text=text, sha256=hashlib.sha256(raw).hexdigest()
+    )
