@@ -1,0 +1,107 @@
+"""Quasi-identifiers as integer codes, generalised by lookup.
+
+A hierarchy is a table over the *distinct* values of a column: one row per value, one column
+per level (level 0 is the value itself), as ARX stores them. Encoding factorises the column
+once; each level is then an integer array indexed by the level-0 code, so generalising a whole
+column to level L is `maps[L][codes]`: one gather, no strings (STYLE.md: ARX's integer codes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from deidflow.errors import InputError
+
+LevelTable = pd.DataFrame  # index: distinct values; columns: levels 0..n-1 (labels as str)
+
+
+@dataclass(frozen=True)
+class EncodedQI:
+    """One quasi-identifier, integer-coded, with its generalisation levels."""
+
+    name: str
+    codes: np.ndarray  # int32, per row: the code of the row's value at level 0
+    maps: tuple[np.ndarray, ...]  # maps[L][code0] -> code at level L (int32); maps[0] identity
+    labels: tuple[np.ndarray, ...]  # labels[L][codeL] -> label (object array of str)
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.maps)
+
+    def cardinality(self, level: int) -> int:
+        return len(self.labels[level])
+
+    def at(self, level: int) -> np.ndarray:
+        """Codes of every row at `level`."""
+        return self.maps[level][self.codes]
+
+    def decode(self, level: int) -> np.ndarray:
+        """Labels of every row at `level`."""
+        return self.labels[level][self.at(level)]
+
+
+def encode(
+    name: str,
+    values: pd.Series,
+    level_table: LevelTable | Callable[[pd.Index], LevelTable],
+    *,
+    source: str | None = None,
+) -> EncodedQI:
+    """Encode `values` with a level table (or a function that builds one for the distinct
+    values). A value the table lacks is an error naming the column and the value."""
+    as_text = values.astype("string").fillna("<NA>")
+    codes, uniques = pd.factorize(as_text, sort=True)
+    uniques = pd.Index(uniques, dtype=object)
+    table = level_table(uniques) if callable(level_table) else level_table
+    table = table.copy()
+    table.index = table.index.astype(str)
+    missing = uniques.difference(table.index)
+    if len(missing):
+        shown = ", ".join(repr(v) for v in list(missing[:5]))
+        raise InputError(
+            f"{len(missing)} value(s) are missing from the hierarchy, e.g. {shown}",
+            file=source,
+            column=name,
+            fix="add a row for each value to the hierarchy (one row per value, one column "
+            "per level), or correct the data",
+        )
+    rows = table.loc[uniques]
+    maps, labels = [], []
+    for col in rows.columns:
+        lvl_codes, lvl_labels = pd.factorize(rows[col].astype(str).to_numpy(), sort=True)
+        maps.append(lvl_codes.astype(np.int32))
+        labels.append(np.asarray(lvl_labels, dtype=object))
+    return EncodedQI(
+        name=name,
+        codes=codes.astype(np.int32),
+        maps=tuple(maps),
+        labels=tuple(labels),
+    )
+
+
+def read_arx_hierarchy(path: str, delimiter: str = ";") -> LevelTable:
+    """An ARX hierarchy CSV (no header; one row per value, one column per level)."""
+    try:
+        table = pd.read_csv(path, sep=delimiter, header=None, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(
+            f"cannot read hierarchy: {exc}",
+            file=path,
+            fix="an ARX hierarchy is a CSV with one row per value and one column per level",
+        ) from None
+    if table.empty:
+        raise InputError("hierarchy is empty", file=path, fix="add one row per value")
+    dup = table[0].duplicated()
+    if dup.any():
+        raise InputError(
+            f"value {table[0][dup].iloc[0]!r} appears twice",
+            file=path,
+            row=int(dup.to_numpy().argmax()) + 1,
+            fix="each value may have one row only",
+        )
+    table.columns = range(table.shape[1])
+    return table.set_index(table[0], drop=False)
