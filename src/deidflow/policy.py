@@ -167,6 +167,10 @@ class Consent(Strict):
         description="SQLAlchemy URL; a relative sqlite path is relative to the policy file",
     )
     action: str = "provide"
+    birth_date_column: str | None = Field(
+        "birth_date",
+        description="subject-table column used for the under-14 guardian rule (PIPL art. 31)",
+    )
 
 
 class Keys(Strict):
@@ -183,6 +187,7 @@ class Keys(Strict):
 
 
 class Output(Strict):
+    format: Literal["csv", "parquet"] = "csv"
     directory: str = Field("releases", description="releases are created under this directory")
     private_directory: str = Field(
         ".deidflow/private", description="stays with the hospital: exclusion logs"
@@ -244,6 +249,13 @@ class Policy(Strict):
             missing = [c for c in agg.by if c not in self.tables[agg.table].columns]
             if missing:
                 raise ValueError(f"aggregate '{agg.name}' groups by unknown columns {missing}")
+        bcol = self.consent.birth_date_column
+        if bcol is not None and bcol not in self.tables[self.subject_table].columns:
+            raise ValueError(
+                f"consent.birth_date_column '{bcol}' is not a column of the subject table "
+                f"'{self.subject_table}'; name the birth-date column (needed for the under-14 "
+                "guardian rule) or set it to null if the data has no minors"
+            )
         if self.limits.l is not None and not self.sensitive_columns():
             raise ValueError("limits.l is set but no column has role 'sensitive'")
         return self

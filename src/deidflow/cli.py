@@ -1,0 +1,219 @@
+"""`deidflow …`: the command line. Heavy libraries (Prefect, Great Expectations) load lazily,
+so `deidflow --help` answers at once. Every user-fixable error is printed as
+"where: what / Fix: how" with exit status 2, never as a traceback."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deidflow.errors import DeidflowError
+
+console = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(
+    name="deidflow",
+    help=(
+        "Prepare clinical datasets for release to AI-training partners: keep only subjects "
+        "with a valid PIPL separate consent, de-identify with GB/T 37964 techniques, prove the "
+        "re-identification risk is under the agreed limit, and sign a provenance manifest.\n\n"
+        "Start with:  deidflow samples --out data_samples  |  deidflow consent import "
+        "data_samples/consents.csv --policy configs/release.yaml  |  deidflow release "
+        "configs/release.yaml"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+VERBOSE = {"on": False}
+
+
+def quiet_environment(verbose: bool = False) -> None:
+    """Prefect's and Dask's defaults for a machine with no network and a human at the
+    terminal: no telemetry, no server banners, no progress bars (ecosystem.md section 2, 5)."""
+    os.environ.setdefault("PREFECT_HOME", str(Path(".deidflow/prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_UI_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if verbose else "warning")
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show detail and Prefect logs.")) -> None:
+    VERBOSE["on"] = verbose
+    quiet_environment(verbose)
+
+
+def _run(fn: Callable[[], object]) -> object:
+    try:
+        return fn()
+    except DeidflowError as exc:
+        console.print("[bold red]error:[/] ", end="")
+        console.print(exc.render(), highlight=False, markup=False)
+        console.print("Nothing was released.", style="dim")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("interrupted; nothing was released.", style="yellow")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a bug in deidflow, not the user's input
+        if VERBOSE["on"]:
+            raise
+        # The message of a library exception may quote data values; print its type and where
+        # it happened only. -v shows the full traceback on the operator's own terminal.
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb else "?"
+        console.print(f"[bold red]internal error:[/] {type(exc).__name__} at {where}. "
+                      "Nothing was released. Rerun with -v for the traceback and report it.")
+        raise typer.Exit(3) from None
+
+
+@app.command()
+def release(
+    policy: Path = typer.Argument(..., help="The release policy (YAML), e.g. configs/release.yaml."),
+    as_of: Optional[datetime] = typer.Option(None, help="Consent snapshot time (default: now)."),
+    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (default) or in-process."),
+) -> None:
+    """Run one release: consent gate → de-identify → risk search → GX gate → signed manifest."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from deidflow import release as stages
+
+    def go() -> stages.ReleaseSummary:
+        if prefect:
+            with console.status("starting Prefect (local, no server) and running the release flow…"):
+                from flows.release import release_flow
+
+                result = release_flow(policy_path=str(policy.resolve()), as_of=as_of)
+            return _summary_from_dir(Path(result["release_dir"]))
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("starting", total=None)
+            return stages.run_release(policy, as_of=as_of,
+                                      on_stage=lambda s: progress.update(task, description=s))
+
+    summary = _run(go)
+    _print_summary(summary)
+
+
+def _summary_from_dir(release_dir: Path):
+    from deidflow.manifest.verify import read_statement
+
+    from deidflow import release as stages
+
+    statement = read_statement(release_dir)
+    pred = statement["predicate"]
+    counts = pred.get("counts", {})
+    risk = pred.get("risk", {})
+    return stages.ReleaseSummary(
+        release_id=pred.get("release_id", release_dir.name),
+        release_dir=release_dir,
+        subjects_in=counts.get("subjects_in", 0),
+        excluded_for_consent=counts.get("excluded_for_consent", 0),
+        suppressed=counts.get("suppressed_subjects", 0),
+        released=counts.get("released_subjects", 0),
+        k=risk.get("after", {}).get("k"),
+        levels=risk.get("levels", {}),
+        risk_after=risk.get("after", {}),
+        validation_ok=bool(pred.get("validation", {}).get("success")),
+    )
+
+
+def _print_summary(s) -> None:
+    t = Table(title="release " + s.release_id + (" (already released; nothing new)" if s.already_released else ""),
+              show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("subjects in", f"{s.subjects_in:,}")
+    t.add_row("excluded for consent", f"{s.excluded_for_consent:,}")
+    t.add_row("suppressed (risk)", f"{s.suppressed:,}")
+    t.add_row("released", f"{s.released:,}")
+    t.add_row("k reached", str(s.k))
+    if s.levels:
+        t.add_row("levels", ", ".join(f"{k}={v}" for k, v in s.levels.items()))
+    t.add_row("validation", "passed" if s.validation_ok else "FAILED")
+    t.add_row("release", str(s.release_dir))
+    t.add_row("manifest", str(s.manifest))
+    t.add_row("review page", str(s.review))
+    out.print(t)
+
+
+@app.command()
+def check(policy: Path = typer.Argument(..., help="The release policy (YAML).")) -> None:
+    """Check a policy and its input tables without releasing anything."""
+    from deidflow.io import read_tables
+    from deidflow.policy import load_policy
+
+    def go():
+        loaded = load_policy(policy)
+        tables = read_tables(loaded)
+        return loaded, tables
+
+    loaded, tables = _run(go)
+    t = Table(title=f"policy {policy} is valid (sha256 {loaded.sha256[:12]}…)", title_justify="left")
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    t.add_column("file")
+    for name, table in tables.items():
+        t.add_row(name, f"{table.rows:,}", str(table.path))
+    out.print(t)
+
+
+@app.command()
+def samples(
+    out_dir: Path = typer.Option(Path("data_samples"), "--out", help="Directory to write the CSVs into."),
+    patients: int = typer.Option(2000, "--patients", min=1, help="Number of patients."),
+    seed: int = typer.Option(20261125, "--seed", help="Random seed (same seed ⇒ same files)."),
+) -> None:
+    """Generate a deterministic synthetic hospital extract (Faker zh_CN) with consent events."""
+    from deidflow.samples import generate_samples
+
+    with console.status(f"generating {patients:,} patients…"):
+        paths = _run(lambda: generate_samples(out_dir, patients, seed))
+    for name, path in paths.items():
+        out.print(f"{name:12} {path}")
+
+
+@app.command()
+def techniques() -> None:
+    """List the de-identification techniques a policy can name."""
+    from deidflow.techniques import registry
+
+    t = Table("technique", "roles", "parameters", title="GB/T 37964 techniques")
+    for name in registry.names():
+        tech = registry.get(name)
+        t.add_row(name, ", ".join(sorted(r.value for r in tech.roles)),
+                  ", ".join(sorted(tech.allowed_params)) or "—")
+    out.print(t)
+
+
+def _mount(module: str, attr: str, name: str, help_text: str) -> None:
+    """Mount a sub-app when its module exists (each area owns its commands)."""
+    try:
+        sub = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return
+    app.add_typer(sub, name=name, help=help_text)
+
+
+_mount("deidflow.consent.commands", "consent_app", "consent", "Consent registry: import, status, withdraw, re-check.")
+
+
+def run() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
