@@ -1,0 +1,587 @@
+"""Custom Great Expectations metrics and expectations of the release gate.
+
+Each expectation answers one privacy question about a released table and reports numbers,
+never values: k-anonymity, l-diversity, GB/T 42460 class and overall risk, no direct
+identifiers left, consent coverage, and the schema the policy declares. Importing this module
+registers them with GX (subclassing registers); `suite.load_suite` refuses a saved suite whose
+types are not registered, because GX would otherwise drop them silently (ecosystem.md trap 3).
+
+Risk is measured per subject (patient level): a subject with several rows counts once, so a
+table of visits cannot pass k-anonymity by repeating one patient k times.
+
+Sets that must not be written into a saved suite (the input's identifier strings, the
+consented pseudonyms) are handed to the metrics through `runtime_set`: the suite only stores an
+opaque reference, and a suite run without the set present errors, which the gate treats as a
+failure (fail closed).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, Tuple
+
+import numpy as np
+import pandas as pd
+from great_expectations.core.metric_domain_types import MetricDomainTypes
+from great_expectations.execution_engine import PandasExecutionEngine
+from great_expectations.expectations.expectation import BatchExpectation
+from great_expectations.expectations.metrics.metric_provider import metric_value
+from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
+
+# --- sets passed at run time, by reference ------------------------------------------------------
+
+_RUNTIME_SETS: dict[str, frozenset[str]] = {}
+_RUNTIME_LOCK = threading.Lock()
+
+
+@contextmanager
+def runtime_set(values: Iterable[str]) -> Iterator[str]:
+    """Make `values` visible to the metrics under a fresh reference for the duration of the
+    block. The reference, not the values, goes into the suite (and its saved JSON)."""
+    ref = "runtime:" + secrets.token_hex(8)
+    frozen = frozenset(str(v) for v in values if v is not None and str(v) != "")
+    with _RUNTIME_LOCK:
+        _RUNTIME_SETS[ref] = frozen
+    try:
+        yield ref
+    finally:
+        with _RUNTIME_LOCK:
+            _RUNTIME_SETS.pop(ref, None)
+
+
+def _lookup(ref: str) -> frozenset[str]:
+    try:
+        return _RUNTIME_SETS[ref]
+    except KeyError:
+        # Raised inside a metric: GX turns it into an expectation error, the gate fails closed.
+        raise LookupError(
+            f"run-time set {ref!r} is not available; this suite can only run inside "
+            "deidflow.validation.validate_release"
+        ) from None
+
+
+# --- shared computations (pure pandas, also used directly by tests) -----------------------------
+
+SENSITIVE_MISSING = "\x00<missing>"  # a missing sensitive value counts as one more value
+
+
+def per_subject(df: pd.DataFrame, subject_column: str, columns: list[str]) -> pd.DataFrame:
+    """One row per subject with `columns` (the first row of a subject wins: quasi-identifiers
+    are per-subject attributes and are identical across a subject's rows in the subject table)."""
+    cols = [subject_column, *[c for c in columns if c != subject_column]]
+    sub = df[cols]
+    if not sub[subject_column].is_unique:
+        sub = sub.drop_duplicates(subset=[subject_column])
+    return sub
+
+
+def class_sizes(df: pd.DataFrame, subject_column: str, quasi_identifiers: list[str]) -> np.ndarray:
+    """Sizes (in subjects) of the equivalence classes over the released quasi-identifiers."""
+    sub = per_subject(df, subject_column, quasi_identifiers)
+    if not len(sub):
+        return np.zeros(0, dtype=np.int64)
+    if not quasi_identifiers:
+        return np.array([len(sub)], dtype=np.int64)
+    sizes = sub.groupby(list(quasi_identifiers), sort=False, observed=True, dropna=False).size()
+    return sizes.to_numpy(dtype=np.int64)
+
+
+def class_size_summary(sizes: np.ndarray) -> dict[str, Any]:
+    """GB/T 42460 Annex D quantities from class sizes f_j: θ_j = 1/f_j, Rb = max θ,
+    Rc = mean θ over classes (the literal 'mean θ_j'; more conservative than the per-record
+    mean J/n), plus a histogram of sizes so that Ra can be computed for any τ."""
+    if len(sizes) == 0:
+        return {"n_subjects": 0, "n_classes": 0, "min_size": 0, "rb": 1.0, "rc": 1.0,
+                "size_values": [], "size_counts": []}
+    values, counts = np.unique(sizes, return_counts=True)
+    theta = 1.0 / values
+    return {
+        "n_subjects": int(sizes.sum()),
+        "n_classes": int(len(sizes)),
+        "min_size": int(values[0]),
+        "rb": float(theta.max()),
+        "rc": float((theta * counts).sum() / counts.sum()),
+        "size_values": values.tolist(),
+        "size_counts": counts.tolist(),
+    }
+
+
+def share_of_classes_above(summary: dict[str, Any], tau: float) -> float:
+    """Ra: share of classes whose risk θ = 1/f exceeds τ."""
+    if summary["n_classes"] == 0:
+        return 1.0
+    values = np.asarray(summary["size_values"], dtype=float)
+    counts = np.asarray(summary["size_counts"], dtype=np.int64)
+    risky = counts[(1.0 / values) > tau + 1e-12].sum()
+    return float(risky / summary["n_classes"])
+
+
+def overall_risk(summary: dict[str, Any], tau: float, release_model: str, pr: float) -> float:
+    """GB/T 42460 Annex D: R = 1 if any class is above τ, else Rb·pr (public) or Rc·pr."""
+    if share_of_classes_above(summary, tau) > 0:
+        return 1.0
+    base = summary["rb"] if release_model == "public" else summary["rc"]
+    return float(base * pr)
+
+
+def l_diversity(
+    df: pd.DataFrame,
+    subject_column: str,
+    quasi_identifiers: list[str],
+    sensitive_column: str,
+    variant: str,
+    l: int,
+    c: float,
+) -> dict[str, Any]:
+    """Per equivalence class, the diversity of the sensitive column counted in subjects
+    (a subject with several rows of one value counts once). Returns the weakest class's value
+    (distinct: number of values; entropy: exp(entropy), the effective number of values;
+    recursive: the largest r1 / (r_l + … + r_m) ratio) and how many classes miss `l`."""
+    qi = list(quasi_identifiers)
+    frame = df[[subject_column, *qi, sensitive_column]]
+    if not len(frame):
+        return {"observed": 0.0, "n_classes": 0, "n_classes_below": 0}
+    if qi:
+        cls = frame.groupby(qi, sort=False, observed=True, dropna=False).ngroup().to_numpy()
+    else:
+        cls = np.zeros(len(frame), dtype=np.int64)
+    # Subjects keep the class of their first row (quasi-identifiers are per subject).
+    subj_codes, _ = pd.factorize(frame[subject_column])
+    first_class = pd.Series(cls).groupby(subj_codes, sort=False).transform("first").to_numpy()
+    sens = frame[sensitive_column].astype("string").fillna(SENSITIVE_MISSING)
+    sens_codes, _ = pd.factorize(sens)
+    pairs = pd.DataFrame({"cls": first_class, "subj": subj_codes, "s": sens_codes})
+    pairs = pairs.drop_duplicates(["subj", "s"])
+    counts = pairs.groupby(["cls", "s"], sort=False).size().rename("n").reset_index()
+    n_classes = int(counts["cls"].nunique())
+    if variant == "distinct":
+        per_class = counts.groupby("cls", sort=False).size().astype(float)
+        below = per_class < l
+        observed = float(per_class.min())
+    elif variant == "entropy":
+        total = counts.groupby("cls", sort=False)["n"].transform("sum")
+        p = counts["n"] / total
+        ent = (-(p * np.log(p))).groupby(counts["cls"], sort=False).sum()
+        per_class = np.exp(ent)
+        below = per_class < l - 1e-9
+        observed = float(per_class.min())
+    elif variant == "recursive":
+        ordered = counts.sort_values(["cls", "n"], ascending=[True, False], kind="stable")
+        rank = ordered.groupby("cls", sort=False).cumcount()
+        r1 = ordered.groupby("cls", sort=False)["n"].max()
+        tail = ordered["n"].where(rank >= l - 1, 0).groupby(ordered["cls"], sort=False).sum()
+        with np.errstate(divide="ignore"):
+            ratio = r1 / tail.reindex(r1.index).astype(float)
+        below = ~(r1 < c * tail.reindex(r1.index))
+        observed = float(ratio.max())
+    else:
+        raise ValueError(f"unknown l-diversity variant {variant!r}")
+    return {
+        "observed": observed if math.isfinite(observed) else float("inf"),
+        "n_classes": n_classes,
+        "n_classes_below": int(np.asarray(below).sum()),
+    }
+
+
+def _string_like(s: pd.Series) -> bool:
+    return (
+        pd.api.types.is_string_dtype(s)
+        or pd.api.types.is_object_dtype(s)
+        or isinstance(s.dtype, pd.CategoricalDtype)
+    )
+
+
+def identifier_hits(values: pd.Series, known: frozenset[str]) -> dict[str, Any]:
+    """How many rows of a column hold a direct identifier, and which kinds (never the values).
+
+    Uses the scrubber's own detector (`techniques.scrub.find_identifiers`) on the column's
+    distinct values: the same detectors as the scrubber, at the cost of the distinct values.
+    Integer columns are checked too where a value is long enough to be a phone or ID number.
+    """
+    from deidflow.techniques.scrub import find_identifiers
+
+    if pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        long_enough = values.abs() >= 10_000_000  # shorter integers cannot be a phone/ID
+        values = values[long_enough].astype("string")
+    elif not _string_like(values):
+        return {"rows": 0, "kinds": []}
+    codes, uniques = pd.factorize(values)
+    if not len(uniques):
+        return {"rows": 0, "kinds": []}
+    texts = pd.Series(np.asarray(uniques, dtype=object), dtype="string")
+    hit = np.asarray(find_identifiers(texts, known or None), dtype=bool)
+    if not hit.any():
+        return {"rows": 0, "kinds": []}
+    valid = codes >= 0
+    rows = int(hit[codes[valid]].sum())
+    return {"rows": rows, "kinds": identifier_kinds(texts[hit], known)}
+
+
+def identifier_kinds(texts: pd.Series, known: frozenset[str]) -> list[str]:
+    """Names of the identifier patterns found in `texts` (only the detected values, so few)."""
+    from deidflow.techniques.scrub import IDENTIFIER_PATTERNS
+
+    kinds: list[str] = []
+    items = IDENTIFIER_PATTERNS.items() if hasattr(IDENTIFIER_PATTERNS, "items") else []
+    for name, pattern in items:
+        regex = getattr(pattern, "pattern", pattern)
+        try:
+            if texts.str.contains(regex, regex=True).fillna(False).any():
+                kinds.append(str(name))
+        except (TypeError, ValueError):  # a pattern pandas cannot run: name it generically
+            continue
+    if known and texts.map(lambda t: any(k in t for k in known) if len(t) < 10_000 else False).any():
+        kinds.append("known identifier of the input")
+    return kinds or ["identifier"]
+
+
+def _frame(execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict) -> pd.DataFrame:
+    df, _, _ = execution_engine.get_compute_domain(
+        metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE
+    )
+    return df
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+class SubjectClassSizes(TableMetricProvider):
+    """Equivalence-class size summary over the quasi-identifiers, in subjects."""
+
+    metric_name = "deidflow.subject_class_sizes"
+    value_keys = ("subject_column", "quasi_identifiers")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics,
+                runtime_configuration):
+        df = _frame(execution_engine, metric_domain_kwargs)
+        sizes = class_sizes(df, metric_value_kwargs["subject_column"],
+                            list(metric_value_kwargs["quasi_identifiers"]))
+        return class_size_summary(sizes)
+
+
+class SensitiveDiversity(TableMetricProvider):
+    metric_name = "deidflow.sensitive_diversity"
+    value_keys = ("subject_column", "quasi_identifiers", "sensitive_column", "variant", "l", "c")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics,
+                runtime_configuration):
+        df = _frame(execution_engine, metric_domain_kwargs)
+        v = metric_value_kwargs
+        return l_diversity(df, v["subject_column"], list(v["quasi_identifiers"]),
+                           v["sensitive_column"], v["variant"], int(v["l"]), float(v["c"]))
+
+
+class DirectIdentifierHits(TableMetricProvider):
+    metric_name = "deidflow.direct_identifier_hits"
+    value_keys = ("columns", "known_identifiers_ref")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics,
+                runtime_configuration):
+        df = _frame(execution_engine, metric_domain_kwargs)
+        known = _lookup(metric_value_kwargs["known_identifiers_ref"])
+        out = {}
+        for col in metric_value_kwargs["columns"]:
+            if col in df.columns:
+                out[col] = identifier_hits(df[col], known)
+        return out
+
+
+class UnconsentedSubjects(TableMetricProvider):
+    metric_name = "deidflow.unconsented_subjects"
+    value_keys = ("subject_column", "consented_ref")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics,
+                runtime_configuration):
+        df = _frame(execution_engine, metric_domain_kwargs)
+        consented = _lookup(metric_value_kwargs["consented_ref"])
+        subjects = pd.Series(df[metric_value_kwargs["subject_column"]].unique())
+        missing = subjects.isna() | ~subjects.astype("string").isin(consented)
+        return {"n_subjects": int(len(subjects)), "n_unconsented": int(missing.sum())}
+
+
+DTYPE_KINDS = ("string", "integer", "numeric", "datetime", "boolean", "any")
+
+
+def dtype_kind_matches(s: pd.Series, kind: str) -> bool:
+    t = pd.api.types
+    return {
+        "any": lambda: True,
+        "string": lambda: _string_like(s) and not t.is_bool_dtype(s),
+        "integer": lambda: t.is_integer_dtype(s) and not t.is_bool_dtype(s),
+        "numeric": lambda: t.is_numeric_dtype(s) and not t.is_bool_dtype(s),
+        "datetime": lambda: t.is_datetime64_any_dtype(s),
+        "boolean": lambda: t.is_bool_dtype(s),
+    }[kind]()
+
+
+class PolicySchemaDifferences(TableMetricProvider):
+    metric_name = "deidflow.policy_schema_differences"
+    value_keys = ("columns", "dtypes")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics,
+                runtime_configuration):
+        df = _frame(execution_engine, metric_domain_kwargs)
+        declared = list(metric_value_kwargs["columns"])
+        dtypes = dict(metric_value_kwargs["dtypes"])
+        present = [str(c) for c in df.columns]
+        wrong = {
+            c: str(df[c].dtype)
+            for c, kind in dtypes.items()
+            if c in df.columns and not dtype_kind_matches(df[c], kind)
+        }
+        return {
+            "missing": [c for c in declared if c not in present],
+            "unexpected": [c for c in present if c not in declared],
+            "wrong_type": wrong,
+        }
+
+
+# --- expectations -------------------------------------------------------------------------------
+
+
+class DeidflowExpectation(BatchExpectation):
+    """Base of the gate's expectations: whole-table domain, and a one-line explanation of a
+    result in plain language for the release report."""
+
+    domain_keys: ClassVar[Tuple[str, ...]] = ("batch_id", "row_condition", "condition_parser")
+
+    @classmethod
+    def explain(cls, kwargs: dict[str, Any], result: dict[str, Any], success: bool) -> str:
+        raise NotImplementedError
+
+
+def _patients(n: int) -> str:
+    return f"{n} patient{'s' if n != 1 else ''}"
+
+
+class ExpectSubjectsToBeKAnonymous(DeidflowExpectation):
+    """Every equivalence class over the released quasi-identifiers holds at least k subjects."""
+
+    subject_column: str
+    quasi_identifiers: list[str]
+    k: int  # required, so it is persisted (trap 2)
+
+    metric_dependencies: ClassVar[Tuple[str, ...]] = ("deidflow.subject_class_sizes",)
+    success_keys: ClassVar[Tuple[str, ...]] = ("subject_column", "quasi_identifiers", "k")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        m = metrics["deidflow.subject_class_sizes"]
+        return {
+            "success": m["n_classes"] > 0 and m["min_size"] >= self.k,
+            "result": {"observed_value": m["min_size"], "n_classes": m["n_classes"],
+                       "n_subjects": m["n_subjects"], "k": self.k},
+        }
+
+    @classmethod
+    def explain(cls, kwargs, result, success):
+        if result.get("n_subjects", 0) == 0:
+            return "k-anonymity: the table has no subjects to release"
+        verdict = "meets" if success else "is below"
+        return (f"k-anonymity: smallest class has {_patients(result['observed_value'])}, "
+                f"policy requires {kwargs['k']} ({verdict} k over "
+                f"{', '.join(kwargs['quasi_identifiers']) or 'no quasi-identifiers'})")
+
+
+class ExpectSensitiveColumnToBeLDiverse(DeidflowExpectation):
+    """Every equivalence class has at least l well-represented sensitive values."""
+
+    subject_column: str
+    quasi_identifiers: list[str]
+    sensitive_column: str
+    l: int
+    variant: str
+    c: float  # recursive (c,l)-diversity only; stored as 0 otherwise
+
+    metric_dependencies: ClassVar[Tuple[str, ...]] = ("deidflow.sensitive_diversity",)
+    success_keys: ClassVar[Tuple[str, ...]] = (
+        "subject_column", "quasi_identifiers", "sensitive_column", "l", "variant", "c")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        m = metrics["deidflow.sensitive_diversity"]
+        return {
+            "success": m["n_classes"] > 0 and m["n_classes_below"] == 0,
+            "result": {"observed_value": m["observed"], "n_classes": m["n_classes"],
+                       "n_classes_below": m["n_classes_below"], "l": self.l,
+                       "variant": self.variant},
+        }
+
+    @classmethod
+    def explain(cls, kwargs, result, success):
+        col, l_req, variant = kwargs["sensitive_column"], kwargs["l"], kwargs["variant"]
+        below, n = result.get("n_classes_below", 0), result.get("n_classes", 0)
+        obs = result.get("observed_value")
+        if variant == "recursive":
+            what = f"largest r1/(r_l+…+r_m) is {obs:.3g}, policy requires below c={kwargs['c']}"
+        elif variant == "entropy":
+            what = f"lowest entropy-l is {obs:.3g}, policy requires {l_req}"
+        else:
+            what = f"least diverse class has {obs:g} distinct value(s), policy requires {l_req}"
+        return f"l-diversity ({variant}) of '{col}': {what}; {below} of {n} classes fall short"
+
+
+class ExpectMaxClassRiskToBeAtMost(DeidflowExpectation):
+    """GB/T 42460 Rb: the largest class risk θ = 1/f is at most the policy's threshold."""
+
+    subject_column: str
+    quasi_identifiers: list[str]
+    max_class_risk: float
+
+    metric_dependencies: ClassVar[Tuple[str, ...]] = ("deidflow.subject_class_sizes",)
+    success_keys: ClassVar[Tuple[str, ...]] = (
+        "subject_column", "quasi_identifiers", "max_class_risk")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        m = metrics["deidflow.subject_class_sizes"]
+        ra = share_of_classes_above(m, self.max_class_risk)
+        return {
+            "success": m["n_classes"] > 0 and m["rb"] <= self.max_class_risk + 1e-12,
+            "result": {"observed_value": m["rb"], "share_of_classes_above": ra,
+                       "n_classes": m["n_classes"], "max_class_risk": self.max_class_risk},
+        }
+
+    @classmethod
+    def explain(cls, kwargs, result, success):
+        rb = result.get("observed_value", 1.0)
+        return (f"class risk: highest class risk is {rb:.4g} (a class of "
+                f"{_patients(round(1 / rb)) if rb else 'no'}), threshold {kwargs['max_class_risk']:.4g}; "
+                f"{result.get('share_of_classes_above', 0):.2%} of classes are above it")
+
+
+class ExpectOverallRiskToBeAtMost(DeidflowExpectation):
+    """GB/T 42460 Annex D overall risk R at most `max_overall_risk` (R = 1 if Ra > 0)."""
+
+    subject_column: str
+    quasi_identifiers: list[str]
+    release_model: str
+    tau: float
+    pr: float
+    max_overall_risk: float
+
+    metric_dependencies: ClassVar[Tuple[str, ...]] = ("deidflow.subject_class_sizes",)
+    success_keys: ClassVar[Tuple[str, ...]] = (
+        "subject_column", "quasi_identifiers", "release_model", "tau", "pr", "max_overall_risk")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        m = metrics["deidflow.subject_class_sizes"]
+        r = overall_risk(m, self.tau, self.release_model, self.pr) if m["n_classes"] else 1.0
+        return {
+            "success": r <= self.max_overall_risk + 1e-12,
+            "result": {"observed_value": r, "ra": share_of_classes_above(m, self.tau),
+                       "rb": m["rb"], "rc": m["rc"], "release_model": self.release_model,
+                       "max_overall_risk": self.max_overall_risk},
+        }
+
+    @classmethod
+    def explain(cls, kwargs, result, success):
+        r = result.get("observed_value", 1.0)
+        why = ""
+        if result.get("ra", 0) > 0:
+            why = f" because {result['ra']:.2%} of classes exceed τ={kwargs['tau']:.4g}"
+        return (f"overall risk ({kwargs['release_model']} release): R = {r:.4g}{why}, "
+                f"policy allows at most {kwargs['max_overall_risk']:.4g}")
+
+
+class ExpectNoDirectIdentifiers(DeidflowExpectation):
+    """No value of any listed column holds a resident ID, mobile, e-mail or an identifier
+    string of the input (names, IDs, phones), using the scrubber's detectors."""
+
+    columns: list[str]
+    known_identifiers_ref: str
+    n_known_identifiers: int
+
+    metric_dependencies: ClassVar[Tuple[str, ...]] = ("deidflow.direct_identifier_hits",)
+    success_keys: ClassVar[Tuple[str, ...]] = (
+        "columns", "known_identifiers_ref", "n_known_identifiers")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        hits = metrics["deidflow.direct_identifier_hits"]
+        bad = {c: h for c, h in hits.items() if h["rows"]}
+        return {
+            "success": not bad,
+            "result": {"observed_value": int(sum(h["rows"] for h in bad.values())),
+                       "columns_with_identifiers": bad,
+                       "columns_checked": len(hits)},
+        }
+
+    @classmethod
+    def explain(cls, kwargs, result, success):
+        bad = result.get("columns_with_identifiers") or {}
+        if not bad:
+            return (f"direct identifiers: none found in {result.get('columns_checked', 0)} "
+                    "column(s) checked")
+        parts = [f"'{c}': {h['rows']} row(s) with {', '.join(h['kinds'])}" for c, h in bad.items()]
+        return "direct identifiers left: " + "; ".join(parts)
+
+
+class ExpectSubjectsToBeConsented(DeidflowExpectation):
+    """Every released subject's pseudonym maps to a consented subject of the snapshot."""
+
+    subject_column: str
+    consented_ref: str
+    n_consented: int
+
+    metric_dependencies: ClassVar[Tuple[str, ...]] = ("deidflow.unconsented_subjects",)
+    success_keys: ClassVar[Tuple[str, ...]] = ("subject_column", "consented_ref", "n_consented")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        m = metrics["deidflow.unconsented_subjects"]
+        return {
+            "success": m["n_unconsented"] == 0,
+            "result": {"observed_value": m["n_unconsented"], "n_subjects": m["n_subjects"]},
+        }
+
+    @classmethod
+    def explain(cls, kwargs, result, success):
+        return (f"consent coverage: {result.get('observed_value', '?')} of "
+                f"{result.get('n_subjects', '?')} released subject(s) in '{kwargs['subject_column']}' "
+                f"have no consent in the snapshot")
+
+
+class ExpectTableToMatchPolicySchema(DeidflowExpectation):
+    """The table has exactly the columns the policy releases, with the declared kinds."""
+
+    columns: list[str]
+    dtypes: dict[str, str]
+
+    metric_dependencies: ClassVar[Tuple[str, ...]] = ("deidflow.policy_schema_differences",)
+    success_keys: ClassVar[Tuple[str, ...]] = ("columns", "dtypes")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        d = metrics["deidflow.policy_schema_differences"]
+        n = len(d["missing"]) + len(d["unexpected"]) + len(d["wrong_type"])
+        return {"success": n == 0, "result": {"observed_value": n, **d}}
+
+    @classmethod
+    def explain(cls, kwargs, result, success):
+        if success:
+            return f"schema: the {len(kwargs['columns'])} column(s) the policy releases, as declared"
+        parts = []
+        if result.get("missing"):
+            parts.append(f"missing {result['missing']}")
+        if result.get("unexpected"):
+            parts.append(f"not released by the policy {result['unexpected']}")
+        if result.get("wrong_type"):
+            wt = ", ".join(f"'{c}' is {t}, policy declares {kwargs['dtypes'][c]}"
+                           for c, t in result["wrong_type"].items())
+            parts.append(wt)
+        return "schema differs from the policy: " + "; ".join(parts)
+
+
+CUSTOM_EXPECTATIONS: tuple[type[DeidflowExpectation], ...] = (
+    ExpectSubjectsToBeKAnonymous,
+    ExpectSensitiveColumnToBeLDiverse,
+    ExpectMaxClassRiskToBeAtMost,
+    ExpectOverallRiskToBeAtMost,
+    ExpectNoDirectIdentifiers,
+    ExpectSubjectsToBeConsented,
+    ExpectTableToMatchPolicySchema,
+)
