@@ -1,0 +1,152 @@
+"""CLI for provenance: `deidflow keys init`, `deidflow verify`, `deidflow releases list|due|purge`.
+
+Mount with `register(app)` (adds the `keys` and `releases` groups and the `verify` command).
+Exit status: 0 fine, 1 verification failed (the release does not match its manifest),
+2 a user-fixable error (printed as where: what / Fix: how).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deidflow.errors import DeidflowError
+
+err = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+keys_app = typer.Typer(help="Signing keys for release manifests.", no_args_is_help=True)
+releases_app = typer.Typer(help="Past releases and their retention.", no_args_is_help=True)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except DeidflowError as exc:
+        err.print("[bold red]error:[/] ", end="")
+        err.print(exc.render(), highlight=False, markup=False)
+        raise typer.Exit(2) from None
+
+
+@keys_app.command("init")
+def keys_init(
+    key: Path = typer.Option(
+        Path(".deidflow/keys/signing.key"), "--key", help="Where to write the private key (0600)."
+    ),
+) -> None:
+    """Make the Ed25519 key pair that signs release manifests. Refuses to overwrite."""
+    from deidflow.manifest.signing import key_id, load_signing_key, short_key_id
+    from deidflow.manifest.signing import generate_signing_keys
+
+    def go() -> tuple[Path, Path, str]:
+        private, public = generate_signing_keys(key)
+        return private, public, key_id(load_signing_key(private).public_key())
+
+    private, public, kid = _guard(go)
+    out.print(f"private key  {private}  (mode 0600: keep it with the hospital)")
+    out.print(f"public key   {public}  (give this to recipients so they can verify)")
+    out.print(f"key id       {kid}")
+    out.print(f"fingerprint  {short_key_id(kid)}")
+
+
+def verify(
+    release_dir: Path = typer.Argument(..., help="A release directory (holding manifest.json)."),
+    public_key: Optional[Path] = typer.Option(
+        None, "--public-key", "-k", help="The hospital's public key (.pub). Without it, trust is not anchored."
+    ),
+) -> None:
+    """Recompute every file's SHA-256 and check the manifest's signature."""
+    from deidflow.manifest.verify import verify_release
+
+    report = _guard(lambda: verify_release(release_dir, public_key))
+    if report.ok:
+        out.print(f"[green]{report.summary()}[/]", highlight=False)
+        if report.record is not None:
+            r = report.record
+            out.print(
+                f"release {r.release_id} for {r.recipient.name}, agreement {r.agreement_id}, "
+                f"purpose {r.purpose}",
+                highlight=False,
+                markup=False,
+            )
+        return
+    err.print("[bold red]verification FAILED[/]")
+    for line in report.messages():
+        err.print(f"  {line}", highlight=False, markup=False)
+    raise typer.Exit(1)
+
+
+@releases_app.command("list")
+def releases_list(
+    root: Path = typer.Argument(Path("releases"), help="The output directory of releases."),
+    public_key: Optional[Path] = typer.Option(None, "--public-key", "-k", help="Public key to verify with."),
+    check: bool = typer.Option(True, "--verify/--no-verify", help="Recompute digests (slower on large releases)."),
+) -> None:
+    """Past releases with their integrity and retention status."""
+    from deidflow.manifest.retention import ReleaseIndex
+
+    entries = _guard(lambda: ReleaseIndex(root, public_key_path=public_key).releases(verify=check))
+    t = Table(title=f"releases under {root}", title_justify="left")
+    for col in ("release", "created", "recipient", "agreement", "status", "keep until"):
+        t.add_column(col)
+    for x in entries:
+        colour = {"verified": "green", "tampered": "bold red", "unsigned": "red"}.get(x.status, "yellow")
+        t.add_row(
+            x.release_id,
+            _day(x.created_at),
+            x.recipient or "?",
+            x.agreement_id or "?",
+            f"[{colour}]{x.status}[/]",
+            _day(x.retention_until),
+        )
+    out.print(t)
+    if not entries:
+        out.print("no releases found")
+
+
+@releases_app.command("due")
+def releases_due(
+    root: Path = typer.Argument(Path("releases"), help="The output directory of releases."),
+) -> None:
+    """Releases whose retention period (at least 3 years) has passed."""
+    from deidflow.manifest.retention import ReleaseIndex
+
+    due = _guard(lambda: ReleaseIndex(root).due())
+    for x in due:
+        out.print(f"{x.release_id}\tkept until {_day(x.retention_until)}\t{x.path}")
+    if not due:
+        out.print("nothing is due for deletion")
+
+
+@releases_app.command("purge")
+def releases_purge(
+    release_id: str = typer.Argument(..., help="The release to delete."),
+    root: Path = typer.Option(Path("releases"), "--root", help="The output directory of releases."),
+    private_root: Optional[Path] = typer.Option(
+        None, "--private", help="Hospital-side directory holding <release_id>/ exclusion logs."
+    ),
+) -> None:
+    """Delete a release whose retention period has passed; refuses anything younger."""
+    from deidflow.manifest.retention import ReleaseIndex
+
+    removed = _guard(lambda: ReleaseIndex(root, private_root).purge(release_id))
+    for p in removed:
+        out.print(f"deleted {p}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount these commands on the main `deidflow` app."""
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(releases_app, name="releases")
+    app.command("verify")(verify)
+
+
+def _day(dt: datetime | None) -> str:
+    return "?" if dt is None else dt.astimezone(timezone.utc).strftime("%Y-%m-%d")

@@ -1,0 +1,272 @@
+"""Verify a release directory against its signed manifest.
+
+A recipient runs this with the public key the hospital gave them (trust anchored). Without
+one, the key shipped in the release (signer.pub) is used: that proves the files match what
+*someone* signed, not who, and the report says so.
+
+Every check runs even after one fails, so the report names everything that changed:
+manifest format, signature, each changed / missing / extra file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from deidflow.errors import DeidflowError, VerificationError
+from deidflow.manifest.record import ReleaseRecord
+from deidflow.manifest.seal import envelope_bytes
+from deidflow.manifest.signing import (
+    IN_TOTO_PAYLOAD_TYPE,
+    check_signature,
+    key_id,
+    load_public_key,
+    short_key_id,
+    strict_b64decode,
+)
+from deidflow.manifest.statement import (
+    MANIFEST_NAME,
+    PREDICATE_TYPE,
+    PUBLIC_KEY_NAME,
+    STATEMENT_TYPE,
+    file_sha256,
+    record_from_statement,
+    release_files,
+)
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    name: str
+    expected_sha256: str
+    found_sha256: str
+
+
+@dataclass
+class VerifyReport:
+    release_dir: Path
+    signature_valid: bool = False
+    trust_anchored: bool = False
+    keyid: str | None = None
+    signer_keyids: list[str] = field(default_factory=list)
+    changed: list[ChangedFile] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    subjects_checked: int = 0
+    record: ReleaseRecord | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.signature_valid
+            and not self.problems
+            and not self.changed
+            and not self.missing
+            and not self.extra
+        )
+
+    def messages(self) -> list[str]:
+        """One line per finding, each naming the file it is about."""
+        out = list(self.problems)
+        out += [
+            f"{c.name}: changed since signing (sha256 signed {c.expected_sha256[:16]}…, "
+            f"found {c.found_sha256[:16]}…)"
+            for c in self.changed
+        ]
+        out += [f"{name}: missing (listed in the signed manifest)" for name in self.missing]
+        out += [f"{name}: extra file, not in the signed manifest" for name in self.extra]
+        return out
+
+    def summary(self) -> str:
+        if self.ok:
+            who = short_key_id(self.keyid or "")
+            anchor = (
+                "with the public key you supplied"
+                if self.trust_anchored
+                else "with the key shipped inside the release (trust NOT anchored: pass the "
+                "hospital's public key to prove who signed)"
+            )
+            return (
+                f"verified: {self.subjects_checked} files match manifest.json, signed by key "
+                f"{who}, checked {anchor}"
+            )
+        return "verification FAILED:\n  " + "\n  ".join(self.messages())
+
+    def raise_if_failed(self) -> None:
+        if not self.ok:
+            raise VerificationError(
+                "release does not match its signed manifest:\n  " + "\n  ".join(self.messages()),
+                file=str(self.release_dir),
+                fix="do not use this release; ask the releasing hospital for a fresh copy",
+            )
+
+
+def verify_release(release_dir: Path, public_key_path: Path | None = None) -> VerifyReport:
+    release_dir = Path(release_dir)
+    report = VerifyReport(release_dir=release_dir)
+    manifest = release_dir / MANIFEST_NAME
+    if not release_dir.is_dir():
+        report.problems.append(f"{release_dir}: not a directory")
+        return report
+    if not manifest.is_file():
+        report.problems.append(f"{MANIFEST_NAME}: missing; this release is not signed")
+        return report
+
+    envelope = _read_envelope(manifest, report)
+    statement = _read_statement(envelope, report) if envelope else None
+
+    if envelope is not None:
+        _check_signature(release_dir, envelope, public_key_path, report)
+    if statement is not None:
+        _check_subjects(release_dir, statement, report)
+        try:
+            report.record = record_from_statement(statement)
+        except (ValidationError, KeyError, TypeError) as exc:
+            report.problems.append(f"{MANIFEST_NAME}: predicate is not a release record ({exc})")
+    return report
+
+
+def _read_envelope(manifest: Path, report: VerifyReport) -> dict[str, Any] | None:
+    raw = manifest.read_bytes()
+    try:
+        envelope = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        report.problems.append(f"{MANIFEST_NAME}: not valid JSON ({exc}); it was altered")
+        return None
+    if not isinstance(envelope, dict) or set(envelope) != {"payload", "payloadType", "signatures"}:
+        keys = sorted(envelope) if isinstance(envelope, dict) else type(envelope).__name__
+        report.problems.append(
+            f"{MANIFEST_NAME}: not a DSSE envelope (fields {keys}, expected payload, "
+            "payloadType, signatures)"
+        )
+        return None
+    if envelope["payloadType"] != IN_TOTO_PAYLOAD_TYPE:
+        report.problems.append(
+            f"{MANIFEST_NAME}: payloadType is {envelope['payloadType']!r}, "
+            f"expected {IN_TOTO_PAYLOAD_TYPE!r}"
+        )
+    sigs = envelope["signatures"]
+    if not isinstance(sigs, list) or not all(isinstance(s, dict) for s in sigs) or not sigs:
+        report.problems.append(f"{MANIFEST_NAME}: signatures must be a non-empty list")
+        return None
+    report.signer_keyids = [str(s.get("keyid")) for s in sigs]
+    try:
+        canonical = envelope_bytes(envelope)
+    except (TypeError, ValueError):
+        canonical = b""
+    if canonical != raw:
+        # Bytes outside the signed payload (whitespace, escapes, duplicate keys) changed.
+        report.problems.append(
+            f"{MANIFEST_NAME}: bytes differ from the form deidflow writes; the file was edited "
+            "after signing"
+        )
+    return envelope
+
+
+def _read_statement(envelope: dict[str, Any], report: VerifyReport) -> dict[str, Any] | None:
+    try:
+        payload = strict_b64decode(envelope["payload"])
+    except ValueError as exc:
+        report.problems.append(f"{MANIFEST_NAME}: payload is {exc}; it was altered")
+        return None
+    try:
+        statement = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        report.problems.append(f"{MANIFEST_NAME}: payload is not a JSON statement; it was altered")
+        return None
+    if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
+        report.problems.append(f"{MANIFEST_NAME}: payload is not an in-toto Statement v1")
+        return None
+    if statement.get("predicateType") != PREDICATE_TYPE:
+        report.problems.append(
+            f"{MANIFEST_NAME}: predicateType {statement.get('predicateType')!r} is not "
+            f"{PREDICATE_TYPE!r}"
+        )
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("digest"), dict) for s in subjects
+    ):
+        report.problems.append(f"{MANIFEST_NAME}: statement subjects are malformed")
+        return None
+    return statement
+
+
+def _check_signature(
+    release_dir: Path,
+    envelope: dict[str, Any],
+    public_key_path: Path | None,
+    report: VerifyReport,
+) -> None:
+    try:
+        if public_key_path is not None:
+            public_key = load_public_key(public_key_path)
+            report.trust_anchored = True
+        else:
+            public_key = load_public_key(release_dir / PUBLIC_KEY_NAME)
+    except DeidflowError as exc:
+        report.problems.append(f"{exc.file}: {exc.message}")
+        return
+    report.keyid = key_id(public_key)
+    try:
+        check = check_signature(envelope, public_key)
+    except (ValueError, KeyError, TypeError) as exc:
+        report.problems.append(f"{MANIFEST_NAME}: signature cannot be checked ({exc})")
+        return
+    report.signature_valid = check.valid
+    if not check.valid:
+        source = str(public_key_path) if public_key_path else PUBLIC_KEY_NAME
+        report.problems.append(
+            f"{MANIFEST_NAME}: {check.reason} (key from {source}); the manifest was changed "
+            "after signing or was signed by another key"
+        )
+
+
+def _check_subjects(release_dir: Path, statement: dict[str, Any], report: VerifyReport) -> None:
+    expected = {str(s.get("name")): s["digest"].get("sha256") for s in statement["subject"]}
+    try:
+        present = release_files(release_dir)
+    except VerificationError as exc:
+        report.problems.append(f"{exc.file}: {exc.message}")
+        return
+    for name, want in expected.items():
+        path = present.get(name)
+        if path is None:
+            report.missing.append(name)
+            continue
+        found = file_sha256(path)
+        report.subjects_checked += 1
+        if found != want:
+            report.changed.append(ChangedFile(name, str(want), found))
+    report.extra.extend(name for name in present if name not in expected)
+
+
+def read_record_unverified(release_dir: Path) -> ReleaseRecord | None:
+    """The release record in manifest.json without checking anything (for fast listings)."""
+    scratch = VerifyReport(release_dir=Path(release_dir))
+    envelope = _read_envelope(Path(release_dir) / MANIFEST_NAME, scratch)
+    statement = _read_statement(envelope, scratch) if envelope else None
+    if statement is None:
+        return None
+    try:
+        return record_from_statement(statement)
+    except (ValidationError, KeyError, TypeError):
+        return None
+
+
+def read_statement(release_dir: Path) -> dict[str, Any]:
+    """The in-toto Statement in manifest.json, unverified (for summaries of a signed release)."""
+    scratch = VerifyReport(release_dir=Path(release_dir))
+    envelope = _read_envelope(Path(release_dir) / MANIFEST_NAME, scratch)
+    statement = _read_statement(envelope, scratch) if envelope else None
+    if statement is None:
+        raise VerificationError(
+            "; ".join(scratch.problems) or "no statement",
+            file=str(Path(release_dir) / MANIFEST_NAME),
+            fix="run `deidflow verify` on the release directory",
+        )
+    return statement
