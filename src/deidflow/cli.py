@@ -199,6 +199,54 @@ def techniques() -> None:
     out.print(t)
 
 
+@app.command()
+def recheck(policy: Path = typer.Argument(..., help="The release policy (YAML).")) -> None:
+    """Find released subjects who have since withdrawn; write a deletion notice per release."""
+    from deidflow.policy import load_policy
+    from deidflow.recheck import write_deletion_notices
+
+    written = _run(lambda: write_deletion_notices(load_policy(policy)))
+    if not written:
+        out.print("no released subject has withdrawn since their release; no notice written")
+    for p in written:
+        out.print(f"deletion notice: {p}")
+
+
+@app.command()
+def serve(
+    policy: Path = typer.Argument(..., help="The release policy (YAML); its schedule section sets the crons."),
+    consent_drop: Optional[Path] = typer.Option(None, help="Folder to import new consent files from."),
+    sync_cron: str = typer.Option("*/15 * * * *", help="Cron for the consent-sync flow."),
+) -> None:
+    """Serve the release, re-check and consent-sync flows on their schedules.
+
+    Needs a real Prefect server (schedules never fire on the temporary local one): run
+    `make server` and export PREFECT_API_URL=http://127.0.0.1:4200/api first."""
+    from deidflow.policy import load_policy
+
+    def go():
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            from deidflow.errors import DeidflowError
+
+            raise DeidflowError(
+                "schedules need a Prefect server; the temporary local one never runs scheduled flows",
+                key="PREFECT_API_URL",
+                fix="run `make server` in another terminal, then "
+                "`export PREFECT_API_URL=http://127.0.0.1:4200/api`",
+            )
+        return load_policy(policy)
+
+    loaded = _run(go)
+    from flows.serve import deployments_for
+    from prefect import serve as prefect_serve
+
+    deps = deployments_for(loaded, consent_drop=consent_drop, sync_cron=sync_cron)
+    console.print(f"serving {len(deps)} flow(s): " + ", ".join(d.name for d in deps))
+    prefect_serve(*deps, print_starting_message=False)
+
+
 def _mount(module: str, attr: str, name: str, help_text: str) -> None:
     """Mount a sub-app when its module exists (each area owns its commands)."""
     try:
