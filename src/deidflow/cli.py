@@ -120,9 +120,9 @@ def _summary_from_dir(release_dir: Path):
     return stages.ReleaseSummary(
         release_id=pred.get("release_id", release_dir.name),
         release_dir=release_dir,
-        subjects_in=counts.get("subjects_in", 0),
+        subjects_in=counts.get("records_in", 0),
         excluded_for_consent=counts.get("excluded_for_consent", 0),
-        suppressed=counts.get("suppressed_subjects", 0),
+        suppressed=counts.get("suppressed", 0),
         released=counts.get("released_subjects", 0),
         k=risk.get("after", {}).get("k"),
         levels=risk.get("levels", {}),

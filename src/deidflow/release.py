@@ -148,8 +148,8 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
             "excluded_for_consent": int(len(subjects) - len(allowed)),
             "records_in": records_in,
         }
-        # The exclusion log names subjects: it stays with the hospital, beside the work dir.
-        gate.excluded.to_csv(work / "exclusions.csv", index=False)
+        # The exclusion log names subjects: it stays with the hospital (0600), beside the work dir.
+        gate.write_exclusion_log(work, "run")
         state.save(work)
         return work
     except BaseException:
@@ -177,7 +177,7 @@ def _categories(loaded: LoadedPolicy) -> list[str]:
 def search(work: Path) -> dict[str, Any]:
     """Choose the quasi-identifiers' generalisation levels and the subjects to suppress."""
     from deidflow.risk.search import search as lattice_search
-    from deidflow.techniques.generalise import encode_qi
+    from deidflow.techniques.hierarchies import encode_qi
 
     state = RunState.load(work)
     loaded = _loaded(state)
@@ -349,7 +349,7 @@ def _release_id(loaded: LoadedPolicy, state: RunState, keyring: Any) -> str:
     h.update(loaded.sha256.encode())
     for inp in state.inputs:
         h.update(f"{inp['table']}:{inp['sha256']}".encode())
-    h.update(str(state.consent.get("consent_ids_digest", "")).encode())
+    h.update(str(state.consent.get("events_sha256", "")).encode())
     h.update(keyring.fingerprint().encode())
     agreement = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in loaded.policy.release.agreement_id)
     return f"{agreement}-{h.hexdigest()[:12]}"
@@ -402,10 +402,9 @@ def validate(work: Path) -> dict[str, Any]:
 def publish_release(work: Path) -> Path:
     """Review page, signed manifest, atomic rename, and the hospital-side records."""
     from deidflow.consent.registry import ConsentRegistry
-    from deidflow.manifest.record import build_record
     from deidflow.manifest.review import render_review
+    from deidflow.manifest.seal import write_manifest
     from deidflow.manifest.signing import ensure_signing_key
-    from deidflow.manifest.statement import write_manifest
 
     state = RunState.load(work)
     loaded = _loaded(state)
@@ -413,25 +412,138 @@ def publish_release(work: Path) -> Path:
     root = _output_root(loaded)
     stage = staging_dir(root, state.release_id)
     final = root / state.release_id
-    finished = _now()
-    record = build_record(loaded, state, finished_at=finished)
+    record = build_record(loaded, state, finished_at=_now())
     signing_key = ensure_signing_key(loaded.resolve(policy.keys.signing_key_file))
-    render_review(stage, record, signing_key_path=signing_key)
+    sizes_after = _class_sizes(pd.read_parquet(stage / "data" / f"{policy.subject_table}.parquet")
+                               if policy.output.format == "parquet"
+                               else _read_csv(stage / "data" / f"{policy.subject_table}.csv"), loaded)
+    sizes_before = _class_sizes(_gated(work, policy.subject_table), loaded)
+    render_review(stage, record, signing_key_path=signing_key, class_sizes=sizes_after.tolist(),
+                  class_sizes_before=sizes_before.tolist(), k=policy.limits.k)
     write_manifest(stage, record, signing_key)
     publish(stage, final)
 
     private = _private_dir(loaded)
     exclusions = private / "exclusions"
-    exclusions.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(work / "exclusions.csv", exclusions / f"{state.release_id}.csv")
+    exclusions.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copyfile(work / "consent-exclusions-run.csv", exclusions / f"{state.release_id}.csv")
+    (exclusions / f"{state.release_id}.csv").chmod(0o600)
     mapping = pd.read_parquet(work / "pseudonyms.parquet")
     if "pseudonym" in mapping:
         ConsentRegistry(_registry_url(loaded)).record_release(
-            state.release_id, mapping["subject_id"], mapping["pseudonym"], finished
+            state.release_id, mapping["subject_id"], mapping["pseudonym"], record.finished_at
         )
     state.release_dir = str(final)
     state.save(work)
     return final
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
+
+
+def _class_sizes(frame: pd.DataFrame, loaded: LoadedPolicy) -> np.ndarray:
+    """Size (in subjects) of each equivalence class of the subject table over the QIs."""
+    policy = loaded.policy
+    sid = policy.tables[policy.subject_table].subject_column
+    qis = [c for c in policy.quasi_identifiers() if c in frame.columns]
+    if not qis or frame.empty:
+        return np.array([len(frame)] if len(frame) else [], dtype=np.int64)
+    cols = frame[qis].astype("string").fillna("<NA>")
+    if sid in frame.columns:
+        cols = cols.loc[~frame[sid].duplicated().to_numpy()]
+    codes = np.zeros(len(cols), dtype=np.int64)
+    for c in qis:
+        k, u = pd.factorize(cols[c], sort=True)
+        codes = codes * (len(u) + 1) + k
+    return np.bincount(pd.factorize(codes)[0]).astype(np.int64)
+
+
+def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime):
+    """The manifest's ReleaseRecord from the run state: counts, digests, parameters — no ids."""
+    from importlib import metadata
+    import platform
+
+    from deidflow.manifest.record import (
+        ColumnTreatment, ConsentSnapshot, Counts, InputFile, PlanInfo, RecipientInfo,
+        ReleaseRecord, RiskSummary, Software, add_years,
+    )
+
+    policy = loaded.policy
+    rel = policy.release
+    started = datetime.fromisoformat(state.started_at)
+    c = state.consent
+    versions = {}
+    for pkg in ("pandas", "numpy", "pyarrow", "great-expectations", "prefect", "cryptography",
+                "pydantic", "sqlalchemy", "faker"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:  # pragma: no cover - optional
+            continue
+    columns = []
+    for entry in state.columns:
+        params = {k: v for k, v in entry.items()
+                  if k not in ("table", "column", "role", "technique")}
+        flat = params.pop("params", {}) or {}
+        columns.append(ColumnTreatment(table=entry["table"], column=entry["column"],
+                                       role=entry["role"], technique=entry.get("technique", "?"),
+                                       params=_plain({**flat, **params})))
+    after = dict(state.search.get("after", {}))
+    after.setdefault("k_required", policy.limits.k)
+    return ReleaseRecord(
+        release_id=state.release_id,
+        created_at=finished_at,
+        started_at=started,
+        finished_at=finished_at,
+        policy_text=loaded.text,
+        policy_sha256=loaded.sha256,
+        agreement_id=rel.agreement_id,
+        pipia_id=rel.pipia_id,
+        recipient=RecipientInfo(id=rel.recipient.id, name=rel.recipient.name,
+                                country=rel.recipient.country),
+        purpose=rel.purpose,
+        release_model=rel.model.value,
+        data_categories=list(rel.data_categories),
+        retention_until=add_years(finished_at, max(rel.retention_years, 3)),
+        plan=PlanInfo(objective=policy.plan.objective, attacker_model=policy.plan.attacker_model,
+                      approver=policy.plan.approver, executor=policy.plan.executor,
+                      version=str(policy.plan.version)),
+        inputs=[InputFile(table=i["table"], path=i["path"], sha256=i["sha256"], rows=i["rows"])
+                for i in state.inputs],
+        consent=ConsentSnapshot(
+            registry=str(c.get("registry", policy.consent.registry)),
+            as_of=datetime.fromisoformat(str(c.get("as_of", state.as_of))),
+            events=int(c.get("events", 0)),
+            granted=int(c.get("granted", 0)),
+            excluded_by_reason={k: int(v) for k, v in c.get("excluded_by_reason", {}).items()},
+            consent_ids_digest=str(c.get("events_sha256", "")),
+        ),
+        columns=columns,
+        risk=RiskSummary(before=_plain(state.search.get("before", {})), after=_plain(after),
+                         levels=dict(state.search.get("levels", {})),
+                         suppressed_records=int(state.counts.get("suppressed_subjects", 0)),
+                         utility=_plain(state.search.get("utility", {}))),
+        aggregates=_plain(state.aggregates),
+        validation=_plain(state.validation),
+        counts=Counts(records_in=int(state.counts.get("subjects_in", 0)),
+                      excluded_for_consent=int(state.counts.get("excluded_for_consent", 0)),
+                      suppressed=int(state.counts.get("suppressed_subjects", 0)),
+                      released=dict(state.counts.get("released_rows", {})),
+                      released_subjects=int(state.counts.get("released_subjects", 0)),
+                      rows_in=dict(state.counts.get("records_in", {}))),
+        software=Software(deidflow=_deidflow_version(), python=platform.python_version(),
+                          packages=versions),
+        flow_run_id=state.flow_run_id,
+    )
+
+
+def _deidflow_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("deidflow")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+source"
 
 
 # --- the whole run without Prefect ---------------------------------------------------------------
