@@ -1,0 +1,102 @@
+"""The full release on a generated extract: time per stage and peak memory.
+
+    .venv/bin/python benchmarks/bench_release.py                 # 100,000 patients
+    .venv/bin/python benchmarks/bench_release.py --patients 1000000
+
+Target (issue 8): 1,000,000 patients (about 20 columns over four tables) in under 30 s wall on
+2 cores, peak memory under 4 GB. The extract is generated once into benchmarks/.cache/ and reused.
+The release runs in a child process so that its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CACHE = HERE / ".cache"
+
+CHILD = r"""
+import json, sys, time
+from pathlib import Path
+from deidflow import release as st
+times = {}
+t = time.perf_counter(); work = st.prepare(sys.argv[1]); times["prepare (read, derive, consent gate)"] = time.perf_counter() - t
+try:
+    for name, fn in st.STAGES:
+        t = time.perf_counter(); fn(work); times[name] = time.perf_counter() - t
+    s = st.summarise(work)
+finally:
+    st.discard(work)
+print(json.dumps({"times": times, "released": s.released, "excluded": s.excluded_for_consent,
+                  "suppressed": s.suppressed, "k": s.k, "levels": s.levels}))
+"""
+
+
+def extract(patients: int) -> Path:
+    data = CACHE / f"extract-{patients}"
+    if not (data / "consents.csv").exists():
+        from deidflow.samples import generate_samples
+
+        t = time.perf_counter()
+        generate_samples(data, patients)
+        print(f"generated {patients:,} patients in {time.perf_counter() - t:.1f} s -> {data}")
+    return data
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patients", type=int, default=100_000)
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO / "tests"))
+    from integration.conftest import write_policy  # the example policy with paths moved
+
+    from deidflow.consent.importers import import_consent_file
+    from deidflow.consent.registry import ConsentRegistry
+    from deidflow.policy import load_policy
+    from deidflow.release import _registry_url
+
+    data = extract(args.patients)
+    root = CACHE / f"run-{args.patients}"
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "keys").mkdir(parents=True)
+    policy = write_policy(root, data)
+    t = time.perf_counter()
+    res = import_consent_file(ConsentRegistry(_registry_url(load_policy(policy))), data / "consents.csv")
+    t_import = time.perf_counter() - t
+    rows = {p.stem: sum(1 for _ in open(p, "rb")) - 1 for p in data.glob("*.csv")}
+
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", CHILD, str(policy)], capture_output=True, text=True,
+                         env=os.environ | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        print(out.stderr[-3000:])
+        raise SystemExit("release failed")
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+
+    print(f"\nfull release, {args.patients:,} patients; rows per table: "
+          + ", ".join(f"{k} {v:,}" for k, v in sorted(rows.items())))
+    print(f"consent import (not part of the release): {res.new:,} events in {t_import:.2f} s")
+    print(f"{'stage':<40}{'seconds':>10}")
+    for name, sec in r["times"].items():
+        print(f"{name:<40}{sec:>10.2f}")
+    print(f"{'sum of stages':<40}{sum(r['times'].values()):>10.2f}")
+    print(f"{'wall incl. interpreter start/imports':<40}{wall:>10.2f}")
+    print(f"{'peak RSS (MB)':<40}{peak_mb:>10.0f}")
+    print(f"released {r['released']:,}, excluded for consent {r['excluded']:,}, "
+          f"suppressed {r['suppressed']:,}, k={r['k']}, levels {r['levels']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The release flow under Prefect for real (prefect_test_harness): tasks pass paths, the run
+publishes a summary artifact, and Prefect's own database never holds a record or the key."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import SECRET_HEX, write_policy
+
+
+def _prefect_db() -> Path:
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_HOME
+
+    url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
+    if url.startswith("sqlite"):
+        return Path(url.split("///", 1)[1])
+    return Path(PREFECT_HOME.value()) / "prefect.db"
+
+
+def test_release_flow_runs_and_stores_no_identities(env, prefect_harness):
+    from prefect.client.orchestration import get_client
+
+    from flows.release import release_flow
+
+    state = release_flow(policy_path=str(env.policy), return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    rel = Path(result["release_dir"])
+    assert (rel / "manifest.json").is_file()
+
+    import asyncio
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    arts = [a for a in asyncio.run(artifacts()) if a.key == "release-summary"]
+    assert arts, "the flow publishes a release-summary artifact"
+    md = arts[-1].data
+    assert result["release_id"] in md and "k reached" in md
+
+    # Everything Prefect stored (parameters, states, logs, artifacts): no key, no identifier.
+    db = _prefect_db()
+    assert db.is_file(), db
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    dump = "\n".join(con.iterdump())
+    con.close()
+    assert SECRET_HEX not in dump and SECRET_HEX.upper() not in dump
+    assert base64.b64encode(bytes.fromhex(SECRET_HEX)).decode() not in dump
+    raw = pd.read_csv(env.data / "patients.csv", dtype="string")
+    for col in ("resident_id", "mobile", "insurance_no"):
+        leaked = [v for v in raw[col].dropna() if v in dump]
+        assert not leaked, f"Prefect's database holds {col} values"
+    names = [v for v in raw["name"].dropna() if len(v) >= 3 and v in dump]
+    assert not names
+
+
+def test_failed_gate_fails_the_flow_and_publishes_nothing(env, prefect_harness):
+    from flows.release import release_flow
+
+    policy = write_policy(env.root, env.data, edits={r"k: 6 ": "k: 1000 "}, name="k1000.yaml")
+    state = release_flow(policy_path=str(policy), return_state=True)
+    assert state.is_failed()
+    assert not env.releases.exists() or not any(env.releases.iterdir())
+    work = env.private / "work"
+    assert not work.exists() or not any(work.iterdir())
