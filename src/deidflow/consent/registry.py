@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from deidflow.errors import ConsentError
+
+if TYPE_CHECKING:
+    from deidflow.policy import LoadedPolicy
 
 #: Hospital local time (China has no daylight saving): dates in consent forms and naive
 #: timestamps are read in this zone.
@@ -122,6 +125,19 @@ def redact_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return "<unparseable URL>"
+
+
+def registry_url_for(loaded: "LoadedPolicy") -> str:
+    """The policy's consent.registry URL, a relative SQLite path read relative to the policy
+    file (not the working directory), so that `deidflow consent import --policy` and the
+    release find the same database wherever they are started from."""
+    url = loaded.policy.consent.registry
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        path = loaded.resolve(url[len(prefix):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return url
 
 
 def to_utc(moment: datetime | pd.Timestamp | str) -> pd.Timestamp:
