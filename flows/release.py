@@ -1,10 +1,15 @@
 """The release flow: the diagram of one release, one task per stage.
 
-Parameters are the policy *path* and an optional as-of time: Prefect stores flow parameters in
-clear text, so no record ever goes in. Tasks pass the private work directory's path and return
-small summaries. I/O stages retry; gates (consent, search, validation) never do, because a
-retried gate could only pass by accident. Nothing is cached: inputs are files whose content
-the stages hash themselves.
+Parameters are the policy *path*, an optional as-of time and the engine name: Prefect stores
+flow parameters in clear text, so no record ever goes in. Tasks pass the private work
+directory's path and return small summaries. I/O stages retry; gates (consent, search,
+validation) never do, because a retried gate could only pass by accident. Nothing is cached:
+inputs are files whose content the stages hash themselves.
+
+Engines: `memory` reads each table whole (one partition). `dask` reads a co-partitioned
+Parquet extract (`deidflow partition`) and maps the per-partition tasks — consent gate,
+frequency counts, transform — over the partitions on a Dask cluster (prefect-dask); only the
+small frequency table is merged for the search.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -23,9 +28,19 @@ IO = dict(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_resul
 GATE = dict(retries=0, cache_policy=NO_CACHE, persist_result=False)
 
 
-@task(name="prepare: read inputs, consent gate", **GATE)
-def prepare(policy_path: str, as_of: datetime | None) -> str:
-    return str(stages.prepare(policy_path, as_of=as_of, flow_run_id=flow_run.get_id()))
+@task(name="prepare: read inputs, consent snapshot", **GATE)
+def prepare(policy_path: str, as_of: datetime | None, engine: str) -> str:
+    return str(stages.prepare(policy_path, as_of=as_of, flow_run_id=flow_run.get_id(), engine=engine))
+
+
+@task(name="consent gate (partition)", **GATE)
+def gate_partition(work: str, index: int) -> dict:
+    return stages.gate_partition(Path(work), index)
+
+
+@task(name="frequency table (partition)", **IO)
+def frequency_partition(work: str, index: int) -> str:
+    return stages.frequency_partition(Path(work), index)
 
 
 @task(name="search: generalisation and suppression", **GATE)
@@ -33,9 +48,9 @@ def search(work: str) -> dict:
     return stages.search(Path(work))
 
 
-@task(name="transform: apply techniques", **IO)
-def transform(work: str) -> str:
-    return str(stages.transform(Path(work)))
+@task(name="transform: apply techniques (partition)", **IO)
+def transform_partition(work: str, index: int) -> dict:
+    return stages.transform_partition(Path(work), index)
 
 
 @task(name="validate: Great Expectations gate", **GATE)
@@ -51,12 +66,18 @@ def publish(work: str) -> str:
     return str(stages.publish_release(Path(work)))
 
 
-@flow(name="deidflow-release", log_prints=False, persist_result=False)
-def release_flow(policy_path: str, as_of: datetime | None = None) -> dict:
-    work = prepare(policy_path, as_of)
+def _release(policy_path: str, as_of: datetime | None, engine: str) -> dict:
+    work = prepare(policy_path, as_of, engine)
     try:
+        parts = list(range(stages.RunState.load(Path(work)).partitions))
+        if engine == "dask":
+            done = gate_partition.map(unmapped(work), parts).result()
+            stages.finish_prepare(Path(work), list(done))
+        frequency_partition.map(unmapped(work), parts).result()
         search(work)
-        transform(work)
+        stages.begin_transform(Path(work))
+        transform_partition.map(unmapped(work), parts).result()
+        stages.finish_transform(Path(work))
         validate(work)
         publish(work)
         summary = stages.summarise(Path(work))
@@ -67,6 +88,22 @@ def release_flow(policy_path: str, as_of: datetime | None = None) -> dict:
     get_run_logger().info("release %s published", summary.release_id)
     return {"release_id": summary.release_id, "release_dir": str(summary.release_dir),
             "released": summary.released, "k": summary.k}
+
+
+@flow(name="deidflow-release", log_prints=False, persist_result=False)
+def release_flow(policy_path: str, as_of: datetime | None = None, engine: str = "memory") -> dict:
+    return _release(policy_path, as_of, engine)
+
+
+def dask_release_flow(n_workers: int = 2, cluster_address: str | None = None):
+    """The release flow on a Dask cluster: a LocalCluster of `n_workers` processes, or an
+    existing scheduler at `cluster_address`."""
+    from prefect_dask import DaskTaskRunner
+
+    runner = (DaskTaskRunner(address=cluster_address) if cluster_address else
+              DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1,
+                                             "processes": True, "dashboard_address": None}))
+    return release_flow.with_options(task_runner=runner)
 
 
 def summary_markdown(s: stages.ReleaseSummary) -> str:

@@ -85,6 +85,10 @@ def release(
     policy: Path = typer.Argument(..., help="The release policy (YAML), e.g. configs/release.yaml."),
     as_of: Optional[datetime] = typer.Option(None, help="Consent snapshot time (default: now)."),
     prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (default) or in-process."),
+    engine: str = typer.Option("memory", help="memory: tables read whole; dask: a partitioned Parquet "
+                               "extract (deidflow partition) processed on a Dask cluster."),
+    workers: int = typer.Option(2, help="Dask engine: worker processes of the local cluster."),
+    cluster: Optional[str] = typer.Option(None, help="Dask engine: address of an existing scheduler."),
 ) -> None:
     """Run one release: consent gate → de-identify → risk search → GX gate → signed manifest."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -92,16 +96,19 @@ def release(
     from deidflow import release as stages
 
     def go() -> stages.ReleaseSummary:
+        if engine not in ("memory", "dask"):
+            raise DeidflowError(f"unknown engine '{engine}'", key="--engine", fix="use memory or dask")
         if prefect:
-            with console.status("starting Prefect (local, no server) and running the release flow…"):
-                from flows.release import release_flow
+            with console.status(f"running the release flow (Prefect, {engine} engine)…"):
+                from flows.release import dask_release_flow, release_flow
 
-                result = release_flow(policy_path=str(policy.resolve()), as_of=as_of)
+                fl = dask_release_flow(workers, cluster) if engine == "dask" else release_flow
+                result = fl(policy_path=str(policy.resolve()), as_of=as_of, engine=engine)
             return _summary_from_dir(Path(result["release_dir"]))
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("starting", total=None)
-            return stages.run_release(policy, as_of=as_of,
+            return stages.run_release(policy, as_of=as_of, engine=engine,
                                       on_stage=lambda s: progress.update(task, description=s))
 
     summary = _run(go)
@@ -197,6 +204,23 @@ def techniques() -> None:
         t.add_row(name, ", ".join(sorted(r.value for r in tech.roles)),
                   ", ".join(sorted(tech.allowed_params)) or "—")
     out.print(t)
+
+
+@app.command()
+def partition(
+    policy: Path = typer.Argument(..., help="The release policy whose CSV inputs to partition."),
+    out: Path = typer.Option(..., help="Directory for <table>/part-*.parquet."),
+    partitions: int = typer.Option(8, help="Number of partitions (by subject)."),
+) -> None:
+    """Convert the policy's CSV inputs into a Parquet extract co-partitioned by subject, for
+    `deidflow release --engine dask`. Streams in batches: memory for one batch, not one table."""
+    from deidflow.partitions import partition_extract
+    from deidflow.policy import load_policy
+
+    written = _run(lambda: partition_extract(load_policy(policy), out, partitions))
+    for name, path in written.items():
+        out.print(f"{name}: {path} ({partitions} parts)")
+    out.print("point each table's path at its directory and set 'format: parquet'")
 
 
 @app.command()

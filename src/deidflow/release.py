@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,8 @@ class RunState:
     validation: dict[str, Any] = field(default_factory=dict)
     release_id: str | None = None
     release_dir: str | None = None
+    engine: str = "memory"
+    partitions: int = 1
 
     def save(self, work: Path) -> None:
         tmp = work / (STATE + ".tmp")
@@ -76,85 +79,167 @@ def _output_root(loaded: LoadedPolicy) -> Path:
     return loaded.resolve(loaded.policy.output.directory)
 
 
+NA = "<NA>"  # how a missing quasi-identifier value is encoded (risk/encoding.py)
+
+
+def _part(i: int) -> str:
+    return f"part-{i:05d}.parquet"
+
+
+def _gated_part(work: Path, table: str, i: int) -> pd.DataFrame:
+    return pd.read_parquet(work / "gated" / table / _part(i))
+
+
 def _gated(work: Path, table: str) -> pd.DataFrame:
-    return pd.read_parquet(work / "gated" / f"{table}.parquet")
+    """The consented rows of a table, all partitions in order."""
+    parts = sorted((work / "gated" / table).glob("part-*.parquet"))
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
+def _dump(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_plain(obj), ensure_ascii=False, sort_keys=True))
+
+
 # --- stage 1: prepare ---------------------------------------------------------------------------
+#
+# The memory engine reads each table whole and gates it as one partition. The Dask engine reads
+# a co-partitioned Parquet extract (partitions.py) and the flow gates each partition in
+# parallel with `gate_partition`, then `finish_prepare` adds up the counts.
 
 
-def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_id: str | None = None) -> Path:
-    """Load the policy, read and check every input, derive columns, apply the consent gate.
+def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_id: str | None = None,
+            engine: str = "memory") -> Path:
+    """Load the policy, read the consent snapshot as of the run's start, read and check every
+    input; with the memory engine also derive columns and apply the consent gate.
 
-    Returns the run's private work directory holding the consented tables."""
-    from deidflow.consent.gate import consent_gate
+    Returns the run's private work directory."""
     from deidflow.consent.registry import ConsentRegistry
-    from deidflow.techniques.derive import derive_columns
 
+    if engine not in ("memory", "dask"):
+        raise DeidflowError(f"unknown engine '{engine}'", key="engine", fix="use --engine memory or --engine dask")
     loaded = load_policy(policy_path)
-    policy = loaded.policy
     started = _now()
     as_of = as_of or started
-    tables = read_tables(loaded)
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=timezone.utc)
+    tables = read_tables(loaded) if engine == "memory" else None
+    if engine == "dask":
+        from deidflow.partitions import partition_count
 
-    private = _private_dir(loaded)
-    work = private / "work" / uuid.uuid4().hex[:16]
+        n_parts = partition_count(loaded)
+    snapshot = ConsentRegistry(_registry_url(loaded)).snapshot(as_of)
+
+    work = _private_dir(loaded) / "work" / uuid.uuid4().hex[:16]
     (work / "gated").mkdir(parents=True)
+    work.chmod(0o700)
     try:
         state = RunState(
             policy_path=str(loaded.path), run_id=work.name, started_at=started.isoformat(),
-            as_of=as_of.isoformat(), flow_run_id=flow_run_id,
+            as_of=as_of.isoformat(), flow_run_id=flow_run_id, engine=engine,
         )
-        frames = {}
-        for name, t in tables.items():
-            frames[name] = derive_columns(t.frame, policy.tables[name], as_of=as_of.date())
-            state.inputs.append({"table": name, "path": policy.tables[name].path,
-                                 "sha256": t.sha256, "rows": t.rows})
+        # The snapshot names subjects: it stays in the private work dir for the partitions.
+        snapshot.events.to_parquet(work / "consent-events.parquet")
+        state.consent = snapshot.summary()
+        if tables is not None:
+            state.partitions = 1
+            for name, t in tables.items():
+                state.inputs.append({"table": name, "path": loaded.policy.tables[name].path,
+                                     "sha256": t.sha256, "rows": t.rows})
+            state.save(work)
+            done = gate_partition(work, 0, {name: t.frame for name, t in tables.items()})
+            finish_prepare(work, [done])
+        else:
+            from deidflow.partitions import parts_digest
 
-        subj_spec = policy.tables[policy.subject_table]
-        subject = frames[policy.subject_table]
-        subjects = pd.DataFrame({"subject_id": subject[subj_spec.subject_column].astype(str)})
-        bcol = policy.consent.birth_date_column
-        subjects["birth_date"] = (
-            pd.to_datetime(subject[bcol], errors="coerce") if bcol else pd.NaT
-        )
-        registry = ConsentRegistry(_registry_url(loaded))
-        snapshot = registry.snapshot(as_of)
-        gate = consent_gate(
-            snapshot, subjects,
-            purpose=policy.release.purpose,
-            recipient_id=policy.release.recipient.id,
-            categories=_categories(loaded),
-            abroad=policy.release.recipient.abroad,
-            as_of=as_of,
-        )
-        allowed = pd.Index(pd.Series(np.asarray(gate.allowed), dtype="string"))
-        state.consent = dict(gate.snapshot_summary) | {
-            "granted": int(len(allowed)),
-            "excluded_by_reason": {k: int(v) for k, v in gate.counts.items()},
-        }
-        records_in = {}
-        for name, frame in frames.items():
-            col = policy.tables[name].subject_column
-            keep = frame[col].isin(allowed)
-            records_in[name] = int(len(frame))
-            frame.loc[keep].reset_index(drop=True).to_parquet(work / "gated" / f"{name}.parquet")
-        state.counts = {
-            "subjects_in": int(len(subjects)),
-            "excluded_for_consent": int(len(subjects) - len(allowed)),
-            "records_in": records_in,
-        }
-        # The exclusion log names subjects: it stays with the hospital (0600), beside the work dir.
-        gate.write_exclusion_log(work, "run")
-        state.save(work)
+            state.partitions = n_parts
+            for name, spec in loaded.policy.tables.items():
+                digest, rows = parts_digest(loaded, name)
+                state.inputs.append({"table": name, "path": spec.path, "sha256": digest, "rows": rows})
+            state.save(work)
         return work
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def gate_partition(work: Path, index: int, frames: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
+    """Derive columns and apply the consent gate to one partition; returns counts only."""
+    from deidflow.consent.gate import consent_gate
+    from deidflow.consent.registry import ConsentSnapshot
+    from deidflow.techniques.derive import derive_columns
+
+    state = RunState.load(work)
+    loaded = _loaded(state)
+    policy = loaded.policy
+    if frames is None:
+        from deidflow.partitions import read_partition
+
+        frames = read_partition(loaded, index)
+    as_of = datetime.fromisoformat(state.as_of)
+    frames = {name: derive_columns(f, policy.tables[name], as_of=as_of.date()) for name, f in frames.items()}
+    subj_spec = policy.tables[policy.subject_table]
+    subject = frames[policy.subject_table]
+    subjects = pd.DataFrame({"subject_id": subject[subj_spec.subject_column].astype(str)})
+    bcol = policy.consent.birth_date_column
+    subjects["birth_date"] = pd.to_datetime(subject[bcol], errors="coerce") if bcol in subject else pd.NaT
+    events = pd.read_parquet(work / "consent-events.parquet")
+    events = events.loc[events["subject_id"].astype(str).isin(subjects["subject_id"])]
+    snapshot = ConsentSnapshot.from_events(events, as_of, state.consent.get("registry", "registry"))
+    gate = consent_gate(
+        snapshot, subjects,
+        purpose=policy.release.purpose,
+        recipient_id=policy.release.recipient.id,
+        categories=_categories(loaded),
+        abroad=policy.release.recipient.abroad,
+        as_of=as_of,
+    )
+    allowed = pd.Index(pd.Series(np.asarray(gate.allowed), dtype="string"))
+    records_in = {}
+    for name, frame in frames.items():
+        keep = frame[policy.tables[name].subject_column].isin(allowed)
+        records_in[name] = int(len(frame))
+        out = work / "gated" / name / _part(index)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.loc[keep.to_numpy()].reset_index(drop=True).to_parquet(out)
+    excluded = work / "excluded" / _part(index)
+    excluded.parent.mkdir(parents=True, exist_ok=True)
+    gate.excluded.to_parquet(excluded)
+    return {"subjects": int(len(subjects)), "granted": int(len(allowed)),
+            "excluded_by_reason": {k: int(v) for k, v in gate.counts.items()},
+            "records_in": records_in}
+
+
+def finish_prepare(work: Path, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add up the partitions' counts; write the private exclusion log (0600)."""
+    state = RunState.load(work)
+    reasons: dict[str, int] = {}
+    records_in: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["excluded_by_reason"].items():
+            reasons[k] = reasons.get(k, 0) + int(v)
+        for k, v in p["records_in"].items():
+            records_in[k] = records_in.get(k, 0) + int(v)
+    subjects = sum(p["subjects"] for p in parts)
+    granted = sum(p["granted"] for p in parts)
+    state.consent = dict(state.consent) | {"granted": granted, "excluded_by_reason": reasons}
+    state.counts = {"subjects_in": subjects, "excluded_for_consent": subjects - granted,
+                    "records_in": records_in}
+    excluded = pd.concat([pd.read_parquet(p) for p in sorted((work / "excluded").glob("part-*.parquet"))],
+                         ignore_index=True)
+    log = work / EXCLUSION_LOG
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        excluded.to_csv(fh, index=False)
+    state.save(work)
+    return {"subjects": subjects, "granted": granted}
+
+
+EXCLUSION_LOG = "consent-exclusions.csv"
 
 
 def _registry_url(loaded: LoadedPolicy) -> str:
@@ -172,10 +257,57 @@ def _categories(loaded: LoadedPolicy) -> list[str]:
 
 
 # --- stage 2: search ----------------------------------------------------------------------------
+#
+# Only the frequency table crosses partitions: each partition counts its distinct
+# (quasi-identifier, sensitive value) combinations; the merged table, sorted, is what the
+# search sees, so both engines search the very same table and choose the same levels.
+
+COUNT = "__count"
+
+
+def _search_columns(loaded: LoadedPolicy) -> tuple[list[str], str | None]:
+    policy = loaded.policy
+    spec = policy.tables[policy.subject_table]
+    qis = [c for c in policy.quasi_identifiers()
+           if spec.columns[c].technique == "generalise" and spec.columns[c].hierarchy is not None]
+    scol = None
+    if policy.limits.l is not None or policy.limits.t is not None:
+        scol = policy.sensitive_columns()[0]
+    return qis, scol
+
+
+def frequency_partition(work: Path, index: int) -> str:
+    """Distinct combinations of one partition's subjects with their counts (a distributed
+    group-by's map side). Returns the path of the partial table."""
+    state = RunState.load(work)
+    loaded = _loaded(state)
+    qis, scol = _search_columns(loaded)
+    cols = qis + ([scol] if scol else [])
+    subject = _gated_part(work, loaded.policy.subject_table, index)
+    frame = subject[cols].astype("string").fillna(NA) if cols else pd.DataFrame(index=subject.index)
+    freq = (frame.groupby(cols, sort=True).size().rename(COUNT).reset_index() if cols and len(frame)
+            else pd.DataFrame({**{c: pd.Series(dtype="string") for c in cols}, COUNT: pd.Series(dtype="int64")}))
+    out = work / "freq" / _part(index)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    freq.to_parquet(out)
+    return str(out)
+
+
+def _merged_frequencies(work: Path, state: RunState, cols: list[str]) -> pd.DataFrame:
+    for i in range(state.partitions):
+        if not (work / "freq" / _part(i)).exists():
+            frequency_partition(work, i)
+    parts = [pd.read_parquet(work / "freq" / _part(i)) for i in range(state.partitions)]
+    freq = pd.concat(parts, ignore_index=True)
+    if not cols:
+        return pd.DataFrame({COUNT: [int(freq[COUNT].sum())]})
+    return freq.groupby(cols, sort=True)[COUNT].sum().reset_index()
 
 
 def search(work: Path) -> dict[str, Any]:
-    """Choose the quasi-identifiers' generalisation levels and the subjects to suppress."""
+    """Choose the quasi-identifiers' generalisation levels and the combinations to suppress."""
+    from dataclasses import replace
+
     from deidflow.risk.search import search as lattice_search
     from deidflow.techniques.hierarchies import encode_qi
 
@@ -183,30 +315,28 @@ def search(work: Path) -> dict[str, Any]:
     loaded = _loaded(state)
     policy = loaded.policy
     spec = policy.tables[policy.subject_table]
-    subject = _gated(work, policy.subject_table)
-    if subject.empty:
+    if state.consent.get("granted", 0) == 0:
         raise GateFailed(
             "no subject has a valid consent for this purpose and recipient; nothing to release",
             key="release",
             fix="check the consent registry (deidflow consent status) and the policy's purpose, "
             "recipient and data categories",
         )
+    qi_cols, scol = _search_columns(loaded)
+    freq = _merged_frequencies(work, state, qi_cols + ([scol] if scol else []))
+    counts = freq[COUNT].to_numpy(dtype=np.int64)
     qis = []
-    for col in policy.quasi_identifiers():
-        cspec = spec.columns[col]
-        if cspec.technique != "generalise" or cspec.hierarchy is None:
-            continue
-        qis.append(encode_qi(col, subject[col], cspec.hierarchy, loaded.base_dir))
+    for col in qi_cols:
+        enc = encode_qi(col, freq[col].mask(freq[col] == NA), spec.columns[col].hierarchy, loaded.base_dir)
+        qis.append(replace(enc, codes=np.repeat(enc.codes, counts)))
     sensitive = None
-    if policy.limits.l is not None or policy.limits.t is not None:
-        scol = policy.sensitive_columns()[0]
-        sensitive = pd.factorize(subject[scol].astype("string").fillna("<NA>"), sort=True)[0]
-    bounds = {
-        q.name: (spec.columns[q.name].hierarchy.min_level,
-                 min(q.n_levels - 1, spec.columns[q.name].hierarchy.max_level
-                     if spec.columns[q.name].hierarchy.max_level is not None else q.n_levels - 1))
-        for q in qis
-    }
+    if scol:
+        sensitive = np.repeat(pd.factorize(freq[scol], sort=True)[0], counts)
+    bounds = {}
+    for q in qis:
+        h = spec.columns[q.name].hierarchy
+        top = q.n_levels - 1
+        bounds[q.name] = (h.min_level, top if h.max_level is None else min(top, h.max_level))
     result = lattice_search(
         qis,
         k=policy.limits.k,
@@ -221,13 +351,20 @@ def search(work: Path) -> dict[str, Any]:
         release_model=policy.release.model.value,
         level_bounds=bounds,
     )
-    suppressed_ids = subject.loc[np.asarray(result.suppressed, dtype=bool), spec.subject_column]
-    suppressed_ids.to_frame("subject_id").to_parquet(work / "suppressed.parquet")
+    # Back from rows to combinations: a combination is suppressed when the search suppressed
+    # any of its rows (all rows of a combination share a class, so the search suppresses
+    # whole combinations; "any" keeps it fail-closed if one ever did not).
+    mask = np.asarray(result.suppressed, dtype=bool)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.array([], dtype=np.int64)
+    sup_rows = np.add.reduceat(mask.astype(np.int64), starts) if len(counts) else np.array([], dtype=np.int64)
+    sup_combo = sup_rows > 0
+    freq.loc[sup_combo, qi_cols + ([scol] if scol else [])].to_parquet(work / "suppressed-combos.parquet")
     state.search = {
         "levels": {k: int(v) for k, v in result.levels.items()},
-        "suppressed_subjects": int(len(suppressed_ids)),
-        "before": result.before.as_dict(),
-        "after": result.after.as_dict(),
+        "suppressed_subjects": int(counts[sup_combo].sum()),
+        "combinations": int(len(freq)),
+        "before": _plain(result.before.as_dict()),
+        "after": _plain(result.after.as_dict()),
         "utility": _plain(getattr(result, "utility", {})),
         "nodes_evaluated": int(getattr(result, "nodes_evaluated", 0)),
     }
@@ -242,6 +379,8 @@ def _plain(obj: Any) -> Any:
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_plain(v) for v in obj.tolist()]
     if isinstance(obj, np.generic):
         return obj.item()
     if hasattr(obj, "as_dict"):
@@ -252,34 +391,55 @@ def _plain(obj: Any) -> Any:
 # --- stage 3: transform -------------------------------------------------------------------------
 
 
-def transform(work: Path) -> Path:
-    """Apply every column's technique to the consented, non-suppressed rows; write the release
-    files and aggregates into the staging directory. Returns the staging directory."""
+def begin_transform(work: Path) -> str:
+    """Fix the content-addressed release id and create its staging directory."""
+    from deidflow.keys import KeyRing
+
+    state = RunState.load(work)
+    loaded = _loaded(state)
+    state.release_id = _release_id(loaded, state, KeyRing.from_policy(loaded))
+    prepare_staging(_output_root(loaded), state.release_id)
+    state.save(work)
+    return state.release_id
+
+
+def _suppressed_subjects(subject: pd.DataFrame, work: Path, loaded: LoadedPolicy) -> pd.Series:
+    """Boolean per subject row: its combination was suppressed by the search."""
+    combos = pd.read_parquet(work / "suppressed-combos.parquet")
+    if combos.empty:
+        return pd.Series(False, index=subject.index)
+    cols = list(combos.columns)
+    left = subject[cols].astype("string").fillna(NA)
+    marked = left.merge(combos.astype("string").assign(__hit=True), on=cols, how="left")
+    return pd.Series(marked["__hit"].fillna(False).to_numpy(dtype=bool), index=subject.index)
+
+
+def transform_partition(work: Path, index: int) -> dict[str, Any]:
+    """Apply every column's technique to one partition's consented, non-suppressed rows and
+    write its release files. Returns counts and the columns' descriptions (no data)."""
     from deidflow.keys import KeyRing
     from deidflow.techniques import ApplyContext, registry
-    from deidflow.techniques.aggregate import small_cell_table
 
     state = RunState.load(work)
     loaded = _loaded(state)
     policy = loaded.policy
     keyring = KeyRing.from_policy(loaded)
-    suppressed = pd.Index(pd.read_parquet(work / "suppressed.parquet")["subject_id"].astype("string"))
-
+    stage = staging_dir(_output_root(loaded), state.release_id)
     subj_spec = policy.tables[policy.subject_table]
-    subject_raw = _gated(work, policy.subject_table)
-    subject_raw = subject_raw.loc[~subject_raw[subj_spec.subject_column].isin(suppressed)]
+    sid = subj_spec.subject_column
+    subject_all = _gated_part(work, policy.subject_table, index)
+    suppressed_mask = _suppressed_subjects(subject_all, work, loaded)
+    suppressed = pd.Index(subject_all.loc[suppressed_mask.to_numpy(), sid].astype("string"))
+    subject_raw = subject_all.loc[~suppressed_mask.to_numpy()]
     known = known_identifiers(subject_raw, loaded)
 
-    release_id = _release_id(loaded, state, keyring)
-    state.release_id = release_id
-    stage = prepare_staging(_output_root(loaded), release_id)
     fmt = policy.output.format
-    columns_done: list[dict[str, Any]] = []
-    released_rows: dict[str, int] = {}
-    released: dict[str, pd.DataFrame] = {}
+    columns: list[dict[str, Any]] = []
+    rows: dict[str, int] = {}
+    released_subject = None
     for name, tspec in policy.tables.items():
-        frame = _gated(work, name)
-        frame = frame.loc[~frame[tspec.subject_column].isin(suppressed)].reset_index(drop=True)
+        frame = _gated_part(work, name, index)
+        frame = frame.loc[~frame[tspec.subject_column].isin(suppressed).to_numpy()].reset_index(drop=True)
         out = {}
         for col, cspec in tspec.columns.items():
             technique = registry.get(cspec.technique)
@@ -293,36 +453,92 @@ def transform(work: Path) -> Path:
                      **_plain(technique.describe(cspec, ctx))}
             if ctx.level is not None:
                 entry["level"] = int(ctx.level)
-            if ctx.counts:
-                entry["counts"] = dict(ctx.counts)
-            columns_done.append(entry)
+            entry["counts"] = dict(ctx.counts)
+            columns.append(entry)
             if result is not None:
                 out[col] = result
-        released[name] = pd.DataFrame(out)
-        released_rows[name] = int(len(frame))
-        write_frame(released[name], stage / "data" / f"{name}.{fmt}", fmt)
-
-    for agg in policy.aggregates:
-        table, summary = small_cell_table(released[agg.table], list(agg.by), policy.limits.small_cell)
-        write_frame(table, stage / "aggregates" / f"{agg.name}.csv", "csv")
-        state.aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by),
-                                 **_plain(summary)})
+        released = pd.DataFrame(out, index=frame.index)
+        rows[name] = int(len(frame))
+        if name == policy.subject_table:
+            released_subject = released
+        if state.engine == "dask":
+            write_frame(released, stage / "data" / name / _part(index), "parquet")
+        else:
+            write_frame(released, stage / "data" / f"{name}.{fmt}", fmt)
 
     # Which pseudonym each released subject got: the hospital's private record, used by the
     # consent-coverage expectation and the withdrawal re-check. Never published.
-    sid = subj_spec.subject_column
-    pseudo = released[policy.subject_table][sid] if sid in released[policy.subject_table] else None
-    mapping = pd.DataFrame({"subject_id": subject_raw[sid].to_numpy()})
-    if pseudo is not None:
-        mapping["pseudonym"] = pseudo.to_numpy()
-    mapping.to_parquet(work / "pseudonyms.parquet")
+    mapping = pd.DataFrame({"subject_id": subject_raw[sid].astype("string").to_numpy()})
+    if released_subject is not None and sid in released_subject:
+        mapping["pseudonym"] = released_subject[sid].astype("string").to_numpy()
+    out = work / "pseudonyms" / _part(index)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mapping.to_parquet(out)
+    result = {"columns": columns, "rows": rows, "suppressed": int(len(suppressed)),
+              "released": int(len(subject_raw))}
+    _dump(work / "transform" / f"part-{index:05d}.json", result)
+    return {"rows": rows, "released": result["released"]}
 
-    state.columns = columns_done
-    state.counts["suppressed_subjects"] = int(len(suppressed))
-    state.counts["released_subjects"] = int(len(subject_raw))
-    state.counts["released_rows"] = released_rows
+
+def released_table(stage: Path, name: str, fmt: str, engine: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A released table read back (all partitions in order for the Dask engine)."""
+    if engine == "dask":
+        parts = sorted((stage / "data" / name).glob("part-*.parquet"))
+        return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
+    path = stage / "data" / f"{name}.{fmt}"
+    if fmt == "parquet":
+        return pd.read_parquet(path, columns=columns)
+    return pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""], usecols=columns)
+
+
+def finish_transform(work: Path) -> str:
+    """Add up the partitions' counts, write the aggregates. Returns the staging directory."""
+    from deidflow.techniques.aggregate import small_cell_table
+
+    state = RunState.load(work)
+    loaded = _loaded(state)
+    policy = loaded.policy
+    stage = staging_dir(_output_root(loaded), state.release_id)
+    parts = [json.loads(p.read_text()) for p in sorted((work / "transform").glob("part-*.json"))]
+    if len(parts) != state.partitions:
+        raise GateFailed(f"{state.partitions - len(parts)} partition(s) were not transformed",
+                         key="engine", fix="rerun the release")
+    columns = []
+    for j, entry in enumerate(parts[0]["columns"]):
+        merged = dict(entry)
+        total: dict[str, int] = {}
+        for p in parts:
+            for k, v in p["columns"][j].get("counts", {}).items():
+                total[k] = total.get(k, 0) + int(v)
+        merged.pop("counts", None)
+        if total:
+            merged["counts"] = total
+        columns.append(merged)
+    rows: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["rows"].items():
+            rows[k] = rows.get(k, 0) + int(v)
+    state.aggregates = []
+    for agg in policy.aggregates:
+        frame = released_table(stage, agg.table, policy.output.format, state.engine, list(agg.by))
+        table, summary = small_cell_table(frame, list(agg.by), policy.limits.small_cell)
+        write_frame(table, stage / "aggregates" / f"{agg.name}.csv", "csv")
+        state.aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by), **_plain(summary)})
+    state.columns = columns
+    state.counts["suppressed_subjects"] = sum(p["suppressed"] for p in parts)
+    state.counts["released_subjects"] = sum(p["released"] for p in parts)
+    state.counts["released_rows"] = rows
     state.save(work)
-    return stage
+    return str(stage)
+
+
+def transform(work: Path) -> Path:
+    """The whole transform stage in this process (each partition in turn)."""
+    begin_transform(work)
+    state = RunState.load(work)
+    for i in range(state.partitions):
+        transform_partition(work, i)
+    return Path(finish_transform(work))
 
 
 def known_identifiers(subject: pd.DataFrame, loaded: LoadedPolicy) -> pd.DataFrame:
@@ -366,15 +582,10 @@ def validate(work: Path) -> dict[str, Any]:
     loaded = _loaded(state)
     policy = loaded.policy
     stage = staging_dir(_output_root(loaded), state.release_id)
-    fmt = policy.output.format
-    tables = {}
-    for name in policy.tables:
-        path = stage / "data" / f"{name}.{fmt}"
-        tables[name] = (pd.read_parquet(path) if fmt == "parquet"
-                        else pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""]))
+    tables = {name: released_table(stage, name, policy.output.format, state.engine) for name in policy.tables}
     subject = _gated(work, policy.subject_table)
     known = known_identifiers(subject, loaded)
-    mapping = pd.read_parquet(work / "pseudonyms.parquet")
+    mapping = _pseudonyms(work)
     consented = mapping["pseudonym"] if "pseudonym" in mapping else pd.Series([], dtype="string")
     report = validate_release(
         policy, tables,
@@ -414,9 +625,8 @@ def publish_release(work: Path) -> Path:
     final = root / state.release_id
     record = build_record(loaded, state, finished_at=_now())
     signing_key = ensure_signing_key(loaded.resolve(policy.keys.signing_key_file))
-    sizes_after = _class_sizes(pd.read_parquet(stage / "data" / f"{policy.subject_table}.parquet")
-                               if policy.output.format == "parquet"
-                               else _read_csv(stage / "data" / f"{policy.subject_table}.csv"), loaded)
+    sizes_after = _class_sizes(released_table(stage, policy.subject_table, policy.output.format,
+                                              state.engine), loaded)
     sizes_before = _class_sizes(_gated(work, policy.subject_table), loaded)
     render_review(stage, record, signing_key_path=signing_key, class_sizes=sizes_after.tolist(),
                   class_sizes_before=sizes_before.tolist(), k=policy.limits.k)
@@ -426,9 +636,9 @@ def publish_release(work: Path) -> Path:
     private = _private_dir(loaded)
     exclusions = private / "exclusions"
     exclusions.mkdir(parents=True, exist_ok=True, mode=0o700)
-    shutil.copyfile(work / "consent-exclusions-run.csv", exclusions / f"{state.release_id}.csv")
+    shutil.copyfile(work / EXCLUSION_LOG, exclusions / f"{state.release_id}.csv")
     (exclusions / f"{state.release_id}.csv").chmod(0o600)
-    mapping = pd.read_parquet(work / "pseudonyms.parquet")
+    mapping = _pseudonyms(work)
     if "pseudonym" in mapping:
         ConsentRegistry(_registry_url(loaded)).record_release(
             state.release_id, mapping["subject_id"], mapping["pseudonym"], record.finished_at
@@ -438,8 +648,9 @@ def publish_release(work: Path) -> Path:
     return final
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
+def _pseudonyms(work: Path) -> pd.DataFrame:
+    parts = sorted((work / "pseudonyms").glob("part-*.parquet"))
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
 def _class_sizes(frame: pd.DataFrame, loaded: LoadedPolicy) -> np.ndarray:
@@ -613,13 +824,18 @@ def run_release(
     *,
     as_of: datetime | None = None,
     on_stage: Callable[[str], None] | None = None,
+    engine: str = "memory",
 ) -> ReleaseSummary:
-    """All stages in this process, without Prefect. Fails closed: on any error the staging and
-    work directories are removed and nothing appears in the output directory."""
+    """All stages in this process, without Prefect (partitions one after another). Fails
+    closed: on any error the staging and work directories are removed and nothing appears in
+    the output directory."""
     if on_stage:
         on_stage("prepare")
-    work = prepare(policy_path, as_of=as_of)
+    work = prepare(policy_path, as_of=as_of, engine=engine)
     try:
+        if engine == "dask":
+            n = RunState.load(work).partitions
+            finish_prepare(work, [gate_partition(work, i) for i in range(n)])
         for name, stage in STAGES:
             if on_stage:
                 on_stage(name)
