@@ -111,26 +111,33 @@ class _Problems:
     def __init__(self, file: str) -> None:
         self.file = file
         self.items: list[tuple[str, str, str, str]] = []  # where, field, what, fix
+        self.total = 0  # problems found, including those folded into "N more rows"
 
     def add(self, where: str, field: str, what: str, fix: str) -> None:
         self.items.append((where, field, what, fix))
+        self.total += 1
 
     def add_rows(self, mask: pd.Series, lines: pd.Series, field: str, what: str, fix: str) -> None:
         for line in lines[mask].tolist()[:_MAX_LISTED]:
             self.add(f"row {line}", field, what, fix)
         extra = int(mask.sum()) - _MAX_LISTED
         if extra > 0:
-            self.add(f"{extra} more rows", field, what, fix)
+            self.items.append((f"{extra} more rows", field, what, fix))
+            self.total += extra
 
     def raise_if_any(self) -> None:
         if not self.items:
             return
         where, field, what, fix = self.items[0]
         lines = [f"{w}, field '{f}': {m}" for w, f, m, _ in self.items[:_MAX_LISTED]]
-        more = len(self.items) - _MAX_LISTED
+        shown = sum(int(w.split()[0]) if w.endswith(" more rows") else 1
+                    for w, _, _, _ in self.items[:_MAX_LISTED])
+        more = self.total - shown
         if more > 0:
             lines.append(f"… and {more} more problems")
-        summary = f"{len(self.items)} malformed consent entr{'y' if len(self.items) == 1 else 'ies'}; nothing was imported:\n    " + "\n    ".join(lines)
+        n = self.total
+        summary = (f"{n} problem{'' if n == 1 else 's'} in malformed consent entries; nothing was "
+                   "imported:\n    " + "\n    ".join(lines))
         row = int(where.split()[1]) if where.startswith("row ") and where.split()[1].isdigit() else None
         raise ConsentError(summary, file=self.file, row=row, column=field, fix=fix)
 
