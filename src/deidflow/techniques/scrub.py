@@ -1,0 +1,787 @@
+"""Scrubbing direct identifiers out of Chinese clinical free text (GB/T 37964 suppression,
+pseudonymisation and generalisation applied inside a note).
+
+Two kinds of detector run over each note:
+
+- *generic* detectors: regular expressions for resident ID numbers (18-digit with or without
+  a valid check digit, with spaces or dashes; 15-digit old IDs), mobile and landline numbers,
+  e-mail addresses, bank cards, medical-insurance and record numbers after their label, dates
+  (ISO and Chinese forms), street addresses down to the number, and names (surname list plus
+  the context words 患者, 先生, 女士, 家属, 医生…). A name found in context is then removed
+  everywhere else in the same note (白雅宁是一位… … 白雅宁的信用评分), because notes repeat
+  names in places no context word marks;
+- *known* detectors: the identifier strings the structured tables hold for the note's own
+  subject (name, resident ID, mobile, address, insurance number…), matched exactly and in the
+  variants people write (digits grouped with spaces or dashes, lower-case x, 王某, the given
+  name alone, the address without its province).
+
+Every span found is replaced according to the policy: a typed placeholder (`[姓名]`), a keyed
+consistent pseudonym (`[姓名-3f9a…]`, the same for one value in every note of one recipient),
+or a generalised value (dates to month or year, addresses to city). Overlapping spans are
+merged so that every character any detector claimed is replaced.
+
+Speed: the column is scanned as one string (notes joined by NUL, which no detector crosses);
+each detector is its own regex starting with a character class, so Python's `re` skips in C
+to the characters that can start a match. Only spans, not rows, are walked in Python.
+
+`find_identifiers` is the cheap vectorised check the validation gate uses on whole columns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deidflow.errors import InputError, KeyCustodyError, PolicyError
+from deidflow.policy import Column, Role
+from deidflow.techniques import _zh_names as words
+from deidflow.techniques.base import ApplyContext, Technique
+
+# --- building blocks -----------------------------------------------------------------------
+
+_S = r"[ \-]?"  # one optional separator between digits: 110105 1990 0101 1234, 138-1234-5678
+_D = "[0-9]"  # ASCII digits only: RE2 (pyarrow) treats \d differently on non-ASCII text
+# "Not inside a longer number", written as a look-behind *after* the first character (which
+# is a digit) so that each pattern still starts with a character class and `re` can skip to
+# candidate positions in C instead of trying the pattern at every character.
+_NB = r"(?<![0-9].)"
+_NA = r"(?![0-9])"
+
+# 18-digit resident ID shaped by GB 11643: region (first digit 1-9), birth date 18xx-20xx with
+# a real month and day, sequence, check character. The shape alone is a strong signal: an
+# 18-digit number with a birth date in the middle is an ID whatever its check digit says
+# (most IDs typed into notes by hand carry a wrong one: 887 of 975 in the MultiPriv set).
+_ID18 = (
+    rf"[1-9](?:{_S}{_D}){{5}}{_S}(?:1{_S}[89]|2{_S}0){_S}{_D}{_S}{_D}"
+    rf"{_S}(?:0{_S}[1-9]|1{_S}[0-2]){_S}(?:0{_S}[1-9]|[12]{_S}{_D}|3{_S}[01])"
+    rf"(?:{_S}{_D}){{3}}{_S}[0-9Xx]"
+)
+# 15-digit first-generation ID: region, YYMMDD, sequence.
+_ID15 = rf"[1-9]{_D}{{5}}{_D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{_D}|3[01]){_D}{{3}}"
+# Any 15/18-character ID after an ID label, whatever its shape.
+_ID_LABEL = r"(?:公民身份号码|身份证号码|身份证号|身份证|身份号码|证件号码|证件号|ID号|ID)"
+_ID_ANY = rf"{_D}(?:{_S}{_D}){{13}}(?:(?:{_S}{_D}){{2}}{_S}[0-9Xx])?"
+_MOBILE = rf"(?:(?:\+|00)?86{_S})?1{_S}[3-9](?:{_S}{_D}){{9}}"
+_LANDLINE = (
+    rf"(?:[（(]0{_D}{{2,3}}[)）]|0{_D}{{2,3}})[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?"
+    rf"|[48]00{_S}{_D}{{3}}{_S}{_D}{{4}}"
+)
+_EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+_BANK_CARD = rf"{_D}{{16,19}}|{_D}{{4}}(?:[ \-]{_D}{{4}}){{3}}(?:[ \-]?{_D}{{1,3}})?"
+_LABEL_TAIL = r"(?:码)?[:：\s]{0,3}(?:为|是)?[:：\s]{0,3}"
+_INSURANCE_LABEL = (
+    r"(?:医疗保险卡号|医疗保险号|社会保障卡号|医保卡号|医保编号|医保账号|医保号|社保卡号|社保号"
+    r"|参保编号|参保号)"
+)
+_RECORD_LABEL = (
+    r"(?:病历号|病案号|住院号|门诊号|登记号|就诊卡号|就诊号|档案号|患者编号|病人编号|患者ID|病人ID"
+    r"|检查号|影像号|MRN|MRN:)"
+)
+_CODE = r"[A-Za-z0-9][A-Za-z0-9\-]{3,31}"
+_YEAR = rf"(?:1{_NB}9|2{_NB}0){_D}{{2}}"
+_DATE_ISO = rf"{_YEAR}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"
+_DATE_ZH = rf"{_YEAR} ?年 ?(?:0?[1-9]|1[0-2]) ?月(?: ?(?:0?[1-9]|[12]{_D}|3[01]) ?[日号])?"
+_DATE_ZH_NUM = r"[〇零一二三四五六七八九]{4}年[一二三四五六七八九十]{1,2}月(?:[一二三四五六七八九十]{1,3}[日号])?"
+_DATE_MD = rf"[0-9](?<![0-9年].)[0-9]?月[0-3]?[0-9][日号]"
+# The street-and-number core of an address; the words before it (province, city, district,
+# road name) are added by walking backwards, which is far cheaper than trying an address
+# pattern at every character.
+_ADDRESS_CORE = (
+    r"[路街巷弄村里苑园区道同寓厦场]"  # last characters of 路, 胡同, 小区, 花园, 公寓, 大厦, 广场…
+    r"(?:[0-9]{1,5}|[一二三四五六七八九十百]{1,4})(?:号楼|号院|号|弄|栋|幢|室|座)(?!床)"
+    r"(?:[\-之]?[0-9]{1,5}(?:号楼|号|弄|栋|幢|楼|层|单元|室|座|户))*"
+    # a named building after the number: 文三路4113号假日公寓, 中山路1号华润大厦3楼
+    r"(?:[\u4e00-\u9fff]{1,6}?(?:公寓|大厦|小区|花园|广场|中心|大楼|家园|苑|城)?"
+    r"(?:[A-Za-z0-9]{1,3}座|[0-9]{1,5}(?:号楼|号|栋|幢|楼|层|单元|室|户))+)?"
+)
+_STREET_EN = (
+    r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Boulevard|Blvd\.?|Lane|Ln\.?|Drive|Dr\.?|Court|Ct\.?"
+    r"|Way|Place|Pl\.?|Terrace|Parkway|Circle|Trace|Plaza|Gardens?|Crossing|Run|Path|Loop|Mall"
+    r"|Heights|Park|Grove|Ridge|Glen|Pass|Estates?|Square|Row|Walk|Highway|Hwy|Extension|View"
+    r"|Knoll|Harbor|Hollow|Manor|Mill|Corner|Landing|Meadows?|Green|Vale|Spur|Alley|Dale|Haven"
+    r"|Station|Junction|Springs?|Port|Fort|Trail|Track|Crescent|Close|Mews"
+)
+_ADDRESS_EN = (
+    rf"[1-9]{_NB}[0-9]{{0,4}} (?:[A-Z][A-Za-z'\-]+ ){{1,3}}(?:{_STREET_EN})\b"
+    r"(?:,? (?:Unit|Apt\.?|Suite) ?[0-9A-Za-z]+)?"
+)
+_SSN = rf"[0-9]{_NB}[0-9]{{2}}-[0-9]{{2}}-[0-9]{{4}}{_NA}"
+
+
+def _cjk_class(excluded: str) -> str:
+    """A character class of the CJK unified ideographs without `excluded` (built as ranges:
+    Python's re has no class subtraction)."""
+    out, start = [], 0x4E00
+    for code in sorted({ord(c) for c in excluded if 0x4E00 <= ord(c) <= 0x9FFF}):
+        if code > start:
+            out.append((start, code - 1))
+        start = code + 1
+    out.append((start, 0x9FFF))
+    parts = [chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in out]
+    return "[" + "".join(parts) + "]"
+
+
+def _alternation(items: Iterable[str]) -> str:
+    return "(?:" + "|".join(re.escape(w) for w in sorted(set(items), key=len, reverse=True)) + ")"
+
+
+_SINGLE_ANCHORED = "".join(c for c in words.SINGLE_SURNAMES if c not in "于和由向但都来那应时")
+_SINGLE_FREE = "".join(c for c in words.SINGLE_SURNAMES if c not in words.FUNCTION_SURNAMES)
+_COMPOUND = _alternation(words.COMPOUND_SURNAMES)
+_GIVEN = _cjk_class(words.NOT_IN_GIVEN_NAME)
+_NAME_BEFORE = _alternation(words.NAME_BEFORE) + r"[:：\s]{0,2}(?:为|是|叫|名叫)?"
+_NAME_AFTER = "(?=" + _alternation(words.NAME_AFTER) + rf"|[，,]\s?{_D}{{1,3}}岁)"
+_TITLE_EN = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.? "
+_NAME_EN = r"[A-Z][a-zà-ÿ'\-]+[0-9]*(?: [A-Z][a-zà-ÿ'\-]+[0-9]*){0,2}"
+
+# kind -> alternatives. Each alternative is compiled on its own and starts with a character
+# class or literal, so `re` jumps straight to candidate positions. Where only part of a
+# match is the identifier (after a label or context word), that part is the group `v`.
+_DETECTORS: dict[str, list[str]] = {
+    "email": [_EMAIL],
+    "resident_id": [
+        rf"{_ID18[:5]}{_NB}{_ID18[5:]}{_NA}",
+        rf"{_ID_LABEL}{_LABEL_TAIL}(?P<v>{_ID_ANY}){_NA}",
+        rf"{_ID15[:5]}{_NB}{_ID15[5:]}{_NA}",
+    ],
+    "insurance_no": [rf"{_INSURANCE_LABEL}{_LABEL_TAIL}(?P<v>{_CODE})"],
+    "record_no": [rf"{_RECORD_LABEL}{_LABEL_TAIL}(?P<v>{_CODE})"],
+    "bank_card": [
+        rf"[0-9]{_NB}(?:{_D}{{15,18}}|{_D}{{3}}(?:[ \-]{_D}{{4}}){{3}}(?:[ \-]?{_D}{{1,3}})?){_NA}"
+    ],
+    "mobile": [
+        rf"(?:\+86|0086){_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}",
+        rf"8{_NB}6{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}",
+        rf"1{_NB}{_S}[3-9](?:{_S}{_D}){{9}}{_NA}",
+    ],
+    "landline": [
+        rf"[（(]0{_D}{{2,3}}[)）] ?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}",
+        rf"0{_NB}{_D}{{2,3}}[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}",
+        rf"[48]{_NB}00{_S}{_D}{{3}}{_S}{_D}{{4}}{_NA}",
+    ],
+    "ssn": [_SSN],
+    "date": [_DATE_ISO, _DATE_ZH, _DATE_ZH_NUM, _DATE_MD],
+    "address": [_ADDRESS_CORE, _ADDRESS_EN],
+    "name": [
+        rf"{_NAME_BEFORE}(?P<v>(?:{_COMPOUND}|[{_SINGLE_ANCHORED}]){_GIVEN}{{1,2}})",
+        rf"(?P<v>[{_SINGLE_FREE}]{_GIVEN}{{1,2}}){_NAME_AFTER}",
+        rf"(?P<v>{_COMPOUND}{_GIVEN}{{1,2}}){_NAME_AFTER}",
+        rf"[{_SINGLE_FREE}](?:某某|某){_GIVEN}?",
+        rf"(?P<v>[{_SINGLE_ANCHORED}])(?:先生|女士|小姐)",
+        rf"{_TITLE_EN}(?P<v>{_NAME_EN})",
+        rf"[PpNn](?:(?<=[Pp])atient|(?<=[Nn])ame)[:：]? ?(?P<v>{_NAME_EN})(?=[ ,.;:，。]|$)",
+    ],
+}
+# Transliterated foreign names (温迪·格伦) are found from their middle dot, which is rare,
+# rather than by a pattern that would start at every ideograph.
+_DOT_NAME_BEFORE = re.compile(_GIVEN + r"{1,4}\Z")
+_DOT_NAME_AFTER = re.compile(_GIVEN + r"{1,6}")
+# Words before an address (province, city, district, road name) up to a stop character.
+_ADDRESS_BACK = re.compile("[^" + re.escape(words.NOT_IN_ADDRESS) + r"\x00\n\r\t]{1,24}\Z")
+
+DETECTORS: tuple[str, ...] = ("known", *_DETECTORS)
+"""Detector kinds a policy may select with `kinds:` (`known` = the subject's own values)."""
+
+PLACEHOLDERS: dict[str, str] = {
+    "name": "[姓名]",
+    "resident_id": "[身份证号]",
+    "mobile": "[电话]",
+    "landline": "[电话]",
+    "email": "[邮箱]",
+    "address": "[地址]",
+    "insurance_no": "[医保号]",
+    "record_no": "[病历号]",
+    "bank_card": "[卡号]",
+    "ssn": "[证件号]",
+    "date": "[日期]",
+    "other": "[标识符]",
+}
+KINDS: tuple[str, ...] = tuple(PLACEHOLDERS)
+"""Kinds a span can have (the generic detectors plus `other` for known values of no kind)."""
+
+IDENTIFIER_PATTERNS: dict[str, re.Pattern[str]] = {
+    k: re.compile("|".join(f"(?:{p.replace('(?P<v>', '(?:')})" for p in alts))
+    for k, alts in _DETECTORS.items()
+}
+"""One compiled regex per detector kind (Python `re`), e.g. for naming the kinds the
+validation gate found. The scrubber itself runs the alternatives one by one (faster)."""
+
+
+@lru_cache(maxsize=32)
+def _compiled(kinds: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    return tuple((k, re.compile(p)) for k in kinds if k in _DETECTORS for p in _DETECTORS[k])
+
+
+_KIND_CODE = {k: i for i, k in enumerate(KINDS)}  # also the priority when two kinds tie
+_SEP = "\x00"  # joins notes into one string; no detector matches it or crosses it
+
+
+# --- detection --------------------------------------------------------------------------------
+
+
+def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int]]:
+    """(start, end, kind code) of every generic detector match in the joined text."""
+    out: list[tuple[int, int, int]] = []
+    append = out.append
+    for kind, pattern in _compiled(kinds):
+        code = _KIND_CODE[kind]
+        labelled = "v" in pattern.groupindex
+        for m in pattern.finditer(big):
+            if labelled and m.start("v") >= 0:
+                append((m.start("v"), m.end("v"), code))
+            else:
+                append((m.start(), m.end(), code))
+    if "name" in kinds and ("·" in big or "•" in big):
+        code = _KIND_CODE["name"]
+        for m in re.finditer("[·•]", big):
+            dot = m.start()
+            back = _DOT_NAME_BEFORE.search(big, max(0, dot - 4), dot)
+            fwd = _DOT_NAME_AFTER.match(big, dot + 1)
+            if back and fwd:
+                append((back.start(), fwd.end(), code))
+    return out
+
+
+def _extend_addresses(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Grow each Chinese address core (中山路123号) backwards over the place words before it
+    (黑龙江省哈尔滨市南岗区), stopping at words that end a sentence part (住, 于, 在, ：, ，)."""
+    code = _KIND_CODE["address"]
+    out = []
+    for s, e, k in spans:
+        if k == code and not big[s].isascii():
+            m = _ADDRESS_BACK.search(big, max(0, s - 24), s)
+            if m:
+                s = m.start()
+        out.append((s, e, k))
+    return out
+
+
+def _digit_variants(value: str) -> set[str]:
+    """How people write a number: plain, lower-case x, grouped 6-8-4 (IDs) or 3-4-4 (mobiles)
+    with spaces or dashes, and the other common groupings."""
+    v = value.strip()
+    out = {v, v.lower(), v.upper()}
+    n = len(v)
+    cuts = {18: [(6, 14), (6, 10, 14), (3, 6, 14)], 15: [(6, 12)], 11: [(3, 7), (3, 6)],
+            19: [(4, 8, 12, 16)], 16: [(4, 8, 12)]}.get(n, [])
+    for cut in cuts:
+        parts = [v[a:b] for a, b in zip((0, *cut), (*cut, n))]
+        for sep in (" ", "-"):
+            joined = sep.join(parts)
+            out |= {joined, joined.lower()}
+    return out
+
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_ZH_NAME = re.compile(r"[\u4e00-\u9fff·]{2,8}")
+_PLACE_PREFIX = re.compile(
+    r"(?:" + "|".join(words.PROVINCES) + r")(?:省|市|自治区|壮族自治区|回族自治区|维吾尔自治区|特别行政区)?"
+    r"|[\u4e00-\u9fff]{1,7}?(?:市|自治州|州|盟|地区)|[\u4e00-\u9fff]{1,6}?(?:区|县|旗)"
+)
+_DIGITS_ONLY = re.compile(r"[0-9Xx +\-()]{6,}")
+
+
+def _name_variants(value: str) -> set[str]:
+    """王小明 → 王小明, 王某, 王某某, 小明 (3+ characters); English Maude482 Wunsch504 →
+    the whole, each part of 3+ letters, and each without its trailing digits."""
+    v = value.strip()
+    out = {v}
+    if _CJK.search(v):
+        compound = next((c for c in words.COMPOUND_SURNAMES if v.startswith(c)), None)
+        surname = compound or v[0]
+        given = v[len(surname):]
+        out |= {surname + "某", surname + "某某"}
+        if len(given) >= 2:
+            out.add(given)
+        return out
+    for part in re.split(r"[\s,]+", v):
+        bare = part.rstrip("0123456789")
+        out |= {p for p in (part, bare) if len(p) >= 3}
+    return out
+
+
+def _address_variants(value: str) -> set[str]:
+    """The address, and the same without its leading province, city and district words (notes
+    often drop them), as long as what is left still holds a street or a number."""
+    v = value.strip()
+    out = {v}
+    rest = v
+    for _ in range(3):
+        m = _PLACE_PREFIX.match(rest)
+        if not m or m.end() == len(rest):
+            break
+        rest = rest[m.end():]
+        if re.search(r"[0-9路街巷弄号村]", rest) and len(rest) >= 4:
+            out.add(rest)
+    return out
+
+
+def known_variants(kind: str, value: str) -> tuple[str, set[str]]:
+    """(span kind, the strings to look for) for one known identifier of a subject. The kind
+    of the structured column is used where it is a scrub kind (name, mobile…); otherwise the
+    value's shape decides."""
+    v = str(value).strip()
+    k = kind if kind in _KIND_CODE else None
+    compact = re.sub(r"[ \-]", "", v)
+    if k is None:
+        if "@" in v:
+            k = "email"
+        elif re.fullmatch(r"[0-9]{17}[0-9Xx]|[0-9]{15}", compact):
+            k = "resident_id"
+        elif re.fullmatch(r"(?:\+?86)?1[3-9][0-9]{9}", compact):
+            k = "mobile"
+        elif re.fullmatch(r"[0-9]{3}-[0-9]{2}-[0-9]{4}", v):
+            k = "ssn"
+        elif "name" in kind.lower() or kind.upper() in {"FIRST", "LAST", "MAIDEN"} or _ZH_NAME.fullmatch(v):
+            k = "name"
+        elif "addr" in kind.lower() or re.search(r"[路街巷弄]|[0-9]号", v):
+            k = "address"
+        else:
+            k = "other"
+    if k == "name":
+        found = _name_variants(v)
+    elif k == "address":
+        found = _address_variants(v)
+    elif _DIGITS_ONLY.fullmatch(v) and len(compact) >= 6:
+        found = _digit_variants(compact) | {v}
+        if k == "mobile" and compact.startswith("86") and len(compact) == 13:
+            found |= _digit_variants(compact[2:])
+    else:
+        found = {v}
+    # Single characters and very short strings would scrub ordinary words.
+    return k, {f for f in found if len(f) >= 2 and not (f.isdigit() and len(f) < 6)}
+
+
+def _known_table(known: pd.DataFrame | None) -> dict[str, list[tuple[str, int, str]]]:
+    """subject id → [(variant, kind code, canonical value)], longest variant first."""
+    table: dict[str, list[tuple[str, int, str]]] = {}
+    if known is None or not len(known):
+        return table
+    frame = known.dropna(subset=["subject_id", "value"]).drop_duplicates(["subject_id", "kind", "value"])
+    for sid, kind, value in zip(frame["subject_id"].astype(str), frame["kind"].astype(str),
+                                frame["value"].astype(str)):
+        k, variants = known_variants(kind, value)
+        code = _KIND_CODE[k]
+        entries = table.setdefault(sid, [])
+        entries.extend((var, code, value.strip()) for var in variants)
+    for entries in table.values():
+        entries.sort(key=lambda t: -len(t[0]))
+    return table
+
+
+def _find_all(text: str, needle: str, offset: int, code: int, out: list, canon: list | None,
+              canonical: str | None) -> None:
+    i = text.find(needle)
+    while i >= 0:
+        out.append((offset + i, offset + i + len(needle), code))
+        if canon is not None:
+            canon.append((offset + i, canonical))
+        i = text.find(needle, i + 1)
+
+
+def detect_spans(
+    texts: list[str],
+    kinds: Iterable[str] = DETECTORS,
+    subject_ids: list[str] | None = None,
+    known: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Every identifier span in `texts`, merged: columns row, start, end (offsets in the
+    note), kind, canonical (the structured value a known match stands for, else None).
+
+    `known` is the long table (subject_id, kind, value) of each subject's own identifiers
+    and `subject_ids` says whose note each text is; both are needed for the `known` kind.
+    """
+    kinds = tuple(kinds)
+    bad = [k for k in kinds if k not in DETECTORS]
+    if bad:
+        raise PolicyError(f"unknown scrub detector kind(s) {bad}", fix=f"use some of: {', '.join(DETECTORS)}")
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    starts = np.zeros(len(texts), dtype=np.int64)
+    if len(texts) > 1:
+        starts[1:] = np.cumsum(lengths[:-1] + 1)
+    big = _SEP.join(texts)
+    spans = _generic_spans(big, tuple(k for k in kinds if k != "known"))
+    if "address" in kinds:
+        spans = _extend_addresses(big, spans)
+
+    # A name found in context is a name wherever else it occurs in the same note.
+    name_code = _KIND_CODE["name"]
+    if "name" in kinds:
+        found: dict[int, set[str]] = {}
+        rows_of = np.searchsorted(starts, [s for s, _, k in spans if k == name_code], side="right") - 1
+        for row, (s, e, _) in zip(rows_of, (t for t in spans if t[2] == name_code)):
+            if e - s >= 2:
+                found.setdefault(int(row), set()).add(big[s:e])
+        for row, names in found.items():
+            text, off = texts[row], int(starts[row])
+            for name in names:
+                _find_all(text, name, off, name_code, spans, None, None)
+
+    canon: list[tuple[int, str]] = []
+    if "known" in kinds and known is not None and subject_ids is not None:
+        table = _known_table(known)
+        for row, sid in enumerate(subject_ids):
+            entries = table.get(str(sid))
+            if not entries:
+                continue
+            text, off = texts[row], int(starts[row])
+            for variant, code, canonical in entries:
+                if variant in text:
+                    _find_all(text, variant, off, code, spans, canon, canonical)
+    return _merge(spans, starts, canon)
+
+
+def _merge(spans: list[tuple[int, int, int]], starts: np.ndarray,
+           canon: list[tuple[int, str]]) -> pd.DataFrame:
+    """Union of overlapping spans (vectorised). Each merged span takes the kind of its longest
+    member (ties: the earlier kind in PLACEHOLDERS) and the canonical value of a known match
+    starting where it starts, if any."""
+    cols = ["row", "start", "end", "kind", "canonical"]
+    if not spans:
+        return pd.DataFrame({c: pd.Series([], dtype="int64" if c in cols[:3] else "object") for c in cols})
+    arr = np.asarray(spans, dtype=np.int64)
+    order = np.lexsort((-arr[:, 1], arr[:, 0]))
+    s, e, k = arr[order, 0], arr[order, 1], arr[order, 2]
+    reach = np.maximum.accumulate(e)
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = s[1:] >= reach[:-1]
+    group = np.cumsum(new) - 1
+    n = int(group[-1]) + 1
+    g_start = s[new]
+    g_end = np.zeros(n, dtype=np.int64)
+    np.maximum.at(g_end, group, e)
+    # longest member per group (then lowest kind code)
+    score = (e - s) * 64 - k
+    best = np.full(n, np.iinfo(np.int64).min)
+    np.maximum.at(best, group, score)
+    is_best = score == best[group]
+    g_kind = np.empty(n, dtype=np.int64)
+    g_kind[group[is_best][::-1]] = k[is_best][::-1]
+    row = np.searchsorted(starts, g_start, side="right") - 1
+    out = pd.DataFrame({"row": row, "start": g_start - starts[row], "end": g_end - starts[row],
+                        "kind": np.asarray(KINDS, dtype=object)[g_kind]})
+    canonical = np.full(n, None, dtype=object)
+    if canon:
+        by_start = {}
+        for pos, value in canon:
+            by_start.setdefault(pos, value)
+        canonical = np.array([by_start.get(int(p)) for p in g_start], dtype=object)
+    out["canonical"] = pd.Series(canonical, dtype=object)
+    return out
+
+
+# --- replacement ------------------------------------------------------------------------------
+
+MODES = ("placeholder", "pseudonym", "generalise")
+GENERALISABLE = ("date", "address")
+DATE_LEVELS = ("keep", "month", "year", "placeholder", "pseudonym")
+
+_DATE_PARTS = re.compile(r"((?:19|20)[0-9]{2})\s?[年\-/.]\s?([0-9]{1,2})|(?<![0-9])([0-9]{1,2})月")
+_CITY = re.compile(
+    r"(?:" + "|".join(sorted(words.PROVINCES, key=len, reverse=True)) + r")"
+    r"(?:省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)?"
+    r"(?:[^区县旗路街巷弄号0-9\s]{1,6}?(?:市|自治州|州|盟|地区))?"
+)
+
+
+def _generalise_date(span: str, level: str) -> str:
+    """2025-03-07 → 2025-03 (month) or 2025 (year); 2025年3月7日 → 2025年3月 or 2025年;
+    3月7日 → 3月 (month; a year cannot be given). Unparsed forms become the placeholder."""
+    m = _DATE_PARTS.search(span)
+    if m is None:
+        return PLACEHOLDERS["date"]
+    year, month, month_only = m.group(1), m.group(2), m.group(3)
+    if year is None:
+        return f"{int(month_only)}月" if level == "month" else PLACEHOLDERS["date"]
+    zh = "年" in span
+    if level == "year":
+        return f"{year}年" if zh else year
+    return f"{year}年{int(month)}月" if zh else f"{year}-{int(month):02d}"
+
+
+def _generalise_address(span: str) -> str:
+    """黑龙江省哈尔滨市南岗区中山路123号 → 黑龙江省哈尔滨市 (the province and city only);
+    an address without a recognisable province becomes the placeholder."""
+    m = _CITY.match(span)
+    if m is None or m.end() == len(span):
+        return PLACEHOLDERS["address"]
+    return m.group(0)
+
+
+def _normalise(kind: str, text: str) -> str:
+    """One spelling per value, so that 138-1234-5678 and +86 13812345678 get one pseudonym."""
+    if kind in ("resident_id", "mobile", "landline", "bank_card", "ssn", "insurance_no", "record_no"):
+        compact = re.sub(r"[\s\-()（）+]", "", text).upper()
+        if kind == "mobile" and len(compact) == 13 and compact.startswith("86"):
+            compact = compact[2:]
+        if kind == "mobile" and len(compact) == 15 and compact.startswith("0086"):
+            compact = compact[4:]
+        return compact
+    if kind == "email":
+        return text.lower()
+    return text.strip()
+
+
+def _pseudonym_labels(kinds: list[str], values: list[str], key: bytes) -> list[str]:
+    """`[姓名-3f9a0c41d2]`: the kind's placeholder with 10 hex characters of HMAC-SHA256 under
+    the scrub key. Typed, so a reader knows what was there; keyed, so nobody without the key
+    can test a guessed name or ID against it; never a realistic surrogate name, which could be
+    some other real person's name."""
+    from deidflow.techniques.pseudonymise import hmac_digests
+
+    if not values:
+        return []
+    uniq = sorted(set(zip(kinds, values)))
+    digests = hmac_digests(key, [f"{k}\x1f{v}" for k, v in uniq])
+    label = {
+        kv: f"[{PLACEHOLDERS[kv[0]][1:-1]}-{digests[32 * i:32 * i + 5].hex()}]"
+        for i, kv in enumerate(uniq)
+    }
+    return [label[kv] for kv in zip(kinds, values)]
+
+
+def scrub_texts(
+    texts: pd.Series,
+    *,
+    kinds: Iterable[str] = DETECTORS,
+    replace: Mapping[str, str] | str = "placeholder",
+    dates: str | None = None,
+    subject_ids: pd.Series | None = None,
+    known: pd.DataFrame | None = None,
+    key: bytes | None = None,
+) -> tuple[pd.Series, dict[str, int]]:
+    """Scrubbed copy of `texts` (nulls stay null) and the number of spans replaced per kind.
+
+    `replace` is one mode for every kind or a mapping kind → mode (with an optional
+    `default`); `dates` (month, year, placeholder, pseudonym, keep) overrides the mode for
+    dates. `key` is needed when any kind is pseudonymised.
+    """
+    modes = _modes(replace, dates)
+    kinds = tuple(k for k in kinds if not (k == "date" and dates == "keep"))
+    present = texts.notna().to_numpy()
+    values = texts.astype("string").fillna("").tolist()
+    if any(_SEP in v for v in values):
+        raise InputError(
+            "a text holds a NUL character, which the scrubber uses as a note separator",
+            column=str(texts.name) if texts.name is not None else None,
+            fix="remove NUL characters from the free-text column before the release",
+        )
+    sids = None if subject_ids is None else subject_ids.astype("string").fillna("").tolist()
+    spans = detect_spans(values, kinds, sids, known)
+    counts = {str(k): int(n) for k, n in spans["kind"].value_counts().items()}
+    if spans.empty:
+        return texts.copy(), counts
+
+    lengths = np.fromiter((len(t) for t in values), dtype=np.int64, count=len(values))
+    offsets = np.zeros(len(values), dtype=np.int64)
+    offsets[1:] = np.cumsum(lengths[:-1] + 1)
+    big = _SEP.join(values)
+    spans = spans.sort_values(["row", "start"], kind="stable")
+    g_start = (offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()).tolist()
+    g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
+    span_kinds = spans["kind"].tolist()
+    span_text = [big[s:e] for s, e in zip(g_start, g_end)]
+    repl: list[str] = []
+    pseudo_at, pseudo_kind, pseudo_value = [], [], []
+    for i, (kind, text, canonical) in enumerate(zip(span_kinds, span_text, spans["canonical"].tolist())):
+        mode = modes.get(kind, modes["default"])
+        if kind == "date" and dates in ("month", "year"):
+            repl.append(_generalise_date(text, dates))
+        elif mode == "generalise" and kind == "address":
+            repl.append(_generalise_address(text))
+        elif mode == "generalise" and kind == "date":
+            repl.append(_generalise_date(text, "month"))
+        elif mode == "pseudonym":
+            repl.append("")
+            pseudo_at.append(i)
+            pseudo_kind.append(kind)
+            pseudo_value.append(_normalise(kind, canonical if isinstance(canonical, str) else text))
+        else:
+            repl.append(PLACEHOLDERS[kind])
+    if pseudo_at:
+        if key is None:
+            raise KeyCustodyError(
+                "pseudonyms in free text need the key ring", column=str(texts.name),
+                fix="pass the KeyRing in the ApplyContext, or use replace: placeholder",
+            )
+        for i, label in zip(pseudo_at, _pseudonym_labels(pseudo_kind, pseudo_value, key)):
+            repl[i] = label
+
+    pieces: list[str] = []
+    prev = 0
+    for s, e, r in zip(g_start, g_end, repl):
+        pieces.append(big[prev:s])
+        pieces.append(r)
+        prev = e
+    pieces.append(big[prev:])
+    out = np.array("".join(pieces).split(_SEP), dtype=object)
+    out[~present] = None
+    return pd.Series(out, index=texts.index, name=texts.name, dtype=texts.dtype
+                     if isinstance(texts.dtype, pd.StringDtype) else "string"), counts
+
+
+def _modes(replace: Mapping[str, str] | str, dates: str | None) -> dict[str, str]:
+    if isinstance(replace, str):
+        modes = {"default": replace}
+    else:
+        modes = {"default": "placeholder", **dict(replace)}
+    if dates in ("placeholder", "pseudonym"):
+        modes["date"] = dates
+    return modes
+
+
+# --- the technique ----------------------------------------------------------------------------
+
+
+class Scrub(Technique):
+    """Find identifiers in free text and replace each span (placeholder, keyed pseudonym, or a
+    generalised value), matching every note against its own subject's known identifiers."""
+
+    name = "scrub"
+    roles = frozenset({Role.free_text})
+    allowed_params = frozenset({"replace", "dates", "kinds", "scope"})
+
+    def check(self, column: str, spec: Column) -> None:
+        super().check(column, spec)
+        p = spec.params
+        replace = p.get("replace", "placeholder")
+        if isinstance(replace, str):
+            items = {"default": replace}
+        elif isinstance(replace, Mapping):
+            items = dict(replace)
+        else:
+            raise PolicyError(
+                f"column '{column}': params.replace must be a mode or a mapping kind → mode",
+                fix="e.g. replace: placeholder, or replace: {name: pseudonym, default: placeholder}",
+            )
+        for kind, mode in items.items():
+            if kind != "default" and kind not in KINDS:
+                raise PolicyError(
+                    f"column '{column}': params.replace names unknown kind {kind!r}",
+                    fix=f"kinds: {', '.join(KINDS)} (or default)",
+                )
+            if mode not in MODES:
+                raise PolicyError(
+                    f"column '{column}': params.replace.{kind} must be one of {', '.join(MODES)} "
+                    f"(got {mode!r})",
+                    fix="placeholder ([姓名]), pseudonym (keyed, consistent) or generalise",
+                )
+            if mode == "generalise" and kind not in (*GENERALISABLE, "default"):
+                raise PolicyError(
+                    f"column '{column}': {kind} cannot be generalised, only "
+                    f"{' and '.join(GENERALISABLE)} can",
+                    fix=f"use placeholder or pseudonym for {kind}",
+                )
+        dates = p.get("dates")
+        if dates is not None and dates not in DATE_LEVELS:
+            raise PolicyError(
+                f"column '{column}': params.dates must be one of {', '.join(DATE_LEVELS)} "
+                f"(got {dates!r})",
+                fix="dates: month (2025-03-07 → 2025-03) or year, placeholder, pseudonym, keep",
+            )
+        kinds = p.get("kinds", list(DETECTORS))
+        if (not isinstance(kinds, list) or not kinds
+                or any(not isinstance(k, str) or k not in DETECTORS for k in kinds)):
+            raise PolicyError(
+                f"column '{column}': params.kinds must be a non-empty list of detector kinds "
+                f"(got {kinds!r})",
+                fix=f"choose from: {', '.join(DETECTORS)}; omit it for all",
+            )
+        scope = p.get("scope", "scrub")
+        if not isinstance(scope, str) or not scope.strip():
+            raise PolicyError(
+                f"column '{column}': params.scope must be a non-empty string",
+                fix="omit it (scrub) or name the pseudonym scope, e.g. scope: notes",
+            )
+
+    def _uses_key(self, spec: Column) -> bool:
+        replace = spec.params.get("replace", "placeholder")
+        modes = _modes(replace, spec.params.get("dates"))
+        return "pseudonym" in modes.values()
+
+    def apply(self, values: pd.Series, spec: Column, ctx: ApplyContext) -> pd.Series:
+        self.check(ctx.column, spec)
+        p = spec.params
+        key = None
+        if self._uses_key(spec):
+            if ctx.keyring is None:
+                raise KeyCustodyError(
+                    "pseudonyms in free text need the key ring", column=ctx.column,
+                    fix="load it with KeyRing.from_policy(loaded) and pass it in the ApplyContext",
+                )
+            key = ctx.keyring.derive(str(p.get("scope", "scrub")), purpose="scrub")
+        out, counts = scrub_texts(
+            values,
+            kinds=p.get("kinds", DETECTORS),
+            replace=p.get("replace", "placeholder"),
+            dates=p.get("dates"),
+            subject_ids=ctx.subject_ids,
+            known=ctx.known_identifiers,
+            key=key,
+        )
+        for kind, n in sorted(counts.items()):
+            ctx.count(kind, n)
+        return out
+
+    def describe(self, spec: Column, ctx: ApplyContext) -> dict[str, Any]:
+        p = spec.params
+        out: dict[str, Any] = {
+            "technique": self.name,
+            "params": {
+                "replace": p.get("replace", "placeholder"),
+                "dates": p.get("dates"),
+                "kinds": list(p.get("kinds", DETECTORS)),
+            },
+        }
+        if self._uses_key(spec):
+            scope = str(p.get("scope", "scrub"))
+            out["params"]["scope"] = scope
+            out["params"]["algorithm"] = "HMAC-SHA256 (10 hex), key derived with HKDF-SHA256 per recipient/agreement/scope"
+            if ctx.keyring is not None:
+                out["key_fingerprint"] = ctx.keyring.fingerprint(scope, purpose="scrub")
+        return out
+
+
+# --- the gate's vectorised check ------------------------------------------------------------
+
+# RE2-compatible (pyarrow): no look-arounds, [0-9] not \d, boundaries as (^|[^0-9]).
+_DIRECT_RE2 = "|".join(
+    [
+        rf"(?:^|[^0-9]){_ID18}(?:[^0-9]|$)",
+        rf"{_ID_LABEL}[^0-9]{{0,8}}{_ID_ANY}(?:[^0-9]|$)",
+        rf"(?:^|[^0-9]){_ID15}(?:[^0-9]|$)",
+        rf"(?:^|[^0-9]){_MOBILE}(?:[^0-9]|$)",
+        _EMAIL,
+    ]
+)
+_RE2_SPECIAL = set(r"\.^$|?*+()[]{}")
+
+
+def _re2_escape(s: str) -> str:
+    return "".join("\\" + c if c in _RE2_SPECIAL else c for c in s)
+
+
+def find_identifiers(texts: pd.Series, known: Iterable[str] | None = None) -> pd.Series:
+    """True per row where the text holds a direct identifier: a resident ID (18-digit with a
+    birth-date shape, any 15/18-digit number after an ID label, a 15-digit old ID), a mobile
+    number, an e-mail address, or any of the `known` literal strings (e.g. every patient name
+    in the structured tables). Vectorised: pyarrow's RE2 engine runs one combined regex over
+    the column, and the known literals as alternations of a few thousand each."""
+    s = texts.astype("string[pyarrow]")
+    hit = s.str.contains(_DIRECT_RE2, regex=True).fillna(False).astype(bool)
+    if known is not None:
+        literals = sorted({str(k) for k in known if k is not None and len(str(k)) >= 2},
+                          key=len, reverse=True)
+        for i in range(0, len(literals), 5000):
+            rest = ~hit
+            if not rest.any():
+                break
+            pat = "|".join(_re2_escape(x) for x in literals[i:i + 5000])
+            found = s[rest].str.contains(pat, regex=True).fillna(False).astype(bool)
+            hit.loc[found.index[found.to_numpy()]] = True
+    return pd.Series(hit.to_numpy(dtype=bool), index=texts.index)
