@@ -1,0 +1,182 @@
+"""Free-text scrubber: recall and precision per identifier kind on real public text, and
+throughput on notes of about 500 characters (one process, so one core).
+
+    .venv/bin/python benchmarks/bench_scrub.py [--notes 20000]
+
+Data (by path, never copied): /work/shared/datasets/zh_text (MultiPriv, 975 Chinese person
+paragraphs whose structured fields are the gold strings) and /work/shared/datasets/synthea
+(patients.csv of three Synthea runs; notes are written from each patient's own fields, so the
+fields are the gold strings).
+
+Recall counts gold occurrences (every place the gold string occurs in the text) that lie
+wholly inside a replaced span. Precision counts detected spans of the kind that overlap a gold
+occurrence of that kind; spans of kinds without gold (dates, record numbers) are left out.
+"generic" runs the pattern detectors alone; "+known" adds the subject's own structured values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deidflow.techniques.scrub import DETECTORS, detect_spans, scrub_texts
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+_TITLE = re.compile(r"\s*(?:副?主任医师|主治医师|医师|医生|教授|主任|博士)$")
+
+
+def zh_text() -> tuple[list[str], list[dict[str, list[str]]], pd.DataFrame]:
+    """Paragraphs, gold strings per kind per paragraph, and the known-identifier table."""
+    rows = json.loads((DATASETS / "zh_text" / "multipriv_person_975_zh.json").read_text("utf-8"))
+    texts, gold, known = [], [], []
+    for i, r in enumerate(rows):
+        texts.append(r["naturalParagraph"])
+        doctor = _TITLE.sub("", r["doctor"]).split()[-1] if r["doctor"].strip() else ""
+        gold.append({
+            "name": [r["name"], doctor],
+            "resident_id": [str(r["idCardNumbers"])],
+            "mobile": [str(r["phoneNumbers"])],
+            "email": [r["emailAddress"]],
+            "address": [r["location"]],
+        })
+        for kind, value in (("name", r["name"]), ("resident_id", str(r["idCardNumbers"])),
+                            ("mobile", str(r["phoneNumbers"])), ("email", r["emailAddress"]),
+                            ("address", r["location"])):
+            known.append((str(i), kind, value))
+    return texts, gold, pd.DataFrame(known, columns=["subject_id", "kind", "value"])
+
+
+def synthea_notes() -> tuple[list[str], list[dict[str, list[str]]], pd.DataFrame]:
+    """One bilingual note per Synthea patient, written from the patient's own fields."""
+    texts, gold, known = [], [], []
+    for run in sorted((DATASETS / "synthea").iterdir()):
+        if not (run / "patients.csv").exists():
+            continue
+        p = pd.read_csv(run / "patients.csv", dtype=str, keep_default_na=False)
+        for r in p.itertuples(index=False):
+            sid = f"{run.name}:{r.Id}"
+            title = "Mr." if r.GENDER == "M" else "Ms."
+            note = (
+                f"患者{r.FIRST} {r.LAST}，{'男' if r.GENDER == 'M' else '女'}，出生日期{r.BIRTHDATE}，"
+                f"SSN {r.SSN}，住址{r.ADDRESS}, {r.CITY}。{title} {r.LAST} reports chest pain since "
+                f"yesterday; Patient: {r.FIRST} {r.LAST}. Seen on 2024-03-05. "
+                f"Lives at {r.ADDRESS}, {r.CITY}, {r.STATE}. 复诊时{r.FIRST}自诉好转。"
+            )
+            texts.append(note)
+            gold.append({"name": [r.FIRST, r.LAST], "ssn": [r.SSN], "address": [r.ADDRESS],
+                         "date": [r.BIRTHDATE]})
+            for kind, value in (("FIRST", r.FIRST), ("LAST", r.LAST), ("SSN", r.SSN),
+                                ("ADDRESS", r.ADDRESS), ("DRIVERS", r.DRIVERS), ("PASSPORT", r.PASSPORT)):
+                if value:
+                    known.append((sid, kind, value))
+            texts[-1] = note
+            gold[-1]["_sid"] = [sid]
+    return texts, gold, pd.DataFrame(known, columns=["subject_id", "kind", "value"])
+
+
+def score(texts: list[str], gold: list[dict[str, list[str]]], spans: pd.DataFrame) -> pd.DataFrame:
+    by_row: dict[int, list[tuple[int, int, str]]] = {}
+    for r, s, e, k in zip(spans["row"], spans["start"], spans["end"], spans["kind"]):
+        by_row.setdefault(int(r), []).append((int(s), int(e), k))
+    stats: dict[str, list[int]] = {}
+    for i, (text, g) in enumerate(zip(texts, gold)):
+        found = by_row.get(i, [])
+        occ: dict[str, list[tuple[int, int]]] = {}
+        for kind, values in g.items():
+            if kind.startswith("_"):
+                continue
+            for v in values:
+                if not v:
+                    continue
+                j = text.find(v)
+                while j >= 0:
+                    occ.setdefault(kind, []).append((j, j + len(v)))
+                    j = text.find(v, j + 1)
+        for kind, places in occ.items():
+            st = stats.setdefault(kind, [0, 0, 0, 0])  # gold, recalled, spans, spans on gold
+            st[0] += len(places)
+            st[1] += sum(any(s <= a and b <= e for s, e, _ in found) for a, b in places)
+        for s, e, k in found:
+            if k in g:
+                st = stats.setdefault(k, [0, 0, 0, 0])
+                st[2] += 1
+                st[3] += any(a < e and s < b for a, b in occ.get(k, []))
+    return pd.DataFrame(
+        [{"kind": k, "gold": v[0], "recall": v[1] / v[0] if v[0] else np.nan, "spans": v[2],
+          "precision": v[3] / v[2] if v[2] else np.nan} for k, v in sorted(stats.items())]
+    )
+
+
+def quality_table() -> pd.DataFrame:
+    parts = []
+    for name, (texts, gold, known) in (("zh_text", zh_text()), ("synthea", synthea_notes())):
+        sids = [str(i) for i in range(len(texts))] if name == "zh_text" else [g["_sid"][0] for g in gold]
+        generic = [k for k in DETECTORS if k != "known"]
+        for mode, kinds in (("generic", generic), ("+known", list(DETECTORS))):
+            spans = detect_spans(texts, kinds, sids, known)
+            t = score(texts, gold, spans)
+            t.insert(0, "detectors", mode)
+            t.insert(0, "dataset", f"{name} ({len(texts)})")
+            parts.append(t)
+    return pd.concat(parts, ignore_index=True)
+
+
+def notes_of_500(n: int) -> tuple[pd.Series, pd.Series, pd.DataFrame]:
+    """n notes of about 500 characters: two or three MultiPriv paragraphs of one person's
+    neighbours joined, so every note holds names, IDs, phones, e-mails and addresses."""
+    texts, _, known = zh_text()
+    rng = np.random.default_rng(7)
+    out, sids = [], []
+    m = len(texts)
+    for i in rng.integers(0, m, n):
+        note = texts[i]
+        j = i
+        while len(note) < 480:
+            j = (j + 1) % m
+            note += texts[j]
+        out.append(note[:520])
+        sids.append(str(i))
+    return pd.Series(out, dtype="string"), pd.Series(sids, dtype="string"), known
+
+
+def throughput(n: int) -> pd.DataFrame:
+    texts, sids, known = notes_of_500(n)
+    rows = []
+    for label, kw in (
+        ("placeholder, generic detectors", dict(kinds=[k for k in DETECTORS if k != "known"])),
+        ("placeholder, + known identifiers", dict(subject_ids=sids, known=known)),
+        ("pseudonym, + known identifiers", dict(subject_ids=sids, known=known, replace="pseudonym",
+                                                key=b"\x01" * 32)),
+        ("generalise dates (month) + addresses", dict(subject_ids=sids, known=known, dates="month",
+                                                      replace={"address": "generalise"})),
+    ):
+        best = float("inf")
+        for _ in range(2):
+            t = time.perf_counter()
+            scrub_texts(texts, **kw)
+            best = min(best, time.perf_counter() - t)
+        rows.append({"configuration": label, "notes": n, "mean chars": round(float(texts.str.len().mean())),
+                     "seconds": round(best, 3), "notes/s": round(n / best)})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--notes", type=int, default=20000)
+    args = ap.parse_args()
+    pd.set_option("display.width", 160)
+    q = quality_table()
+    print("Recall / precision per kind\n")
+    print(q.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print("\nThroughput (one process, best of 2)\n")
+    print(throughput(args.notes).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
