@@ -19,7 +19,7 @@ import pandas as pd
 from deidflow.errors import InputError
 from deidflow.risk.encoding import EncodedQI
 
-# Above this many possible keys a bincount would allocate more than it saves; hash instead.
+# A bincount pays for the whole key space; above 4 keys per row (or this cap) hash instead.
 _BINCOUNT_LIMIT = 1 << 22
 # Mixed-radix keys stay below this so that int64 arithmetic cannot overflow.
 _RADIX_LIMIT = 1 << 62
@@ -82,7 +82,7 @@ def combine_keys(columns: Sequence[np.ndarray], cardinalities: Sequence[int]) ->
 def dense_ids(key: np.ndarray, radix: int) -> tuple[np.ndarray, int]:
     """Map keys to dense ids 0..J-1. Small key spaces use a bincount (ids in key order),
     large ones a hash factorisation (ids in order of first appearance): both deterministic."""
-    if radix <= max(_BINCOUNT_LIMIT, 4 * len(key)) and radix <= 1 << 26:
+    if radix <= max(1 << 16, 4 * len(key)) and radix <= _BINCOUNT_LIMIT:
         present = np.bincount(key, minlength=radix) > 0
         lookup = np.cumsum(present) - 1
         return lookup[key], int(present.sum())

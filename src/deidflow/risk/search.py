@@ -14,11 +14,12 @@ Why it is fast (DESIGN.md, "Search on the frequency table"):
   hierarchy level is a function of any lower level.
 - Branch and bound: without suppression the loss of a node is a sum of one term per
   quasi-identifier, which is a lower bound of its loss with suppression and grows with every
-  level. Nodes are visited in order of that bound and the search stops when the bound reaches
-  the best loss found: every node not visited is provably no better.
+  level. A greedy descent from the most general node finds a good passing node; then only
+  nodes whose bound is below its loss are visited (`_explore`): the rest cannot be better.
 - Monotonicity pruning: k, distinct/entropy/recursive l, t (with a fixed reference
   distribution, EMD being convex) and class risk only improve when a node is generalised, so
-  when a node fails on them, every node below it fails too and is never evaluated.
+  when a node fails on them, every node below it fails too and is never evaluated. Visiting
+  the most general candidates first makes each failure remove as much as possible.
 """
 
 from __future__ import annotations
@@ -383,36 +384,22 @@ def search(
     cache: list[_Node] = [root]
     cache_levels = root.levels[None, :].copy()
 
-    order = np.lexsort((np.arange(len(lat.nodes)), lat.bound))
-    dead = np.zeros(len(lat.nodes), dtype=bool)
-    best = None  # (loss, node index, _Node, _Outcome)
-    evaluated = 0
-    first_fail = None
-    for idx in order:
-        if best is not None and lat.bound[idx] >= best[0] - 1e-15:
-            break
-        if dead[idx]:
-            continue
+    def evaluate(idx: int):
+        nonlocal cache_levels
         levels = lat.nodes[idx].astype(np.int64)
         below = np.flatnonzero((cache_levels <= levels).all(axis=1))
         base = cache[below[np.argmin([len(cache[j].sizes) for j in below])]]
         node = base if (base.levels == levels).all() else _rollup(base, levels, lat, with_pairs)
-        evaluated += 1
-        out = crit.check(node, lat)
         if len(cache) < _CACHE:
             cache.append(node)
             cache_levels = np.vstack([cache_levels, levels])
-        if out.passes:
-            if best is None or out.loss < best[0] - 1e-15:
-                best = (out.loss, idx, node, out)
-        else:
-            first_fail = first_fail or out.reason
-            if out.monotone_fail:
-                dead |= (lat.nodes <= lat.nodes[idx]).all(axis=1)
+        return crit.check(node, lat), node
+
+    best, evaluated, first_fail = _explore(lat, evaluate)
     if best is None:
         _fail(qis, lat, crit, hi, with_pairs, root, first_fail, suppression_budget)
 
-    _, idx, node, out = best
+    _, idx, out, node = best
     levels = {q.name: int(v) for q, v in zip(qis, lat.nodes[idx])}
     # Back to rows: classes of the chosen node over the level-0 table, once.
     lv = [int(v) for v in lat.nodes[idx]]
@@ -442,6 +429,66 @@ def search(
     return SearchResult(levels=levels, suppressed=suppressed, before=before, after=after,
                         utility=utility, nodes_evaluated=evaluated, lattice_size=len(lat.nodes),
                         limits=limits)
+
+
+def _explore(lat: _Lattice, evaluate) -> tuple[tuple | None, int, str | None]:
+    """Find the passing node of least loss, evaluating as few nodes as possible.
+
+    Phase 1 descends greedily from the most general node (which must pass, or nothing does)
+    through passing children of smallest bound, to a locally minimal passing node: its loss is
+    an upper bound U on the optimum. Phase 2 visits the remaining nodes whose lower bound is
+    below U, most general first, so that one failure removes every node below it; each pass
+    may lower U and so shrink what is left. A node never evaluated either fails (it lies below
+    a failure) or cannot beat U. Ties in loss go to the node first in lattice order.
+    Returns ((loss, index, outcome, payload) or None, nodes evaluated, first failure reason)."""
+    nodes, bound = lat.nodes, lat.bound
+    n_nodes = len(nodes)
+    span = (lat.hi - lat.lo + 1).astype(np.int64)
+    stride = np.concatenate([np.cumprod(span[::-1])[::-1][1:], [1]]).astype(np.int64)
+    status = np.zeros(n_nodes, dtype=np.int8)  # 0 unknown, 1 passes, -1 fails
+    best: list = [None]
+    evaluated = 0
+    reason: list = [None]
+
+    def visit(idx: int) -> bool:
+        nonlocal evaluated
+        out, payload = evaluate(int(idx))
+        evaluated += 1
+        if out.passes:
+            status[idx] = 1
+            cand = (out.loss, int(idx), out, payload)
+            b = best[0]
+            if b is None or out.loss < b[0] - 1e-12 or (abs(out.loss - b[0]) <= 1e-12 and idx < b[1]):
+                best[0] = cand
+            return True
+        reason[0] = reason[0] or out.reason
+        if out.monotone_fail:
+            status[(nodes <= nodes[idx]).all(axis=1) & (status == 0)] = -1
+        status[idx] = -1
+        return False
+
+    current = n_nodes - 1  # the most general node
+    if not visit(current):
+        return None, evaluated, reason[0]
+    while True:
+        rel = nodes[current].astype(np.int64) - lat.lo
+        children = [current - stride[i] for i in range(lat.q) if rel[i] > 0]
+        children.sort(key=lambda j: (bound[j], j))
+        moved = False
+        for child in children:
+            if status[child] == -1:
+                continue
+            if status[child] == 1 or visit(child):
+                current, moved = child, True
+                break
+        if not moved:
+            break
+    height = nodes.sum(axis=1, dtype=np.int64)
+    for idx in np.lexsort((np.arange(n_nodes), bound, -height)):
+        if status[idx] != 0 or bound[idx] > best[0][0] + 1e-12:
+            continue
+        visit(idx)
+    return best[0], evaluated, reason[0]
 
 
 def _utility(lat: _Lattice, node: _Node, out: _Outcome, lv: Sequence[int]) -> dict:
@@ -483,8 +530,8 @@ def _fail(qis, lat, crit, hi, with_pairs, root, reason, budget) -> None:
 def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overall_risk, model,
                      lo, hi, l, t) -> SearchResult:
     """Patient-level search: a subject's footprint is the set of its generalised combinations,
-    each subject counts once, and suppression removes whole subjects. The lattice is walked in
-    the same bound order with the same pruning; each node costs one subject grouping."""
+    each subject counts once, and suppression removes whole subjects. The lattice is explored
+    the same way (`_explore`); each node costs one subject grouping over the rows."""
     if l is not None or t is not None:
         raise PolicyError(
             "l-diversity and t-closeness are not measured at patient level",
@@ -501,34 +548,24 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
                      max_class_risk=max_class_risk, max_overall_risk=max_overall_risk,
                      release_model=model, budget_rows=budget_subj, n=n_subj, n_values=1,
                      reference=None)
-    order = np.lexsort((np.arange(len(lat.nodes)), lat.bound))
-    dead = np.zeros(len(lat.nodes), dtype=bool)
-    best, evaluated, reason = None, 0, None
-    for idx in order:
-        if best is not None and lat.bound[idx] >= best[0] - 1e-15:
-            break
-        if dead[idx]:
-            continue
+    row_loss = [[lat.loss_of[i][lvl][q.at(lvl)] for lvl in range(q.n_levels)]
+                for i, q in enumerate(qis)]
+
+    def evaluate(idx: int):
         levels = {q.name: int(v) for q, v in zip(qis, lat.nodes[idx])}
         cls, sizes = subject_classes(qis, subject, levels)
-        evaluated += 1
         node = _Node(levels=lat.nodes[idx].astype(np.int64),
                      codes=np.zeros((len(sizes), len(qis)), np.int32), sizes=sizes)
         out = crit.check(node, lat)
         if out.passes:
-            # Loss from the rows: generalisation loss of each kept row plus suppressed subjects.
-            row_lost = np.zeros(len(subject))
-            for i, q in enumerate(qis):
-                row_lost += lat.loss_of[i][levels[q.name]][q.at(levels[q.name])]
+            # Loss over the rows: each kept row's generalisation loss; suppressed rows count 1.
+            lost = sum(row_loss[i][levels[q.name]] for i, q in enumerate(qis))
             row_bad = out.bad[cls][subj_codes]
-            loss = float(row_lost[~row_bad].sum() + row_bad.sum() * lat.q) / max(
+            out.loss = float(lost[~row_bad].sum() + row_bad.sum() * lat.q) / max(
                 len(subject) * lat.q, 1)
-            if best is None or loss < best[0] - 1e-15:
-                best = (loss, idx, out, cls, sizes)
-        else:
-            reason = reason or out.reason
-            if out.monotone_fail:
-                dead |= (lat.nodes <= lat.nodes[idx]).all(axis=1)
+        return out, (cls, sizes)
+
+    best, evaluated, reason = _explore(lat, evaluate)
     if best is None:
         raise GateFailed(
             f"no generalisation within the hierarchies' bounds meets the limits at patient "
@@ -537,7 +574,7 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
             fix="raise limits.suppression_budget, lower k, or allow higher max_level in the "
             "quasi-identifiers' hierarchies",
         )
-    loss, idx, out, cls, sizes = best
+    loss, idx, out, (cls, sizes) = best
     levels = {q.name: int(v) for q, v in zip(qis, lat.nodes[idx])}
     subj_bad = out.bad[cls]
     suppressed = subj_bad[subj_codes]
