@@ -18,6 +18,7 @@ failure (fail closed).
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import threading
 from collections.abc import Iterable, Iterator
@@ -92,31 +93,37 @@ def class_sizes(df: pd.DataFrame, subject_column: str, quasi_identifiers: list[s
 
 def class_size_summary(sizes: np.ndarray) -> dict[str, Any]:
     """GB/T 42460 Annex D quantities from class sizes f_j: θ_j = 1/f_j, Rb = max θ,
-    Rc = mean θ over classes (the literal 'mean θ_j'; more conservative than the per-record
-    mean J/n), plus a histogram of sizes so that Ra can be computed for any τ."""
+    Rc = the subject-weighted mean θ = J/n (the average re-identification probability of a
+    subject, El Emam; the same definition as `deidflow.risk.metrics.Gb42460`, so that a
+    generalisation the search accepts is not refused here for a different reading of 'mean
+    θ_j'), `rc_classes` the class-weighted mean for reference, plus a histogram of sizes so
+    that Ra can be computed for any τ."""
     if len(sizes) == 0:
         return {"n_subjects": 0, "n_classes": 0, "min_size": 0, "rb": 1.0, "rc": 1.0,
-                "size_values": [], "size_counts": []}
+                "rc_classes": 1.0, "size_values": [], "size_counts": []}
     values, counts = np.unique(sizes, return_counts=True)
     theta = 1.0 / values
+    n_subjects = int(sizes.sum())
     return {
-        "n_subjects": int(sizes.sum()),
+        "n_subjects": n_subjects,
         "n_classes": int(len(sizes)),
         "min_size": int(values[0]),
         "rb": float(theta.max()),
-        "rc": float((theta * counts).sum() / counts.sum()),
+        "rc": float(len(sizes) / n_subjects),
+        "rc_classes": float((theta * counts).sum() / counts.sum()),
         "size_values": values.tolist(),
         "size_counts": counts.tolist(),
     }
 
 
 def share_of_classes_above(summary: dict[str, Any], tau: float) -> float:
-    """Ra: share of classes whose risk θ = 1/f exceeds τ."""
+    """Ra: share of classes whose risk θ = 1/f exceeds τ (compared as f < 1/τ, so that
+    τ = 1/20 and a class of 20 are not split by floating-point rounding)."""
     if summary["n_classes"] == 0:
         return 1.0
     values = np.asarray(summary["size_values"], dtype=float)
     counts = np.asarray(summary["size_counts"], dtype=np.int64)
-    risky = counts[(1.0 / values) > tau + 1e-12].sum()
+    risky = counts[values < (1.0 / tau) - 1e-9].sum()
     return float(risky / summary["n_classes"])
 
 
@@ -195,47 +202,117 @@ def _string_like(s: pd.Series) -> bool:
     )
 
 
-def identifier_hits(values: pd.Series, known: frozenset[str]) -> dict[str, Any]:
+# Whole-value shapes (RE2: pyarrow runs them over the column in C). A link key must hold a
+# pseudonym, which is random hex: searching it for a phone-shaped digit run inside would flag
+# about 800 of every million pseudonyms (measured), so such columns are checked for being an
+# identifier as a whole, and for equalling an identifier of the input.
+_SEP = r"[ \-]?"
+_WHOLE_ID18 = rf"[1-9](?:{_SEP}[0-9]){{16}}{_SEP}[0-9Xx]"
+_WHOLE_MOBILE = rf"(?:\+?86{_SEP})?1{_SEP}[3-9](?:{_SEP}[0-9]){{9}}"
+_WHOLE_EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+WHOLE_VALUE_PATTERNS: dict[str, str] = {
+    "resident_id": rf"^\s*{_WHOLE_ID18}\s*$",
+    "mobile": rf"^\s*{_WHOLE_MOBILE}\s*$",
+    "email": rf"^\s*{_WHOLE_EMAIL}\s*$",
+}
+# Kinds named in an explanation: the detectors the gate is about (the scrubber has more, e.g.
+# dates and names, whose patterns would also match harmless generalised text).
+REPORTED_KINDS = ("resident_id", "mobile", "email")
+KIND_SAMPLE = 200  # detected values examined to name the kinds (a summary, not a count)
+
+
+def _distinct_texts(values: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
+    """Factorised column: codes per row and the distinct values as a pyarrow string Series
+    (the checks run once per distinct value). None if the column cannot hold an identifier."""
+    if pd.api.types.is_bool_dtype(values):
+        return None
+    if pd.api.types.is_integer_dtype(values):
+        values = values[values.abs() >= 10_000_000]  # shorter integers cannot be a phone/ID
+        codes, uniques = pd.factorize(values)
+        return codes, pd.Series(np.asarray(uniques).astype(str), dtype="string[pyarrow]")
+    if not _string_like(values):
+        return None
+    codes, uniques = pd.factorize(values)
+    return codes, pd.Series(np.asarray(uniques, dtype=object), dtype="string[pyarrow]")
+
+
+def whole_value_identifiers(texts: pd.Series, known: frozenset[str]) -> pd.Series:
+    """True where the whole value (spaces and dashes aside) is a resident ID with a valid
+    GB 11643 check character, a mainland mobile number, an e-mail address, or equals an
+    identifier string of the input."""
+    from deidflow.identifiers import valid_resident_ids
+
+    shaped = texts.str.fullmatch(WHOLE_VALUE_PATTERNS["resident_id"]).fillna(False).to_numpy(bool)
+    hit = np.zeros(len(texts), dtype=bool)
+    if shaped.any():
+        digits = texts[shaped].str.replace(r"[\s\-]", "", regex=True).str.upper()
+        hit[np.flatnonzero(shaped)] = valid_resident_ids(digits.astype("string")).to_numpy(bool)
+    for kind in ("mobile", "email"):
+        hit |= texts.str.fullmatch(WHOLE_VALUE_PATTERNS[kind]).fillna(False).to_numpy(bool)
+    if known:
+        hit |= texts.isin(known).to_numpy(bool)
+        hit |= texts.str.strip().isin(known).fillna(False).to_numpy(bool)
+    return pd.Series(hit, index=texts.index)
+
+
+def identifier_hits(values: pd.Series, known: frozenset[str], *, whole_value: bool = False,
+                    ) -> dict[str, Any]:
     """How many rows of a column hold a direct identifier, and which kinds (never the values).
 
-    Uses the scrubber's own detector (`techniques.scrub.find_identifiers`) on the column's
-    distinct values: the same detectors as the scrubber, at the cost of the distinct values.
-    Integer columns are checked too where a value is long enough to be a phone or ID number.
+    Free text and other kept columns go through the scrubber's own detector
+    (`techniques.scrub.find_identifiers`: identifiers anywhere in the value, and any known
+    identifier string of the input as a substring); `whole_value` columns (pseudonymised link
+    keys) through `whole_value_identifiers`. Both run once per distinct value.
     """
-    from deidflow.techniques.scrub import find_identifiers
+    found = _distinct_texts(values)
+    if found is None:
+        return {"rows": 0, "kinds": []}
+    codes, texts = found
+    if not len(texts):
+        return {"rows": 0, "kinds": []}
+    if whole_value:
+        hit = whole_value_identifiers(texts, known).to_numpy(bool)
+    else:
+        from deidflow.techniques.scrub import find_identifiers
 
-    if pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        long_enough = values.abs() >= 10_000_000  # shorter integers cannot be a phone/ID
-        values = values[long_enough].astype("string")
-    elif not _string_like(values):
-        return {"rows": 0, "kinds": []}
-    codes, uniques = pd.factorize(values)
-    if not len(uniques):
-        return {"rows": 0, "kinds": []}
-    texts = pd.Series(np.asarray(uniques, dtype=object), dtype="string")
-    hit = np.asarray(find_identifiers(texts, known or None), dtype=bool)
+        hit = np.asarray(find_identifiers(texts, known or None), dtype=bool)
     if not hit.any():
         return {"rows": 0, "kinds": []}
     valid = codes >= 0
     rows = int(hit[codes[valid]].sum())
-    return {"rows": rows, "kinds": identifier_kinds(texts[hit], known)}
+    return {"rows": rows, "kinds": identifier_kinds(texts[hit], known, whole_value=whole_value)}
 
 
-def identifier_kinds(texts: pd.Series, known: frozenset[str]) -> list[str]:
-    """Names of the identifier patterns found in `texts` (only the detected values, so few)."""
+def identifier_kinds(texts: pd.Series, known: frozenset[str], *, whole_value: bool = False,
+                     ) -> list[str]:
+    """Names of the identifier kinds among detected values (a sample of them: this names
+    what was found for the explanation, the row count comes from the detector)."""
+    texts = texts.iloc[:KIND_SAMPLE].astype(object)
+    kinds: list[str] = []
+    if whole_value:
+        sample = pd.Series(texts.to_numpy(), dtype="string[pyarrow]")
+        for name, pattern in WHOLE_VALUE_PATTERNS.items():
+            if sample.str.fullmatch(pattern).fillna(False).any():
+                kinds.append(name)
+        if known and sample.isin(known).any():
+            kinds.append("known identifier of the input")
+        return kinds or ["identifier"]
     from deidflow.techniques.scrub import IDENTIFIER_PATTERNS
 
-    kinds: list[str] = []
-    items = IDENTIFIER_PATTERNS.items() if hasattr(IDENTIFIER_PATTERNS, "items") else []
-    for name, pattern in items:
-        regex = getattr(pattern, "pattern", pattern)
-        try:
-            if texts.str.contains(regex, regex=True).fillna(False).any():
-                kinds.append(str(name))
-        except (TypeError, ValueError):  # a pattern pandas cannot run: name it generically
+    sample = pd.Series(texts.to_numpy(), dtype=object)
+    for name in REPORTED_KINDS:
+        pattern = IDENTIFIER_PATTERNS.get(name) if hasattr(IDENTIFIER_PATTERNS, "get") else None
+        if pattern is None:
             continue
-    if known and texts.map(lambda t: any(k in t for k in known) if len(t) < 10_000 else False).any():
-        kinds.append("known identifier of the input")
+        regex = pattern if hasattr(pattern, "search") else re.compile(str(pattern))
+        if any(regex.search(t) for t in sample if isinstance(t, str)):
+            kinds.append(name)
+    if known:
+        from deidflow.techniques.scrub import find_identifiers
+
+        own = find_identifiers(pd.Series(sample.to_numpy(), dtype="string[pyarrow]"), None)
+        if not np.asarray(own, dtype=bool).all() or not kinds:
+            kinds.append("known identifier of the input")
     return kinds or ["identifier"]
 
 
@@ -278,19 +355,20 @@ class SensitiveDiversity(TableMetricProvider):
 
 
 class DirectIdentifierHits(TableMetricProvider):
+    """Identifier hits per column. Every column of the table is checked, not only those the
+    policy releases: a column that should not be there is the likeliest place for one."""
+
     metric_name = "deidflow.direct_identifier_hits"
-    value_keys = ("columns", "known_identifiers_ref")
+    value_keys = ("whole_value_columns", "known_identifiers_ref")
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics,
                 runtime_configuration):
         df = _frame(execution_engine, metric_domain_kwargs)
         known = _lookup(metric_value_kwargs["known_identifiers_ref"])
-        out = {}
-        for col in metric_value_kwargs["columns"]:
-            if col in df.columns:
-                out[col] = identifier_hits(df[col], known)
-        return out
+        whole = set(metric_value_kwargs["whole_value_columns"])
+        return {str(col): identifier_hits(df[col], known, whole_value=col in whole)
+                for col in df.columns}
 
 
 class UnconsentedSubjects(TableMetricProvider):
@@ -443,7 +521,7 @@ class ExpectMaxClassRiskToBeAtMost(DeidflowExpectation):
         m = metrics["deidflow.subject_class_sizes"]
         ra = share_of_classes_above(m, self.max_class_risk)
         return {
-            "success": m["n_classes"] > 0 and m["rb"] <= self.max_class_risk + 1e-12,
+            "success": m["n_classes"] > 0 and ra == 0,
             "result": {"observed_value": m["rb"], "share_of_classes_above": ra,
                        "n_classes": m["n_classes"], "max_class_risk": self.max_class_risk},
         }
@@ -491,16 +569,17 @@ class ExpectOverallRiskToBeAtMost(DeidflowExpectation):
 
 
 class ExpectNoDirectIdentifiers(DeidflowExpectation):
-    """No value of any listed column holds a resident ID, mobile, e-mail or an identifier
-    string of the input (names, IDs, phones), using the scrubber's detectors."""
+    """No value of any column holds a resident ID, mobile, e-mail or an identifier string of
+    the input (names, IDs, phones), using the scrubber's detectors; pseudonymised link keys
+    (`whole_value_columns`) must not *be* one."""
 
-    columns: list[str]
+    whole_value_columns: list[str]
     known_identifiers_ref: str
     n_known_identifiers: int
 
     metric_dependencies: ClassVar[Tuple[str, ...]] = ("deidflow.direct_identifier_hits",)
     success_keys: ClassVar[Tuple[str, ...]] = (
-        "columns", "known_identifiers_ref", "n_known_identifiers")
+        "whole_value_columns", "known_identifiers_ref", "n_known_identifiers")
 
     def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
         hits = metrics["deidflow.direct_identifier_hits"]

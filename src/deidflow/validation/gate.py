@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -182,9 +183,22 @@ def _outcome(table: str, er: Any) -> ExpectationOutcome:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-safe copy (numpy scalars, sets, infinities)."""
-    return json.loads(json.dumps(value, default=str, allow_nan=True).replace("Infinity", "1e999")) \
-        if value is not None else None
+    """JSON-safe copy: numpy scalars and sets become plain values, and infinities and NaN
+    (a recursive l-diversity ratio with no tail is infinite) become null, because strict JSON
+    readers (the manifest verifier among them) refuse `Infinity`."""
+    if value is None:
+        return None
+    return _finite(json.loads(json.dumps(value, default=str, allow_nan=True)))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _scrub_result_dict(obj: Any) -> Any:
@@ -297,7 +311,7 @@ def validate_release(
                          result_format=RESULT_FORMAT)
             outcomes += [_outcome(name, er) for er in res.results]
             stored.append({"table": name, "suite": suite.name,
-                           "result": _scrub_result_dict(res.to_json_dict())})
+                           "result": _plain(_scrub_result_dict(res.to_json_dict()))})
         _scrub_store(ctx)
         index = build_data_docs(ctx, DOCS_SITE, docs_dir) if docs_dir is not None else None
 
@@ -306,8 +320,8 @@ def validate_release(
     report = ValidationReport(success=success, expectations=outcomes, result_path=result_path,
                               data_docs_index=index, suite_paths=suite_paths)
     result_path.write_text(json.dumps(
-        {"success": success, "summary": report.as_dict(), "validations": stored},
-        ensure_ascii=False, indent=1, default=str))
+        _plain({"success": success, "summary": report.as_dict(), "validations": stored}),
+        ensure_ascii=False, indent=1, allow_nan=False))
     return report
 
 

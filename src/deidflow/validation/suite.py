@@ -87,7 +87,7 @@ def table_expectations(policy: Policy, table: str, sets: RunSets) -> list[Any]:
         ),
         gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True),
         dx.ExpectNoDirectIdentifiers(
-            columns=columns,
+            whole_value_columns=[c for c in columns if spec.columns[c].role is Role.link_key],
             known_identifiers_ref=sets.known_identifiers_ref,
             n_known_identifiers=sets.n_known_identifiers,
         ),
