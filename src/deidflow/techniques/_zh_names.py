@@ -18,7 +18,7 @@ SINGLE_SURNAMES = (
     "南班储原栗燕楚鄢劳谌奚皮粟冼蔺楼盘满闻位厉伊仝区郜海阚花权强帅屠豆朴盖练廉禹井祖漆巴丰支"
     "卿国狄平计索宣晋相初门云容敬来扈晁芮都普阙浦戈伏鹿薄邸雍辜羊阿乌母裘亓修邰赫杭况那宿鲜印"
     "逯隆茹诸战慕危玉银亢嵇公哈湛宾戎勾茅利於呼居揭干但尉冶斯元束檀衣信展阴昝智幸奉植衡富尧闭由"
-    "傅阎步"
+    "傅阎步洪萧赖凤邴汲糜谯铁习蓟郦郗钮"
 )
 
 COMPOUND_SURNAMES = (
@@ -39,7 +39,7 @@ NAME_BEFORE = (
 # Surnames that are also everyday function words (于昨日, 由医生, 和家属, 向患者): a name
 # starting with one is only taken where a context word anchors its start (患者于某某), never
 # from the words after it alone.
-FUNCTION_SURNAMES = "于和由向时但都来那应相初门云平计国全原南海花强满位区盘楼皮乐从将把在以及与同当经任麻"
+FUNCTION_SURNAMES = "于和由向时但都来那应相初门云平计国全原南海花强满位区盘楼皮乐从将把在以及与同当经"
 
 # Words that follow a name: 王小明先生, 韩雪梅医生, 白雅宁是一位…, 施明远，53岁.
 NAME_AFTER = (
@@ -54,7 +54,7 @@ NAME_AFTER = (
 # "患者王伟于昨日入院" from swallowing 于.
 NOT_IN_GIVEN_NAME = (
     "于因在的是和与及为自今出入诉主因被由从向对将把已曾现等所之其他她它我你们年月日岁男女性副"
-    "经近目最已还也都很并或即请见行给让使做有无不未个这那某住"
+    "经近目最已还也都很并或即请见行给让使做有无不未个这那某住醉陪房议知签"
     "先生士医师护患者病院科室号路街市省区县镇村说称述示诊治疗服用药检查术后前次时，。、"
 )
 

@@ -96,8 +96,8 @@ _ADDRESS_CORE = (
     r"(?:[0-9]{1,5}|[一二三四五六七八九十百]{1,4})(?:号楼|号院|号|弄|栋|幢|室|座)(?!床)"
     r"(?:[\-之]?[0-9]{1,5}(?:号楼|号|弄|栋|幢|楼|层|单元|室|座|户))*"
     # a named building after the number: 文三路4113号假日公寓, 中山路1号华润大厦3楼
-    r"(?:[\u4e00-\u9fff]{1,6}?(?:公寓|大厦|小区|花园|广场|中心|大楼|家园|苑|城)?"
-    r"(?:[A-Za-z0-9]{1,3}座|[0-9]{1,5}(?:号楼|号|栋|幢|楼|层|单元|室|户))+)?"
+    r"(?:[\u4e00-\u9fff]{1,6}?(?:公寓|大厦|小区|花园|广场|中心|大楼|家园|苑|城))?"
+    r"(?:[A-Za-z0-9]{1,3}座|[0-9]{1,5}(?:号楼|号|栋|幢|楼|层|单元|室|户))*"
 )
 _STREET_EN = (
     r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Boulevard|Blvd\.?|Lane|Ln\.?|Drive|Dr\.?|Court|Ct\.?"
@@ -130,7 +130,7 @@ def _alternation(items: Iterable[str]) -> str:
     return "(?:" + "|".join(re.escape(w) for w in sorted(set(items), key=len, reverse=True)) + ")"
 
 
-_SINGLE_ANCHORED = "".join(c for c in words.SINGLE_SURNAMES if c not in "于和由向但都来那应时")
+_SINGLE_ANCHORED = "".join(c for c in words.SINGLE_SURNAMES if c not in "于和由但都来那应时")
 _SINGLE_FREE = "".join(c for c in words.SINGLE_SURNAMES if c not in words.FUNCTION_SURNAMES)
 _COMPOUND = _alternation(words.COMPOUND_SURNAMES)
 _GIVEN = _cjk_class(words.NOT_IN_GIVEN_NAME)
@@ -169,9 +169,9 @@ _DETECTORS: dict[str, list[str]] = {
     "address": [_ADDRESS_CORE, _ADDRESS_EN],
     "name": [
         rf"{_NAME_BEFORE}(?P<v>(?:{_COMPOUND}|[{_SINGLE_ANCHORED}]){_GIVEN}{{1,2}})",
-        rf"(?P<v>[{_SINGLE_FREE}]{_GIVEN}{{1,2}}){_NAME_AFTER}",
+        rf"(?P<v>[{_SINGLE_FREE}](?<![担现出兼继升就调委聘信]任){_GIVEN}{{1,2}}){_NAME_AFTER}",
         rf"(?P<v>{_COMPOUND}{_GIVEN}{{1,2}}){_NAME_AFTER}",
-        rf"[{_SINGLE_FREE}](?:某某|某){_GIVEN}?",
+        rf"[{_SINGLE_FREE}](?<![担现出兼继升就调委聘信]任)(?:某某|某){_GIVEN}?",
         rf"(?P<v>[{_SINGLE_ANCHORED}])(?:先生|女士|小姐)",
         rf"{_TITLE_EN}(?P<v>{_NAME_EN})",
         rf"[PpNn](?:(?<=[Pp])atient|(?<=[Nn])ame)[:：]? ?(?P<v>{_NAME_EN})(?=[ ,.;:，。]|$)",
