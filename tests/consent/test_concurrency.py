@@ -15,6 +15,8 @@ from consent_helpers import bulk_grants
 from deidflow.consent.gate import consent_gate
 from deidflow.consent.registry import ConsentRegistry, consent_events
 
+pytestmark = pytest.mark.postgres
+
 SUBJECTS = 5_000
 RELEASE = dict(purpose="ai-model-training", recipient_id="shanghai-ai-lab",
                categories=["demographics", "labs"], abroad=False)

@@ -77,6 +77,7 @@ def test_the_database_refuses_to_rewrite_history(registry, statement):
         assert conn.execute(sa.text("SELECT pseudonym FROM release_subjects")).scalar() == "ps-1"
 
 
+@pytest.mark.postgres
 def test_postgresql_refuses_truncate(pg_registry_url):
     reg = ConsentRegistry(pg_registry_url)
     reg.append_events(frame([event("E1", "P1")]))
