@@ -120,7 +120,7 @@ class _Lattice:
                 r[q.maps[lvl][::-1]] = np.arange(leaves)[::-1]  # first leaf wins: deterministic
                 rep.append(r)
             lift = {}
-            for a in range(lo[i], hi[i] + 1):
+            for a in [0, *range(max(lo[i], 1), hi[i] + 1)]:
                 for b in range(a, hi[i] + 1):
                     lift[(a, b)] = q.maps[b][rep[a]].astype(np.int64)
                     if not np.array_equal(lift[(a, b)][q.maps[a]], q.maps[b]):
