@@ -20,6 +20,7 @@ from typing import Any
 import great_expectations as gx
 import great_expectations.expectations as gxe
 from great_expectations.exceptions import ExpectationNotFoundError
+from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 from great_expectations.expectations.registry import get_expectation_impl
 
 from deidflow.errors import DeidflowError
@@ -179,8 +180,25 @@ def load_suite(path: str | Path) -> gx.ExpectationSuite:
                 fix="import the module that defines it (deidflow.validation.expectations) "
                 "before loading, or regenerate the suite from the policy",
             ) from None
-    suite = gx.ExpectationSuite(**{k: data[k] for k in ("name", "expectations", "meta", "notes",
-                                                        "suite_parameters", "id") if k in data})
+        try:  # the configuration GX would build: a missing threshold must not pass quietly
+            ExpectationConfiguration(type=str(etype), kwargs=dict(cfg.get("kwargs") or {}),
+                                     meta=cfg.get("meta")).to_domain_obj()
+        except Exception as exc:  # pydantic, GX and type errors alike: refuse, name the entry
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])
+            raise DeidflowError(
+                f"expectation '{etype}' has an invalid configuration and would be dropped "
+                f"({' '.join(line.strip() for line in first[:3])})",
+                file=str(p), key=f"expectations[{i}].kwargs",
+                fix="regenerate the suite from the policy",
+            ) from None
+    try:
+        suite = gx.ExpectationSuite(**{k: data[k] for k in (
+            "name", "expectations", "meta", "notes", "suite_parameters", "id") if k in data})
+    except Exception as exc:
+        raise DeidflowError(
+            f"Great Expectations cannot rebuild the suite: {type(exc).__name__}",
+            file=str(p), fix="regenerate the suite from the policy",
+        ) from None
     if len(suite.expectations) != len(configs):
         raise DeidflowError(
             f"{len(configs) - len(suite.expectations)} expectation(s) of the suite have an "

@@ -1,0 +1,125 @@
+"""No direct identifier left: resident IDs, mobiles, e-mails and the input's own identifier
+strings, in free text and in every column; pseudonyms are not mistaken for phone numbers."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deidflow.identifiers import check_chars
+from deidflow.validation.expectations import ExpectNoDirectIdentifiers, runtime_set
+
+from .gxhelp import raised
+
+
+def resident_id(first17: str) -> str:
+    digits = np.array([[int(c) for c in first17]])
+    return first17 + str(check_chars(digits)[0])
+
+
+ID = resident_id("11010519900307123")
+KNOWN = ["张伟", ID, "13912345678", "YB1234567890"]
+
+
+def pseudonyms(n: int, seed: int = 0) -> list[str]:
+    raw = np.random.default_rng(seed).bytes(10 * n).hex()
+    return ["P" + raw[i:i + 20] for i in range(0, 20 * n, 20)]
+
+
+def check(gx_validate, df: pd.DataFrame, whole: list[str], known=KNOWN):
+    with runtime_set(known) as ref:
+        [res] = gx_validate(df, ExpectNoDirectIdentifiers(
+            whole_value_columns=whole, known_identifiers_ref=ref, n_known_identifiers=len(known)))
+    assert not raised(res), res.exception_info
+    return res
+
+
+def clean_notes() -> pd.DataFrame:
+    return pd.DataFrame({
+        "patient_id": pseudonyms(4),
+        "department": ["内分泌科", "心内科", "内分泌科", "呼吸科"],
+        "text": ["患者[姓名]，血糖控制可，HbA1c 7.2%。", "血压 150/95 mmHg，复诊 2023年5月。",
+                 "联系电话[电话]。", "无特殊。"],
+    })
+
+
+def test_clean_table_passes(gx_validate):
+    res = check(gx_validate, clean_notes(), ["patient_id"])
+    assert res.success is True and res.result["observed_value"] == 0
+    assert res.result["columns_checked"] == 3
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("患者电话 138-1234-5678，请随访。", "mobile"),
+    (f"身份证号 {ID[:6]} {ID[6:14]} {ID[14:]}。", "resident_id"),
+    ("邮箱 zhang.wei@example.com 已通知。", "email"),
+])
+def test_identifier_in_free_text_fails(gx_validate, text, kind):
+    df = clean_notes()
+    df.loc[2, "text"] = text
+    res = check(gx_validate, df, ["patient_id"])
+    assert res.success is False
+    bad = res.result["columns_with_identifiers"]
+    assert list(bad) == ["text"] and bad["text"]["rows"] == 1
+    assert kind in bad["text"]["kinds"]
+    expl = ExpectNoDirectIdentifiers.explain(res.expectation_config.kwargs, res.result, False)
+    assert "'text': 1 row(s)" in expl and kind in expl
+    assert text not in expl and "138" not in expl  # numbers, never the values
+
+
+def test_known_name_of_the_input_fails(gx_validate):
+    df = clean_notes()
+    df.loc[0, "text"] = "张伟今日复诊。"
+    res = check(gx_validate, df, ["patient_id"])
+    assert res.success is False
+    assert "known identifier of the input" in res.result["columns_with_identifiers"]["text"]["kinds"]
+    assert check(gx_validate, df, ["patient_id"], known=["李娜"]).success is True
+
+
+def test_raw_identifier_in_a_link_key_column_fails(gx_validate):
+    """A pseudonymisation that wrote the original value through is caught as a whole value."""
+    df = clean_notes()
+    df.loc[1, "patient_id"] = "YB1234567890"  # an insurance number of the input
+    res = check(gx_validate, df, ["patient_id"])
+    assert res.success is False and res.result["columns_with_identifiers"]["patient_id"]["rows"] == 1
+    df.loc[1, "patient_id"] = ID  # a resident ID is refused even when it is not a known one
+    assert check(gx_validate, df, ["patient_id"], known=[]).success is False
+
+
+def test_unexpected_identifier_column_is_checked(gx_validate):
+    df = clean_notes().assign(mobile=["13812345678", "13912345679", None, "15012345678"])
+    res = check(gx_validate, df, ["patient_id"])
+    assert res.success is False
+    assert res.result["columns_with_identifiers"]["mobile"]["rows"] == 3
+
+
+def test_integer_mobile_column_fails(gx_validate):
+    df = clean_notes().assign(phone=np.array([13812345678, 1, 2, 3], dtype=np.int64))
+    res = check(gx_validate, df, ["patient_id"])
+    assert res.success is False and res.result["columns_with_identifiers"]["phone"]["rows"] == 1
+
+
+def test_random_pseudonyms_are_not_phone_numbers(gx_validate):
+    """20 hex characters hold an 11-digit mobile-shaped run about 8 times in 10,000: searched
+    as text they would fail every large release. As whole values none is an identifier."""
+    ids = pseudonyms(20_000, seed=7)
+    df = pd.DataFrame({"patient_id": ids})
+    from deidflow.techniques.scrub import find_identifiers
+
+    searched = int(find_identifiers(pd.Series(ids, dtype="string"), None).sum())
+    assert searched > 0  # the hazard is real for this sample...
+    res = check(gx_validate, df, ["patient_id"])
+    assert res.success is True  # ...and the gate does not fall for it
+
+
+def test_run_without_the_known_set_is_an_error_not_a_pass(gx_validate):
+    """A suite replayed outside validate_release cannot find its run-time set: GX reports an
+    exception (trap 1), which the gate reads as a failure."""
+    df = clean_notes()
+    [res] = gx_validate(df, ExpectNoDirectIdentifiers(
+        whole_value_columns=["patient_id"], known_identifiers_ref="runtime:gone",
+        n_known_identifiers=4))
+    assert res.success is False and raised(res)
