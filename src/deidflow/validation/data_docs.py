@@ -16,6 +16,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from deidflow.errors import GateFailed
+
 EXTERNAL = r"(?:https?:)?//"
 _SCRIPT = re.compile(
     rf"<script\b[^>]*\bsrc\s*=\s*[\"']{EXTERNAL}[^\"']*[\"'][^>]*>\s*</script>", re.I | re.S)
@@ -25,6 +27,7 @@ _IMG = re.compile(rf"(<img\b[^>]*\bsrc\s*=\s*)([\"']){EXTERNAL}[^\"']*\2", re.I 
 # (utm_*): they become plain text.
 _ANCHOR = re.compile(rf"(<a\b[^>]*?)\s+href\s*=\s*([\"']){EXTERNAL}[^\"']*\2", re.I | re.S)
 _CSS_URL = re.compile(rf"url\(\s*[\"']?{EXTERNAL}[^)\"']*[\"']?\s*\)", re.I)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
 
 READABLE_CSS = """<style id="deidflow-offline">
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC",sans-serif;margin:0 1.5rem;color:#222}
@@ -61,9 +64,18 @@ def make_self_contained(site: Path) -> None:
     for css in site.rglob("*.css"):
         text = css.read_text(encoding="utf-8")
         css.write_text(_CSS_URL.sub("none", text), encoding="utf-8")
+    for svg in site.rglob("*.svg"):  # GX's logos carry an editor's URL in a comment
+        text = svg.read_text(encoding="utf-8")
+        svg.write_text(_COMMENT.sub("", text), encoding="utf-8")
     leftovers = external_references(site)
     if leftovers:  # a GX template change we do not handle: refuse rather than phone home
-        raise RuntimeError(f"Data Docs still reference outside servers: {leftovers[:3]}")
+        raise GateFailed(
+            f"the Data Docs still reference outside servers ({len(leftovers)}: "
+            f"{'; '.join(leftovers[:3])}), so the validation report cannot be published",
+            file=str(site),
+            fix="a Great Expectations upgrade changed its page templates: extend "
+            "deidflow.validation.data_docs.make_self_contained, or pin the previous GX",
+        )
 
 
 class _Refs(HTMLParser):
