@@ -71,7 +71,7 @@ def synthea_notes() -> tuple[list[str], list[dict[str, list[str]]], pd.DataFrame
             )
             texts.append(note)
             gold.append({"name": [r.FIRST, r.LAST], "ssn": [r.SSN], "address": [r.ADDRESS],
-                         "date": [r.BIRTHDATE]})
+                         "date": [r.BIRTHDATE, "2024-03-05"]})
             for kind, value in (("FIRST", r.FIRST), ("LAST", r.LAST), ("SSN", r.SSN),
                                 ("ADDRESS", r.ADDRESS), ("DRIVERS", r.DRIVERS), ("PASSPORT", r.PASSPORT)):
                 if value:

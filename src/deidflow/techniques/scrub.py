@@ -16,7 +16,7 @@ Two kinds of detector run over each note:
   name alone, the address without its province).
 
 Every span found is replaced according to the policy: a typed placeholder (`[姓名]`), a keyed
-consistent pseudonym (`[姓名-3f9a…]`, the same for one value in every note of one recipient),
+consistent pseudonym (`[姓名-djpk…]`, the same for one value in every note of one recipient),
 or a generalised value (dates to month or year, addresses to city). Overlapping spans are
 merged so that every character any detector claimed is replaced.
 
@@ -99,12 +99,24 @@ _ADDRESS_CORE = (
     r"(?:[\u4e00-\u9fff]{1,6}?(?:公寓|大厦|小区|花园|广场|中心|大楼|家园|苑|城))?"
     r"(?:[A-Za-z0-9]{1,3}座|[0-9]{1,5}(?:号楼|号|栋|幢|楼|层|单元|室|户))*"
 )
-_STREET_EN = (
-    r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Boulevard|Blvd\.?|Lane|Ln\.?|Drive|Dr\.?|Court|Ct\.?"
-    r"|Way|Place|Pl\.?|Terrace|Parkway|Circle|Trace|Plaza|Gardens?|Crossing|Run|Path|Loop|Mall"
-    r"|Heights|Park|Grove|Ridge|Glen|Pass|Estates?|Square|Row|Walk|Highway|Hwy|Extension|View"
-    r"|Knoll|Harbor|Hollow|Manor|Mill|Corner|Landing|Meadows?|Green|Vale|Spur|Alley|Dale|Haven"
-    r"|Station|Junction|Springs?|Port|Fort|Trail|Track|Crescent|Close|Mews"
+# Street suffixes (the USPS list, which US address generators such as Synthea's draw from),
+# each optionally plural, plus the common abbreviations.
+_STREET_WORDS = (
+    "Alley Annex Arcade Avenue Bayou Beach Bend Bluff Bottom Boulevard Branch Bridge Brook Burg "
+    "Bypass Camp Canyon Cape Causeway Center Circle Cliff Club Common Corner Course Court Cove "
+    "Creek Crescent Crest Crossing Crossroad Curve Dale Dam Divide Drive Estate Expressway "
+    "Extension Falls Ferry Field Flat Ford Forest Forge Fork Fort Freeway Garden Gateway Glen "
+    "Green Grove Harbor Haven Heights Highway Hill Hollow Inlet Island Isle Junction Key Knoll "
+    "Lake Land Landing Lane Light Loaf Lock Lodge Loop Mall Manor Meadow Mews Mill Mission "
+    "Motorway Mount Mountain Neck Orchard Oval Overpass Park Parkway Pass Passage Path Pike Pine "
+    "Place Plain Plaza Point Port Prairie Radial Ramp Ranch Rapid Rest Ridge River Road Route Row "
+    "Run Shoal Shore Skyway Spring Spur Square Station Stravenue Stream Street Summit Terrace "
+    "Throughway Trace Track Trafficway Trail Tunnel Turnpike Underpass Union Valley Viaduct View "
+    "Village Ville Vista Walk Wall Way Well"
+).split()
+_STREET_EN = "|".join(
+    [f"{w}s?" for w in _STREET_WORDS]
+    + [r"St\.?", r"Ave\.?", r"Rd\.?", r"Blvd\.?", r"Ln\.?", r"Dr\.?", r"Ct\.?", r"Pl\.?", "Hwy"]
 )
 _ADDRESS_EN = (
     rf"[1-9]{_NB}[0-9]{{0,4}} (?:[A-Z][A-Za-z'\-]+ ){{1,3}}(?:{_STREET_EN})\b"
@@ -493,11 +505,17 @@ def _known_table(known: pd.DataFrame | None) -> dict[str, list[tuple[str, int, s
 
 def _find_all(text: str, needle: str, offset: int, code: int, out: list, canon: list | None,
               canonical: str | None) -> None:
+    """Every occurrence of `needle`; a number only where it is not part of a longer number
+    (a postcode 100020 inside 2100020 is not that postcode)."""
+    numeric = needle[0].isdigit() or needle[-1].isdigit()
+    n = len(needle)
     i = text.find(needle)
     while i >= 0:
-        out.append((offset + i, offset + i + len(needle), code))
-        if canon is not None:
-            canon.append((offset + i, canonical))
+        if not numeric or not ((i > 0 and text[i - 1].isdigit() and needle[0].isdigit())
+                               or (i + n < len(text) and text[i + n].isdigit() and needle[-1].isdigit())):
+            out.append((offset + i, offset + i + n, code))
+            if canon is not None:
+                canon.append((offset + i, canonical))
         i = text.find(needle, i + 1)
 
 
@@ -644,9 +662,14 @@ def _normalise(kind: str, text: str) -> str:
     return text.strip()
 
 
+# Hex digits spelled as the letters a-p: a label holds no digit run, so it can never contain a
+# known postcode or number that the validation gate looks for as a substring.
+_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+
+
 def _pseudonym_labels(kinds: list[str], values: list[str], key: bytes) -> list[str]:
-    """`[姓名-3f9a0c41d2]`: the kind's placeholder with 10 hex characters of HMAC-SHA256 under
-    the scrub key. Typed, so a reader knows what was there; keyed, so nobody without the key
+    """`[姓名-djpkamebnc]`: the kind's placeholder with 40 bits of HMAC-SHA256 under the scrub
+    key (hex, spelled with the letters a-p). Typed, so a reader knows what was there; keyed, so nobody without the key
     can test a guessed name or ID against it; never a realistic surrogate name, which could be
     some other real person's name."""
     from deidflow.techniques.pseudonymise import hmac_digests
@@ -656,7 +679,7 @@ def _pseudonym_labels(kinds: list[str], values: list[str], key: bytes) -> list[s
     uniq = sorted(set(zip(kinds, values)))
     digests = hmac_digests(key, [f"{k}\x1f{v}" for k, v in uniq])
     label = {
-        kv: f"[{PLACEHOLDERS[kv[0]][1:-1]}-{digests[32 * i:32 * i + 5].hex()}]"
+        kv: f"[{PLACEHOLDERS[kv[0]][1:-1]}-{digests[32 * i:32 * i + 5].hex().translate(_LETTERS)}]"
         for i, kv in enumerate(uniq)
     }
     return [label[kv] for kv in zip(kinds, values)]
