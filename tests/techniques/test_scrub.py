@@ -336,3 +336,20 @@ def test_recall_on_multipriv_chinese_paragraphs(datasets):
     recall = {k: found / total for k, (total, found) in hits.items()}
     assert set(recall) == {"name", "resident_id", "mobile", "email", "address"}
     assert min(recall.values()) >= 0.99, recall
+
+
+def test_synthea_identifiers_leave_notes_written_from_them(datasets):
+    """Notes written from Synthea patients' own fields keep none of them once scrubbed with
+    the subject's known identifiers (digit-suffixed names, SSNs, US street addresses)."""
+    p = pd.read_csv(datasets / "synthea" / "ma_113_burrows99" / "patients.csv", dtype=str,
+                    keep_default_na=False).head(60)
+    notes = pd.Series(
+        [f"患者{r.FIRST} {r.LAST}，SSN {r.SSN}，住址{r.ADDRESS}, {r.CITY}。复诊时{r.FIRST}自诉好转，"
+         f"Ms. {r.LAST} to return." for r in p.itertuples()], dtype="string")
+    known = pd.concat([pd.DataFrame({"subject_id": p["Id"], "kind": c, "value": p[c]})
+                       for c in ("FIRST", "LAST", "SSN", "ADDRESS")])
+    out, counts = scrub_texts(notes, subject_ids=p["Id"], known=known)
+    for text, r in zip(out, p.itertuples()):
+        for value in (r.FIRST, r.LAST, r.SSN, r.ADDRESS):
+            assert value not in text, (value, text)
+    assert counts["ssn"] == len(p) and counts["address"] == len(p)

@@ -99,7 +99,7 @@ _ADDRESS_CORE = (
     r"(?:[\u4e00-\u9fff]{1,6}?(?:公寓|大厦|小区|花园|广场|中心|大楼|家园|苑|城))?"
     r"(?:[A-Za-z0-9]{1,3}座|[0-9]{1,5}(?:号楼|号|栋|幢|楼|层|单元|室|户))*"
 )
-# Street suffixes (the USPS list, which US address generators such as Synthea's draw from),
+# Street suffixes (the USPS list plus British forms, which US address generators such as Synthea's draw from),
 # each optionally plural, plus the common abbreviations.
 _STREET_WORDS = (
     "Alley Annex Arcade Avenue Bayou Beach Bend Bluff Bottom Boulevard Branch Bridge Brook Burg "
@@ -112,14 +112,17 @@ _STREET_WORDS = (
     "Place Plain Plaza Point Port Prairie Radial Ramp Ranch Rapid Rest Ridge River Road Route Row "
     "Run Shoal Shore Skyway Spring Spur Square Station Stravenue Stream Street Summit Terrace "
     "Throughway Trace Track Trafficway Trail Tunnel Turnpike Underpass Union Valley Viaduct View "
-    "Village Ville Vista Walk Wall Way Well"
+    "Village Ville Vista Walk Wall Way Well Rue Via Trailer Fall "
+    # British and Australian forms, also drawn by address generators
+    "Approach Close Esplanade Gate Grange Parade Promenade Quay Rise Chase Wynd Vale Byway "
+    "Highlands Frontage"
 ).split()
 _STREET_EN = "|".join(
     [f"{w}s?" for w in _STREET_WORDS]
     + [r"St\.?", r"Ave\.?", r"Rd\.?", r"Blvd\.?", r"Ln\.?", r"Dr\.?", r"Ct\.?", r"Pl\.?", "Hwy"]
 )
 _ADDRESS_EN = (
-    rf"[1-9]{_NB}[0-9]{{0,4}} (?:[A-Z][A-Za-z'\-]+ ){{1,3}}(?:{_STREET_EN})\b"
+    rf"[1-9]{_NB}[0-9]{{0,4}} (?:[A-Z][A-Za-z'\-]+ ){{1,3}}(?:{_STREET_EN})\b(?: [Rr]oad\b)?"
     r"(?:,? (?:Unit|Apt\.?|Suite) ?[0-9A-Za-z]+)?"
 )
 _SSN = rf"[0-9]{_NB}[0-9]{{2}}-[0-9]{{2}}-[0-9]{{4}}{_NA}"
