@@ -185,3 +185,26 @@ def test_restrict_equals_rebuilding(data):
     g1 = group(small, qis, [la, lb])
     g2 = group(direct, qis, [la, lb])
     assert sorted(g1.sizes.tolist()) == sorted(g2.sizes.tolist())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.integers(-3, 12), st.sampled_from(["a", "b", "10", "9", "中"]),
+                       st.floats(allow_nan=False, allow_infinity=False, width=16)),
+             min_size=0, max_size=40),
+    st.sampled_from(["object", "category", "str"]),
+)
+def test_encoding_codes_are_the_sorted_texts(values, dtype):
+    """encode factorises only the distinct values; its codes must be those of the rows' own
+    texts (missing as "<NA>") in sorted order, whatever the column's dtype."""
+    from deidflow.risk.encoding import _factorize_as_text
+
+    series = pd.Series(values, dtype=object)
+    if dtype == "str":
+        series = series.map(lambda v: v if v is None else str(v)).astype("str")
+    elif dtype == "category":
+        series = series.map(lambda v: v if v is None else str(v)).astype("category")
+    text = series.astype("string").fillna("<NA>")
+    codes, uniques = _factorize_as_text(series)
+    assert list(uniques) == sorted(set(text))
+    assert [uniques[c] for c in codes] == list(text)

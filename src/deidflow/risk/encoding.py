@@ -53,9 +53,7 @@ def encode(
 ) -> EncodedQI:
     """Encode `values` with a level table (or a function that builds one for the distinct
     values). A value the table lacks is an error naming the column and the value."""
-    as_text = values.astype("string").fillna("<NA>")
-    codes, uniques = pd.factorize(as_text, sort=True)
-    uniques = pd.Index(uniques, dtype=object)
+    codes, uniques = _factorize_as_text(values)
     table = level_table(uniques) if callable(level_table) else level_table
     table = table.copy()
     table.index = table.index.astype(str)
@@ -81,6 +79,22 @@ def encode(
         maps=tuple(maps),
         labels=tuple(labels),
     )
+
+
+def _factorize_as_text(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes of `values` by their text (missing as "<NA>"), in sorted text order.
+
+    Same answer as factorising `values.astype("string").fillna("<NA>")` with sort=True, but
+    only the distinct values are turned into text and sorted: a million-row column costs one
+    hash factorisation (or none, for a categorical), not a million string conversions."""
+    raw, raw_uniques = pd.factorize(values, use_na_sentinel=True)
+    text = pd.Series(np.asarray(raw_uniques, dtype=object)).astype("string")
+    if (raw < 0).any():
+        text = pd.concat([text, pd.Series(["<NA>"], dtype="string")], ignore_index=True)
+        raw = np.where(raw < 0, len(text) - 1, raw)
+    # Distinct raw values can share a text (1 and "1"): factorising the texts merges them.
+    text_codes, uniques = pd.factorize(text.fillna("<NA>"), sort=True)
+    return text_codes[raw], pd.Index(uniques, dtype=object)
 
 
 def read_arx_hierarchy(path: str, delimiter: str = ";") -> LevelTable:
