@@ -198,6 +198,17 @@ def test_known_numbers_match_only_whole_numbers():
     assert out[0] == "邮编[标识符]，化验单号 21000201"
 
 
+@pytest.mark.parametrize(
+    "note",
+    ["证件号（护照）：123456789012345", "身份证号码为 230103 19800827 3629。", "ID：440305199912311234",
+     "电话+86 139 1234 5678", "邮箱 li.na@example.org", "旧证110105491231002"],
+)
+def test_the_gate_finds_nothing_the_scrubber_left(note):
+    assert find_identifiers(pd.Series([note], dtype="string")).all()
+    out, _ = scrub([note])
+    assert not find_identifiers(out).any(), out[0]
+
+
 def test_gate_check_sees_what_the_scrubber_removes():
     notes = pd.Series(["患者李娜，电话13700001111，邮箱lina@163.com", "无标识符的病程记录"], dtype="string")
     assert find_identifiers(notes, ["李娜"]).tolist() == [True, False]

@@ -20,9 +20,11 @@ consistent pseudonym (`[姓名-djpk…]`, the same for one value in every note o
 or a generalised value (dates to month or year, addresses to city). Overlapping spans are
 merged so that every character any detector claimed is replaced.
 
-Speed: the column is scanned as one string (notes joined by NUL, which no detector crosses);
-each detector is its own regex starting with a character class, so Python's `re` skips in C
-to the characters that can start a match. Only spans, not rows, are walked in Python.
+Speed: the column is scanned as one string (notes joined by NUL, which no detector crosses)
+by two regexes: one for every detector that starts with a digit, one for all the others, each
+opening with a single character class so that Python's `re` skips in C to the characters that
+can start a match (e-mails are found from their "@"). Only spans, not rows, are walked in
+Python; the subject's own values are found with `str.find`.
 
 `find_identifiers` is the cheap vectorised check the validation gate uses on whole columns.
 """
@@ -65,7 +67,7 @@ _ID18 = (
 _ID15 = rf"[1-9]{_D}{{5}}{_D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{_D}|3[01]){_D}{{3}}"
 # Any 15/18-character ID after an ID label, whatever its shape.
 _ID_LABEL = r"(?:公民身份号码|身份证号码|身份证号|身份证|身份号码|证件号码|证件号|ID号|ID)"
-_ID_ANY = rf"{_D}(?:{_S}{_D}){{13}}(?:(?:{_S}{_D}){{2}}{_S}[0-9Xx])?"
+_ID_ANY = rf"{_D}(?:{_S}{_D}){{14}}(?:(?:{_S}{_D}){{2}}{_S}[0-9Xx])?"  # 15 or 18
 _MOBILE = rf"(?:(?:\+|00)?86{_S})?1{_S}[3-9](?:{_S}{_D}){{9}}"
 _LANDLINE = (
     rf"(?:[（(]0{_D}{{2,3}}[)）]|0{_D}{{2,3}})[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?"
@@ -281,6 +283,10 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     ("label", _firsts(_LABELS),
      f"(?P<label>{_rest(_LABELS)}){_LABEL_TAIL}"
      r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){3,31})(?![A-Za-z0-9])", "v"),
+    # any 15/18-digit number up to 8 characters after an ID label: exactly what the
+    # validation gate flags (证件号（护照）：…), so the gate never finds what the scrubber left
+    ("resident_id", _firsts(_ID_LABEL[3:-1].split("|")),
+     _rest(_ID_LABEL[3:-1].split("|")) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
     ("mobile", "+", rf"86{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
     ("landline", "（(", rf"0{_D}{{2,3}}[)）] ?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}", None),
     # 二〇二五年三月七日, found from its second character (〇, 零 or 九 are rare; 一 and 二 are not)
