@@ -192,6 +192,35 @@ def test_nothing_of_a_known_identifier_remains():
     assert set(spans.loc[spans["row"] == 1, "kind"]) == {"name"}
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.sampled_from(["王", "李", "欧阳", "萧", "任", "司马", "于"]),
+    st.text(alphabet="建国小明丽华雅宁天宇思远", min_size=1, max_size=2),
+    resident_ids(),
+    st.sampled_from(["13", "15", "18"]).flatmap(lambda p: st.integers(0, 10**9 - 1).map(lambda r: f"{p}{r:09d}")),
+    st.permutations(["{name}于昨日就诊。", "{masked}复诊。", "证件{rid}。", "电话{mobile}。", "{given}诉头痛。"]),
+    st.sampled_from(["plain", "space", "dash"]),
+)
+def test_nothing_of_a_known_identifier_remains_whatever_the_spelling(surname, given, rid_valid, mobile, order,
+                                                                     form):
+    name = surname + given
+    rid, _ = rid_valid
+
+    def spell(v: str, cuts: tuple[int, ...]) -> str:
+        sep = {"plain": "", "space": " ", "dash": "-"}[form]
+        return sep.join(v[a:b] for a, b in zip((0, *cuts), (*cuts, len(v))))
+
+    note = "".join(order).format(name=name, masked=surname + "某", rid=spell(rid, (6, 14)),
+                                 mobile=spell(mobile, (3, 7)), given=given)
+    known = pd.DataFrame({"subject_id": "S", "kind": ["name", "resident_id", "mobile"],
+                          "value": [name, rid, mobile]})
+    out, _ = scrub([note], subject_ids=pd.Series(["S"]), known=known)
+    compact = re.sub(r"[ \-]", "", out[0])
+    assert name not in out[0] and rid not in compact and mobile not in compact, (note, out[0])
+    if len(given) >= 2:
+        assert given not in out[0]
+
+
 def test_known_numbers_match_only_whole_numbers():
     known = pd.DataFrame({"subject_id": ["P9"], "kind": ["postcode"], "value": ["100020"]})
     out, _ = scrub(["邮编100020，化验单号 21000201"], kinds=["known"], subject_ids=pd.Series(["P9"]), known=known)
