@@ -49,8 +49,12 @@ def test_adult_meets_k5_as_well_as_arx(adult):
     assert r.after.k == sizes.min() and r.after.n_suppressed == r.n_suppressed
     assert r.before.k == 1 and r.before.n_classes > r.after.n_classes
     assert r.nodes_evaluated < r.lattice_size == 2 * 5 * 2 * 3 * 4 * 3 * 3 * 2
-    for key in ("k", "n_classes", "r", "uniques_share", "prosecutor_max", "marketer"):
-        assert key in r.after.as_dict()
+    after = r.after.as_dict()
+    assert after["classes"] == 222 and after["k"] == 5 and after["max_class_risk"] == 1 / 5
+    assert after["overall_risk"] == r.after.r and after["unique_share"] == 0.0
+    assert r.before.as_dict()["unique_share"] > 0.25
+    for key in ("prosecutor_max", "prosecutor_avg", "journalist_max", "marketer"):
+        assert key in after
 
 
 def test_adult_l_diversity_and_risk_limits(adult):

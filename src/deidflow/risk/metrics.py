@@ -161,7 +161,11 @@ class RiskReport:
     meets_gbt42460: bool  # Ra = 0 and R <= limit
 
     def as_dict(self) -> dict:
+        """Every field, plus the names the manifest, review page and gate read: classes,
+        unique_share, max_class_risk (Rb = max θ_j) and overall_risk (R)."""
         out = asdict(self)
+        out.update(classes=self.n_classes, unique_share=self.uniques_share,
+                   max_class_risk=self.rb, overall_risk=self.r)
         for key, value in out.items():  # JSON has no inf / nan
             if isinstance(value, float) and not math.isfinite(value):
                 out[key] = None
