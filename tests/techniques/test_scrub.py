@@ -393,3 +393,16 @@ def test_synthea_identifiers_leave_notes_written_from_them(datasets):
         for value in (r.FIRST, r.LAST, r.SSN, r.ADDRESS):
             assert value not in text, (value, text)
     assert counts["ssn"] == len(p) and counts["address"] == len(p)
+
+
+def test_chunks_give_the_same_result_as_one_pass(monkeypatch):
+    from deidflow.techniques import scrub as module
+
+    notes = [f"患者欧阳明华第{i}次复诊，电话13912345678，{2000 + i}年3月7日。" for i in range(7)] + [None]
+    ids = pd.Series(["P1"] * 8)
+    whole, whole_counts = scrub(notes, subject_ids=ids, known=KNOWN, replace="pseudonym", key=b"\x05" * 32)
+    monkeypatch.setattr(module, "CHUNK", 3)
+    parts, part_counts = scrub(notes, subject_ids=ids, known=KNOWN, replace="pseudonym", key=b"\x05" * 32)
+    assert parts.tolist() == whole.tolist() and part_counts == whole_counts
+    empty, counts = scrub([])
+    assert len(empty) == 0 and counts == {}

@@ -338,6 +338,7 @@ def _compiled(kinds: tuple[str, ...]) -> tuple[Any, Any]:
 
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}  # also the priority when two kinds tie
 _SEP = "\x00"  # joins notes into one string; no detector matches it or crosses it
+CHUNK = 20_000  # notes per joined string: bounded memory on million-note columns
 
 
 # --- detection --------------------------------------------------------------------------------
@@ -533,12 +534,15 @@ def detect_spans(
     kinds: Iterable[str] = DETECTORS,
     subject_ids: list[str] | None = None,
     known: pd.DataFrame | None = None,
+    *,
+    table: dict[str, list[tuple[str, int, str]]] | None = None,
 ) -> pd.DataFrame:
     """Every identifier span in `texts`, merged: columns row, start, end (offsets in the
     note), kind, canonical (the structured value a known match stands for, else None).
 
     `known` is the long table (subject_id, kind, value) of each subject's own identifiers
     and `subject_ids` says whose note each text is; both are needed for the `known` kind.
+    `table` is `known` already expanded into variants (scrub_texts builds it once per column).
     """
     kinds = tuple(kinds)
     bad = [k for k in kinds if k not in DETECTORS]
@@ -567,8 +571,9 @@ def detect_spans(
                 _find_all(text, name, off, name_code, spans, None, None)
 
     canon: list[tuple[int, str]] = []
-    if "known" in kinds and known is not None and subject_ids is not None:
-        table = _known_table(known)
+    if "known" in kinds and subject_ids is not None and (known is not None or table is not None):
+        if table is None:
+            table = _known_table(known)
         for row, sid in enumerate(subject_ids):
             entries = table.get(str(sid))
             if not entries:
@@ -721,10 +726,38 @@ def scrub_texts(
             fix="remove NUL characters from the free-text column before the release",
         )
     sids = None if subject_ids is None else subject_ids.astype("string").fillna("").tolist()
-    spans = detect_spans(values, kinds, sids, known)
+    table = _known_table(known) if "known" in kinds and sids is not None else None
+    scrubbed: list[str] = []
+    counts: dict[str, int] = {}
+    for lo in range(0, len(values), CHUNK):
+        part, part_counts = _scrub_chunk(
+            values[lo:lo + CHUNK], None if sids is None else sids[lo:lo + CHUNK], kinds, modes,
+            dates, table, key, texts.name,
+        )
+        scrubbed.extend(part)
+        for kind, n in part_counts.items():
+            counts[kind] = counts.get(kind, 0) + n
+    out = np.array(scrubbed, dtype=object)
+    out[~present] = None
+    dtype = texts.dtype if isinstance(texts.dtype, pd.StringDtype) else "string"
+    return pd.Series(out, index=texts.index, name=texts.name, dtype=dtype), counts
+
+
+def _scrub_chunk(
+    values: list[str],
+    sids: list[str] | None,
+    kinds: tuple[str, ...],
+    modes: dict[str, str],
+    dates: str | None,
+    table: dict[str, list[tuple[str, int, str]]] | None,
+    key: bytes | None,
+    column: Any,
+) -> tuple[list[str], dict[str, int]]:
+    """One chunk of notes scrubbed: detection, replacement texts, one pass of slicing."""
+    spans = detect_spans(values, kinds, sids, None, table=table)
     counts = {str(k): int(n) for k, n in spans["kind"].value_counts().items()}
     if spans.empty:
-        return texts.copy(), counts
+        return values, counts
 
     lengths = np.fromiter((len(t) for t in values), dtype=np.int64, count=len(values))
     offsets = np.zeros(len(values), dtype=np.int64)
@@ -755,7 +788,7 @@ def scrub_texts(
     if pseudo_at:
         if key is None:
             raise KeyCustodyError(
-                "pseudonyms in free text need the key ring", column=str(texts.name),
+                "pseudonyms in free text need the key ring", column=str(column),
                 fix="pass the KeyRing in the ApplyContext, or use replace: placeholder",
             )
         for i, label in zip(pseudo_at, _pseudonym_labels(pseudo_kind, pseudo_value, key)):
@@ -768,10 +801,7 @@ def scrub_texts(
         pieces.append(r)
         prev = e
     pieces.append(big[prev:])
-    out = np.array("".join(pieces).split(_SEP), dtype=object)
-    out[~present] = None
-    return pd.Series(out, index=texts.index, name=texts.name, dtype=texts.dtype
-                     if isinstance(texts.dtype, pd.StringDtype) else "string"), counts
+    return "".join(pieces).split(_SEP), counts
 
 
 def _modes(replace: Mapping[str, str] | str, dates: str | None) -> dict[str, str]:
