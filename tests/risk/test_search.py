@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deidflow.errors import GateFailed, PolicyError
+from deidflow.errors import GateFailed, InputError, PolicyError
 from deidflow.risk.encoding import encode, read_arx_hierarchy
 from deidflow.risk.search import search
 
@@ -237,6 +237,8 @@ def test_impossible_limits_fail_closed_naming_the_limit():
         search(qis, k=2, l=2, l_variant="recursive", sensitive=np.zeros(30), suppression_budget=0)
     with pytest.raises(PolicyError, match="k=0"):
         search(qis, k=0, suppression_budget=0.0)
+    with pytest.raises(InputError, match="no rows"):
+        search([encode_ints("a", np.array([], dtype=int), 2)], k=2, suppression_budget=0.0)
 
 
 def test_patient_level_search_counts_subjects_once():

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -344,6 +344,12 @@ def search(
 
     Raises GateFailed, naming the limit, when no node within the bounds meets the limits."""
     n_rows = check_qis(qis)
+    if n_rows == 0:
+        raise InputError(
+            "there are no rows to search: k-anonymity of an empty table means nothing",
+            column=qis[0].name,
+            fix="check the extract and the consent gate: no subject was left to release",
+        )
     variant = _validate(k, suppression_budget, l, l_variant, c, t, sensitive, max_class_risk,
                         max_overall_risk)
     model = getattr(release_model, "value", release_model)
