@@ -362,7 +362,7 @@ def test_recall_on_multipriv_chinese_paragraphs(datasets):
         by_row.setdefault(int(r), []).append((int(s), int(e)))
     hits: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
-        gold = {"name": [r["name"], _TITLE.sub("", r["doctor"]).split()[-1]],
+        gold = {"name": [_TITLE.sub("", r["name"]), _TITLE.sub("", r["doctor"]).split()[-1]],
                 "resident_id": [str(r["idCardNumbers"])], "mobile": [r["phoneNumbers"]],
                 "email": [r["emailAddress"]], "address": [r["location"]]}
         for kind, values in gold.items():
