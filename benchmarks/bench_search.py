@@ -173,20 +173,25 @@ def agreement(result, frame, qis) -> tuple[dict, dict, list[tuple]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="in-process repetitions (median shown)")
+    ap.add_argument("--command-runs", type=int, default=3, help="whole-command repetitions")
     ap.add_argument("--peers-full", action="store_true", help="also run anjana on the 1M replica")
     args = ap.parse_args()
 
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=150)
     frame, qis, enc_adult = load(1)
     res, med, best = timed_search(qis, args.runs, k=5, suppression_budget=0.02)
     _, qis_big, enc_big = load(REPLICA)
     big, med_big, best_big = timed_search(qis_big, args.runs, k=5 * REPLICA, suppression_budget=0.02)
     n_big = len(qis_big[0].codes)
     del qis_big
-    cmd = whole_command(replica_csv(), 5 * REPLICA)
+    # A fresh process each time; min and median because other work on a shared machine adds
+    # seconds of noise to a 2-3 s wall time.
+    cmds = [whole_command(replica_csv(), 5 * REPLICA) for _ in range(args.command_runs)]
+    cmd = min(cmds, key=lambda c: c["wall"])
+    cmd_median = statistics.median(c["wall"] for c in cmds)
 
     have_peers = PEER_PY.exists()
     anj = peer("anjana", str(ADULT), ",".join(QIS), "5", "2") if have_peers else None
@@ -225,7 +230,8 @@ def main() -> None:
               else "-", "-")
     t.add_row(f"x{REPLICA}: encode 8 QIs (once)", f"{enc_big:.3f} s", "-", "-", "-")
     t.add_row(f"x{REPLICA}: whole command (CSV -> result), wall",
-              f"{cmd['wall']:.2f} s (read+encode {cmd['load_encode']:.2f}, search {cmd['search']:.2f})",
+              f"min {cmd['wall']:.2f} s, median {cmd_median:.2f} s of {len(cmds)} (best run: "
+              f"start+read+encode {cmd['load_encode']:.2f}, search {cmd['search']:.2f})",
               "2.9 s", "-", "-")
     t.add_row(f"x{REPLICA}: whole command peak RSS", f"{cmd['peak_mb']:.0f} MB", "670 MB", "-", "-")
     console.print(t)
@@ -246,7 +252,7 @@ def main() -> None:
                       "(python3 -m venv benchmarks/.venv-compare && benchmarks/.venv-compare/bin/pip "
                       "install pycanon anjana 'pandas<3')")
     targets = [("adult search < 0.5 s", med < 0.5), ("replica search < 1 s", med_big < 1.0),
-               ("replica whole command < 3 s", cmd["wall"] < 3.0),
+               ("replica whole command < 3 s (median)", cmd_median < 3.0),
                ("replica peak memory < 1 GB", cmd["peak_mb"] < 1024),
                ("adult: <= 506 suppressed and >= 222 classes",
                 res.n_suppressed <= 506 and res.after.n_classes >= 222),
