@@ -67,6 +67,12 @@ def _run(fn: Callable[[], object]) -> object:
         console.print("interrupted; nothing was released.", style="yellow")
         raise typer.Exit(130) from None
     except Exception as exc:  # a bug in deidflow, not the user's input
+        storage = _storage_error(exc)
+        if storage is not None:
+            console.print("[bold red]error:[/] ", end="")
+            console.print(storage.render(), highlight=False, markup=False)
+            console.print("Nothing was released.", style="dim")
+            raise typer.Exit(2) from None
         if VERBOSE["on"]:
             raise
         # The message of a library exception may quote data values; print its type and where
@@ -78,6 +84,21 @@ def _run(fn: Callable[[], object]) -> object:
         console.print(f"[bold red]internal error:[/] {type(exc).__name__} at {where}. "
                       "Nothing was released. Rerun with -v for the traceback and report it.")
         raise typer.Exit(3) from None
+
+
+def _storage_error(exc: BaseException) -> DeidflowError | None:
+    """A full disk, a quota or file-size limit, a read-only filesystem: the operator's to fix,
+    not a bug in deidflow, wherever the write happened (pyarrow, SQLite, GX, our own files)."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
+        return None
+    return DeidflowError(
+        f"cannot write: {os.strerror(exc.errno)}",
+        file=exc.filename,
+        fix="free space (or raise the quota or file-size limit) where the policy's output.directory "
+        "and output.private_directory live, then rerun; nothing partial was kept",
+    )
 
 
 @app.command()

@@ -839,6 +839,7 @@ def run_release(
         for name, stage in STAGES:
             if on_stage:
                 on_stage(name)
+            _fault_injection(name)
             if name == "publish":
                 existing = _existing_release(work)
                 if existing is not None:
@@ -847,6 +848,15 @@ def run_release(
         return summarise(work)
     finally:
         discard(work)
+
+
+def _fault_injection(stage: str) -> None:
+    """Reliability tests only: DEIDFLOW_TEST_KILL_AT=<stage> kills this process (SIGKILL, no
+    cleanup) just before <stage>, to show that a killed run leaves no release behind."""
+    if os.environ.get("DEIDFLOW_TEST_KILL_AT") == stage:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _existing_release(work: Path) -> ReleaseSummary | None:
