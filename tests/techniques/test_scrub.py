@@ -121,6 +121,8 @@ def test_numbers_inside_longer_numbers_are_not_mobiles():
         ("施明远，53岁，男", "name", "施明远"),
         ("张先生诉头痛", "name", "张"),
         ("患者王某某，", "name", "王某某"),
+        ("向伟（男，18岁）于门诊就诊", "name", "向伟"),
+        ("患者黄帅本人知情并签字", "name", "黄帅"),
         ("在温迪·格伦医生的指导下", "name", "温迪·格伦"),
         ("Seen by Dr. Maude482 Wunsch504 today", "name", "Maude482 Wunsch504"),
     ],

@@ -299,6 +299,10 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     # 王某某 / 王先生 (the surname alone) / 王小明 followed by a word that follows names
     ("name", _SINGLE_ANCHORED,
      rf"(?:{_FREE_GUARD}(?:某某|某){_GIVEN}?|(?=先生|女士|小姐)|{_FREE_GUARD}{_GIVEN}{{1,2}}{_NAME_AFTER})", None),
+    # 向伟（男，18岁）: a surname that is also a function word, only at the start of a sentence
+    # and before the sex
+    ("name", "".join(c for c in words.FUNCTION_SURNAMES if c in words.SINGLE_SURNAMES),
+     rf"(?<![\u4e00-\u9fff].){_GIVEN}{{1,2}}(?=[（(，,]\s?[男女])", None),
     ("name", _firsts(words.COMPOUND_SURNAMES),
      rf"{_rest(words.COMPOUND_SURNAMES)}{_GIVEN}{{1,2}}{_NAME_AFTER}", None),
     ("name", "MDP", rf"{_rest(['Mr', 'Mrs', 'Ms', 'Miss', 'Dr', 'Prof'])}\.? (?P<v>{_NAME_EN})", "v"),
