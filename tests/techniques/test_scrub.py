@@ -124,6 +124,7 @@ def test_numbers_inside_longer_numbers_are_not_mobiles():
         ("向伟（男，18岁）于门诊就诊", "name", "向伟"),
         ("患者黄帅本人知情并签字", "name", "黄帅"),
         ("在温迪·格伦医生的指导下", "name", "温迪·格伦"),
+        ("目前她在桑德兰·本德医生的指导下", "name", "桑德兰·本德"),
         ("Seen by Dr. Maude482 Wunsch504 today", "name", "Maude482 Wunsch504"),
     ],
 )

@@ -196,8 +196,10 @@ _DETECTORS: dict[str, list[str]] = {
 }
 # Transliterated foreign names (温迪·格伦) are found from their middle dot, which is rare,
 # rather than by a pattern that would start at every ideograph.
-_DOT_NAME_BEFORE = re.compile(_GIVEN + r"{1,4}\Z")
-_DOT_NAME_AFTER = re.compile(_GIVEN + r"{1,6}")
+_DOT_GIVEN = _cjk_class("于因在的是和与及为由从向对将把被等其他她它我你们年月日岁男女性医生师护患者")
+_DOT_NAME_BEFORE = re.compile(_DOT_GIVEN + r"{1,4}\Z")
+_DOT_NAME_AFTER = re.compile(_DOT_GIVEN + r"{1,6}?(?=医生|医师|教授|博士|先生|女士|小姐|主任|[^\u4e00-\u9fff])|"
+                             + _DOT_GIVEN + r"{1,6}")
 # Words before an address (province, city, district, road name) up to a stop character.
 _ADDRESS_BACK = re.compile("[^" + re.escape(words.NOT_IN_ADDRESS) + r"\x00\n\r\t]{1,24}\Z")
 
