@@ -208,3 +208,32 @@ def test_encoding_codes_are_the_sorted_texts(values, dtype):
     codes, uniques = _factorize_as_text(series)
     assert list(uniques) == sorted(set(text))
     assert [uniques[c] for c in codes] == list(text)
+
+
+def test_patient_level_over_two_tables():
+    """Patients table (sex, age) and encounters (department): patients p1 and p2 look alike in
+    the patients table but p2 visited another department, so each is unique; p3 and p4 match
+    in both tables although p4 has three encounters to p3's one."""
+    from deidflow.risk.metrics import measure_patients
+
+    pat_subject = ["p1", "p2", "p3", "p4"]
+    pat = [encode("sex", pd.Series(["M", "M", "F", "F"]), SEX),
+           encode("age", pd.Series(["30", "30", "40", "40"]), AGE)]
+    enc_subject = ["p1", "p2", "p2", "p3", "p4", "p4", "p4"]
+    dept = pd.DataFrame({0: ["ENT", "ICU"], 1: ["*", "*"]}, index=["ENT", "ICU"])
+    enc = [encode("dept", pd.Series(["ENT", "ENT", "ICU", "ICU", "ICU", "ICU", "ICU"]), dept)]
+    r = measure_patients([(pat_subject, pat, None), (enc_subject, enc, None)])
+    assert (r.n_records, r.n_classes, r.k) == (4, 3, 1)
+    assert r.uniques_share == pytest.approx(2 / 4)
+    # Generalising the department merges p1 and p2: two classes of two patients.
+    r2 = measure_patients([(pat_subject, pat, None), (enc_subject, enc, {"dept": 1})])
+    assert (r2.n_classes, r2.k) == (2, 2)
+    # A patient with no encounter differs from one with encounters.
+    r3 = measure_patients([(pat_subject, pat, None), (enc_subject[:-3], enc_cut(enc, 4), {"dept": 1})])
+    assert (r3.n_classes, r3.k) == (3, 1)
+
+
+def enc_cut(qis, n):
+    from dataclasses import replace
+
+    return [replace(q, codes=q.codes[:n]) for q in qis]

@@ -39,8 +39,10 @@ from deidflow.risk.classes import (
     frequency_table,
     group,
     level_vector,
+    row_classes,
     subject_classes,
 )
+from deidflow.risk.classes import _mix64
 from deidflow.risk.encoding import EncodedQI
 
 # GB/T 42460-2023 Annex D: class-risk threshold τ by release model, and the overall limit.
@@ -407,3 +409,45 @@ def measure_subjects(
         release_model=release_model,
         context_probability=context_probability,
     )
+
+
+def measure_patients(
+    tables: Sequence[tuple[np.ndarray | pd.Series, Sequence[EncodedQI], Mapping[str, int] | None]],
+    *,
+    release_model: str = "controlled",
+    context_probability: float | None = None,
+) -> RiskReport:
+    """Patient-level risk over several tables, e.g. patients (birth date, sex, region) and
+    encounters (department, admission month): each table is (subject id per row, its
+    quasi-identifiers, their levels). A patient's footprint is, per table, the set of their
+    generalised combinations; two patients are in one class only when every table's set is
+    equal, and a patient absent from a table differs from one present. Each patient counts
+    once, however many rows they have."""
+    if not tables:
+        raise InputError("no tables were given", fix="pass (subject, quasi_identifiers, levels) per table")
+    subjects = [np.asarray(s) for s, _, _ in tables]
+    for (s, qis, _), subj in zip(tables, subjects):
+        n = len(qis[0].codes) if qis else 0
+        if len(subj) != n:
+            raise InputError(
+                f"subject column has {len(subj)} values for {n} rows",
+                column="subject",
+                fix="pass the subject id of every row of each table",
+            )
+    ids, uniques = pd.factorize(pd.Series(np.concatenate(subjects)) if subjects else pd.Series([]))
+    ids = ids.astype(np.int64)
+    n_subj = len(uniques)
+    signature = np.zeros((n_subj, len(tables)), dtype=np.uint64)
+    start = 0
+    for t, ((_, qis, levels), subj) in enumerate(zip(tables, subjects)):
+        sid = ids[start : start + len(subj)]
+        start += len(subj)
+        rc = row_classes(qis, levels)
+        width = int(rc.max()) + 1 if len(rc) else 1
+        pairs = np.unique(sid * width + rc)
+        # +1 so that "present with class 0" differs from "absent" (signature 0).
+        np.add.at(signature[:, t], pairs // width, _mix64(pairs % width) | np.uint64(1))
+    _, inverse = np.unique(signature, axis=0, return_inverse=True)
+    sizes = np.bincount(inverse.ravel()).astype(np.int64)
+    return report_from_sizes(sizes, release_model=release_model,
+                             context_probability=context_probability)
