@@ -825,7 +825,14 @@ def _modes(replace: Mapping[str, str] | str, dates: str | None) -> dict[str, str
 
 class Scrub(Technique):
     """Find identifiers in free text and replace each span (placeholder, keyed pseudonym, or a
-    generalised value), matching every note against its own subject's known identifiers."""
+    generalised value), matching every note against its own subject's known identifiers.
+
+    Parameters: `replace` (placeholder | pseudonym | generalise, or a mapping kind → mode
+    with an optional `default`; only dates and addresses can be generalised, so a default of
+    generalise leaves the other kinds as placeholders), `dates` (month | year | placeholder |
+    pseudonym | keep), `kinds` (the detectors to run, default all of DETECTORS), `scope` (the
+    pseudonym key's scope, default "scrub": text pseudonyms are unlinkable to the id columns').
+    """
 
     name = "scrub"
     roles = frozenset({Role.free_text})
