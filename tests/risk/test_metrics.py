@@ -192,7 +192,7 @@ def test_restrict_equals_rebuilding(data):
     st.lists(st.one_of(st.none(), st.integers(-3, 12), st.sampled_from(["a", "b", "10", "9", "中"]),
                        st.floats(allow_nan=False, allow_infinity=False, width=16)),
              min_size=0, max_size=40),
-    st.sampled_from(["object", "category", "str"]),
+    st.sampled_from(["object", "category", "str", "Int64", "float"]),
 )
 def test_encoding_codes_are_the_sorted_texts(values, dtype):
     """encode factorises only the distinct values; its codes must be those of the rows' own
@@ -204,6 +204,11 @@ def test_encoding_codes_are_the_sorted_texts(values, dtype):
         series = series.map(lambda v: v if v is None else str(v)).astype("str")
     elif dtype == "category":
         series = series.map(lambda v: v if v is None else str(v)).astype("category")
+    elif dtype == "Int64":
+        series = pd.Series([v if isinstance(v, int) else None for v in values], dtype="Int64")
+    elif dtype == "float":
+        series = pd.Series([float(v) if isinstance(v, (int, float)) else None for v in values],
+                           dtype="float64")
     text = series.astype("string").fillna("<NA>")
     codes, uniques = _factorize_as_text(series)
     assert list(uniques) == sorted(set(text))

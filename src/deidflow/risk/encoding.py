@@ -86,7 +86,18 @@ def _factorize_as_text(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
 
     Same answer as factorising `values.astype("string").fillna("<NA>")` with sort=True, but
     only the distinct values are turned into text and sorted: a million-row column costs one
-    hash factorisation (or none, for a categorical), not a million string conversions."""
+    hash factorisation (or none, for a categorical), not a million string conversions. Only
+    for dtypes where equal values have one text (strings, integers, booleans); others (object,
+    floats) take the row-by-row path."""
+    dtype = values.dtype.categories.dtype if isinstance(values.dtype, pd.CategoricalDtype) else values.dtype
+    exact = dtype != object and (
+        pd.api.types.is_string_dtype(dtype)
+        or pd.api.types.is_integer_dtype(dtype)
+        or pd.api.types.is_bool_dtype(dtype)
+    )
+    if not exact:  # equal values with different texts (0 and 0.0, 0.0 and -0.0): rows' own text
+        codes, uniques = pd.factorize(values.astype("string").fillna("<NA>"), sort=True)
+        return codes, pd.Index(uniques, dtype=object)
     raw, raw_uniques = pd.factorize(values, use_na_sentinel=True)
     text = pd.Series(np.asarray(raw_uniques, dtype=object)).astype("string")
     if (raw < 0).any():
