@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -56,6 +57,8 @@ class RunState:
     release_dir: str | None = None
     engine: str = "memory"
     partitions: int = 1
+    pid: int = 0
+    host: str = ""
 
     def save(self, work: Path) -> None:
         tmp = work / (STATE + ".tmp")
@@ -134,6 +137,7 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         n_parts = partition_count(loaded)
     snapshot = ConsentRegistry(_registry_url(loaded)).snapshot(as_of)
 
+    _reap_stale_work(_private_dir(loaded) / "work")
     work = _private_dir(loaded) / "work" / uuid.uuid4().hex[:16]
     (work / "gated").mkdir(parents=True)
     work.chmod(0o700)
@@ -141,6 +145,7 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         state = RunState(
             policy_path=str(loaded.path), run_id=work.name, started_at=started.isoformat(),
             as_of=as_of.isoformat(), flow_run_id=flow_run_id, engine=engine,
+            pid=os.getpid(), host=socket.gethostname(),
         )
         # The snapshot names subjects: it stays in the private work dir for the partitions.
         snapshot.events.to_parquet(work / "consent-events.parquet")
@@ -165,6 +170,33 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _reap_stale_work(root: Path) -> None:
+    """Remove the work directories of runs that were killed (their process on this host is
+    gone): they hold consented records and must not outlive their run. A directory without a
+    readable state older than an hour is a run killed before it saved one."""
+    if not root.is_dir():
+        return
+    import time
+
+    host = socket.gethostname()
+    for d in root.iterdir():
+        try:
+            st = json.loads((d / STATE).read_text())
+            if st.get("host") != host or not st.get("pid"):
+                continue
+            try:
+                os.kill(int(st["pid"]), 0)
+                continue  # still running
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        except (OSError, ValueError):
+            if time.time() - d.stat().st_mtime < 3600:
+                continue
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def gate_partition(work: Path, index: int, frames: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
