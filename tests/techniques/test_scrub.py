@@ -270,7 +270,7 @@ def test_pseudonyms_are_consistent_across_notes_and_spellings():
     notes = ["患者欧阳明华，电话139-1234-5678。", "欧阳某复诊，手机+86 13912345678。", "患者李娜。"]
     out, _ = scrub(notes, subject_ids=pd.Series(["P1", "P1", "P2"]), known=KNOWN,
                    replace="pseudonym", key=b"\x07" * 32)
-    tags = [re.findall(r"\[(?:姓名|电话)-[a-p]{10}\]", t) for t in out]
+    tags = [re.findall(r"\[(?:姓名|电话)-[a-p]{12}\]", t) for t in out]
     assert tags[0] == tags[1]  # same name, same mobile, in another spelling
     assert tags[2][0] != tags[0][0]
     again, _ = scrub(notes, subject_ids=pd.Series(["P1", "P1", "P2"]), known=KNOWN,
@@ -332,8 +332,8 @@ def test_technique_apply_counts_kinds_and_uses_the_key_ring():
     spec = _spec(replace={"name": "pseudonym", "default": "placeholder"}, dates="month")
     technique = registry.get("scrub")
     out = technique.apply(frame["text"], spec, ctx)
-    assert re.fullmatch(r"患者\[姓名-[a-p]{10}\]，电话\[电话\]，2025年3月入院。", out[0])
-    assert re.fullmatch(r"\[姓名-[a-p]{10}\]复诊。", out[1])
+    assert re.fullmatch(r"患者\[姓名-[a-p]{12}\]，电话\[电话\]，2025年3月入院。", out[0])
+    assert re.fullmatch(r"\[姓名-[a-p]{12}\]复诊。", out[1])
     assert ctx.counts == {"name": 2, "mobile": 1, "date": 1}
     described = json.dumps(technique.describe(spec, ctx), ensure_ascii=False)
     assert "key_fingerprint" in described and "欧阳" not in described

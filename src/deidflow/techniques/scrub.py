@@ -688,8 +688,9 @@ _LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 
 
 def _pseudonym_labels(kinds: list[str], values: list[str], key: bytes) -> list[str]:
-    """`[姓名-djpkamebnc]`: the kind's placeholder with 40 bits of HMAC-SHA256 under the scrub
-    key (hex, spelled with the letters a-p). Typed, so a reader knows what was there; keyed, so nobody without the key
+    """`[姓名-djpkamebncgh]`: the kind's placeholder with 48 bits of HMAC-SHA256 under the
+    scrub key (hex, spelled with the letters a-p); two of a million distinct values share a
+    label with probability about 0.2 %, and a shared label only joins two mentions in text. Typed, so a reader knows what was there; keyed, so nobody without the key
     can test a guessed name or ID against it; never a realistic surrogate name, which could be
     some other real person's name."""
     from deidflow.techniques.pseudonymise import hmac_digests
@@ -699,7 +700,7 @@ def _pseudonym_labels(kinds: list[str], values: list[str], key: bytes) -> list[s
     uniq = sorted(set(zip(kinds, values)))
     digests = hmac_digests(key, [f"{k}\x1f{v}" for k, v in uniq])
     label = {
-        kv: f"[{PLACEHOLDERS[kv[0]][1:-1]}-{digests[32 * i:32 * i + 5].hex().translate(_LETTERS)}]"
+        kv: f"[{PLACEHOLDERS[kv[0]][1:-1]}-{digests[32 * i:32 * i + 6].hex().translate(_LETTERS)}]"
         for i, kv in enumerate(uniq)
     }
     return [label[kv] for kv in zip(kinds, values)]
@@ -933,7 +934,7 @@ class Scrub(Technique):
         if self._uses_key(spec):
             scope = str(p.get("scope", "scrub"))
             out["params"]["scope"] = scope
-            out["params"]["algorithm"] = "HMAC-SHA256 (10 hex), key derived with HKDF-SHA256 per recipient/agreement/scope"
+            out["params"]["algorithm"] = "HMAC-SHA256 (48 bits as 12 letters a-p), key derived with HKDF-SHA256 per recipient/agreement/scope"
             if ctx.keyring is not None:
                 out["key_fingerprint"] = ctx.keyring.fingerprint(scope, purpose="scrub")
         return out
