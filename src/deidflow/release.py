@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from deidflow.consent.registry import registry_url_for
 from deidflow.errors import DeidflowError, GateFailed
 from deidflow.io import prepare_staging, publish, read_tables, staging_dir, write_frame
 from deidflow.policy import LoadedPolicy, Role, load_policy
@@ -274,14 +275,9 @@ def finish_prepare(work: Path, parts: list[dict[str, Any]]) -> dict[str, Any]:
 EXCLUSION_LOG = "consent-exclusions.csv"
 
 
-def _registry_url(loaded: LoadedPolicy) -> str:
-    url = loaded.policy.consent.registry
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        path = loaded.resolve(url[len(prefix):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path)
-    return url
+# The one reading of consent.registry (relative SQLite paths from the policy file), shared
+# with `deidflow consent`; kept under this name for the modules that import it from here.
+_registry_url = registry_url_for
 
 
 def _categories(loaded: LoadedPolicy) -> list[str]:
