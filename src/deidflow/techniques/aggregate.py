@@ -1,0 +1,175 @@
+"""GB/T 37964 aggregation: group-count tables of the released records with small-cell suppression.
+
+A count below the threshold (5 by default, GB/T 39725 and NHS/ONS practice) is not published:
+"3 patients aged 90+ in department X" points at people. Suppressing only those cells (primary
+suppression) is not enough when totals are published, because a row total minus the visible
+cells gives the hidden cell back. So cells are also suppressed *complementarily*: in every row
+and column of the table (margins included) that has exactly one hidden cell, the smallest other
+non-zero cell is hidden too, repeated until nothing changes. Because that classic rule can still
+leave a hidden cell pinned down by a longer chain of equations, the result is then audited with
+linear algebra: a hidden cell whose value is fixed by the published cells and margins (it lies
+outside the null space's support) gets another complementary suppression, until none is.
+
+The table is long: one row per group with its count, then the margins with "(total)" in the
+summed-over columns. Every hidden count is an empty cell, primary or complementary alike, so the
+table does not say which hidden cells are the small ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deidflow.errors import InputError
+
+TOTAL = "(total)"
+AUDIT_MAX_HIDDEN = 3000  # SVD of at most (R+C+2) x 3000: well under a second
+
+
+def _hide_singletons(m: np.ndarray, hidden: np.ndarray, axes: tuple[int, ...]) -> int:
+    """One pass of the complementary rule along `axes`; returns how many cells it hid."""
+    added = 0
+    for axis in axes:
+        mv = m if axis == 1 else m.T
+        hv = hidden if axis == 1 else hidden.T  # a view: writes reach `hidden`
+        lone = hv.sum(axis=1) == 1
+        if not lone.any():
+            continue
+        cost = np.where(hv | (mv == 0), np.inf, mv.astype(float))
+        rows = np.flatnonzero(lone & np.isfinite(cost).any(axis=1))
+        cols = cost[rows].argmin(axis=1)
+        hv[rows, cols] = True
+        added += len(rows)
+    return added
+
+
+def _determined(m: np.ndarray, hidden: np.ndarray, two_d: bool) -> np.ndarray:
+    """Flat indices (into m) of hidden cells whose value follows from the published ones.
+
+    Unknowns are the hidden cells; each line of the table (cells minus its margin = 0) is one
+    equation. A hidden cell is determined exactly when its unit vector lies in the row space of
+    the equations, i.e. when the null space has no component on it.
+    """
+    idx = np.flatnonzero(hidden.ravel())
+    if len(idx) == 0 or len(idx) > AUDIT_MAX_HIDDEN:
+        return np.array([], dtype=np.int64)
+    r, c = m.shape
+    coef = np.ones((r, c))
+    coef[:, -1] = -1.0
+    rows_eq = np.zeros((r, len(idx)))
+    ri, ci = np.divmod(idx, c)
+    rows_eq[ri, np.arange(len(idx))] = coef[ri, ci]
+    eqs = [rows_eq]
+    if two_d:
+        col_coef = np.ones((r, c))
+        col_coef[-1, :] = -1.0
+        cols_eq = np.zeros((c, len(idx)))
+        cols_eq[ci, np.arange(len(idx))] = col_coef[ri, ci]
+        eqs.append(cols_eq)
+    a = np.vstack(eqs)
+    _, s, vt = np.linalg.svd(a, full_matrices=True)
+    rank = int((s > 1e-9 * max(1.0, s.max(initial=0.0))).sum())
+    null = vt[rank:]
+    free = np.abs(null).max(axis=0, initial=0.0) > 1e-9
+    return idx[~free]
+
+
+def _suppress(m: np.ndarray, threshold: int, two_d: bool) -> tuple[np.ndarray, int, bool]:
+    """Hidden-cell mask of the table with margins `m`; the primary count; whether audited."""
+    primary = (m > 0) & (m < threshold)
+    hidden = primary.copy()
+    axes = (1, 0) if two_d else (1,)
+    audited = True
+    for _ in range(m.size + 1):
+        while _hide_singletons(m, hidden, axes):
+            pass
+        if hidden.sum() > AUDIT_MAX_HIDDEN:
+            audited = False
+            break
+        pinned = _determined(m, hidden, two_d)
+        if len(pinned) == 0:
+            break
+        # Hide the smallest visible non-zero cell in the pinned cell's row (else its column).
+        i, j = np.divmod(int(pinned[0]), m.shape[1])
+        row_cost = np.where(hidden[i] | (m[i] == 0), np.inf, m[i].astype(float))
+        if np.isfinite(row_cost).any():
+            hidden[i, int(row_cost.argmin())] = True
+        else:
+            col_cost = np.where(hidden[:, j] | (m[:, j] == 0), np.inf, m[:, j].astype(float))
+            if not np.isfinite(col_cost).any():  # nothing left to hide: publish no counts
+                hidden[m > 0] = True
+                break
+            hidden[int(col_cost.argmin()), j] = True
+    return hidden, int(primary.sum()), audited
+
+
+def small_cell_table(frame: pd.DataFrame, by: list[str], threshold: int = 5) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Counts of `frame`'s rows per group of `by`, small cells and their complements hidden.
+
+    One `by` column: one line of cells plus a grand total. Two or more: a cross-table of the
+    first column against the combination of the others, with row, column and grand totals.
+    Returns the long table (the `by` columns and an Int64 `count`, null where hidden) and a
+    summary for the manifest: groups, suppressed_primary, suppressed_complementary, threshold
+    (and audited: False only for tables too large for the linear-algebra check).
+    """
+    missing = [b for b in by if b not in frame.columns]
+    if not by or missing:
+        raise InputError(
+            f"aggregate columns {missing or by} are not in the released table",
+            fix="name released columns in aggregates[].by (a dropped column cannot be counted)",
+        )
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 1:
+        raise InputError(f"small-cell threshold must be a positive integer (got {threshold!r})",
+                         key="limits.small_cell", fix="e.g. small_cell: 5")
+    labels = frame[by].astype("string")
+    clash = [b for b in by if labels[b].eq(TOTAL).any()]
+    if clash:
+        raise InputError(
+            f"column(s) {clash} hold the value {TOTAL!r}, which marks the totals of an aggregate",
+            fix=f"rename that category before release, or aggregate by another column",
+        )
+    two_d = len(by) > 1
+    rows_key = labels[by[0]]
+    cols_key = labels[by[1:]].apply(tuple, axis=1) if two_d else pd.Series(0, index=labels.index)
+    r_codes, r_uniq = pd.factorize(rows_key, use_na_sentinel=False, sort=True)
+    c_codes, c_uniq = pd.factorize(cols_key, use_na_sentinel=False, sort=True)
+    nr, nc = len(r_uniq), len(c_uniq)
+    if two_d:
+        m = np.zeros((nr + 1, nc + 1), dtype=np.int64)
+        np.add.at(m, (r_codes, c_codes), 1)
+        m[:nr, nc] = m[:nr, :nc].sum(axis=1)
+        m[nr, :] = m[:nr, :].sum(axis=0)
+    else:  # one line: the cells, then the grand total
+        m = np.zeros((1, nr + 1), dtype=np.int64)
+        np.add.at(m[0], r_codes, 1)
+        m[0, nr] = m[0, :nr].sum()
+    hidden, n_primary, audited = _suppress(m, int(threshold), two_d)
+
+    counts = pd.array(np.where(hidden, 0, m).ravel(), dtype="Int64")
+    counts[hidden.ravel()] = pd.NA
+    if two_d:
+        r_lab = list(r_uniq) + [TOTAL]
+        c_lab = [tuple(t) for t in c_uniq] + [tuple([TOTAL] * (len(by) - 1))]
+        ri, ci = np.divmod(np.arange(m.size), m.shape[1])
+        keep = (m.ravel() > 0) | (ri == nr) | (ci == nc)  # absent groups are not listed
+        data = {by[0]: [r_lab[i] for i in ri[keep]]}
+        for k, b in enumerate(by[1:]):
+            data[b] = [c_lab[j][k] for j in ci[keep]]
+        out = pd.DataFrame({k: pd.array(v, dtype="string") for k, v in data.items()})
+        out["count"] = counts[keep]
+        groups = int((m[:nr, :nc] > 0).sum())
+    else:
+        out = pd.DataFrame({by[0]: pd.array(list(r_uniq) + [TOTAL], dtype="string")})
+        out["count"] = counts
+        groups = nr
+    summary = {
+        "groups": groups,
+        "suppressed_primary": n_primary,
+        "suppressed_complementary": int(hidden.sum()) - n_primary,
+        "threshold": int(threshold),
+    }
+    if not audited:
+        summary["audited"] = False
+    return out, summary
