@@ -302,6 +302,7 @@ def _mount(module: str, attr: str, name: str, help_text: str) -> None:
 
 
 _mount("deidflow.consent.commands", "consent_app", "consent", "Consent registry: import, status, withdraw, re-check.")
+importlib.import_module("deidflow.manifest.commands").register(app)  # keys, verify, releases
 
 
 def run() -> None:  # pragma: no cover - console entry point
