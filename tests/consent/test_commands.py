@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,6 +14,21 @@ from deidflow.consent.registry import ConsentRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner(env={"COLUMNS": "200"})
+
+
+@pytest.fixture(autouse=True)
+def _cli_environment_restored(monkeypatch):
+    """The CLI's callback sets Prefect/Dask variables (PREFECT_HOME relative to the working
+    directory) in this process; undo them so they do not leak into later tests."""
+    from deidflow.cli import quiet_environment  # noqa: F401 - the variables it sets:
+    for key in ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_SERVER_UI_ENABLED",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "PREFECT_LOGGING_LEVEL",
+                "DASK_LOGGING__DISTRIBUTED"):
+        if key in os.environ:
+            monkeypatch.setenv(key, os.environ[key])
+        else:
+            monkeypatch.setenv(key, "")  # records "absent" for teardown
+            monkeypatch.delenv(key)
 
 
 def invoke(*args: str):
