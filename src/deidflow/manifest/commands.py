@@ -31,7 +31,7 @@ def _guard(fn: Callable[[], T]) -> T:
         return fn()
     except DeidflowError as exc:
         err.print("[bold red]error:[/] ", end="")
-        err.print(exc.render(), highlight=False, markup=False)
+        err.print(exc.render(), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -63,8 +63,17 @@ def verify(
     ),
 ) -> None:
     """Recompute every file's SHA-256 and check the manifest's signature."""
+    from deidflow.manifest.signing import load_public_key
     from deidflow.manifest.verify import verify_release
 
+    if not release_dir.is_dir():
+        _guard(lambda: _raise(DeidflowError(
+            "not a directory", file=str(release_dir),
+            fix="pass the release directory (the one holding manifest.json)")))
+    if public_key is not None:
+        # A wrong --public-key path is the operator's error (exit 2 with the fix), not
+        # evidence that the release was tampered with (exit 1).
+        _guard(lambda: load_public_key(public_key))
     report = _guard(lambda: verify_release(release_dir, public_key))
     if report.ok:
         out.print(f"[green]{report.summary()}[/]", highlight=False)
@@ -79,7 +88,8 @@ def verify(
         return
     err.print("[bold red]verification FAILED[/]")
     for line in report.messages():
-        err.print(f"  {line}", highlight=False, markup=False)
+        # soft_wrap: one finding per line, file names unbroken (people grep these)
+        err.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -146,6 +156,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(releases_app, name="releases")
     app.command("verify")(verify)
+
+
+def _raise(exc: DeidflowError) -> None:
+    raise exc
 
 
 def _day(dt: datetime | None) -> str:
