@@ -52,7 +52,7 @@ def leftovers(env: Env) -> list[Path]:
     """Whatever a failed or killed run may have left where it must not: release or staging
     directories in the output directory, private work directories."""
     out: list[Path] = []
-    if env.releases.exists():
+    if env.releases.is_dir():
         out += sorted(env.releases.iterdir())
     work = env.private / "work"
     if work.exists():

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -212,25 +213,44 @@ def output_dir_is_a_file(env: Env) -> Path:
 # The cases below are caught after the consent gate and the search (they need the data).
 
 
+# Values are damaged on every third row, so that whatever the consent gate keeps, bad values
+# reach the stages that parse them (a subject excluded for consent is never parsed).
+
+
 def impossible_birth_date(env: Env) -> Path:
     import_consents(env.policy, env.data)
-    p = env.data / "patients.csv"
-    _set_field(p, 12, "birth_date", "1987-02-30")
+    for row in range(2, 300, 3):
+        _set_field(env.data / "patients.csv", row, "birth_date", "1987-02-30")
+    return env.policy
+
+
+def impossible_birth_date_of_one_adult(env: Env) -> Path:
+    """One adult who granted consent themself, with an impossible birth date."""
+    import_consents(env.policy, env.data)
+    consents = pd.read_csv(env.data / "consents.csv", dtype="string", keep_default_na=False)
+    events = consents.groupby("subject_id")["event"].agg(list)
+    simple = consents.loc[(consents["grantor"] == "self") & (consents["valid_until"] > "2028")
+                          & consents["subject_id"].map(events.map(lambda e: e == ["granted"]))]
+    patients = pd.read_csv(env.data / "patients.csv", dtype="string", keep_default_na=False)
+    adult = patients["birth_date"] < "1990"
+    row = int(patients.index[patients["patient_id"].isin(simple["subject_id"]) & adult][0]) + 2
+    _set_field(env.data / "patients.csv", row, "birth_date", "1987-02-30")
     return env.policy
 
 
 def impossible_event_date(env: Env) -> Path:
     import_consents(env.policy, env.data)
-    _set_field(env.data / "encounters.csv", 7, "admit_date", "2024-13-45")
+    for row in range(2, 300, 3):
+        _set_field(env.data / "encounters.csv", row, "admit_date", "2024-13-45")
     return env.policy
 
 
 def mixed_types_region(env: Env) -> Path:
-    # Excel turned one region code into a float: '310101' and '310101.0' in one column.
+    # Excel turned region codes into floats on some rows: '310101' and '310101.0' in one column.
     import_consents(env.policy, env.data)
     p = env.data / "patients.csv"
-    code = _field(p, 5, "region_code")
-    _set_field(p, 5, "region_code", code + ".0")
+    for row in range(2, 300, 3):
+        _set_field(p, row, "region_code", _field(p, row, "region_code") + ".0")
     return env.policy
 
 
@@ -305,6 +325,8 @@ CATALOGUE = [
     Case(output_dir_is_a_file, InputError, "cannot create the output directory", file="releases",
          tags=("late",)),
     Case(impossible_birth_date, InputError, "not dates", column="birth_date", tags=("late",)),
+    Case(impossible_birth_date_of_one_adult, InputError, "not dates|birth", column="birth_date",
+         tags=("late", "xfail-birth-date")),
     Case(impossible_event_date, InputError, "not dates", column="admit_date", tags=("late",)),
     Case(mixed_types_region, InputError, "not 6-digit", column="region_code", tags=("late",)),
     Case(qi_value_not_in_hierarchy, InputError, "missing from the hierarchy.*火星族", file="ethnicity.csv",
@@ -321,6 +343,11 @@ def _param(case: Case):
         marks.append(pytest.mark.xfail(
             strict=True,
             reason="io.read_table pads a short row with nulls instead of refusing it (reported to the lead)"))
+    if "xfail-birth-date" in case.tags:
+        marks.append(pytest.mark.xfail(
+            strict=True,
+            reason="the consent gate reads an unparseable birth date as 'maybe a minor' and silently "
+            "excludes the subject (counted as an exclusion); the release goes on (reported to the lead)"))
     if "late" in case.tags:
         marks.append(pytest.mark.slow)
     return pytest.param(case, id=case.id, marks=marks)
@@ -373,3 +400,28 @@ def test_catalogue_covers_every_issue_class():
                 "missing_column", "qi_value_not_in_hierarchy", "policy_key_typo", "key_file_open_permissions",
                 "unreachable_consent_db"}
     assert required <= ids, required - ids
+
+
+# --- encodings a hospital exports: read correctly, never mojibake -----------------------------------
+
+
+@pytest.mark.slow
+def test_gbk_gb18030_and_bom_extracts_release_the_same_bytes_as_utf8(tmp_path, small_extract, baseline):
+    """The same extract re-encoded as GB18030 (declared), GBK (detected with 'auto') and UTF-8
+    with a byte-order mark releases byte-identical data: every Chinese value was read as written."""
+    import shutil
+
+    from .conftest import data_digests, make_env
+
+    data = tmp_path / "extract"
+    shutil.copytree(small_extract, data)
+    for name, enc, bom in (("patients", "gb18030", b""), ("diagnoses", "gbk", b""),
+                           ("encounters", "utf-8", b"\xef\xbb\xbf")):
+        p = data / f"{name}.csv"
+        p.write_bytes(bom + p.read_text(encoding="utf-8").encode(enc))
+    env = make_env(tmp_path / "root", data, edits={
+        r"(    path: \S+/patients.csv\n)": r"\1    encoding: gb18030\n",
+        r"(    path: \S+/diagnoses.csv\n)": r"\1    encoding: auto\n",
+    })
+    summary = run_release(env.policy)
+    assert data_digests(summary.release_dir) == data_digests(baseline.release_dir)
