@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from deidflow.manifest.signing import generate_signing_keys
-from release_sample import build_release
+from release_sample import build_release, make_record
 
 
 @pytest.fixture
@@ -16,4 +16,5 @@ def signing_key(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def release(tmp_path: Path, signing_key: Path) -> Path:
-    return build_release(tmp_path / "releases" / "r1", signing_key)
+    # named like the pipeline names it: the directory is the release id
+    return build_release(tmp_path / "releases" / make_record().release_id, signing_key)

@@ -50,10 +50,10 @@ def keys_init(
         return private, public, key_id(load_signing_key(private).public_key())
 
     private, public, kid = _guard(go)
-    out.print(f"private key  {private}  (mode 0600: keep it with the hospital)")
-    out.print(f"public key   {public}  (give this to recipients so they can verify)")
-    out.print(f"key id       {kid}")
-    out.print(f"fingerprint  {short_key_id(kid)}")
+    out.print(f"private key  {private}  (mode 0600: keep it with the hospital)", soft_wrap=True)
+    out.print(f"public key   {public}  (give this to recipients so they can verify)", soft_wrap=True)
+    out.print(f"key id       {kid}", soft_wrap=True)
+    out.print(f"fingerprint  {short_key_id(kid)}", soft_wrap=True)
 
 
 def verify(
@@ -105,11 +105,12 @@ def releases_list(
     entries = _guard(lambda: ReleaseIndex(root, public_key_path=public_key).releases(verify=check))
     t = Table(title=f"releases under {root}", title_justify="left")
     for col in ("release", "created", "recipient", "agreement", "status", "keep until"):
-        t.add_column(col)
+        # fold, never truncate: a release id cut to "dsa-2026-0…" identifies nothing
+        t.add_column(col, overflow="fold")
     for x in entries:
         colour = {"verified": "green", "tampered": "bold red", "unsigned": "red"}.get(x.status, "yellow")
         t.add_row(
-            x.release_id,
+            x.path.name,  # what `releases purge` takes; a differing signed id is listed below
             _day(x.created_at),
             x.recipient or "?",
             x.agreement_id or "?",
@@ -117,8 +118,17 @@ def releases_list(
             _day(x.retention_until),
         )
     out.print(t)
+    for x in entries:
+        for problem in x.problems:
+            out.print(f"{x.path.name}: {problem}", highlight=False, markup=False, soft_wrap=True)
     if not entries:
         out.print("no releases found")
+    elif check and public_key is None:
+        out.print(
+            "integrity checked against each release's own signer.pub; pass --public-key "
+            "with the hospital's key to prove who signed",
+            soft_wrap=True,
+        )
 
 
 @releases_app.command("due")
@@ -140,7 +150,7 @@ def releases_purge(
     release_id: str = typer.Argument(..., help="The release to delete."),
     root: Path = typer.Option(Path("releases"), "--root", help="The output directory of releases."),
     private_root: Optional[Path] = typer.Option(
-        None, "--private", help="Hospital-side directory holding <release_id>/ exclusion logs."
+        None, "--private", help="The policy's output.private_directory (its exclusions/<release_id>.csv is deleted too)."
     ),
 ) -> None:
     """Delete a release whose retention period has passed; refuses anything younger."""

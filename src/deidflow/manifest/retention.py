@@ -3,7 +3,8 @@
 PIPL art. 56 and the network data regulations art. 12 require that impact assessments,
 provision records and manifests be kept at least 3 years. A release directory (manifest,
 validation results, review page) and the hospital-side exclusion log of the same release
-(`<private_root>/<release_id>/`) are deleted only through `ReleaseIndex.purge`, which refuses
+(`<private_root>/exclusions/<release_id>.csv`, where the publish stage writes it, with
+`output.private_directory` as private_root) are deleted only through `ReleaseIndex.purge`, which refuses
 anything whose retention date has not passed, anything younger than 3 years whatever its
 record says, and anything whose manifest does not verify (its dates cannot be trusted).
 """
@@ -77,12 +78,21 @@ class ReleaseIndex:
     def purge(self, release_id: str, now: datetime | None = None) -> list[Path]:
         """Delete one release and its private exclusion log, if the retention rule allows."""
         now = _now(now)
-        entry = next((r for r in self.releases(now) if r.release_id == release_id), None)
+        # By directory: the pipeline names each release directory after its release id, and
+        # two directories may claim one id (a copy); the directory is what gets deleted.
+        entry = next((r for r in self.releases(now) if r.path.name == release_id), None)
         if entry is None:
             raise RetentionError(
                 f"no release '{release_id}'",
                 file=str(self.root),
                 fix="see `deidflow releases list` for release ids",
+            )
+        if entry.release_id != entry.path.name:
+            raise RetentionError(
+                f"directory '{entry.path.name}' holds release '{entry.release_id}': a renamed or "
+                "copied release is kept",
+                file=str(entry.path),
+                fix="investigate; purge releases by the directory the pipeline wrote",
             )
         if entry.integrity != "verified" or entry.created_at is None or entry.retention_until is None:
             raise RetentionError(
@@ -103,7 +113,11 @@ class ReleaseIndex:
         removed = [entry.path]
         shutil.rmtree(entry.path)
         if self.private_root is not None:
-            private = self.private_root / release_id
+            log = self.private_root / "exclusions" / f"{release_id}.csv"
+            if log.is_file():
+                log.unlink()
+                removed.append(log)
+            private = self.private_root / release_id  # any other per-release private records
             if private.is_dir():
                 shutil.rmtree(private)
                 removed.append(private)
@@ -126,6 +140,9 @@ class ReleaseIndex:
             return ReleaseEntry(
                 path.name, path, integrity, problems=tuple(report.messages()) if report else ()
             )
+        problems = tuple(report.messages()) if report else ()
+        if record.release_id != path.name:
+            problems += (f"directory name differs from the signed release id '{record.release_id}'",)
         return ReleaseEntry(
             release_id=record.release_id,
             path=path,
@@ -137,7 +154,7 @@ class ReleaseIndex:
             retention_due=now >= max(
                 record.retention_until, add_years(record.created_at, MIN_RETENTION_YEARS)
             ),
-            problems=tuple(report.messages()) if report else (),
+            problems=problems,
         )
 
 
