@@ -3,14 +3,14 @@ strings, in free text and in every column; pseudonyms are not mistaken for phone
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deidflow.identifiers import check_chars
-from deidflow.validation.expectations import ExpectNoDirectIdentifiers, runtime_set
+from deidflow.validation.expectations import ExpectNoDirectIdentifiers, StringSet, runtime_set
 
 from .gxhelp import raised
 
@@ -123,3 +123,32 @@ def test_run_without_the_known_set_is_an_error_not_a_pass(gx_validate):
         whole_value_columns=["patient_id"], known_identifiers_ref="runtime:gone",
         n_known_identifiers=4))
     assert res.success is False and raised(res)
+
+
+def brute(texts: list[str | None], known: list[str]) -> list[bool]:
+    return [t is not None and any(k in t for k in known if len(k) >= 2) for t in texts]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text("张伟李娜1380 ", max_size=12)), min_size=1, max_size=20),
+       st.lists(st.text("张伟李娜1380 ", min_size=1, max_size=4), max_size=8),
+       st.booleans())
+def test_known_substrings_match_a_brute_force_search(texts, known, windows):
+    """Both search paths (RE2 alternation for small sets, hashed windows for large ones) find
+    exactly the texts that contain a known string of two characters or more."""
+    ss = StringSet(known)
+    if windows:
+        ss.SMALL = -1  # force the window path
+    got = ss.substring_hits(pd.Series(texts, dtype="string[pyarrow]"))
+    assert got.tolist() == brute(texts, known)
+
+
+def test_a_large_known_set_is_searched_by_windows():
+    rng = np.random.default_rng(3)
+    known = [f"YB{n}" for n in rng.integers(10**9, 10**10, 30_000)] + ["欧阳娜娜"]
+    ss = StringSet(known)
+    assert len(ss) > StringSet.SMALL
+    texts = pd.Series(["无特殊。", f"医保 {known[123]} 已核。", "患者欧阳娜娜复诊", None],
+                      dtype="string[pyarrow]")
+    assert ss.substring_hits(texts).tolist() == [False, True, True, False]
+    assert ss.contains(pd.Series([known[5], "YB1", None], dtype=object)).tolist() == [True, False, False]

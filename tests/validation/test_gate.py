@@ -174,8 +174,10 @@ def test_unconsented_pseudonym_fails(tmp_path):
 def test_schema_change_fails(tmp_path):
     tabs = tables()
     tabs["patients"] = tabs["patients"].rename(columns={"icd10": "diagnosis"})
-    report = run(tmp_path, "schema", tabs=tabs)
+    report = run(tmp_path, "schema", tabs=tabs, docs=True)
     assert not report.success
+    # an expectation that raised still renders in the Data Docs
+    assert len(list((tmp_path / "schema" / "data_docs" / "validations").rglob("*.html"))) == 2
     f = failed(report, "patients")
     assert "missing ['icd10']" in f["expect_table_to_match_policy_schema"]
     assert "not released by the policy ['diagnosis']" in f["expect_table_to_match_policy_schema"]

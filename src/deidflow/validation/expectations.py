@@ -27,6 +27,8 @@ from typing import Any, ClassVar, Tuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from great_expectations.core.metric_domain_types import MetricDomainTypes
 from great_expectations.execution_engine import PandasExecutionEngine
 from great_expectations.expectations.expectation import BatchExpectation
@@ -35,7 +37,114 @@ from great_expectations.expectations.metrics.table_metric_provider import TableM
 
 # --- sets passed at run time, by reference ------------------------------------------------------
 
-_RUNTIME_SETS: dict[str, frozenset[str]] = {}
+def _hash_strings(values: Any) -> np.ndarray:
+    """64-bit hashes of strings (pandas' SipHash, in C). Membership is tested on hashes: a
+    false match needs a 64-bit collision (about 3e-7 for a million values against five
+    million), and would only fail the gate, never pass it."""
+    return pd.util.hash_array(np.asarray(values, dtype=object), categorize=False)
+
+
+class StringSet:
+    """A run-time set of strings indexed by hash once: membership of a whole column, or of
+    every window of a text, is one vectorised lookup whatever the set's size (five identifier
+    strings per patient of a million-patient input are five million)."""
+
+    SMALL = 20_000  # up to this many members a regex alternation (RE2) is cheaper to search
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        obj = np.asarray(values if isinstance(values, (list, np.ndarray)) else list(values),
+                         dtype=object)
+        try:
+            arr = pa.array(obj, type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all str: compare their text
+            obj = np.asarray([None if v is None else str(v) for v in obj], dtype=object)
+            arr = pa.array(obj, type=pa.string(), from_pandas=True)
+        lengths = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
+        keep = lengths > 0
+        self.strings = arr.filter(pa.array(keep))
+        self.index = pd.Index(pd.unique(_hash_strings(obj[keep])))
+        counts = np.bincount(lengths[keep]) if keep.any() else np.zeros(0, dtype=np.int64)
+        # single characters are not identifiers (and would match any text)
+        self.lengths: tuple[int, ...] = tuple(int(n) for n in np.flatnonzero(counts) if n >= 2)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __bool__(self) -> bool:
+        return len(self.index) > 0
+
+    def contains(self, values: Any) -> np.ndarray:
+        """Whole-value membership, one bool per value (missing values are not members)."""
+        obj = np.asarray(pd.Series(values).astype(object).to_numpy(), dtype=object)
+        if not len(self.index) or not len(obj):
+            return np.zeros(len(obj), dtype=bool)
+        present = ~pd.isna(obj)
+        out = np.zeros(len(obj), dtype=bool)
+        out[present] = self.index.get_indexer(_hash_strings(obj[present])) >= 0
+        return out
+
+    def substring_hits(self, texts: pd.Series) -> np.ndarray:
+        """True where a text contains a member of the set (of two characters or more).
+
+        A small set is searched as the scrubber does (`find_identifiers`, an RE2 alternation
+        of the literals). A large one by windows: every window of each member length is
+        looked up by hash, so the cost is linear in the texts' total length times the number
+        of distinct member lengths, and independent of the set's size (an alternation of
+        millions of literals is not: RE2 builds it super-linearly)."""
+        arr = pa.array(texts.astype("string[pyarrow]").array)
+        n = len(arr)
+        hit = np.zeros(n, dtype=bool)
+        if not n or not self.lengths:
+            return hit
+        if len(self) <= self.SMALL:
+            literals = sorted({v for v in self.strings.to_pylist() if len(v) >= 2},
+                              key=len, reverse=True)
+            for i in range(0, len(literals), 5000):
+                pattern = "|".join(_re2_escape(v) for v in literals[i:i + 5000])
+                found = pc.match_substring_regex(arr, pattern)
+                hit |= pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+            return hit
+        lens = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
+        longest = int(lens.max())
+        rows: list[np.ndarray] = []
+        windows: list[pa.Array] = []
+        pending = 0
+
+        def flush() -> None:
+            nonlocal pending
+            if not windows:
+                return
+            found = self.index.get_indexer(
+                _hash_strings(pa.concat_arrays(windows).to_numpy(zero_copy_only=False))) >= 0
+            hit[np.concatenate(rows)[found]] = True
+            rows.clear(), windows.clear()
+            pending = 0
+
+        for size in self.lengths:
+            if size > longest:
+                break
+            for start in range(longest - size + 1):
+                idx = np.flatnonzero(lens >= start + size)
+                if not idx.size:
+                    break
+                windows.append(pc.utf8_slice_codeunits(arr.take(pa.array(idx)), start,
+                                                       start + size))
+                rows.append(idx)
+                pending += idx.size
+                if pending >= 2_000_000:
+                    flush()
+        flush()
+        return hit
+
+
+_RE2_SPECIAL = frozenset(r"\.^$|?*+()[]{}")
+
+
+def _re2_escape(text: str) -> str:
+    return "".join("\\" + c if c in _RE2_SPECIAL else c for c in text)
+
+
+_RUNTIME_SETS: dict[str, StringSet] = {}
 _RUNTIME_LOCK = threading.Lock()
 
 
@@ -44,7 +153,7 @@ def runtime_set(values: Iterable[str]) -> Iterator[str]:
     """Make `values` visible to the metrics under a fresh reference for the duration of the
     block. The reference, not the values, goes into the suite (and its saved JSON)."""
     ref = "runtime:" + secrets.token_hex(8)
-    frozen = frozenset(str(v) for v in values if v is not None and str(v) != "")
+    frozen = StringSet(values)  # drops missing and empty values itself
     with _RUNTIME_LOCK:
         _RUNTIME_SETS[ref] = frozen
     try:
@@ -54,7 +163,7 @@ def runtime_set(values: Iterable[str]) -> Iterator[str]:
             _RUNTIME_SETS.pop(ref, None)
 
 
-def _lookup(ref: str) -> frozenset[str]:
+def _lookup(ref: str) -> StringSet:
     try:
         return _RUNTIME_SETS[ref]
     except KeyError:
@@ -236,26 +345,36 @@ def _distinct_texts(values: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
     return codes, pd.Series(np.asarray(uniques, dtype=object), dtype="string[pyarrow]")
 
 
-def whole_value_identifiers(texts: pd.Series, known: frozenset[str]) -> pd.Series:
+def _fullmatch(texts: pd.Series, pattern: str) -> np.ndarray:
+    """RE2 (pyarrow) match of an anchored pattern; pandas' own fullmatch may fall back to
+    Python's `re` per value."""
+    arr = pa.array(texts.astype("string[pyarrow]").array)
+    return pc.fill_null(pc.match_substring_regex(arr, pattern), False).to_numpy(
+        zero_copy_only=False)
+
+
+def whole_value_identifiers(texts: pd.Series, known: StringSet) -> pd.Series:
     """True where the whole value (spaces and dashes aside) is a resident ID with a valid
     GB 11643 check character, a mainland mobile number, an e-mail address, or equals an
     identifier string of the input."""
     from deidflow.identifiers import valid_resident_ids
 
-    shaped = texts.str.fullmatch(WHOLE_VALUE_PATTERNS["resident_id"]).fillna(False).to_numpy(bool)
+    shaped = _fullmatch(texts, WHOLE_VALUE_PATTERNS["resident_id"])
     hit = np.zeros(len(texts), dtype=bool)
     if shaped.any():
         digits = texts[shaped].str.replace(r"[\s\-]", "", regex=True).str.upper()
         hit[np.flatnonzero(shaped)] = valid_resident_ids(digits.astype("string")).to_numpy(bool)
     for kind in ("mobile", "email"):
-        hit |= texts.str.fullmatch(WHOLE_VALUE_PATTERNS[kind]).fillna(False).to_numpy(bool)
+        hit |= _fullmatch(texts, WHOLE_VALUE_PATTERNS[kind])
     if known:
-        hit |= texts.isin(known).to_numpy(bool)
-        hit |= texts.str.strip().isin(known).fillna(False).to_numpy(bool)
+        hit |= known.contains(texts)
+        padded = np.flatnonzero(_fullmatch(texts, r"^\s.*|.*\s$"))
+        if padded.size:  # " 13812345678" is the same identifier
+            hit[padded] |= known.contains(texts.iloc[padded].str.strip())
     return pd.Series(hit, index=texts.index)
 
 
-def identifier_hits(values: pd.Series, known: frozenset[str], *, whole_value: bool = False,
+def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = False,
                     ) -> dict[str, Any]:
     """How many rows of a column hold a direct identifier, and which kinds (never the values).
 
@@ -275,7 +394,11 @@ def identifier_hits(values: pd.Series, known: frozenset[str], *, whole_value: bo
     else:
         from deidflow.techniques.scrub import find_identifiers
 
-        hit = np.asarray(find_identifiers(texts, known or None), dtype=bool)
+        # the scrubber's generic detectors; the input's own strings by hashed windows
+        hit = np.array(find_identifiers(texts, None), dtype=bool)  # a writable copy
+        if known:
+            rest = np.flatnonzero(~hit)
+            hit[rest] = known.substring_hits(texts.iloc[rest])
     if not hit.any():
         return {"rows": 0, "kinds": []}
     valid = codes >= 0
@@ -283,7 +406,7 @@ def identifier_hits(values: pd.Series, known: frozenset[str], *, whole_value: bo
     return {"rows": rows, "kinds": identifier_kinds(texts[hit], known, whole_value=whole_value)}
 
 
-def identifier_kinds(texts: pd.Series, known: frozenset[str], *, whole_value: bool = False,
+def identifier_kinds(texts: pd.Series, known: StringSet, *, whole_value: bool = False,
                      ) -> list[str]:
     """Names of the identifier kinds among detected values (a sample of them: this names
     what was found for the explanation, the row count comes from the detector)."""
@@ -294,7 +417,7 @@ def identifier_kinds(texts: pd.Series, known: frozenset[str], *, whole_value: bo
         for name, pattern in WHOLE_VALUE_PATTERNS.items():
             if sample.str.fullmatch(pattern).fillna(False).any():
                 kinds.append(name)
-        if known and sample.isin(known).any():
+        if known and known.contains(sample).any():
             kinds.append("known identifier of the input")
         return kinds or ["identifier"]
     from deidflow.techniques.scrub import IDENTIFIER_PATTERNS
@@ -307,12 +430,8 @@ def identifier_kinds(texts: pd.Series, known: frozenset[str], *, whole_value: bo
         regex = pattern if hasattr(pattern, "search") else re.compile(str(pattern))
         if any(regex.search(t) for t in sample if isinstance(t, str)):
             kinds.append(name)
-    if known:
-        from deidflow.techniques.scrub import find_identifiers
-
-        own = find_identifiers(pd.Series(sample.to_numpy(), dtype="string[pyarrow]"), None)
-        if not np.asarray(own, dtype=bool).all() or not kinds:
-            kinds.append("known identifier of the input")
+    if known and known.substring_hits(pd.Series(sample.to_numpy(), dtype="string[pyarrow]")).any():
+        kinds.append("known identifier of the input")
     return kinds or ["identifier"]
 
 
@@ -381,7 +500,7 @@ class UnconsentedSubjects(TableMetricProvider):
         df = _frame(execution_engine, metric_domain_kwargs)
         consented = _lookup(metric_value_kwargs["consented_ref"])
         subjects = pd.Series(df[metric_value_kwargs["subject_column"]].unique())
-        missing = subjects.isna() | ~subjects.astype("string").isin(consented)
+        missing = subjects.isna().to_numpy() | ~consented.contains(subjects.astype("string"))
         return {"n_subjects": int(len(subjects)), "n_unconsented": int(missing.sum())}
 
 

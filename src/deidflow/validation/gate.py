@@ -211,7 +211,8 @@ def _scrub_result_dict(obj: Any) -> Any:
             if k == "details" and isinstance(v, dict):
                 v = {"mismatched": v["mismatched"]} if "mismatched" in v else {}
             if k in ("exception_message", "exception_traceback") and v:
-                v = _redact(str(v)) if k == "exception_message" else None
+                # the traceback holds local values; GX's renderer needs a string in its place
+                v = _redact(str(v)) if k == "exception_message" else ""
             out[k] = _scrub_result_dict(v)
         return out
     if isinstance(obj, list):
@@ -225,14 +226,21 @@ def _scrub_result_dict(obj: Any) -> Any:
 @contextmanager
 def _quiet_gx() -> Iterator[None]:
     """GX logs 'expectation not found', store and renderer chatter at WARNING; the gate reports
-    what matters itself."""
+    what matters itself. GX also fingerprints every pandas batch (an MD5 over a hash of every
+    cell, about 1 s per million rows) into the result; the gate has no use for it and it is
+    a digest of the released data, so it is switched off for the run (GX skips it above a
+    size threshold; the threshold is set to zero)."""
+    from great_expectations.execution_engine import pandas_execution_engine as pee
+
     logger = logging.getLogger("great_expectations")
-    level = logger.level
+    level, threshold = logger.level, pee.HASH_THRESHOLD
     logger.setLevel(logging.ERROR)
+    pee.HASH_THRESHOLD = 0
     try:
         yield
     finally:
         logger.setLevel(level)
+        pee.HASH_THRESHOLD = threshold
 
 
 def _context(docs_dir: Path | None):

@@ -1,0 +1,155 @@
+"""Validation-gate benchmark: the full suite the example policy generates for its subject
+table, over a synthetic released table of 1,000,000 patients (target: under 5 s).
+
+    .venv/bin/python benchmarks/bench_validation.py               # 1,000,000 rows
+    .venv/bin/python benchmarks/bench_validation.py --rows 200000 --repeat 3
+
+The table has the shape the example policy (configs/release.yaml) releases for `patients`:
+a 21-character keyed pseudonym, birth date generalised to month, sex, a 4-digit region code
+and ethnicity, in classes of 20-80 patients (so every privacy check passes and runs to the
+end). The run-time sets are realistic: the consented pseudonyms, and five identifier strings
+per patient of the input (name, resident ID, mobile, address, insurance number).
+
+Prints one row per expectation (that expectation alone in a suite, so shared metrics are
+counted in each that needs them) and the full suite as `validate_release` runs it (shared
+metrics once), with and without Data Docs. Rerunnable; nothing is written outside a temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from deidflow.identifiers import check_chars  # noqa: E402
+from deidflow.policy import load_policy  # noqa: E402
+
+
+def released_patients(n: int, seed: int = 1) -> pd.DataFrame:
+    """Column-wise synthetic release: classes are assigned as blocks of 20-80 patients."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(20, 81, size=n // 20 + 1)
+    keep = np.cumsum(sizes) <= n  # whole classes only; the remainder joins the last one
+    sizes = sizes[keep]
+    sizes[-1] += n - sizes.sum()
+    cls = np.repeat(np.arange(len(sizes)), sizes)
+    rng.shuffle(cls)
+    hexs = np.frombuffer(rng.bytes(10 * n).hex().encode(), dtype="S20").astype(str)
+    months = pd.period_range("1930-01", "2019-12", freq="M").astype(str).to_numpy()
+    regions = np.array([f"{p}{c:02d}" for p in (11, 12, 31, 32, 33, 44, 51) for c in range(1, 21)])
+    ethnic = np.array(["汉族", "少数民族"])
+    # class j -> a fixed combination, so classes are exactly the blocks above
+    j = np.arange(len(sizes))
+    combo = pd.DataFrame({
+        "birth_date": months[j % len(months)],
+        "sex": np.where((j // len(months)) % 2 == 0, "F", "M"),
+        "region_code": regions[(j // (2 * len(months))) % len(regions)],
+        "ethnicity": ethnic[(j // (2 * len(months) * len(regions))) % 2],
+    })
+    out = combo.iloc[cls].reset_index(drop=True)
+    out.insert(0, "patient_id", np.char.add("P", hexs))
+    return out.astype("str")
+
+
+def input_identifiers(n: int, seed: int = 2) -> list[str]:
+    rng = np.random.default_rng(seed)
+    surnames = list("王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗")
+    given = list("伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华")
+    names = (pd.Series(rng.choice(surnames, n)) + pd.Series(rng.choice(given, n))
+             + pd.Series(rng.choice(given, n)))
+    first17 = (pd.Series(rng.integers(110000, 660000, n).astype(str))
+               + pd.Series(rng.integers(19300101, 20191231, n).astype(str))
+               + pd.Series(rng.integers(100, 1000, n).astype(str)))
+    digits = (np.frombuffer("".join(first17).encode("ascii"), dtype=np.uint8)
+              .reshape(n, 17).astype(np.int64) - ord("0"))
+    ids = first17 + pd.Series(check_chars(digits).astype(str))
+    mobiles = pd.Series(rng.integers(13_000_000_000, 19_999_999_999, n).astype(str))
+    addresses = "上海市黄浦区南京东路" + pd.Series(rng.integers(1, 999, n).astype(str)) + "号"
+    insurance = "YB" + pd.Series(rng.integers(10**9, 10**10, n).astype(str))
+    return [*names, *ids, *mobiles, *addresses, *insurance]
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    console = Console()
+
+    t = time.perf_counter()
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    from deidflow.validation import expectations as dx
+    from deidflow.validation.gate import RESULT_FORMAT, _quiet_gx, validate_release
+    from deidflow.validation.suite import RunSets, build_suites
+    t_import = time.perf_counter() - t
+
+    loaded = load_policy(REPO / "configs" / "release.yaml")
+    policy = loaded.policy.model_copy(update={"tables": {"patients": loaded.policy.tables["patients"]}})
+    t = time.perf_counter()
+    df = released_patients(args.rows)
+    known = input_identifiers(args.rows)
+    consented = df["patient_id"].tolist()
+    t_data = time.perf_counter() - t
+    console.print(f"{len(df):,} rows, {len(known):,} input identifiers, {len(consented):,} "
+                  f"consented pseudonyms (built in {t_data:.1f} s; GX import {t_import:.1f} s)")
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    bd = (ctx.data_sources.add_pandas("bench").add_dataframe_asset("patients")
+          .add_batch_definition_whole_dataframe("all"))
+    table = Table(title=f"Validation gate, {len(df):,} released patients (best of {args.repeat})")
+    table.add_column("expectation")
+    table.add_column("seconds", justify="right")
+    table.add_column("success")
+    with _quiet_gx(), dx.runtime_set(known) as kref, dx.runtime_set(consented) as cref:
+        sets = RunSets(kref, len(known), cref, len(consented))
+        suite = build_suites(policy, sets)["patients"]
+        failed = []
+        for i, exp in enumerate(suite.expectations):
+            one = gx.ExpectationSuite(name=f"one-{i}", expectations=[exp])
+            sec, res = timed(lambda: bd.get_batch(batch_parameters={"dataframe": df})
+                             .validate(one, result_format=RESULT_FORMAT), args.repeat)
+            label = exp.expectation_type + (f" ({exp.configuration.kwargs['column']})"
+                                            if "column" in exp.configuration.kwargs else "")
+            table.add_row(label, f"{sec:.2f}", str(res.success))
+            if not res.success:
+                failed.append(label)
+    with tempfile.TemporaryDirectory() as tmp:
+        for docs in (False, True):
+            sec, report = timed(lambda: validate_release(
+                policy, {"patients": df}, input_identifiers=known,
+                consented_pseudonyms=consented, out_dir=Path(tmp) / f"run{docs}",
+                data_docs=docs), args.repeat)
+            table.add_row(f"[bold]full suite via validate_release{' + Data Docs' if docs else ''}"
+                          f" ({len(report.expectations)} expectations)",
+                          f"[bold]{sec:.2f}", str(report.success))
+    console.print(table)
+    if failed:
+        console.print(f"[red]unexpected failures: {failed}")
+    console.print(f"cores: {os.cpu_count()}; target: full suite under 5 s at 1,000,000 rows")
+
+
+if __name__ == "__main__":
+    main()
