@@ -65,7 +65,8 @@ def attack(table: pd.DataFrame, by: list[str]) -> tuple[dict, dict]:
             c = np.zeros(len(hidden))
             c[i] = 1
             lo = linprog(c, A_eq=a_eq, b_eq=b_eq, bounds=(0, None)).fun
-            hi = -linprog(-c, A_eq=a_eq, b_eq=b_eq, bounds=(0, None)).fun
+            top = linprog(-c, A_eq=a_eq, b_eq=b_eq, bounds=(0, None))
+            hi = np.inf if top.status == 3 else -top.fun  # 3: unbounded (no margin binds it)
             bounds[h] = (lo, hi)
     return recovered, bounds
 

@@ -131,19 +131,22 @@ def small_cell_table(frame: pd.DataFrame, by: list[str], threshold: int = 5) -> 
             fix=f"rename that category before release, or aggregate by another column",
         )
     two_d = len(by) > 1
-    rows_key = labels[by[0]]
-    cols_key = labels[by[1:]].apply(tuple, axis=1) if two_d else pd.Series(0, index=labels.index)
-    r_codes, r_uniq = pd.factorize(rows_key, use_na_sentinel=False, sort=True)
-    c_codes, c_uniq = pd.factorize(cols_key, use_na_sentinel=False, sort=True)
+    # Count by groupby (vectorised); the loops below run over groups, not rows.
+    sizes = labels.groupby(by, dropna=False, sort=True, observed=True).size()
+    keys = sizes.index.to_flat_index() if two_d else [(k,) for k in sizes.index]
+    r_codes, r_uniq = pd.factorize(pd.Index([k[0] for k in keys], dtype=object), use_na_sentinel=False, sort=True)
+    c_codes, c_uniq = pd.factorize(pd.Index([tuple(k[1:]) for k in keys], dtype=object, tupleize_cols=False),
+                                   use_na_sentinel=False, sort=False)
     nr, nc = len(r_uniq), len(c_uniq)
+    n = sizes.to_numpy(dtype=np.int64)
     if two_d:
         m = np.zeros((nr + 1, nc + 1), dtype=np.int64)
-        np.add.at(m, (r_codes, c_codes), 1)
+        np.add.at(m, (r_codes, c_codes), n)
         m[:nr, nc] = m[:nr, :nc].sum(axis=1)
         m[nr, :] = m[:nr, :].sum(axis=0)
     else:  # one line: the cells, then the grand total
         m = np.zeros((1, nr + 1), dtype=np.int64)
-        np.add.at(m[0], r_codes, 1)
+        np.add.at(m[0], r_codes, n)
         m[0, nr] = m[0, :nr].sum()
     hidden, n_primary, audited = _suppress(m, int(threshold), two_d)
 
