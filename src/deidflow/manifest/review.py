@@ -114,7 +114,8 @@ def render_review(
         nav=nav,
         sections=body,
         deidflow_version=e(record.software.deidflow),
-        generated_at=e(_ts(datetime.now(timezone.utc))),
+        # the run's finish time, not the wall clock: one record renders to one page, byte for byte
+        generated_at=e(_ts(record.finished_at)),
     )
     out = release_dir / REVIEW_NAME
     out.write_text(page, encoding="utf-8")
@@ -428,7 +429,11 @@ def bar_chart(
     width: int = 540,
 ) -> str:
     """Horizontal grouped bars: one row per label, one bar per series, values printed."""
-    label_w, pad, bar_h, gap = 150, 8, 14, 8
+    # Room for the longest label (labels are right-aligned to the axis: too narrow a column
+    # cuts the start of a long exclusion reason off the chart), within reason.
+    label_w = int(min(max(150, max((text_width(x) for x in labels), default=0) + 12), 420))
+    width = max(width, label_w + 320)
+    pad, bar_h, gap = 8, 14, 8
     row_h = bar_h * len(series) + gap
     top = 30 + (18 if len(series) > 1 else 0)
     height = top + row_h * len(labels) + pad
@@ -468,6 +473,15 @@ def bar_chart(
     )
     out.append("</svg>")
     return "".join(out)
+
+
+def text_width(text: str, size: float = 12) -> float:
+    """Rough rendered width in px of `text` at font `size`: wide (CJK, full-width) characters
+    take about one em, others about 0.6 em. SVG text has no layout, so charts size by this."""
+    import unicodedata
+
+    wide = sum(1 for ch in text if unicodedata.east_asian_width(ch) in ("W", "F"))
+    return size * (wide + 0.6 * (len(text) - wide))
 
 
 def stacked_bar(parts: Sequence[tuple[str, float, str]], *, title: str, width: int = 540) -> str:
