@@ -14,6 +14,7 @@ shared, so the best run is the one least disturbed by other processes. Prints a 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import date
@@ -110,6 +111,9 @@ def main() -> None:
     for what, secs, verdict in rows:
         table.add_row(what, f"{secs:.3f}", f"{secs * 1_000_000 / n:.3f}", verdict)
     Console().print(table)
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores "
+          "(figures above that are far off the per-100k rate were taken on a busy machine)")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ def test_parts_derived_and_age_at_as_of():
        seq=st.integers(0, 999))
 def test_age_matches_calendar_arithmetic(born, as_of, seq):
     frame = pd.DataFrame({"patient_id": ["a"], "resident_id": [rid("310101", born.strftime("%Y%m%d"), f"{seq:03d}")]})
-    out = derive_columns(frame, table(age="age", sex="sex"), as_of=as_of)
+    out = derive_columns(frame, table(age="age", sex="sex", birth_date="birth_date", region_code="region_code"),
+                         as_of=as_of)
+    assert out["birth_date"][0] == born.isoformat() and out["region_code"][0] == "310101"
     expected = as_of.year - born.year - ((as_of.month, as_of.day) < (born.month, born.day))
     assert out["age"][0] == expected
     assert out["sex"][0] == ("M" if seq % 2 else "F")
@@ -65,7 +67,7 @@ GOOD = rid("110105", "19800101", "001")
 WRONG_CHECK = GOOD[:-1] + ("0" if GOOD[-1] != "0" else "1")
 
 
-@pytest.mark.parametrize("bad", ["11010519800101001", WRONG_CHECK, "110105198013010011",
+@pytest.mark.parametrize("bad", ["11010519800101001", WRONG_CHECK, "110105198013010011", "110105198002300011",
                                  rid("110105", "20300101", "001")])
 def test_invalid_ids_refused_naming_the_first_row(bad):
     frame = pd.DataFrame({"patient_id": ["a", "b", "c"],
