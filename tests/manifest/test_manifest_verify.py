@@ -249,8 +249,9 @@ def test_cli_verify_real_process_exit_code(release: Path):
     import sys
 
     exe = Path(sys.executable).with_name("deidflow")
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "deidflow.cli"]
     _flip(release / "validation.json", 10)
-    proc = subprocess.run([str(exe), "verify", str(release)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*cmd, "verify", str(release)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "validation.json: changed since signing" in proc.stderr
 
