@@ -67,3 +67,21 @@ def test_bad_dates_and_parameters_refused():
     for params in ({"max_days": 0}, {"max_days": 10_000}, {"scope": ""}):
         with pytest.raises(PolicyError, match="'admit_date'"):
             registry.get("date_shift").check("admit_date", col("quasi_identifier", "date_shift", params))
+
+
+def test_mixed_time_zones_keep_their_own_text():
+    out = shift_dates(pd.Series(["2024-12-31T08:00:00+08:00", "2024-01-01 08:00", "2024-03-01T23:59:59Z", "20240101"]),
+                      np.array([1, 1, -1, 1]))
+    assert out.tolist() == ["2025-01-01T08:00:00+08:00", "2024-01-02 08:00", "2024-02-29T23:59:59Z", "2024-01-02"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.dates(pd.Timestamp("1900-03-01").date(), pd.Timestamp("2099-10-01").date()),
+                          st.integers(-3650, 3650), st.booleans()), min_size=1, max_size=30))
+def test_shift_moves_each_date_by_exactly_its_offset(rows):
+    text = pd.Series([d.isoformat() + ("T10:30:00+08:00" if t else "") for d, _, t in rows])
+    off = np.array([o for _, o, _ in rows])
+    out = shift_dates(text, off)
+    got = pd.to_datetime(out.str.slice(0, 10)) - pd.to_datetime(text.str.slice(0, 10))
+    assert (got.dt.days.to_numpy() == off).all()
+    assert (out.str.slice(10) == text.str.slice(10)).all()

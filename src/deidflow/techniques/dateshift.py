@@ -39,32 +39,49 @@ def subject_offsets(subject_ids: pd.Series, key: bytes, max_days: int) -> np.nda
     return out
 
 
+def _bad_dates(bad: np.ndarray, column: str, table: str | None) -> InputError:
+    return InputError(
+        f"{int(bad.sum())} value(s) are not dates (first at row {int(np.argmax(bad))})",
+        file=table,
+        column=column,
+        fix="write dates as YYYY-MM-DD or ISO 8601 timestamps (one time-zone convention per column)",
+    )
+
+
 def shift_dates(values: pd.Series, offsets: np.ndarray, *, column: str = "", table: str | None = None) -> pd.Series:
-    """`values` moved by `offsets` days. Text dates stay text in their own form (a date stays
-    YYYY-MM-DD; a timestamp keeps its time and UTC offset); datetime columns stay datetime."""
+    """`values` moved by `offsets` days. Datetime columns stay datetime. Text that starts with
+    an ISO date (YYYY-MM-DD, optionally followed by a time and offset) has only that date
+    replaced, so every timestamp keeps its own time and UTC offset text whatever the mix in the
+    column; other date spellings are parsed and written back as YYYY-MM-DD (with the time, if
+    any, as HH:MM:SS)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
     if pd.api.types.is_datetime64_any_dtype(values):
         return values + pd.to_timedelta(offsets, unit="D")
     text = values.astype("string")
-    parsed = pd.to_datetime(text, errors="coerce", format="mixed")
-    bad = parsed.isna() & text.notna() & (text.str.strip() != "")
-    if bad.any():
-        first = int(np.argmax(bad.to_numpy()))
-        raise InputError(
-            f"{int(bad.sum())} value(s) are not dates (first at row {first})",
-            file=table,
-            column=column,
-            fix="write dates as YYYY-MM-DD or ISO 8601 timestamps",
-        )
-    shifted = parsed + pd.to_timedelta(offsets, unit="D")
-    date_only = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}").fillna(False)
+    present = (text.str.strip().fillna("") != "").to_numpy(dtype=bool)
+    iso = text.str.match(r"\d{4}-\d{2}-\d{2}(?:$|[T ])").fillna(False).to_numpy(dtype=bool) & present
     out = pd.Series(pd.NA, index=values.index, dtype="string", name=values.name)
-    if date_only.any():
-        out = out.mask(date_only, shifted.dt.strftime("%Y-%m-%d").astype("string"))
-    rest = ~date_only & parsed.notna()
+    if iso.any():
+        head = pd.to_datetime(text.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+        bad = iso & head.isna().to_numpy()
+        if bad.any():
+            raise _bad_dates(bad, column, table)
+        days = head.to_numpy(dtype="datetime64[D]") + offsets.astype("timedelta64[D]")
+        shifted = pd.Series(np.datetime_as_string(days, unit="D"), index=values.index, dtype="string")
+        out = out.mask(iso, shifted + text.str.slice(10))
+    rest = present & ~iso
     if rest.any():
-        # Timestamps: shift the wall-clock date, keep the original text's time and offset.
-        stamped = shifted[rest].map(lambda t: t.isoformat())
-        out = out.mask(rest, stamped.astype("string"))
+        try:
+            parsed = pd.to_datetime(text[rest], errors="coerce", format="mixed")
+        except (ValueError, TypeError):  # e.g. a mix of time zones outside ISO form
+            raise _bad_dates(rest, column, table) from None
+        bad = np.zeros(len(text), dtype=bool)
+        bad[np.flatnonzero(rest)] = parsed.isna().to_numpy()
+        if bad.any():
+            raise _bad_dates(bad, column, table)
+        moved = parsed + pd.to_timedelta(offsets[rest], unit="D")
+        timed = (moved != moved.dt.normalize()).any()
+        out = out.mask(rest, moved.dt.strftime("%Y-%m-%dT%H:%M:%S" if timed else "%Y-%m-%d").astype("string"))
     return out
 
 
