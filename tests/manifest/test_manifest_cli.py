@@ -81,6 +81,9 @@ def releases(tmp_path: Path, signing_key: Path) -> Path:
     )
     (tampered / "data" / "patients.csv").write_text("patient_id\nx\n", "utf-8")
     (root / "half-written").mkdir()
+    notices = root / "deletion-notices" / OLD_ID  # written by `deidflow recheck`, not a release
+    notices.mkdir(parents=True)
+    (notices / "notice-20240101T000000Z.json").write_text("{}", "utf-8")
     (root / ".staging-abc").mkdir()  # staging dirs are not releases
     assert current.is_dir()
     return root
@@ -109,6 +112,13 @@ def test_releases_list_shows_each_release_with_its_status(releases: Path, signin
     # oldest first
     order = [k for k in rows]
     assert order.index(OLD_ID) < order.index(make_record().release_id)
+
+
+def test_the_notice_folder_matches_recheck():
+    from deidflow.manifest.retention import NOTICE_DIR
+    from deidflow.recheck import NOTICE_DIR as written_by_recheck
+
+    assert NOTICE_DIR == written_by_recheck
 
 
 def test_releases_list_of_an_empty_or_missing_root(tmp_path: Path):

@@ -21,6 +21,10 @@ from deidflow.manifest.record import MIN_RETENTION_YEARS, add_years
 from deidflow.manifest.statement import MANIFEST_NAME
 from deidflow.manifest.verify import VerifyReport, verify_release
 
+#: `deidflow recheck` writes <output>/deletion-notices/<release_id>/ beside the releases
+#: (deidflow.recheck.NOTICE_DIR; not imported, that module pulls in the consent registry).
+NOTICE_DIR = "deletion-notices"
+
 
 class RetentionError(DeidflowError):
     """A deletion the retention rule forbids."""
@@ -67,7 +71,8 @@ class ReleaseIndex:
         entries = [
             self._entry(d, now, verify)
             for d in sorted(self.root.iterdir())
-            if d.is_dir() and not d.name.startswith(".")  # dot-dirs: staging, not releases
+            # dot-dirs are staging; deletion-notices/ is where `deidflow recheck` writes
+            if d.is_dir() and not d.name.startswith(".") and d.name != NOTICE_DIR
         ]
         return sorted(entries, key=lambda x: (x.created_at is None, x.created_at or now))
 
