@@ -83,7 +83,8 @@ def test_hidden_cell_cannot_be_recovered_from_margins():
     table, summary = small_cell_table(counts_frame(m), ["a", "b"], 5)
     assert summary["groups"] == 9 and summary["suppressed_primary"] == 1 and summary["threshold"] == 5
     assert summary["suppressed_complementary"] >= 3  # a hidden rectangle at the least
-    assert table["count"].isna().sum() == 1 + summary["suppressed_complementary"]
+    assert table["count"].isna().sum() == 1 + summary["suppressed_complementary"] == summary["suppressed_cells"]
+    assert summary["cells"] == len(table) == 9 + 3 + 3 + 1
     hidden = table.loc[table["count"].isna(), ["a", "b"]].apply(tuple, axis=1).tolist()
     assert ("r0", "c1") in hidden
     recovered, bounds = attack(table, ["a", "b"])

@@ -111,8 +111,9 @@ def small_cell_table(frame: pd.DataFrame, by: list[str], threshold: int = 5) -> 
     One `by` column: one line of cells plus a grand total. Two or more: a cross-table of the
     first column against the combination of the others, with row, column and grand totals.
     Returns the long table (the `by` columns and an Int64 `count`, null where hidden) and a
-    summary for the manifest: groups, suppressed_primary, suppressed_complementary, threshold
-    (and audited: False only for tables too large for the linear-algebra check).
+    summary for the manifest: groups, suppressed_primary, suppressed_complementary, threshold,
+    cells and suppressed_cells (and audited: False only for tables too large for the
+    linear-algebra check).
     """
     missing = [b for b in by if b not in frame.columns]
     if not by or missing:
@@ -172,6 +173,9 @@ def small_cell_table(frame: pd.DataFrame, by: list[str], threshold: int = 5) -> 
         "suppressed_primary": n_primary,
         "suppressed_complementary": int(hidden.sum()) - n_primary,
         "threshold": int(threshold),
+        # the names the review page reads: published cells (margins included) and hidden ones
+        "cells": int(len(out)),
+        "suppressed_cells": int(hidden.sum()),
     }
     if not audited:
         summary["audited"] = False
