@@ -81,3 +81,32 @@ def test_invalid_ids_refused_naming_the_first_row(bad):
 def test_missing_source_column_is_a_policy_error():
     with pytest.raises(PolicyError, match="'resident_id'"):
         derive_columns(pd.DataFrame({"patient_id": ["a"]}), table(sex="sex"), date(2024, 1, 1))
+
+
+def test_derived_parts_released_generalised_while_the_id_is_dropped():
+    from deidflow.techniques import registry
+
+    from .helpers import col, ctx
+
+    ids = pd.Series([rid("110105", "19491231", "002"), rid("440305", "20100615", "011")])
+    frame = derive_columns(pd.DataFrame({"patient_id": ["a", "b"], "resident_id": ids}),
+                           table(birth_date="birth_date", region_code="region_code"), date(2024, 6, 15))
+    gen = registry.get("generalise")
+    birth = gen.apply(frame["birth_date"], col("quasi_identifier", "generalise", {"level": 3}, {"kind": "date"}),
+                      ctx(frame["birth_date"]))
+    region = gen.apply(frame["region_code"], col("quasi_identifier", "generalise", {"level": 2}, {"kind": "region"}),
+                       ctx(frame["region_code"]))
+    assert birth.tolist() == ["1949", "2010"] and region.tolist() == ["11", "44"]
+    assert registry.get("drop").apply(frame["resident_id"], col("direct_identifier", "drop"), ctx(ids)) is None
+
+
+def test_keep_and_drop_refuse_parameters_naming_the_column():
+    from deidflow.techniques import registry
+
+    from .helpers import col
+
+    for name, role in (("keep", "sensitive"), ("drop", "direct_identifier")):
+        with pytest.raises(PolicyError, match="'diagnosis_name'.*unknown parameters"):
+            registry.get(name).check("diagnosis_name", col(role, name, {"level": 1}))
+    with pytest.raises(PolicyError, match="'resident_id'"):
+        registry.get("keep").check("resident_id", col("direct_identifier", "keep"))
