@@ -37,51 +37,73 @@ from great_expectations.expectations.metrics.table_metric_provider import TableM
 
 # --- sets passed at run time, by reference ------------------------------------------------------
 
-def _hash_strings(values: Any) -> np.ndarray:
-    """64-bit hashes of strings (pandas' SipHash, in C). Membership is tested on hashes: a
-    false match needs a 64-bit collision (about 3e-7 for a million values against five
-    million), and would only fail the gate, never pass it."""
-    return pd.util.hash_array(np.asarray(values, dtype=object), categorize=False)
+def _as_text(values: Any) -> pa.Array:
+    """A column as one pyarrow string array (no copy when it already is one)."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks().cast(pa.string())
+    if isinstance(values, pa.Array):
+        return values.cast(pa.string())
+    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    if not isinstance(series.dtype, pd.StringDtype) or series.dtype.storage != "pyarrow":
+        series = series.astype("string[pyarrow]")
+    arr = pa.array(series.array)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr.cast(pa.string())
 
 
 class StringSet:
-    """A run-time set of strings indexed by hash once: membership of a whole column, or of
-    every window of a text, is one vectorised lookup whatever the set's size (five identifier
-    strings per patient of a million-patient input are five million)."""
+    """A run-time set of strings: a Python frozenset (each str caches its own hash, and set
+    intersection runs in C), so membership of a whole column, or of every window of a text,
+    is one C-level intersection whatever the set's size (five identifier strings per patient
+    of a million-patient input are five million); only the few common values go back to
+    pandas to find their rows."""
 
     SMALL = 20_000  # up to this many members a regex alternation (RE2) is cheaper to search
 
+    SHORT = 32  # texts up to this long are searched at every window size (no length scan)
+
     def __init__(self, values: Iterable[Any]) -> None:
-        obj = np.asarray(values if isinstance(values, (list, np.ndarray)) else list(values),
-                         dtype=object)
+        items = values if isinstance(values, (list, tuple)) else list(values)
         try:
-            arr = pa.array(obj, type=pa.string(), from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all str: compare their text
-            obj = np.asarray([None if v is None else str(v) for v in obj], dtype=object)
-            arr = pa.array(obj, type=pa.string(), from_pandas=True)
-        lengths = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
-        keep = lengths > 0
-        self.strings = arr.filter(pa.array(keep))
-        self.index = pd.Index(pd.unique(_hash_strings(obj[keep])))
-        counts = np.bincount(lengths[keep]) if keep.any() else np.zeros(0, dtype=np.int64)
-        # single characters are not identifiers (and would match any text)
-        self.lengths: tuple[int, ...] = tuple(int(n) for n in np.flatnonzero(counts) if n >= 2)
+            members = frozenset(items) - {None, ""}
+            if not isinstance(next(iter(members), ""), str):
+                raise TypeError
+        except TypeError:  # unhashable or not text: compare their text
+            members = frozenset(str(v) for v in items
+                                if v is not None and not pd.isna(v) and str(v) != "")
+        self.members = members
+        self._lengths: tuple[int, ...] | None = None
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """Distinct member lengths of two or more (single characters are not identifiers and
+        would match any text); computed on first use, since it walks every member."""
+        if self._lengths is None:
+            try:
+                sizes = np.fromiter(map(len, self.members), dtype=np.int64,
+                                    count=len(self.members))
+            except TypeError:  # a member that is not text (mixed input): measure its text
+                sizes = np.fromiter((len(str(v)) for v in self.members), dtype=np.int64,
+                                    count=len(self.members))
+            counts = np.bincount(sizes) if len(sizes) else np.zeros(0, dtype=np.int64)
+            self._lengths = tuple(int(n) for n in np.flatnonzero(counts) if n >= 2)
+        return self._lengths
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.members)
 
     def __bool__(self) -> bool:
-        return len(self.index) > 0
+        return bool(self.members)
 
     def contains(self, values: Any) -> np.ndarray:
         """Whole-value membership, one bool per value (missing values are not members)."""
-        obj = np.asarray(pd.Series(values).astype(object).to_numpy(), dtype=object)
-        if not len(self.index) or not len(obj):
-            return np.zeros(len(obj), dtype=bool)
-        present = ~pd.isna(obj)
-        out = np.zeros(len(obj), dtype=bool)
-        out[present] = self.index.get_indexer(_hash_strings(obj[present])) >= 0
-        return out
+        arr = _as_text(values)
+        if not self.members or not len(arr):
+            return np.zeros(len(arr), dtype=bool)
+        common = self.members.intersection(arr.to_pylist())
+        if not common:
+            return np.zeros(len(arr), dtype=bool)
+        found = pc.is_in(arr, value_set=pa.array(list(common), type=pa.string()))
+        return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
 
     def substring_hits(self, texts: pd.Series) -> np.ndarray:
         """True where a text contains a member of the set (of two characters or more).
@@ -91,14 +113,13 @@ class StringSet:
         looked up by hash, so the cost is linear in the texts' total length times the number
         of distinct member lengths, and independent of the set's size (an alternation of
         millions of literals is not: RE2 builds it super-linearly)."""
-        arr = pa.array(texts.astype("string[pyarrow]").array)
+        arr = _as_text(texts)
         n = len(arr)
         hit = np.zeros(n, dtype=bool)
-        if not n or not self.lengths:
+        if not n or not self.members:
             return hit
         if len(self) <= self.SMALL:
-            literals = sorted({v for v in self.strings.to_pylist() if len(v) >= 2},
-                              key=len, reverse=True)
+            literals = sorted((v for v in self.members if len(v) >= 2), key=len, reverse=True)
             for i in range(0, len(literals), 5000):
                 pattern = "|".join(_re2_escape(v) for v in literals[i:i + 5000])
                 found = pc.match_substring_regex(arr, pattern)
@@ -106,6 +127,7 @@ class StringSet:
             return hit
         lens = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
         longest = int(lens.max())
+        sizes = range(2, longest + 1) if longest <= self.SHORT else self.lengths
         rows: list[np.ndarray] = []
         windows: list[pa.Array] = []
         pending = 0
@@ -114,13 +136,16 @@ class StringSet:
             nonlocal pending
             if not windows:
                 return
-            found = self.index.get_indexer(
-                _hash_strings(pa.concat_arrays(windows).to_numpy(zero_copy_only=False))) >= 0
-            hit[np.concatenate(rows)[found]] = True
+            joined = pa.concat_arrays(windows)
+            common = self.members.intersection(joined.to_pylist())
+            if common:
+                found = pc.is_in(joined, value_set=pa.array(sorted(common), type=pa.string()))
+                hit[np.concatenate(rows)[pc.fill_null(found, False).to_numpy(
+                    zero_copy_only=False)]] = True
             rows.clear(), windows.clear()
             pending = 0
 
-        for size in self.lengths:
+        for size in sizes:
             if size > longest:
                 break
             for start in range(longest - size + 1):
@@ -161,6 +186,11 @@ def runtime_set(values: Iterable[str]) -> Iterator[str]:
     finally:
         with _RUNTIME_LOCK:
             _RUNTIME_SETS.pop(ref, None)
+
+
+def runtime_size(ref: str) -> int:
+    """Distinct non-empty members of a run-time set (the count goes into the suite)."""
+    return len(_lookup(ref))
 
 
 def _lookup(ref: str) -> StringSet:

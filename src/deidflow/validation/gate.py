@@ -281,8 +281,9 @@ def validate_release(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     docs_dir = out_dir / "data_docs" if data_docs else None
-    known = list(input_identifiers)
-    consented = list(consented_pseudonyms)
+    known = input_identifiers if isinstance(input_identifiers, list) else list(input_identifiers)
+    consented = (consented_pseudonyms if isinstance(consented_pseudonyms, list)
+                 else list(consented_pseudonyms))
     outcomes: list[ExpectationOutcome] = []
     stored: list[dict[str, Any]] = []
     suite_paths: dict[str, Path] = {}
@@ -301,8 +302,8 @@ def validate_release(
                 "may not be released"))
 
     with _quiet_gx(), dx.runtime_set(known) as known_ref, dx.runtime_set(consented) as cons_ref:
-        sets = RunSets(known_identifiers_ref=known_ref, n_known_identifiers=len(set(known)),
-                       consented_ref=cons_ref, n_consented=len(set(consented)))
+        sets = RunSets(known_identifiers_ref=known_ref, n_known_identifiers=dx.runtime_size(known_ref),
+                       consented_ref=cons_ref, n_consented=dx.runtime_size(cons_ref))
         suites = build_suites(policy, sets)
         ctx = _context(docs_dir)
         source = ctx.data_sources.add_pandas("release")
