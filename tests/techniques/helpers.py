@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,6 +12,7 @@ from deidflow.policy import Column, Hierarchy, Role
 from deidflow.techniques import ApplyContext
 
 MASTER = bytes(range(32))
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "release.yaml"
 
 
 def ring(master: bytes = MASTER, recipient: str = "rcp-a", agreement: str = "dsa-1", **kw: Any) -> KeyRing:

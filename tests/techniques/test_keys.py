@@ -122,3 +122,39 @@ def test_keyring_refuses_pickling():
 
     with pytest.raises(TypeError):
         pickle.dumps(ring())
+
+
+def _policy(tmp_path):
+    import yaml
+
+    from deidflow.policy import load_policy
+
+    from .helpers import REPO_CONFIG
+
+    doc = yaml.safe_load(REPO_CONFIG.read_text(encoding="utf-8"))
+    doc["keys"]["pseudonym_key_file"] = "keys/pseudonym.key"
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return load_policy(path)
+
+
+def test_from_policy_creates_0600_file_then_reuses_it_and_env_overrides(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEIDFLOW_PSEUDONYM_KEY", raising=False)
+    loaded = _policy(tmp_path)
+    first = KeyRing.from_policy(loaded)
+    key_file = tmp_path / "keys" / "pseudonym.key"
+    assert first.created and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert first.recipient_id == loaded.policy.release.recipient.id
+    again = KeyRing.from_policy(loaded)
+    assert not again.created and again.derive("patient") == first.derive("patient")
+    monkeypatch.setenv("DEIDFLOW_PSEUDONYM_KEY", "ab" * 32)
+    env = KeyRing.from_policy(loaded)
+    assert env.source == "env:DEIDFLOW_PSEUDONYM_KEY" and env.derive("patient") != first.derive("patient")
+    monkeypatch.setenv("DEIDFLOW_PSEUDONYM_KEY", "zz-secret")
+    with pytest.raises(KeyCustodyError) as exc:
+        KeyRing.from_policy(loaded)
+    assert "zz-secret" not in str(exc.value) and "DEIDFLOW_PSEUDONYM_KEY" in str(exc.value)
+    monkeypatch.delenv("DEIDFLOW_PSEUDONYM_KEY")
+    os.chmod(key_file, 0o604)
+    with pytest.raises(KeyCustodyError, match="chmod 600"):
+        KeyRing.from_policy(loaded)
