@@ -456,6 +456,11 @@ class ConsentRegistry:
         """All events recorded at or before ``as_of``, read with one query."""
         as_of_utc = to_utc(as_of)
         cols = [consent_events.c[c] for c in EVENT_COLUMNS] + [consent_events.c.seq]
+        if self.backend == "sqlite":
+            # SQLite keeps times as text; SQLAlchemy parses each value with a regex (most of
+            # the read time). Fetch the text and let from_events parse whole columns at once.
+            cols = [sa.type_coerce(c, sa.String).label(c.name)
+                    if c.name in ("recorded_at", "valid_from", "valid_until") else c for c in cols]
         q = sa.select(*cols).where(consent_events.c.recorded_at <= _bind_time(as_of_utc, self.backend))
         if subject_ids is not None:
             q = q.where(consent_events.c.subject_id.in_(list(subject_ids)))
@@ -463,7 +468,7 @@ class ConsentRegistry:
         try:
             with self.engine.connect() as conn:
                 result = conn.execute(q)
-                frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+                frame = _frame(result)
         except (DBAPIError, SQLAlchemyError) as exc:
             raise self._unreachable(exc) from None
         if frame.empty:
@@ -544,6 +549,15 @@ _PG_COUNT_MINE = sa.text(
     "SELECT count(*) FROM unnest(CAST(:ids AS text[])) AS u(id) JOIN consent_events e "
     "ON e.event_id = u.id WHERE e.xmin::text::bigint = txid_current() % 4294967296"
 ).bindparams(_PG_IDS)
+
+
+def _frame(result: sa.CursorResult) -> pd.DataFrame:
+    """A query result as a DataFrame built column by column: pandas probes every Row object
+    (hasattr → SQLAlchemy key-lookup exceptions), which cost more than the query."""
+    keys = list(result.keys())
+    rows = result.all()
+    columns = list(zip(*rows)) if rows else [() for _ in keys]
+    return pd.DataFrame({k: list(v) for k, v in zip(keys, columns)})
 
 
 def _bind_time(ts: pd.Timestamp, backend: str) -> datetime:
