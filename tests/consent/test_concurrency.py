@@ -37,6 +37,7 @@ def test_concurrent_writers_lose_nothing_and_do_not_move_the_snapshot(pg_registr
     new: dict[str, int] = {}
     lock = threading.Lock()
     hold = threading.Event()
+    committed = threading.Event()
 
     def writer(name, fn):
         def run():
@@ -83,6 +84,7 @@ def test_concurrent_writers_lose_nothing_and_do_not_move_the_snapshot(pg_registr
             }])
             hold.set()
             time.sleep(3)
+        committed.set()
         return 1
 
     threads = [writer("import-a", importer(0)), writer("import-b", importer(10_000)),
@@ -93,11 +95,14 @@ def test_concurrent_writers_lose_nothing_and_do_not_move_the_snapshot(pg_registr
         t.start()
     hold.wait(10)
     latencies = []
+    during_open_transaction = 0
     while any(t.is_alive() for t in threads) or not latencies:
         t0 = time.perf_counter()
+        opened = hold.is_set() and not committed.is_set()
         snap = main.snapshot(run_start)
         gate = consent_gate(snap, subjects, as_of=run_start, **RELEASE)
         latencies.append(time.perf_counter() - t0)
+        during_open_transaction += opened and not committed.is_set()
         assert snap.digest == base_snap.digest
         assert gate.allowed.equals(base.allowed) and gate.counts == base.counts
     for t in threads:
@@ -114,8 +119,11 @@ def test_concurrent_writers_lose_nothing_and_do_not_move_the_snapshot(pg_registr
     assert now.events["event_id"].str.startswith("G-D").sum() == 1000
     after = consent_gate(now, subjects, as_of=datetime.now(timezone.utc), **RELEASE)
     assert after.counts["withdrawn"] == 80
-    # The snapshot+gate stayed quick although a writer held a transaction open for 3 s.
-    assert len(latencies) >= 3 and max(latencies) < 2.0, latencies
-    print(f"snapshot+gate during writes: {len(latencies)} runs, max {max(latencies):.3f} s")
+    # Reads were not blocked: whole snapshot+gate runs began and ended while a writer held
+    # its transaction open (3 s), and none took long (a generous bound for a loaded machine).
+    assert during_open_transaction >= 1
+    assert len(latencies) >= 3 and max(latencies) < 5.0, latencies
+    print(f"snapshot+gate during writes: {len(latencies)} runs ({during_open_transaction} inside the "
+          f"open transaction), max {max(latencies):.3f} s")
     main.dispose()
 
