@@ -129,7 +129,7 @@ def small_cell_table(frame: pd.DataFrame, by: list[str], threshold: int = 5) -> 
     if clash:
         raise InputError(
             f"column(s) {clash} hold the value {TOTAL!r}, which marks the totals of an aggregate",
-            fix=f"rename that category before release, or aggregate by another column",
+            fix="rename that category before release, or aggregate by another column",
         )
     two_d = len(by) > 1
     # Count by groupby (vectorised); the loops below run over groups, not rows.
