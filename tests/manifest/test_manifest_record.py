@@ -39,3 +39,10 @@ def test_retention_shorter_than_three_years_is_refused():
 def test_policy_hash_must_match_its_text():
     with pytest.raises(ValidationError, match="policy_sha256"):
         make_record(policy_sha256="0" * 64)
+
+
+@pytest.mark.parametrize("digest", ["", "abc", "A" * 64])
+def test_consent_digest_is_a_sha256(digest):
+    consent = make_record().consent.model_dump()
+    with pytest.raises(ValidationError, match="consent_ids_digest"):
+        make_record(consent={**consent, "consent_ids_digest": digest})

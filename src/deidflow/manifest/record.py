@@ -68,7 +68,9 @@ class ConsentSnapshot(_Frozen):
     granted: int = Field(ge=0, description="subjects with a valid separate consent")
     excluded_by_reason: dict[str, int] = Field(default_factory=dict)
     consent_ids_digest: str = Field(
-        description="sha256 over the sorted consent ids the gate relied on"
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 over the sorted consent event ids the gate relied on "
+        "(ConsentSnapshot.digest); required: without it the snapshot cannot be reproduced",
     )
 
     @field_validator("registry")
