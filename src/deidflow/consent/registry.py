@@ -398,8 +398,9 @@ class ConsentRegistry:
                         conn.execute(stmt, chunk)
                         new += int(conn.execute(_PG_COUNT_MINE, {"ids": [r["event_id"] for r in chunk]}).scalar())
                     else:
-                        result = conn.execute(stmt.returning(table.c.event_id), chunk)
-                        new += len(result.all())
+                        # sqlite3's executemany rowcount is the number of rows inserted (those
+                        # skipped by ON CONFLICT are not counted); writers are serialised.
+                        new += int(conn.execute(stmt, chunk).rowcount)
         except ConsentError:
             raise
         except (DBAPIError, SQLAlchemyError) as exc:
