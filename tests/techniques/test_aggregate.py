@@ -156,3 +156,15 @@ def test_bad_input_refused():
         small_cell_table(f, ["a"], 5)
     with pytest.raises(InputError, match="small_cell"):
         small_cell_table(f, ["a"], 0)
+
+
+def test_tables_too_large_to_audit_say_so():
+    """Every cell is 1: all are hidden; the table is too large for the SVD audit, and the
+    summary says so instead of claiming an audit that did not run."""
+    grid = pd.DataFrame({"a": np.repeat([f"r{i}" for i in range(300)], 300), "b": np.tile([f"c{j}" for j in range(300)], 300)})
+    table, summary = small_cell_table(grid, ["a", "b"], 5)
+    assert summary.get("audited") is False
+    inner = table[(table["a"] != TOTAL) & (table["b"] != TOTAL)]
+    assert inner["count"].isna().all()
+    small, s = small_cell_table(grid.iloc[:90], ["a", "b"], 5)
+    assert "audited" not in s

@@ -25,7 +25,7 @@ import pandas as pd
 from deidflow.errors import InputError
 
 TOTAL = "(total)"
-AUDIT_MAX_HIDDEN = 3000  # SVD of at most (R+C+2) x 3000: well under a second
+AUDIT_MAX_WORK = 2e8  # lines^2 x hidden cells ~ cost of one thin SVD; ~1-2 s per audit at the limit
 
 
 def _hide_singletons(m: np.ndarray, hidden: np.ndarray, axes: tuple[int, ...]) -> int:
@@ -53,9 +53,9 @@ def _determined(m: np.ndarray, hidden: np.ndarray, two_d: bool) -> np.ndarray:
     the equations, i.e. when the null space has no component on it.
     """
     idx = np.flatnonzero(hidden.ravel())
-    if len(idx) == 0 or len(idx) > AUDIT_MAX_HIDDEN:
-        return np.array([], dtype=np.int64)
     r, c = m.shape
+    if len(idx) == 0:
+        return np.array([], dtype=np.int64)
     coef = np.ones((r, c))
     coef[:, -1] = -1.0
     rows_eq = np.zeros((r, len(idx)))
@@ -69,11 +69,11 @@ def _determined(m: np.ndarray, hidden: np.ndarray, two_d: bool) -> np.ndarray:
         cols_eq[ci, np.arange(len(idx))] = col_coef[ri, ci]
         eqs.append(cols_eq)
     a = np.vstack(eqs)
-    _, s, vt = np.linalg.svd(a, full_matrices=True)
+    _, s, vt = np.linalg.svd(a, full_matrices=False)
     rank = int((s > 1e-9 * max(1.0, s.max(initial=0.0))).sum())
-    null = vt[rank:]
-    free = np.abs(null).max(axis=0, initial=0.0) > 1e-9
-    return idx[~free]
+    # e_i is in the row space iff its projection onto it has length 1: diag(V_r V_r^T)[i] == 1
+    leverage = (vt[:rank] ** 2).sum(axis=0)
+    return idx[leverage > 1 - 1e-9]
 
 
 def _suppress(m: np.ndarray, threshold: int, two_d: bool) -> tuple[np.ndarray, int, bool]:
@@ -85,23 +85,27 @@ def _suppress(m: np.ndarray, threshold: int, two_d: bool) -> tuple[np.ndarray, i
     for _ in range(m.size + 1):
         while _hide_singletons(m, hidden, axes):
             pass
-        if hidden.sum() > AUDIT_MAX_HIDDEN:
+        lines = m.shape[0] + (m.shape[1] if two_d else 0)
+        if float(lines) ** 2 * float(hidden.sum()) > AUDIT_MAX_WORK:
             audited = False
             break
         pinned = _determined(m, hidden, two_d)
         if len(pinned) == 0:
             break
-        # Hide the smallest visible non-zero cell in the pinned cell's row (else its column).
-        i, j = np.divmod(int(pinned[0]), m.shape[1])
-        row_cost = np.where(hidden[i] | (m[i] == 0), np.inf, m[i].astype(float))
-        if np.isfinite(row_cost).any():
-            hidden[i, int(row_cost.argmin())] = True
-        else:
+        # For each pinned cell hide the smallest visible non-zero cell in its row (else its
+        # column), then audit again.
+        for flat in pinned:
+            i, j = np.divmod(int(flat), m.shape[1])
+            row_cost = np.where(hidden[i] | (m[i] == 0), np.inf, m[i].astype(float))
+            if np.isfinite(row_cost).any():
+                hidden[i, int(row_cost.argmin())] = True
+                continue
             col_cost = np.where(hidden[:, j] | (m[:, j] == 0), np.inf, m[:, j].astype(float))
-            if not np.isfinite(col_cost).any():  # nothing left to hide: publish no counts
+            if np.isfinite(col_cost).any():
+                hidden[int(col_cost.argmin()), j] = True
+            else:  # nothing left to hide around it: publish no counts at all
                 hidden[m > 0] = True
-                break
-            hidden[int(col_cost.argmin()), j] = True
+                return hidden, int(primary.sum()), audited
     return hidden, int(primary.sum()), audited
 
 
