@@ -341,3 +341,13 @@ def test_bar_labels_are_not_cut_off():
         width = float(re.search(r'<svg width="(\d+)"', svg).group(1))
         bar = float(re.search(r'<rect x="([\d.]+)" y="\d+" width="([\d.]+)"', svg).group(1))
         assert bar < width - 60
+
+
+def test_records_chart_uses_the_pipelines_released_count(tmp_path: Path, signing_key: Path):
+    counts = {**make_record().counts.model_dump(), "released_subjects": 1600}
+    out = render_review(tmp_path, make_record(counts=counts), class_sizes=[6],
+                        signing_fingerprint=signing_key_id(signing_key))
+    text = " ".join(parse(out.read_text("utf-8")).text)
+    assert "released: 1,600" in text
+    out = render_review(tmp_path, make_record(), class_sizes=[6], signing_fingerprint=signing_key_id(signing_key))
+    assert "released: 1,689" in " ".join(parse(out.read_text("utf-8")).text)  # 2000 − 288 − 23

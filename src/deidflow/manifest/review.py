@@ -176,7 +176,9 @@ def _agreement(r: ReleaseRecord) -> str:
 
 def _records(r: ReleaseRecord) -> str:
     c = r.counts
-    released_subjects = max(c.records_in - c.excluded_for_consent - c.suppressed, 0)
+    # the pipeline's own count when it gives one (extra field), else what the others imply
+    implied = max(c.records_in - c.excluded_for_consent - c.suppressed, 0)
+    released_subjects = int((c.model_extra or {}).get("released_subjects", implied))
     chart = stacked_bar(
         [
             ("released", released_subjects, "#3b6ea8"),
