@@ -15,13 +15,12 @@ from consent_helpers import bulk_grants
 from deidflow.consent.gate import consent_gate
 from deidflow.consent.registry import ConsentRegistry, consent_events
 
-pytestmark = pytest.mark.postgres
-
 SUBJECTS = 5_000
 RELEASE = dict(purpose="ai-model-training", recipient_id="shanghai-ai-lab",
                categories=["demographics", "labs"], abroad=False)
 
 
+@pytest.mark.postgres
 def test_concurrent_writers_lose_nothing_and_do_not_move_the_snapshot(pg_registry_url):
     main = ConsentRegistry(pg_registry_url)
     main.append_events(bulk_grants(SUBJECTS))
@@ -127,3 +126,33 @@ def test_concurrent_writers_lose_nothing_and_do_not_move_the_snapshot(pg_registr
           f"open transaction), max {max(latencies):.3f} s")
     main.dispose()
 
+
+
+def test_concurrent_sqlite_writers_queue_and_lose_nothing(tmp_path):
+    """SQLite serialises writers (WAL + busy timeout): three importers of overlapping batches
+    all finish, every event is recorded once, and the counts of new events add up."""
+    url = f"sqlite:///{tmp_path / 'consent.db'}"
+    ConsentRegistry(url).dispose()
+    new: dict[tuple[int, int], int] = {}
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        reg = ConsentRegistry(url)
+        try:
+            for b in range(4):  # batches overlap between writers k and k+1
+                new[(k, b)] = reg.append_events(bulk_grants(1_500, start=(k * 4 + b) * 1_000)).new
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            reg.dispose()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    reg = ConsentRegistry(url)
+    distinct = len({i for k in range(3) for b in range(4) for i in range((k * 4 + b) * 1_000, (k * 4 + b) * 1_000 + 1_500)})
+    assert reg.count_events() == sum(new.values()) == distinct
+    reg.dispose()
