@@ -145,7 +145,8 @@ def partition_extract(loaded: LoadedPolicy, out_dir: Path, partitions: int,
             parse_options=pacsv.ParseOptions(delimiter=spec.delimiter),
             convert_options=pacsv.ConvertOptions(
                 column_types={c.strip(): pa.string() for c in header},
-                strings_can_be_null=True, quoted_strings_can_be_null=False),
+                # Only an empty cell is missing, as in io.py: "NA" is sodium's test code.
+                null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False),
         )
         schema = pa.schema([pa.field(f.name, pa.string()) for f in reader.schema])
         writers = [pq.ParquetWriter(dest / PART.format(i), schema) for i in range(partitions)]

@@ -146,7 +146,7 @@ def test_impossible_k_fails_closed(env):
 
 def test_note_keeping_a_phone_number_fails_the_gate(env):
     policy = write_policy(env.root, env.data, name="keepnotes.yaml", edits={
-        r"technique: scrub, params: \{[^}]*\}": "technique: keep"})
+        r"technique: scrub, params: \{[^}]*\}": "technique: scrub, params: {kinds: [name]}"})
     with pytest.raises(GateFailed) as info:
         run_release(policy)
     assert "identifier" in info.value.message.lower()
