@@ -7,8 +7,10 @@ generalisations, date shifts, masks, derived resident-ID parts, noise and a smal
 Inputs are synthetic and built column-wise: distinct 10-digit patient ids (the worst case for
 pseudonyms: every value is hashed once), dates over 1930-2025, GB/T 2260-shaped region codes,
 valid 18-digit resident IDs. Each figure is the best of `--repeat` runs of the technique's
-public function on the whole column (what release.py calls per partition); the machine is
-shared, so the best run is the one least disturbed by other processes. Prints a table.
+public function on the whole column (what release.py calls per partition). The machine is
+shared: the table gives the best wall time and the best CPU time of the process (the latter
+excludes waiting for a core, so it is the figure to compare with a target on a busy machine).
+Prints a table.
 """
 
 from __future__ import annotations
@@ -42,13 +44,16 @@ from deidflow.techniques.suppress import mask_values  # noqa: E402
 TARGET_PSEUDONYMS_S = 1.5
 
 
-def best(fn, repeat: int) -> float:
-    times = []
+def best(fn, repeat: int) -> tuple[float, float]:
+    """Best wall time and best CPU time of this process over `repeat` runs. On a shared machine
+    the CPU time is the fairer figure: it excludes time the process waited for a core."""
+    walls, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), min(cpus)
 
 
 def resident_ids(rng: np.random.Generator, n: int, births: pd.Series) -> pd.Series:
@@ -84,14 +89,15 @@ def main() -> None:
     dept = pd.DataFrame({"dept": rng.choice([f"D{i:02d}" for i in range(30)], n),
                          "age_band": generalise_values("age", ages, Hierarchy(kind="age"), 3)})
 
-    rows: list[tuple[str, float, str]] = []
+    rows: list[tuple[str, float, float, str]] = []
 
     def add(what: str, fn, target: float | None = None) -> None:
         if args.only and args.only not in what:
             return
-        secs = best(fn, rep)
-        verdict = "" if target is None else ("meets" if secs < target else "MISSES") + f" < {target:g} s"
-        rows.append((what, secs, verdict))
+        secs, cpu = best(fn, rep)
+        verdict = "" if target is None else (
+            f"wall {'meets' if secs < target else 'MISSES'}, CPU {'meets' if cpu < target else 'MISSES'} < {target:g} s")
+        rows.append((what, secs, cpu, verdict))
 
     add("pseudonyms (HMAC-SHA256, distinct ids)", lambda: pseudonyms(ids, key, prefix="P"),
         TARGET_PSEUDONYMS_S if n == 1_000_000 else None)
@@ -109,11 +115,12 @@ def main() -> None:
 
     table = Table(title=f"deidflow technique benchmarks — {n:,} rows, best of {rep}", title_justify="left")
     table.add_column("operation")
-    table.add_column("seconds", justify="right")
-    table.add_column("per million rows (s)", justify="right")
+    table.add_column("wall s", justify="right")
+    table.add_column("CPU s", justify="right")
+    table.add_column("CPU s per million", justify="right")
     table.add_column("target")
-    for what, secs, verdict in rows:
-        table.add_row(what, f"{secs:.3f}", f"{secs * 1_000_000 / n:.3f}", verdict)
+    for what, secs, cpu, verdict in rows:
+        table.add_row(what, f"{secs:.3f}", f"{cpu:.3f}", f"{cpu * 1_000_000 / n:.3f}", verdict)
     Console().print(table)
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores "
