@@ -202,7 +202,7 @@ def _reap_stale_work(root: Path) -> None:
 
 def gate_partition(work: Path, index: int, frames: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
     """Derive columns and apply the consent gate to one partition; returns counts only."""
-    from deidflow.consent.gate import consent_gate
+    from deidflow.consent.gate import consent_gate, subject_mask
     from deidflow.consent.registry import ConsentSnapshot
     from deidflow.techniques.derive import derive_columns
 
@@ -221,7 +221,7 @@ def gate_partition(work: Path, index: int, frames: dict[str, pd.DataFrame] | Non
     bcol = policy.consent.birth_date_column
     subjects["birth_date"] = pd.to_datetime(subject[bcol], errors="coerce") if bcol in subject else pd.NaT
     events = pd.read_parquet(work / "consent-events.parquet")
-    events = events.loc[events["subject_id"].astype(str).isin(subjects["subject_id"])]
+    events = events.loc[subject_mask(events["subject_id"], subjects["subject_id"])]
     snapshot = ConsentSnapshot.from_events(events, as_of, state.consent.get("registry", "registry"))
     gate = consent_gate(
         snapshot, subjects,
@@ -234,11 +234,11 @@ def gate_partition(work: Path, index: int, frames: dict[str, pd.DataFrame] | Non
     allowed = pd.Index(pd.Series(np.asarray(gate.allowed), dtype="string"))
     records_in = {}
     for name, frame in frames.items():
-        keep = frame[policy.tables[name].subject_column].isin(allowed)
+        keep = subject_mask(frame[policy.tables[name].subject_column], allowed)
         records_in[name] = int(len(frame))
         out = work / "gated" / name / _part(index)
         out.parent.mkdir(parents=True, exist_ok=True)
-        frame.loc[keep.to_numpy()].reset_index(drop=True).to_parquet(out)
+        frame.loc[keep].reset_index(drop=True).to_parquet(out)
     excluded = work / "excluded" / _part(index)
     excluded.parent.mkdir(parents=True, exist_ok=True)
     gate.excluded.to_parquet(excluded)
@@ -445,6 +445,7 @@ def _suppressed_subjects(subject: pd.DataFrame, work: Path, loaded: LoadedPolicy
 def transform_partition(work: Path, index: int) -> dict[str, Any]:
     """Apply every column's technique to one partition's consented, non-suppressed rows and
     write its release files. Returns counts and the columns' descriptions (no data)."""
+    from deidflow.consent.gate import subject_mask
     from deidflow.keys import KeyRing
     from deidflow.techniques import ApplyContext, registry
 
@@ -467,7 +468,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     released_subject = None
     for name, tspec in policy.tables.items():
         frame = _gated_part(work, name, index)
-        frame = frame.loc[~frame[tspec.subject_column].isin(suppressed).to_numpy()].reset_index(drop=True)
+        frame = frame.loc[~subject_mask(frame[tspec.subject_column], suppressed)].reset_index(drop=True)
         out = {}
         for col, cspec in tspec.columns.items():
             technique = registry.get(cspec.technique)
