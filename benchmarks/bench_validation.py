@@ -80,13 +80,17 @@ def input_identifiers(n: int, seed: int = 2) -> list[str]:
     return [*names, *ids, *mobiles, *addresses, *insurance]
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
+def timed(fn, repeat: int) -> tuple[float, float, object]:
+    """Best wall time and the CPU time of that run (the machine is shared: CPU seconds show
+    the work, wall seconds what a user waits under the current load)."""
+    best, cpu, out = float("inf"), 0.0, None
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        wall = time.perf_counter() - t
+        if wall < best:
+            best, cpu = wall, time.process_time() - c
+    return best, cpu, out
 
 
 def main() -> None:
@@ -121,7 +125,8 @@ def main() -> None:
           .add_batch_definition_whole_dataframe("all"))
     table = Table(title=f"Validation gate, {len(df):,} released patients (best of {args.repeat})")
     table.add_column("expectation")
-    table.add_column("seconds", justify="right")
+    table.add_column("wall s", justify="right")
+    table.add_column("cpu s", justify="right")
     table.add_column("success")
     with _quiet_gx(), dx.runtime_set(known) as kref, dx.runtime_set(consented) as cref:
         sets = RunSets(kref, len(known), cref, len(consented))
@@ -129,26 +134,27 @@ def main() -> None:
         failed = []
         for i, exp in enumerate(suite.expectations):
             one = gx.ExpectationSuite(name=f"one-{i}", expectations=[exp])
-            sec, res = timed(lambda: bd.get_batch(batch_parameters={"dataframe": df})
+            sec, cpu, res = timed(lambda: bd.get_batch(batch_parameters={"dataframe": df})
                              .validate(one, result_format=RESULT_FORMAT), args.repeat)
             label = exp.expectation_type + (f" ({exp.configuration.kwargs['column']})"
                                             if "column" in exp.configuration.kwargs else "")
-            table.add_row(label, f"{sec:.2f}", str(res.success))
+            table.add_row(label, f"{sec:.2f}", f"{cpu:.2f}", str(res.success))
             if not res.success:
                 failed.append(label)
     with tempfile.TemporaryDirectory() as tmp:
         for docs in (False, True):
-            sec, report = timed(lambda: validate_release(
+            sec, cpu, report = timed(lambda: validate_release(
                 policy, {"patients": df}, input_identifiers=known,
                 consented_pseudonyms=consented, out_dir=Path(tmp) / f"run{docs}",
                 data_docs=docs), args.repeat)
             table.add_row(f"[bold]full suite via validate_release{' + Data Docs' if docs else ''}"
                           f" ({len(report.expectations)} expectations)",
-                          f"[bold]{sec:.2f}", str(report.success))
+                          f"[bold]{sec:.2f}", f"[bold]{cpu:.2f}", str(report.success))
     console.print(table)
     if failed:
         console.print(f"[red]unexpected failures: {failed}")
-    console.print(f"cores: {os.cpu_count()}; target: full suite under 5 s at 1,000,000 rows")
+    console.print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; target: full "
+                  "suite under 5 s at 1,000,000 rows")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,11 @@ class StringSet:
         arr = _as_text(values)
         if not self.members or not len(arr):
             return np.zeros(len(arr), dtype=bool)
-        common = self.members.intersection(arr.to_pylist())
+        present = pc.is_valid(arr).to_numpy(zero_copy_only=False)
+        candidates = (arr if present.all() else arr.filter(pa.array(present))).to_pylist()
+        if self.members.issuperset(candidates):
+            return present  # the usual case of a consent check: every subject is a member
+        common = self.members.intersection(candidates)
         if not common:
             return np.zeros(len(arr), dtype=bool)
         found = pc.is_in(arr, value_set=pa.array(list(common), type=pa.string()))
