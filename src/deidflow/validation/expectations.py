@@ -412,12 +412,18 @@ def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = 
                     ) -> dict[str, Any]:
     """How many rows of a column hold a direct identifier, and which kinds (never the values).
 
-    Free text and other kept columns go through the scrubber's own detector
-    (`techniques.scrub.find_identifiers`: identifiers anywhere in the value, and any known
-    identifier string of the input as a substring); `whole_value` columns (pseudonymised link
-    keys) through `whole_value_identifiers`. Both run once per distinct value.
+    Free text and other kept columns are searched: the scrubber's own generic detectors
+    (`techniques.scrub.find_identifiers`: resident IDs, mobiles, e-mails anywhere in the
+    value), then any identifier string of the input as a substring (`StringSet`).
+    `whole_value` columns (pseudonymised link keys) go through `whole_value_identifiers`.
+    Both run once per distinct value.
     """
-    found = _distinct_texts(values)
+    if whole_value and _string_like(values) and not pd.api.types.is_bool_dtype(values):
+        # pseudonyms are (nearly) all distinct: factorising them first would only cost time
+        texts = values.astype("string[pyarrow]").reset_index(drop=True)
+        found: tuple[np.ndarray, pd.Series] | None = (np.arange(len(texts)), texts)
+    else:
+        found = _distinct_texts(values)
     if found is None:
         return {"rows": 0, "kinds": []}
     codes, texts = found
