@@ -72,6 +72,7 @@ class StringSet:
                                 if v is not None and not pd.isna(v) and str(v) != "")
         self.members = members
         self._lengths: tuple[int, ...] | None = None
+        self._firsts: pa.Array | None = None
 
     @property
     def lengths(self) -> tuple[int, ...]:
@@ -109,12 +110,19 @@ class StringSet:
         found = pc.is_in(arr, value_set=pa.array(list(common), type=pa.string()))
         return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
 
+    def _first_characters(self) -> pa.Array:
+        if self._firsts is None:
+            self._firsts = pa.array(sorted({str(m)[0] for m in self.members if len(str(m)) >= 2}),
+                                    type=pa.string())
+        return self._firsts
+
     def substring_hits(self, texts: pd.Series) -> np.ndarray:
         """True where a text contains a member of the set (of two characters or more).
 
         A small set is searched as the scrubber does (`find_identifiers`, an RE2 alternation
         of the literals). A large one by windows: every window of each member length is
-        looked up by hash, so the cost is linear in the texts' total length times the number
+        looked up in the set (from positions whose character starts some member), so the cost
+        is linear in the texts' total length times the number
         of distinct member lengths, and independent of the set's size (an alternation of
         millions of literals is not: RE2 builds it super-linearly)."""
         arr = _as_text(texts)
@@ -149,19 +157,29 @@ class StringSet:
             rows.clear(), windows.clear()
             pending = 0
 
-        for size in sizes:
-            if size > longest:
+        # Only positions whose character starts some member can start a match: one lookup
+        # per position prunes most of the text before any window is cut.
+        firsts = self._first_characters()
+        for start in range(longest - 1):
+            idx = np.flatnonzero((lens >= start + 2) & ~hit)
+            if not idx.size:
                 break
-            for start in range(longest - size + 1):
-                idx = np.flatnonzero(lens >= start + size)
-                if not idx.size:
+            first = pc.utf8_slice_codeunits(arr.take(pa.array(idx)), start, start + 1)
+            idx = idx[pc.fill_null(pc.is_in(first, value_set=firsts), False).to_numpy(
+                zero_copy_only=False)]
+            if not idx.size:
+                continue
+            sub = arr.take(pa.array(idx))
+            for size in sizes:
+                ok = lens[idx] >= start + size
+                if not ok.any():
                     break
-                windows.append(pc.utf8_slice_codeunits(arr.take(pa.array(idx)), start,
+                windows.append(pc.utf8_slice_codeunits(sub.filter(pa.array(ok)), start,
                                                        start + size))
-                rows.append(idx)
-                pending += idx.size
-                if pending >= 2_000_000:
-                    flush()
+                rows.append(idx[ok])
+                pending += int(ok.sum())
+            if pending >= 2_000_000:
+                flush()
         flush()
         return hit
 
