@@ -157,6 +157,17 @@ class StringSet:
             rows.clear(), windows.clear()
             pending = 0
 
+        if longest <= self.SHORT:  # labels: few windows, cut them all
+            for start in range(longest - 1):
+                for size in sizes:
+                    idx = np.flatnonzero(lens >= start + size)
+                    if not idx.size:
+                        break
+                    windows.append(pc.utf8_slice_codeunits(arr.take(pa.array(idx)), start,
+                                                           start + size))
+                    rows.append(idx)
+            flush()
+            return hit
         # Only positions whose character starts some member can start a match: one lookup
         # per position prunes most of the text before any window is cut.
         firsts = self._first_characters()
