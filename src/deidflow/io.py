@@ -11,10 +11,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from deidflow.errors import InputError
@@ -120,7 +122,42 @@ def _read_csv(path: Path, spec: Table) -> pd.DataFrame:
         ) from None
     except pd.errors.EmptyDataError:
         raise InputError("file is empty", file=str(path), fix="export the table with a header row and data") from None
+    _check_header_and_short_rows(path, spec, codec, frame)
     return frame
+
+
+def _check_header_and_short_rows(path: Path, spec: Table, codec: str, frame: pd.DataFrame) -> None:
+    """Two things pandas hides: a repeated column name (it renames the second 'x.1') and a
+    row with too few fields (it pads it with nulls). Both are refused, naming the line."""
+    with open(path, encoding=codec, newline="") as fh:
+        header = next(csv.reader([fh.readline()], delimiter=spec.delimiter), [])
+    names = [h.strip() for h in header]
+    dupes = sorted({c for c in names if names.count(c) > 1})
+    if dupes:
+        raise InputError(f"duplicate column names {dupes}", file=str(path), row=1,
+                         fix="rename the duplicates so each column has one name")
+    if frame.empty or len(names) < 2:
+        return
+    # Only rows whose last cell is missing can be short; look at those lines alone.
+    candidates = np.flatnonzero(frame.iloc[:, -1].isna().to_numpy())
+    if not len(candidates):
+        return
+    lines = path.read_text(encoding=codec).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) != len(frame) + 1:  # quoted line breaks: rows are not lines; skip the check
+        return
+    picked = pd.Series([lines[i + 1] for i in candidates], dtype="string")
+    quoted = picked.str.contains('"', regex=False)
+    short = (picked.str.count(re.escape(spec.delimiter)) < len(names) - 1) & ~quoted
+    if short.any():
+        first = int(candidates[int(np.argmax(short.to_numpy()))]) + 2
+        raise InputError(
+            f"{int(short.sum())} row(s) have fewer fields than the header's {len(names)}",
+            file=str(path), row=first,
+            fix="fix the short rows (a missing value still needs its delimiter), or check the "
+            f"delimiter (policy says {spec.delimiter!r})",
+        )
 
 
 def read_table(name: str, spec: Table, loaded: LoadedPolicy) -> InputTable:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from deidflow.consent.registry import registry_url_for
-from deidflow.errors import DeidflowError, GateFailed
+from deidflow.errors import DeidflowError, GateFailed, InputError
 from deidflow.io import prepare_staging, publish, read_tables, staging_dir, write_frame
 from deidflow.policy import LoadedPolicy, Role, load_policy
 
@@ -219,7 +219,7 @@ def gate_partition(work: Path, index: int, frames: dict[str, pd.DataFrame] | Non
     subject = frames[policy.subject_table]
     subjects = pd.DataFrame({"subject_id": subject[subj_spec.subject_column].astype(str)})
     bcol = policy.consent.birth_date_column
-    subjects["birth_date"] = pd.to_datetime(subject[bcol], errors="coerce") if bcol in subject else pd.NaT
+    subjects["birth_date"] = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT
     events = pd.read_parquet(work / "consent-events.parquet")
     events = events.loc[subject_mask(events["subject_id"], subjects["subject_id"])]
     snapshot = ConsentSnapshot.from_events(events, as_of, state.consent.get("registry", "registry"))
@@ -245,6 +245,24 @@ def gate_partition(work: Path, index: int, frames: dict[str, pd.DataFrame] | Non
     return {"subjects": int(len(subjects)), "granted": int(len(allowed)),
             "excluded_by_reason": {k: int(v) for k, v in gate.counts.items()},
             "records_in": records_in}
+
+
+def _birth_dates(subject: pd.DataFrame, column: str, loaded: LoadedPolicy) -> pd.Series:
+    """Birth dates for the consent gate's age test. A value that is present but not a date is
+    refused: the gate would otherwise read it as "maybe a minor" and silently exclude an adult."""
+    raw = subject[column].astype("string").str.strip()
+    parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601")
+    bad = (parsed.isna() & raw.notna() & (raw != "")).to_numpy()
+    if bad.any():
+        policy = loaded.policy
+        raise InputError(
+            f"{int(bad.sum())} value(s) of the birth-date column are not dates",
+            file=str(loaded.resolve(policy.tables[policy.subject_table].path)), column=column,
+            row=int(np.argmax(bad)) + 2,
+            fix="correct them to real dates (YYYY-MM-DD); the consent gate needs each subject's "
+            "age (PIPL art. 31)",
+        )
+    return parsed
 
 
 def finish_prepare(work: Path, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -667,14 +685,19 @@ def publish_release(work: Path) -> Path:
     exclusions.mkdir(parents=True, exist_ok=True, mode=0o700)
     shutil.copyfile(work / EXCLUSION_LOG, exclusions / f"{state.release_id}.csv")
     (exclusions / f"{state.release_id}.csv").chmod(0o600)
-    mapping = _pseudonyms(work)
-    if "pseudonym" in mapping:
-        ConsentRegistry(_registry_url(loaded)).record_release(
-            state.release_id, mapping["subject_id"], mapping["pseudonym"], record.finished_at
-        )
+    _record_release(work, loaded, state, record.finished_at)
     state.release_dir = str(final)
     state.save(work)
     return final
+
+
+def _record_release(work: Path, loaded: LoadedPolicy, state: RunState, when: datetime | None = None) -> None:
+    from deidflow.consent.registry import ConsentRegistry
+
+    mapping = _pseudonyms(work)
+    if "pseudonym" in mapping and state.release_id:
+        ConsentRegistry(_registry_url(loaded)).record_release(
+            state.release_id, mapping["subject_id"], mapping["pseudonym"], when or _now())
 
 
 def _pseudonyms(work: Path) -> pd.DataFrame:
@@ -895,5 +918,8 @@ def _existing_release(work: Path) -> ReleaseSummary | None:
     final = _output_root(loaded) / state.release_id
     if not final.exists():
         return None
+    # A run killed between the rename and the registry write left the release unrecorded:
+    # record it now (idempotent), or a later withdrawal could not be traced to it.
+    _record_release(work, loaded, state)
     summary = summarise(work)
     return ReleaseSummary(**(asdict(summary) | {"release_dir": final, "already_released": True}))

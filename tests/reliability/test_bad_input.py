@@ -309,8 +309,7 @@ CATALOGUE = [
     Case(empty_file, InputError, "file is empty", file="encounters.csv"),
     Case(header_only, InputError, "header but no rows", file="patients.csv"),
     Case(ragged_long_row, InputError, "number of fields", file="diagnoses.csv"),
-    Case(ragged_short_row, InputError, "number of fields|fewer fields|ragged", file="encounters.csv",
-         tags=("xfail-short-row",)),
+    Case(ragged_short_row, InputError, "number of fields|fewer fields|ragged", file="encounters.csv"),
     Case(wrong_delimiter, InputError, "delimiter looks like ';'", file="encounters.csv",
          key="tables.encounters.delimiter"),
     Case(gbk_undeclared, InputError, "GB18030", file="patients.csv"),
@@ -342,7 +341,7 @@ CATALOGUE = [
          tags=("late",)),
     Case(impossible_birth_date, InputError, "not dates", column="birth_date", tags=("late",)),
     Case(impossible_birth_date_of_one_adult, InputError, "not dates|birth", column="birth_date",
-         tags=("late", "xfail-birth-date")),
+         tags=("late",)),
     Case(invalid_resident_ids, InputError, "not valid 18-digit resident IDs", file="patients.csv",
          column="resident_id", tags=("late",)),
     Case(impossible_event_date, InputError, "not dates", column="admit_date", tags=("late",)),
@@ -357,15 +356,6 @@ CATALOGUE = [
 
 def _param(case: Case):
     marks = []
-    if "xfail-short-row" in case.tags:
-        marks.append(pytest.mark.xfail(
-            strict=True, raises=(AssertionError, pytest.fail.Exception),
-            reason="io.read_table pads a short row with nulls instead of refusing it (reported to the lead)"))
-    if "xfail-birth-date" in case.tags:
-        marks.append(pytest.mark.xfail(
-            strict=True, raises=(AssertionError, pytest.fail.Exception),
-            reason="the consent gate reads an unparseable birth date as 'maybe a minor' and silently "
-            "excludes the subject (counted as an exclusion); the release goes on (reported to the lead)"))
     if "late" in case.tags:
         marks.append(pytest.mark.slow)
     return pytest.param(case, id=case.id, marks=marks)

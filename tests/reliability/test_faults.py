@@ -87,8 +87,6 @@ def test_killed_runs_leave_no_release_and_the_next_run_is_byte_identical(tmp_pat
     assert verify_release(release).ok
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="run_release returns the existing release without recording its "
-                   "subjects in the consent registry (reported to the lead)")
 def test_interrupted_publish_still_records_the_release(tmp_path, small_extract):
     """Killed after the release directory was renamed into place but before the registry
     recorded which subjects it contains: the next run finds the release and must record it,
