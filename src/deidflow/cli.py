@@ -47,6 +47,11 @@ def quiet_environment(verbose: bool = False) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if verbose else "warning")
+    if not verbose:
+        import logging
+
+        # GX announces its temporary docs directory at INFO through Prefect's handler.
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 @app.callback()
@@ -172,10 +177,10 @@ def _print_summary(s) -> None:
     if s.levels:
         t.add_row("levels", ", ".join(f"{k}={v}" for k, v in s.levels.items()))
     t.add_row("validation", "passed" if s.validation_ok else "FAILED")
-    t.add_row("release", str(s.release_dir))
-    t.add_row("manifest", str(s.manifest))
-    t.add_row("review page", str(s.review))
     out.print(t)
+    # Paths on their own lines, never wrapped or cut, so they can be copied.
+    for label, path in (("release", s.release_dir), ("manifest", s.manifest), ("review page", s.review)):
+        out.print(f"{label + ':':<13}{path}", soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -9,6 +9,8 @@ the policy names but the table lacks) happen when the tables are read (`deidflow
 
 from __future__ import annotations
 
+import os
+
 import difflib
 import hashlib
 from enum import Enum
@@ -300,7 +302,8 @@ class LoadedPolicy(BaseModel):
 
     def resolve(self, relative: str | Path) -> Path:
         p = Path(relative).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p)
+        # Normalised (no "configs/../"): these paths are printed to operators and officers.
+        return Path(os.path.normpath(p if p.is_absolute() else (self.base_dir / p)))
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

@@ -235,10 +235,18 @@ def _quiet_gx() -> Iterator[None]:
     logger = logging.getLogger("great_expectations")
     level, threshold = logger.level, pee.HASH_THRESHOLD
     logger.setLevel(logging.ERROR)
+    # Some GX modules set their own logger's level (e.g. the docs-site "Created temporary
+    # directory" INFO line): quiet those children too, and restore them afterwards.
+    children = {name: lg.level for name, lg in logging.root.manager.loggerDict.items()
+                if name.startswith("great_expectations.") and isinstance(lg, logging.Logger)}
+    for name in children:
+        logging.getLogger(name).setLevel(logging.ERROR)
     pee.HASH_THRESHOLD = 0
     try:
         yield
     finally:
+        for name, lvl in children.items():
+            logging.getLogger(name).setLevel(lvl)
         logger.setLevel(level)
         pee.HASH_THRESHOLD = threshold
 
