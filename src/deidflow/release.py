@@ -131,6 +131,9 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     as_of = as_of or started
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=timezone.utc)
+    from deidflow.keys import KeyRing
+
+    KeyRing.from_policy(loaded)  # a bad or open key file fails now, not after the gate and search
     tables = read_tables(loaded) if engine == "memory" else None
     if engine == "dask":
         from deidflow.partitions import partition_count
