@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
-import threading
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -207,34 +205,7 @@ def chromium() -> str:
     return CHROMIUM
 
 
-class RecordingProxy:
-    """An HTTP proxy that only records which hosts the browser asked for (and answers nothing)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.hosts: list[str] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    line = conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
-                except OSError:
-                    continue
-                target = line.split(" ")[1] if line.count(" ") >= 2 else line
-                self.hosts.append(re.sub(r"^[a-z]+://", "", target).split("/")[0].split(":")[0])
-
-    def close(self) -> None:
-        self.sock.close()
+from browser_proxy import RecordingProxy  # noqa: E402  (tests/browser_proxy.py)
 
 
 def run_chromium(chromium: str, page: Path, work: Path, *extra: str) -> tuple[subprocess.CompletedProcess, list[str]]:

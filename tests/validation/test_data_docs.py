@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -95,35 +93,7 @@ def test_a_reference_it_cannot_remove_stops_the_release(tmp_path):
 # --- opened in a real browser with every outside request sent to a recording proxy -----------
 
 
-class RecordingProxy:
-    """A proxy that answers nothing and writes down the host of every request."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.hosts: list[str] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    line = conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
-                except OSError:
-                    continue
-                target = line.split(" ")[1] if line.count(" ") >= 2 else line
-                host = re.sub(r"^[a-z]+://", "", target).split("/")[0].split(":")[0]
-                self.hosts.append(host)
-
-    def close(self) -> None:
-        self.sock.close()
+from browser_proxy import RecordingProxy  # noqa: E402  (tests/browser_proxy.py)
 
 
 def open_in_chromium(page: Path, tmp_path: Path) -> tuple[str, list[str]]:
