@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from deidflow.errors import PolicyError
+import numpy as np
+import pandas as pd
+
+from deidflow.errors import InputError, PolicyError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deidflow.techniques.base import ApplyContext
 
 
 def int_param(
@@ -47,3 +53,18 @@ def choice_param(column: str, params: dict[str, Any], key: str, default: str, ch
             fix=f"e.g. {key}: {default}",
         )
     return value
+
+
+def numeric_values(values: pd.Series, ctx: "ApplyContext", *, what: str, fix: str) -> pd.Series:
+    """`values` parsed as numbers; a value that is present but not a number is refused,
+    naming the table, the column, how many and the first row (numeric techniques share this)."""
+    nums = pd.to_numeric(values, errors="coerce")
+    bad = nums.isna() & values.notna()
+    if bad.any():
+        raise InputError(
+            f"{int(bad.sum())} row(s) are not numbers{what.format(row=int(np.argmax(bad.to_numpy())))}",
+            file=ctx.table,
+            column=ctx.column,
+            fix=fix,
+        )
+    return nums

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from deidflow.errors import InputError, PolicyError
+from deidflow.errors import PolicyError
 from deidflow.policy import Column, Role
-from deidflow.techniques._params import int_param, number_param
+from deidflow.techniques._params import int_param, number_param, numeric_values
 from deidflow.techniques.base import ApplyContext, Technique
 from deidflow.techniques.hierarchies import encode_qi, level_range, decode_level
 
@@ -107,15 +106,8 @@ class TopBottomCode(Technique):
             )
 
     def apply(self, values: pd.Series, spec: Column, ctx: ApplyContext) -> pd.Series:
-        nums = pd.to_numeric(values, errors="coerce")
-        bad = nums.isna() & values.notna()
-        if bad.any():
-            raise InputError(
-                f"{int(bad.sum())} row(s) are not numbers, e.g. row {int(np.argmax(bad.to_numpy()))}",
-                file=ctx.table,
-                column=ctx.column,
-                fix="top/bottom coding applies to numeric columns; clean the column",
-            )
+        nums = numeric_values(values, ctx, what=", e.g. row {row}",
+                              fix="top/bottom coding applies to numeric columns; clean the column")
         top, bottom = spec.params.get("top"), spec.params.get("bottom")
         out = nums
         if top is not None:

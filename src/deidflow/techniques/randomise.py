@@ -15,22 +15,15 @@ import pandas as pd
 
 from deidflow.errors import InputError, KeyCustodyError, PolicyError
 from deidflow.policy import Column, Role
-from deidflow.techniques._params import choice_param, int_param, number_param
+from deidflow.techniques._params import choice_param, int_param, number_param, numeric_values
 from deidflow.techniques.base import ApplyContext, Technique
 
 
 def _numbers(values: pd.Series, ctx: ApplyContext) -> pd.Series:
-    nums = pd.to_numeric(values, errors="coerce").astype("float64")
-    bad = nums.isna() & values.notna()
-    if bad.any():
-        raise InputError(
-            f"{int(bad.sum())} row(s) are not numbers (first at row {int(np.argmax(bad.to_numpy()))})",
-            file=ctx.table,
-            column=ctx.column,
-            fix="randomisation applies to numeric columns; clean the column or choose another "
-            "technique",
-        )
-    return nums
+    return numeric_values(
+        values, ctx, what=" (first at row {row})",
+        fix="randomisation applies to numeric columns; clean the column or choose another technique",
+    ).astype("float64")
 
 
 def add_noise(
