@@ -709,20 +709,16 @@ def _pseudonyms(work: Path) -> pd.DataFrame:
 
 
 def _class_sizes(frame: pd.DataFrame, loaded: LoadedPolicy) -> np.ndarray:
-    """Size (in subjects) of each equivalence class of the subject table over the QIs."""
+    """Size (in subjects) of each equivalence class of the subject table over the QIs, counted
+    as the validation gate counts them (one row per subject)."""
+    from deidflow.validation.expectations import class_sizes
+
     policy = loaded.policy
     sid = policy.tables[policy.subject_table].subject_column
     qis = [c for c in policy.quasi_identifiers() if c in frame.columns]
-    if not qis or frame.empty:
-        return np.array([len(frame)] if len(frame) else [], dtype=np.int64)
-    cols = frame[qis].astype("string").fillna("<NA>")
-    if sid in frame.columns:
-        cols = cols.loc[~frame[sid].duplicated().to_numpy()]
-    codes = np.zeros(len(cols), dtype=np.int64)
-    for c in qis:
-        k, u = pd.factorize(cols[c], sort=True)
-        codes = codes * (len(u) + 1) + k
-    return np.bincount(pd.factorize(codes)[0]).astype(np.int64)
+    if sid not in frame.columns:  # the subject table has one row per subject anyway
+        frame = frame.assign(**{sid: np.arange(len(frame))})
+    return class_sizes(frame, sid, qis)
 
 
 def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime):
