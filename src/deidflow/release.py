@@ -23,14 +23,17 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from deidflow.consent.registry import registry_url_for
 from deidflow.errors import DeidflowError, GateFailed, InputError
-from deidflow.io import prepare_staging, publish, read_tables, staging_dir, write_frame
+from deidflow.io import (
+    InputTable, check_links, check_subject_ids, prepare_staging, publish, read_released_csv,
+    read_table, staging_dir, write_frame, write_parquet,
+)
 from deidflow.policy import LoadedPolicy, Role, load_policy
 
 STATE = "state.json"
@@ -134,7 +137,6 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     from deidflow.keys import KeyRing
 
     KeyRing.from_policy(loaded)  # a bad or open key file fails now, not after the gate and search
-    tables = read_tables(loaded) if engine == "memory" else None
     if engine == "dask":
         from deidflow.partitions import partition_count
 
@@ -154,13 +156,14 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         # The snapshot names subjects: it stays in the private work dir for the partitions.
         snapshot.events.to_parquet(work / "consent-events.parquet")
         state.consent = snapshot.summary()
-        if tables is not None:
+        if engine == "memory":
             state.partitions = 1
-            for name, t in tables.items():
-                state.inputs.append({"table": name, "path": loaded.policy.tables[name].path,
-                                     "sha256": t.sha256, "rows": t.rows})
             state.save(work)
-            done = gate_partition(work, 0, {name: t.frame for name, t in tables.items()})
+            inputs = _InputTables(loaded)
+            done = gate_partition(work, 0, inputs)
+            state = RunState.load(work)
+            state.inputs = inputs.digests()
+            state.save(work)
             finish_prepare(work, [done])
         else:
             from deidflow.partitions import parts_digest
@@ -203,8 +206,50 @@ def _reap_stale_work(root: Path) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def gate_partition(work: Path, index: int, frames: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
-    """Derive columns and apply the consent gate to one partition; returns counts only."""
+class _InputTables(Mapping[str, pd.DataFrame]):
+    """The memory engine's input tables, each read and checked when it is asked for and not
+    kept: the gate takes the subject table first, then one table at a time, so a release needs
+    memory for the subject table and one other table, not for the whole extract."""
+
+    def __init__(self, loaded: LoadedPolicy) -> None:
+        self.loaded = loaded
+        self.policy = loaded.policy
+        self._subject: InputTable | None = None
+        self._ids: Any = None
+        self._inputs: dict[str, dict[str, Any]] = {}
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        policy = self.policy
+        if name == policy.subject_table and self._subject is not None:
+            return self._subject.frame
+        if name != policy.subject_table and self._subject is None:
+            self[policy.subject_table]  # link keys are checked against the subject ids
+        table = read_table(name, policy.tables[name], self.loaded)
+        if name == policy.subject_table:
+            self._ids = check_subject_ids(table, policy.tables[name].subject_column)
+            self._subject = table
+        else:
+            check_links(table, policy.tables[name].subject_column, self._ids, self._subject)
+        self._inputs[name] = {"table": name, "path": policy.tables[name].path,
+                              "sha256": table.sha256, "rows": table.rows}
+        return table.frame
+
+    def __iter__(self):
+        return iter(self.policy.tables)
+
+    def __len__(self) -> int:
+        return len(self.policy.tables)
+
+    def digests(self) -> list[dict[str, Any]]:
+        """Path, SHA-256 and rows of each table read, in the policy's order."""
+        return [self._inputs[name] for name in self.policy.tables if name in self._inputs]
+
+
+def gate_partition(work: Path, index: int, frames: Mapping[str, pd.DataFrame] | None = None) -> dict[str, Any]:
+    """Derive columns and apply the consent gate to one partition; returns counts only.
+
+    The subject table is gated first; then each table is filtered and written in turn, and
+    `frames` is indexed once per table (the memory engine's mapping reads a table on access)."""
     from deidflow.consent.gate import consent_gate, subject_mask
     from deidflow.consent.registry import ConsentSnapshot
     from deidflow.techniques.derive import derive_columns
@@ -217,9 +262,8 @@ def gate_partition(work: Path, index: int, frames: dict[str, pd.DataFrame] | Non
 
         frames = read_partition(loaded, index)
     as_of = datetime.fromisoformat(state.as_of)
-    frames = {name: derive_columns(f, policy.tables[name], as_of=as_of.date()) for name, f in frames.items()}
     subj_spec = policy.tables[policy.subject_table]
-    subject = frames[policy.subject_table]
+    subject = derive_columns(frames[policy.subject_table], subj_spec, as_of=as_of.date())
     subjects = pd.DataFrame({"subject_id": subject[subj_spec.subject_column].astype(str)})
     bcol = policy.consent.birth_date_column
     subjects["birth_date"] = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT
@@ -236,12 +280,13 @@ def gate_partition(work: Path, index: int, frames: dict[str, pd.DataFrame] | Non
     )
     allowed = pd.Index(pd.Series(np.asarray(gate.allowed), dtype="string"))
     records_in = {}
-    for name, frame in frames.items():
+    for name in policy.tables:
+        frame = subject if name == policy.subject_table else derive_columns(
+            frames[name], policy.tables[name], as_of=as_of.date())
         keep = subject_mask(frame[policy.tables[name].subject_column], allowed)
         records_in[name] = int(len(frame))
-        out = work / "gated" / name / _part(index)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        frame.loc[keep].reset_index(drop=True).to_parquet(out)
+        write_parquet(frame, work / "gated" / name / _part(index), keep)
+        del frame
     excluded = work / "excluded" / _part(index)
     excluded.parent.mkdir(parents=True, exist_ok=True)
     gate.excluded.to_parquet(excluded)
@@ -538,7 +583,7 @@ def released_table(stage: Path, name: str, fmt: str, engine: str, columns: list[
     path = stage / "data" / f"{name}.{fmt}"
     if fmt == "parquet":
         return pd.read_parquet(path, columns=columns)
-    return pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""], usecols=columns)
+    return read_released_csv(path, columns)
 
 
 def finish_transform(work: Path) -> str:
