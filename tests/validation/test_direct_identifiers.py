@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -163,3 +164,60 @@ def test_long_texts_are_searched_from_member_first_characters(texts, known):
     ss.SMALL = -1
     got = ss.substring_hits(pd.Series(texts, dtype="string[pyarrow]"))
     assert got.tolist() == brute(texts, known)
+
+
+def _arrow_chunks(values: list[str | None], cut: int, large: bool) -> pa.ChunkedArray:
+    """The values as a chunked Arrow array whose chunks are slices (non-zero offsets) of
+    larger arrays, as a pandas column read in blocks is."""
+    typ = pa.large_string() if large else pa.string()
+    pad = pa.array(["pad", None, *values, "pad"], type=typ)
+    inner = pad.slice(2, len(values))
+    cut = min(cut, len(values))
+    return pa.chunked_array([inner.slice(0, cut), inner.slice(cut)], type=typ)
+
+
+_TEXT = st.one_of(st.none(), st.text("张伟1380 @.\t", max_size=6))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_TEXT, min_size=1, max_size=30), st.lists(_TEXT, max_size=12),
+       st.integers(0, 30), st.booleans())
+def test_whole_value_membership_matches_a_python_set(values, known, cut, large):
+    """`contains` (byte-signature prefilter, then exact Arrow lookup) equals set membership,
+    for lists, Series and sliced chunked Arrow arrays alike; missing and empty are never
+    members."""
+    ss = StringSet(pa.array(known, type=pa.string()))
+    members = {k for k in known if k}
+    assert len(ss) == len(members)
+    expected = [v is not None and v in members for v in values]
+    assert ss.contains(values).tolist() == expected
+    assert ss.contains(pd.Series(values, dtype="str")).tolist() == expected
+    assert ss.contains(_arrow_chunks(values, cut, large)).tolist() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from(
+    [ID, f" {ID}", f"{ID[:6]}-{ID[6:]}", "13912345678", "+86 139 1234 5678", "a.b@example.cn",
+     "YB1234567890", " YB1234567890\t", "张伟", "P0123456789abcdef0123", "1391234567",
+     ID[:-1] + ("0" if ID[-1] != "0" else "1"), "", "@"])), min_size=1, max_size=25),
+    st.integers(0, 25))
+def test_whole_value_detector_matches_the_regexes_row_by_row(values, cut):
+    """The prefilters (first byte, '@') never hide a whole-value identifier: the result equals
+    the patterns and the known set applied to every value."""
+    from deidflow.identifiers import valid_resident_ids
+    from deidflow.validation.expectations import WHOLE_VALUE_PATTERNS, whole_value_identifiers
+
+    known = StringSet(KNOWN)
+    expected = []
+    for v in values:
+        if v is None:
+            expected.append(False)
+            continue
+        s = pd.Series([v], dtype="string")
+        is_id = bool(s.str.fullmatch(WHOLE_VALUE_PATTERNS["resident_id"]).iloc[0]) and bool(
+            valid_resident_ids(s.str.replace(r"[\s\-]", "", regex=True).str.upper()).iloc[0])
+        other = any(bool(s.str.fullmatch(WHOLE_VALUE_PATTERNS[k]).iloc[0])
+                    for k in ("mobile", "email"))
+        expected.append(is_id or other or v in KNOWN or v.strip() in KNOWN)
+    got = whole_value_identifiers(_arrow_chunks(values, cut, large=True), known)
+    assert got.tolist() == expected

@@ -4,11 +4,15 @@ no data value."""
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from deidflow.errors import GateFailed
@@ -225,3 +229,53 @@ def test_no_input_identifier_or_data_value_is_stored(tmp_path):
         text = p.read_text(encoding="utf-8")
         for needle in needles:
             assert needle not in text, f"{needle!r} stored in {p.relative_to(tmp_path)}"
+
+
+class LazyTables(Mapping):
+    """A mapping that builds a table on access, as a reader of one released file at a time
+    would, and records every access and which earlier tables are still alive at that time."""
+
+    def __init__(self, source: dict[str, pd.DataFrame]) -> None:
+        self.source, self.fetched, self.alive_at_fetch = source, [], []
+        self._refs: list[weakref.ref] = []
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        gc.collect()
+        self.alive_at_fetch.append([r() is not None for r in self._refs])
+        self.fetched.append(name)
+        df = self.source[name].copy()
+        self._refs.append(weakref.ref(df))
+        return df
+
+    def __iter__(self):
+        return iter(self.source)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+
+def test_lazy_mapping_is_read_once_per_table_in_policy_order_and_let_go(tmp_path):
+    """Each table is fetched once, in policy order, and no earlier table is still referenced
+    (by the gate or by Great Expectations' batch cache) when the next one is fetched."""
+    tabs = LazyTables({"notes": tables()["notes"], "patients": tables()["patients"]})
+    report = run(tmp_path, "lazy", tabs=tabs)
+    assert report.success, report.explain()
+    assert tabs.fetched == ["patients", "notes"]  # policy order, not the mapping's
+    assert tabs.alive_at_fetch == [[], [False]]
+
+
+def test_sets_as_arrow_arrays_and_series_give_the_same_verdicts(tmp_path):
+    """The run-time sets may be pyarrow arrays or pandas Series (no list needed)."""
+    tabs = tables()
+    tabs["notes"].loc[0, "text"] = f"患者{NAMES[4]}复诊。"
+    tabs["patients"].loc[9, "patient_id"] = "P99" + "0" * 18
+    as_list = run(tmp_path, "list", tabs={k: v.copy() for k, v in tabs.items()})
+    for kind, wrap in [("arrow", pa.array), ("series", lambda v: pd.Series(v, dtype="str"))]:
+        report = validate_release(policy(), {k: v.copy() for k, v in tabs.items()},
+                                  input_identifiers=wrap(KNOWN),
+                                  consented_pseudonyms=wrap(PSEUDONYMS),
+                                  out_dir=tmp_path / kind, data_docs=False)
+        assert [(e.type, e.table, e.success, e.observed) for e in report.expectations] == \
+            [(e.type, e.table, e.success, e.observed) for e in as_list.expectations]
+    assert {e.type for e in as_list.failures} == {"expect_no_direct_identifiers",
+                                                  "expect_subjects_to_be_consented"}

@@ -37,86 +37,189 @@ from great_expectations.expectations.metrics.table_metric_provider import TableM
 
 # --- sets passed at run time, by reference ------------------------------------------------------
 
-def _as_text(values: Any) -> pa.Array:
-    """A column as one pyarrow string array (no copy when it already is one)."""
-    if isinstance(values, pa.ChunkedArray):
-        return values.combine_chunks().cast(pa.string())
-    if isinstance(values, pa.Array):
-        return values.cast(pa.string())
-    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
-    if not isinstance(series.dtype, pd.StringDtype) or series.dtype.storage != "pyarrow":
-        series = series.astype("string[pyarrow]")
-    arr = pa.array(series.array)
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr.cast(pa.string())
+_TEXT_TYPES = (pa.string(), pa.large_string())
+
+
+def _as_text(values: Any) -> pa.Array | pa.ChunkedArray:
+    """Values as pyarrow text (string or large_string), without a copy when they already are
+    Arrow text: a pyarrow array, or a pandas column backed by Arrow ("str", "string[pyarrow]",
+    ArrowDtype). Anything else (a list, an object column, numbers) is compared by its text."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        arr = values
+    else:
+        if isinstance(values, (pd.Series, pd.Index)):
+            series = pd.Series(values.array) if isinstance(values, pd.Index) else values
+        else:
+            items = values if isinstance(values, (list, tuple)) else list(values)
+            try:
+                return pa.array(items, type=pa.string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                series = pd.Series(items, dtype=object)
+        arrow_backed = (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"
+                        or isinstance(series.dtype, pd.ArrowDtype))
+        if not arrow_backed:
+            series = series.astype("string[pyarrow]")
+        arr = series.array.__arrow_array__()
+    if arr.type not in _TEXT_TYPES:
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(arr.type.value_type)
+        arr = arr.cast(pa.large_string() if pa.types.is_large_binary(arr.type) else pa.string())
+    return arr
+
+
+def _single(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _chunks(arr: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+
+
+def _bools(found: Any) -> np.ndarray:
+    """A pyarrow boolean result as numpy, missing as False."""
+    return np.asarray(pc.fill_null(found, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _offsets(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Value offsets and text bytes of a string / large_string array, zero-copy."""
+    dtype = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    bufs = chunk.buffers()
+    off = np.frombuffer(bufs[1], dtype=dtype, count=len(chunk) + 1,
+                        offset=chunk.offset * np.dtype(dtype).itemsize)
+    data = (np.frombuffer(bufs[2], dtype=np.uint8)
+            if bufs[2] is not None and bufs[2].size else np.zeros(1, dtype=np.uint8))
+    return off, data
+
+
+class _Bytes:
+    """Byte length, first and last byte of every value of a text array, read from its Arrow
+    buffers (no per-value work in Python, no copy of the text). Missing and empty values get
+    length 0."""
+
+    def __init__(self, arr: pa.Array | pa.ChunkedArray) -> None:
+        chunks = [c for c in _chunks(arr) if len(c)]
+        n = sum(len(c) for c in chunks)
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.first = np.zeros(n, dtype=np.uint8)
+        self.last = np.zeros(n, dtype=np.uint8)
+        at = 0
+        for chunk in chunks:
+            k = len(chunk)
+            off, data = _offsets(chunk)
+            top = data.size - 1
+            size = self.lengths[at:at + k]
+            np.subtract(off[1:], off[:-1], out=size, casting="unsafe")
+            if chunk.null_count:
+                size[~_bools(pc.is_valid(chunk))] = 0
+            self.first[at:at + k] = data[np.minimum(off[:-1], top)]
+            self.last[at:at + k] = data[np.maximum(off[1:] - 1, 0)]
+            at += k
+
+    def signatures(self) -> np.ndarray:
+        """(byte length up to 255, first byte, last byte) in 24 bits; 0 for missing/empty."""
+        sig = np.minimum(self.lengths, 255).astype(np.uint32)
+        sig <<= 16
+        sig |= self.first.astype(np.uint32) << 8
+        sig |= self.last
+        sig[self.lengths == 0] = 0
+        return sig
+
+
+def _rows_with_byte(arr: pa.Array | pa.ChunkedArray, byte: int) -> np.ndarray:
+    """Positions of the values that contain `byte` (an ASCII character), found by one scan of
+    the text buffer rather than per value."""
+    out, base = [], 0
+    for chunk in _chunks(arr):
+        n = len(chunk)
+        if n:
+            off, data = _offsets(chunk)
+            if off[-1] > off[0]:
+                pos = np.flatnonzero(data[off[0]:off[-1]] == byte) + off[0]
+                if pos.size:
+                    rows = np.unique(np.searchsorted(off, pos, side="right") - 1)
+                    if chunk.null_count:
+                        rows = rows[_bools(pc.is_valid(chunk))[rows]]
+                    out.append(rows + base)
+        base += n
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 class StringSet:
-    """A run-time set of strings: a Python frozenset (each str caches its own hash, and set
-    intersection runs in C), so membership of a whole column, or of every window of a text,
-    is one C-level intersection whatever the set's size (five identifier strings per patient
-    of a million-patient input are five million); only the few common values go back to
-    pandas to find their rows."""
+    """A run-time set of strings held as one pyarrow array of its distinct non-empty members
+    (five identifier strings per patient of a million-patient input are five million; no
+    Python string is made per member).
+
+    Membership is tested in two steps: a 16-MB table of the (byte length, first byte, last
+    byte) signatures of the members rules out almost every value of a column at the cost of
+    reading three bytes (pseudonyms share no signature with names, IDs or phone numbers), and
+    the few candidates left are compared exactly, with pyarrow's `is_in`, against only the
+    members of the same signatures (members are kept sorted by signature), so no hash table of
+    the whole set is ever rebuilt per column."""
 
     SMALL = 20_000  # up to this many members a regex alternation (RE2) is cheaper to search
 
     SHORT = 32  # texts up to this long are searched at every window size (no length scan)
 
-    def __init__(self, values: Iterable[Any]) -> None:
-        items = values if isinstance(values, (list, tuple)) else list(values)
-        try:
-            members = frozenset(items) - {None, ""}
-            if not isinstance(next(iter(members), ""), str):
-                raise TypeError
-        except TypeError:  # unhashable or not text: compare their text
-            members = frozenset(str(v) for v in items
-                                if v is not None and not pd.isna(v) and str(v) != "")
-        self.members = members
+    def __init__(self, values: Any) -> None:
+        arr = pc.unique(_as_text(values))
+        arr = _single(arr).filter(pc.fill_null(pc.greater(pc.binary_length(arr), 0), False))
+        self.members: pa.Array = arr
+        sigs = _Bytes(arr).signatures()
+        self._order = np.argsort(sigs, kind="stable")
+        self._sorted = sigs[self._order]
+        self._table = np.zeros(1 << 24, dtype=bool)
+        self._table[sigs] = True
         self._lengths: tuple[int, ...] | None = None
         self._firsts: pa.Array | None = None
 
     @property
     def lengths(self) -> tuple[int, ...]:
-        """Distinct member lengths of two or more (single characters are not identifiers and
-        would match any text); computed on first use, since it walks every member."""
+        """Distinct member lengths (in characters) of two or more (single characters are not
+        identifiers and would match any text); computed on first use."""
         if self._lengths is None:
-            try:
-                sizes = np.fromiter(map(len, self.members), dtype=np.int64,
-                                    count=len(self.members))
-            except TypeError:  # a member that is not text (mixed input): measure its text
-                sizes = np.fromiter((len(str(v)) for v in self.members), dtype=np.int64,
-                                    count=len(self.members))
-            counts = np.bincount(sizes) if len(sizes) else np.zeros(0, dtype=np.int64)
-            self._lengths = tuple(int(n) for n in np.flatnonzero(counts) if n >= 2)
+            sizes = pc.utf8_length(self.members).to_numpy(zero_copy_only=False)
+            self._lengths = tuple(int(n) for n in np.unique(sizes) if n >= 2)
         return self._lengths
 
     def __len__(self) -> int:
         return len(self.members)
 
     def __bool__(self) -> bool:
-        return bool(self.members)
+        return len(self.members) > 0
 
     def contains(self, values: Any) -> np.ndarray:
         """Whole-value membership, one bool per value (missing values are not members)."""
-        arr = _as_text(values)
-        if not self.members or not len(arr):
-            return np.zeros(len(arr), dtype=bool)
-        present = pc.is_valid(arr).to_numpy(zero_copy_only=False)
-        candidates = (arr if present.all() else arr.filter(pa.array(present))).to_pylist()
-        if self.members.issuperset(candidates):
-            return present  # the usual case of a consent check: every subject is a member
-        common = self.members.intersection(candidates)
-        if not common:
-            return np.zeros(len(arr), dtype=bool)
-        found = pc.is_in(arr, value_set=pa.array(list(common), type=pa.string()))
-        return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+        return self._member_mask(_as_text(values))
+
+    def _member_mask(self, arr: pa.Array | pa.ChunkedArray,
+                     sigs: np.ndarray | None = None) -> np.ndarray:
+        n = len(arr)
+        out = np.zeros(n, dtype=bool)
+        if not n or not self:
+            return out
+        sigs = _Bytes(arr).signatures() if sigs is None else sigs
+        cand = np.flatnonzero(self._table[sigs])
+        if not cand.size:
+            return out
+        cands = arr if cand.size == n else arr.take(pa.array(cand))
+        # the members with a candidate's signature: ranges of the signature-sorted members
+        wanted = np.unique(sigs[cand])
+        lo = np.searchsorted(self._sorted, wanted, side="left")
+        size = np.searchsorted(self._sorted, wanted, side="right") - lo
+        starts = np.repeat(lo - np.concatenate(([0], np.cumsum(size)[:-1])), size)
+        near = self.members.take(pa.array(self._order[starts + np.arange(int(size.sum()))]))
+        if len(near) > 4 * cand.size:  # hash the smaller side
+            near = near.filter(pc.is_in(near, value_set=pc.unique(cands)))
+        out[cand] = _bools(pc.is_in(cands, value_set=near))
+        return out
 
     def _first_characters(self) -> pa.Array:
         if self._firsts is None:
-            self._firsts = pa.array(sorted({str(m)[0] for m in self.members if len(str(m)) >= 2}),
-                                    type=pa.string())
+            long = self.members.filter(pc.greater_equal(pc.utf8_length(self.members), 2))
+            self._firsts = pc.unique(pc.utf8_slice_codeunits(long, 0, 1))
         return self._firsts
 
-    def substring_hits(self, texts: pd.Series) -> np.ndarray:
+    def substring_hits(self, texts: Any) -> np.ndarray:
         """True where a text contains a member of the set (of two characters or more).
 
         A small set is searched as the scrubber does (`find_identifiers`, an RE2 alternation
@@ -125,17 +228,17 @@ class StringSet:
         is linear in the texts' total length times the number
         of distinct member lengths, and independent of the set's size (an alternation of
         millions of literals is not: RE2 builds it super-linearly)."""
-        arr = _as_text(texts)
+        arr = _single(_as_text(texts))
         n = len(arr)
         hit = np.zeros(n, dtype=bool)
-        if not n or not self.members:
+        if not n or not self:
             return hit
         if len(self) <= self.SMALL:
-            literals = sorted((v for v in self.members if len(v) >= 2), key=len, reverse=True)
+            long = self.members.filter(pc.greater_equal(pc.utf8_length(self.members), 2))
+            literals = sorted(long.to_pylist(), key=len, reverse=True)
             for i in range(0, len(literals), 5000):
                 pattern = "|".join(_re2_escape(v) for v in literals[i:i + 5000])
-                found = pc.match_substring_regex(arr, pattern)
-                hit |= pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+                hit |= _bools(pc.match_substring_regex(arr, pattern))
             return hit
         lens = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
         longest = int(lens.max())
@@ -148,12 +251,9 @@ class StringSet:
             nonlocal pending
             if not windows:
                 return
-            joined = pa.concat_arrays(windows)
-            common = self.members.intersection(joined.to_pylist())
-            if common:
-                found = pc.is_in(joined, value_set=pa.array(sorted(common), type=pa.string()))
-                hit[np.concatenate(rows)[pc.fill_null(found, False).to_numpy(
-                    zero_copy_only=False)]] = True
+            found = self._member_mask(pa.concat_arrays(windows))
+            if found.any():
+                hit[np.concatenate(rows)[found]] = True
             rows.clear(), windows.clear()
             pending = 0
 
@@ -176,8 +276,7 @@ class StringSet:
             if not idx.size:
                 break
             first = pc.utf8_slice_codeunits(arr.take(pa.array(idx)), start, start + 1)
-            idx = idx[pc.fill_null(pc.is_in(first, value_set=firsts), False).to_numpy(
-                zero_copy_only=False)]
+            idx = idx[_bools(pc.is_in(first, value_set=firsts))]
             if not idx.size:
                 continue
             sub = arr.take(pa.array(idx))
@@ -207,9 +306,10 @@ _RUNTIME_LOCK = threading.Lock()
 
 
 @contextmanager
-def runtime_set(values: Iterable[str]) -> Iterator[str]:
-    """Make `values` visible to the metrics under a fresh reference for the duration of the
-    block. The reference, not the values, goes into the suite (and its saved JSON)."""
+def runtime_set(values: Any) -> Iterator[str]:
+    """Make `values` (a list, a pandas Series or a pyarrow array of strings) visible to the
+    metrics under a fresh reference for the duration of the block. The reference, not the
+    values, goes into the suite (and its saved JSON)."""
     ref = "runtime:" + secrets.token_hex(8)
     frozen = StringSet(values)  # drops missing and empty values itself
     with _RUNTIME_LOCK:
@@ -393,113 +493,140 @@ REPORTED_KINDS = ("resident_id", "mobile", "email")
 KIND_SAMPLE = 200  # detected values examined to name the kinds (a summary, not a count)
 
 
-def _distinct_texts(values: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
-    """Factorised column: codes per row and the distinct values as a pyarrow string Series
-    (the checks run once per distinct value). None if the column cannot hold an identifier."""
+_NUMBER_START = np.zeros(256, dtype=bool)  # bytes a whole-value ID or mobile can start with
+_NUMBER_START[np.frombuffer(b"0123456789+ \t\n\v\f\r", dtype=np.uint8)] = True
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[np.frombuffer(b" \t\n\v\f\r", dtype=np.uint8)] = True
+
+
+def _distinct_texts(values: pd.Series) -> tuple[pa.Array, Any] | None:
+    """The distinct values of a column as text (the checks run once per distinct value), and
+    a function counting the rows whose value is among those flagged by a boolean mask over
+    them. None if the column cannot hold an identifier."""
     if pd.api.types.is_bool_dtype(values):
         return None
     if pd.api.types.is_integer_dtype(values):
         values = values[values.abs() >= 10_000_000]  # shorter integers cannot be a phone/ID
         codes, uniques = pd.factorize(values)
-        return codes, pd.Series(np.asarray(uniques).astype(str), dtype="string[pyarrow]")
+        texts = pa.array(np.asarray(uniques).astype(str), type=pa.string())
+        return texts, lambda hit: int(hit[codes[codes >= 0]].sum())
     if not _string_like(values):
         return None
-    codes, uniques = pd.factorize(values)
-    return codes, pd.Series(np.asarray(uniques, dtype=object), dtype="string[pyarrow]")
+    column = _as_text(values)
+    uniques = _single(pc.unique(column)).drop_null()
+
+    def rows(hit: np.ndarray) -> int:
+        found = pc.is_in(column, value_set=uniques.filter(pa.array(hit)))
+        return int(pc.sum(found).as_py() or 0)
+
+    return uniques, rows
 
 
-def _fullmatch(texts: pd.Series, pattern: str) -> np.ndarray:
+def _fullmatch(texts: pa.Array | pa.ChunkedArray, pattern: str) -> np.ndarray:
     """RE2 (pyarrow) match of an anchored pattern; pandas' own fullmatch may fall back to
     Python's `re` per value."""
-    arr = pa.array(texts.astype("string[pyarrow]").array)
-    return pc.fill_null(pc.match_substring_regex(arr, pattern), False).to_numpy(
-        zero_copy_only=False)
+    return _bools(pc.match_substring_regex(texts, pattern))
 
 
-def whole_value_identifiers(texts: pd.Series, known: StringSet) -> pd.Series:
+def whole_value_identifiers(texts: Any, known: StringSet) -> np.ndarray:
     """True where the whole value (spaces and dashes aside) is a resident ID with a valid
     GB 11643 check character, a mainland mobile number, an e-mail address, or equals an
-    identifier string of the input."""
+    identifier string of the input.
+
+    The regexes run only on the values that could match (a first byte that can start an ID
+    or a phone number, or an '@' somewhere), found from the Arrow buffers: a column of
+    pseudonyms is a few byte reads per value, not three regex scans."""
     from deidflow.identifiers import valid_resident_ids
 
-    shaped = _fullmatch(texts, WHOLE_VALUE_PATTERNS["resident_id"])
-    hit = np.zeros(len(texts), dtype=bool)
-    if shaped.any():
-        digits = texts[shaped].str.replace(r"[\s\-]", "", regex=True).str.upper()
-        hit[np.flatnonzero(shaped)] = valid_resident_ids(digits.astype("string")).to_numpy(bool)
-    for kind in ("mobile", "email"):
-        hit |= _fullmatch(texts, WHOLE_VALUE_PATTERNS[kind])
+    arr = _as_text(texts)
+    shape = _Bytes(arr)
+    hit = np.zeros(len(arr), dtype=bool)
+    maybe = np.union1d(np.flatnonzero((shape.lengths > 0) & _NUMBER_START[shape.first]),
+                       _rows_with_byte(arr, ord("@")))
+    if maybe.size:
+        sub = _single(arr.take(pa.array(maybe)))
+        found = np.zeros(len(sub), dtype=bool)
+        shaped = _fullmatch(sub, WHOLE_VALUE_PATTERNS["resident_id"])
+        if shaped.any():
+            digits = pc.utf8_upper(pc.replace_substring_regex(
+                sub.filter(pa.array(shaped)), r"[\s\-]", ""))
+            found[np.flatnonzero(shaped)] = valid_resident_ids(
+                pd.Series(digits.to_pylist(), dtype="string")).to_numpy(bool)
+        for kind in ("mobile", "email"):
+            found |= _fullmatch(sub, WHOLE_VALUE_PATTERNS[kind])
+        hit[maybe] = found
     if known:
-        hit |= known.contains(texts)
-        padded = np.flatnonzero(_fullmatch(texts, r"^\s.*|.*\s$"))
+        hit |= known._member_mask(arr, shape.signatures())
+        padded = np.flatnonzero((shape.lengths > 0)
+                                & (_SPACE[shape.first] | _SPACE[shape.last]))
         if padded.size:  # " 13812345678" is the same identifier
-            hit[padded] |= known.contains(texts.iloc[padded].str.strip())
-    return pd.Series(hit, index=texts.index)
+            hit[padded] |= known.contains(pc.utf8_trim_whitespace(arr.take(pa.array(padded))))
+    return hit
 
 
 def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = False,
                     ) -> dict[str, Any]:
     """How many rows of a column hold a direct identifier, and which kinds (never the values).
 
-    Free text and other kept columns are searched: the scrubber's own generic detectors
-    (`techniques.scrub.find_identifiers`: resident IDs, mobiles, e-mails anywhere in the
-    value), then any identifier string of the input as a substring (`StringSet`).
-    `whole_value` columns (pseudonymised link keys) go through `whole_value_identifiers`.
-    Both run once per distinct value.
+    Free text and other kept columns are searched once per distinct value: the scrubber's
+    own generic detectors (`techniques.scrub.find_identifiers`: resident IDs, mobiles,
+    e-mails anywhere in the value), then any identifier string of the input as a substring
+    (`StringSet`). `whole_value` columns (pseudonymised link keys) go through
+    `whole_value_identifiers` row by row in C: pseudonyms are (nearly) all distinct, so
+    finding their distinct values first would only cost time.
     """
     if whole_value and _string_like(values) and not pd.api.types.is_bool_dtype(values):
-        # pseudonyms are (nearly) all distinct: factorising them first would only cost time
-        texts = values.astype("string[pyarrow]").reset_index(drop=True)
-        found: tuple[np.ndarray, pd.Series] | None = (np.arange(len(texts)), texts)
-    else:
-        found = _distinct_texts(values)
-    if found is None:
+        column = _as_text(values)
+        hit = whole_value_identifiers(column, known)
+        if not hit.any():
+            return {"rows": 0, "kinds": []}
+        found = column.take(pa.array(np.flatnonzero(hit)[:KIND_SAMPLE]))
+        return {"rows": int(hit.sum()),
+                "kinds": identifier_kinds(found, known, whole_value=True)}
+    distinct = _distinct_texts(values)
+    if distinct is None:
         return {"rows": 0, "kinds": []}
-    codes, texts = found
+    texts, count_rows = distinct
     if not len(texts):
         return {"rows": 0, "kinds": []}
-    if whole_value:
-        hit = whole_value_identifiers(texts, known).to_numpy(bool)
-    else:
-        from deidflow.techniques.scrub import find_identifiers
+    from deidflow.techniques.scrub import find_identifiers
 
-        # the scrubber's generic detectors; the input's own strings by hashed windows
-        hit = np.array(find_identifiers(texts, None), dtype=bool)  # a writable copy
-        if known:
-            rest = np.flatnonzero(~hit)
-            hit[rest] = known.substring_hits(texts.iloc[rest])
+    # the scrubber's generic detectors; the input's own strings by hashed windows
+    hit = np.array(find_identifiers(texts.to_pandas(), None), dtype=bool)  # a writable copy
+    if known:
+        rest = np.flatnonzero(~hit)
+        hit[rest] = known.substring_hits(texts.take(pa.array(rest)))
     if not hit.any():
         return {"rows": 0, "kinds": []}
-    valid = codes >= 0
-    rows = int(hit[codes[valid]].sum())
-    return {"rows": rows, "kinds": identifier_kinds(texts[hit], known, whole_value=whole_value)}
+    return {"rows": count_rows(hit),
+            "kinds": identifier_kinds(texts.filter(pa.array(hit)), known,
+                                      whole_value=whole_value)}
 
 
-def identifier_kinds(texts: pd.Series, known: StringSet, *, whole_value: bool = False,
+def identifier_kinds(texts: Any, known: StringSet, *, whole_value: bool = False,
                      ) -> list[str]:
     """Names of the identifier kinds among detected values (a sample of them: this names
     what was found for the explanation, the row count comes from the detector)."""
-    texts = texts.iloc[:KIND_SAMPLE].astype(object)
+    sample = _single(_as_text(texts)).slice(0, KIND_SAMPLE)
     kinds: list[str] = []
     if whole_value:
-        sample = pd.Series(texts.to_numpy(), dtype="string[pyarrow]")
         for name, pattern in WHOLE_VALUE_PATTERNS.items():
-            if sample.str.fullmatch(pattern).fillna(False).any():
+            if _fullmatch(sample, pattern).any():
                 kinds.append(name)
         if known and known.contains(sample).any():
             kinds.append("known identifier of the input")
         return kinds or ["identifier"]
     from deidflow.techniques.scrub import IDENTIFIER_PATTERNS
 
-    sample = pd.Series(texts.to_numpy(), dtype=object)
+    values = [t for t in sample.to_pylist() if isinstance(t, str)]
     for name in REPORTED_KINDS:
         pattern = IDENTIFIER_PATTERNS.get(name) if hasattr(IDENTIFIER_PATTERNS, "get") else None
         if pattern is None:
             continue
         regex = pattern if hasattr(pattern, "search") else re.compile(str(pattern))
-        if any(regex.search(t) for t in sample if isinstance(t, str)):
+        if any(regex.search(t) for t in values):
             kinds.append(name)
-    if known and known.substring_hits(pd.Series(sample.to_numpy(), dtype="string[pyarrow]")).any():
+    if known and known.substring_hits(sample).any():
         kinds.append("known identifier of the input")
     return kinds or ["identifier"]
 
@@ -568,8 +695,9 @@ class UnconsentedSubjects(TableMetricProvider):
                 runtime_configuration):
         df = _frame(execution_engine, metric_domain_kwargs)
         consented = _lookup(metric_value_kwargs["consented_ref"])
-        subjects = pd.Series(df[metric_value_kwargs["subject_column"]].unique())
-        missing = subjects.isna().to_numpy() | ~consented.contains(subjects.astype("string"))
+        # distinct subjects in C (a missing subject is one more, unconsented, subject)
+        subjects = pc.unique(_as_text(df[metric_value_kwargs["subject_column"]]))
+        missing = ~consented.contains(subjects)
         return {"n_subjects": int(len(subjects)), "n_unconsented": int(missing.sum())}
 
 

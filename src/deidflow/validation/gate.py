@@ -14,13 +14,14 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from deidflow.errors import GateFailed
 from deidflow.policy import Policy
@@ -272,14 +273,19 @@ def _context(docs_dir: Path | None):
 
 def validate_release(
     policy: Policy,
-    tables: dict[str, pd.DataFrame],
+    tables: Mapping[str, pd.DataFrame],
     *,
-    input_identifiers: Iterable[str],
-    consented_pseudonyms: Iterable[str],
+    input_identifiers: Iterable[str] | pd.Series | pa.Array | pa.ChunkedArray,
+    consented_pseudonyms: Iterable[str] | pd.Series | pa.Array | pa.ChunkedArray,
     out_dir: Path,
     data_docs: bool = True,
 ) -> ValidationReport:
     """Validate the de-identified `tables` with suites generated from `policy`.
+
+    `tables` may be any mapping: its keys are listed once, and each policy table is fetched
+    exactly once, in policy order, and let go after its checks, so a mapping that reads a
+    table on access keeps one table in memory at a time. The two sets may be lists, pandas
+    Series or pyarrow arrays; they are held as Arrow arrays, never as Python strings.
 
     Writes `out_dir/validation.json` (BASIC results, no data values), `out_dir/suites/*.json`
     and, with `data_docs`, a self-contained Data Docs site at `out_dir/data_docs/index.html`.
@@ -289,27 +295,28 @@ def validate_release(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     docs_dir = out_dir / "data_docs" if data_docs else None
-    known = input_identifiers if isinstance(input_identifiers, list) else list(input_identifiers)
-    consented = (consented_pseudonyms if isinstance(consented_pseudonyms, list)
-                 else list(consented_pseudonyms))
     outcomes: list[ExpectationOutcome] = []
     stored: list[dict[str, Any]] = []
     suite_paths: dict[str, Path] = {}
 
+    # The names only: `name in tables` on a lazy mapping may load the table (Mapping's
+    # default __contains__ calls __getitem__).
+    present = list(tables)
     for name in policy.tables:
-        if name not in tables:
+        if name not in present:
             outcomes.append(ExpectationOutcome(
                 type="deidflow_table_present", table=name, columns=[], success=False,
                 observed=None, explanation=f"table '{name}' of the policy is missing from the "
                 "release output"))
-    for name in tables:
+    for name in present:
         if name not in policy.tables:
             outcomes.append(ExpectationOutcome(
                 type="deidflow_table_declared", table=name, columns=[], success=False,
                 observed=None, explanation=f"table '{name}' is not declared by the policy and "
                 "may not be released"))
 
-    with _quiet_gx(), dx.runtime_set(known) as known_ref, dx.runtime_set(consented) as cons_ref:
+    with (_quiet_gx(), dx.runtime_set(input_identifiers) as known_ref,
+          dx.runtime_set(consented_pseudonyms) as cons_ref):
         sets = RunSets(known_identifiers_ref=known_ref, n_known_identifiers=dx.runtime_size(known_ref),
                        consented_ref=cons_ref, n_consented=dx.runtime_size(cons_ref))
         suites = build_suites(policy, sets)
@@ -317,7 +324,7 @@ def validate_release(
         source = ctx.data_sources.add_pandas("release")
         for name, suite in suites.items():
             suite_paths[name] = save_suite(suite, out_dir / "suites" / f"{name}.json")
-            if name not in tables:
+            if name not in present:
                 continue
             batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(
                 "all_rows")
@@ -326,6 +333,7 @@ def validate_release(
                 gx.ValidationDefinition(name=f"release.{name}", data=batch_def, suite=suite))
             res = vd.run(batch_parameters={"dataframe": tables[name]},
                          result_format=RESULT_FORMAT)
+            _release_batches(source)
             outcomes += [_outcome(name, er) for er in res.results]
             stored.append({"table": name, "suite": suite.name,
                            "result": _plain(_scrub_result_dict(res.to_json_dict()))})
@@ -340,6 +348,15 @@ def validate_release(
         _plain({"success": success, "summary": report.as_dict(), "validations": stored}),
         ensure_ascii=False, indent=1, allow_nan=False))
     return report
+
+
+def _release_batches(source: Any) -> None:
+    """Drop the data source's cached batches: GX keeps every batch's DataFrame in its
+    execution engine for the life of the context, which would hold every released table in
+    memory at once."""
+    engine = source.get_execution_engine()
+    engine.batch_manager.batch_data_cache.clear()
+    engine.batch_manager.reset_batch_cache()
 
 
 def _scrub_store(ctx: Any) -> None:
