@@ -3,7 +3,8 @@
 The master secret lives outside the data and the policy: in an environment variable (for
 schedulers with a secret store) or in a key file readable by its owner only (0600). Every key a
 technique uses is *derived* from it with HKDF-SHA256, bound to the recipient, the data-sharing
-agreement and a scope (e.g. "patient"), so that
+agreement, a scope (e.g. "patient"), a purpose and, where one purpose offers several, the
+algorithm (AES-CMAC or HMAC-SHA256 pseudonyms never share a key), so that
 
 - the same subject gets the same pseudonym in every table and every run for one recipient, and
 - two recipients (or two agreements with one recipient) get unrelated pseudonyms and cannot
@@ -189,7 +190,7 @@ class KeyRing:
         self.agreement_id = agreement_id
         self.source = source  # "env:NAME" or "file:PATH" (a location, not a secret)
         self.created = created  # True when the key file was created by this call
-        self._cache: dict[tuple[str, str], bytes] = {}
+        self._cache: dict[tuple[str, str, str | None], bytes] = {}
         self._reid_path = reidentification_key_file
         self._reid: bytes | None = None
 
@@ -237,30 +238,41 @@ class KeyRing:
 
     # --- derivation ---------------------------------------------------------------------------
 
-    def derive(self, scope: str, *, purpose: str = "pseudonym", length: int = 32) -> bytes:
+    def derive(
+        self, scope: str, *, purpose: str = "pseudonym", length: int = 32, algorithm: str | None = None
+    ) -> bytes:
         """The key for one scope (e.g. "patient") of this recipient and agreement.
 
         `purpose` separates uses of one scope (pseudonyms, date shifts, noise), so that no
-        technique's output helps attack another's key.
+        technique's output helps attack another's key. `algorithm` (e.g. "aes-cmac") is bound
+        into the HKDF info as well, so one derived key never serves two algorithms: the CMAC
+        key of a scope is unrelated to its HMAC key. None derives the key exactly as before
+        algorithms were bound (the info has no algorithm field, so it cannot equal a bound
+        one); HMAC-SHA256 pseudonyms, scrub placeholders and noise seeds use it, each the only
+        algorithm of its purpose, so their earlier releases are reproduced unchanged.
         """
-        cached = self._cache.get((purpose, scope))
+        cached = self._cache.get((purpose, scope, algorithm))
         if cached is not None and len(cached) == length:
             return cached
-        info = _encode_info(
+        parts = [
             ("purpose", purpose),
             ("recipient", self.recipient_id),
             ("agreement", self.agreement_id),
             ("scope", scope),
-        )
-        key = hkdf(self._master, info, length)
-        self._cache[(purpose, scope)] = key
+        ]
+        if algorithm is not None:
+            parts.append(("algorithm", algorithm))
+        key = hkdf(self._master, _encode_info(*parts), length)
+        self._cache[(purpose, scope, algorithm)] = key
         return key
 
-    def fingerprint(self, scope: str | None = None, *, purpose: str = "pseudonym") -> str:
+    def fingerprint(
+        self, scope: str | None = None, *, purpose: str = "pseudonym", algorithm: str | None = None
+    ) -> str:
         """Fingerprint of the master key (scope None) or of one derived key."""
         if scope is None:
             return fingerprint_of(self._master)
-        return fingerprint_of(self.derive(scope, purpose=purpose))
+        return fingerprint_of(self.derive(scope, purpose=purpose, algorithm=algorithm))
 
     # --- reversible pseudonyms (hospital only) ------------------------------------------------
 

@@ -37,6 +37,21 @@ def test_derived_keys_are_bound_to_recipient_agreement_scope_and_purpose():
     assert ring(recipient="ab", agreement="c").derive("s") != ring(recipient="a", agreement="bc").derive("s")
 
 
+def test_algorithm_is_bound_into_the_derivation_and_the_unbound_key_is_unchanged():
+    from deidflow.keys import _encode_info, hkdf
+
+    r = ring()
+    cmac, unbound = r.derive("patient", algorithm="aes-cmac"), r.derive("patient")
+    assert cmac != unbound and r.derive("patient", algorithm="aes-cmac") == cmac
+    assert r.derive("patient", algorithm="other") not in {cmac, unbound}
+    assert r.fingerprint("patient", algorithm="aes-cmac") == fingerprint_of(cmac) != r.fingerprint("patient")
+    # the key without an algorithm is derived exactly as before algorithms were bound, so the
+    # HMAC pseudonyms of earlier releases are reproduced
+    legacy = hkdf(MASTER, _encode_info(("purpose", "pseudonym"), ("recipient", "rcp-a"),
+                                       ("agreement", "dsa-1"), ("scope", "patient")))
+    assert unbound == legacy
+
+
 def test_fingerprint_identifies_without_revealing():
     r = ring()
     fp = r.fingerprint()

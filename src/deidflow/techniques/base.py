@@ -27,6 +27,11 @@ class ApplyContext:
     subject id to the identifier strings known from the structured tables (for free-text
     scrubbing); `base_dir` resolves relative paths in parameters (hierarchy files).
     Techniques add counts to `counts` (e.g. cells suppressed), which reach the manifest.
+    `memo` is shared by every column and table of one release partition (the caller passes
+    one dict to all their contexts): keyed techniques keep there what they computed for one
+    column that another can reuse (the labels of values already pseudonymised, a table's
+    per-row date offsets). It holds no keys, only one-way digests of them; it must not
+    outlive the partition or be shared between releases.
     """
 
     table: str
@@ -38,6 +43,7 @@ class ApplyContext:
     known_identifiers: pd.DataFrame | None = None
     base_dir: Any = None
     counts: dict[str, int] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict)
 
     def count(self, what: str, n: int) -> None:
         self.counts[what] = self.counts.get(what, 0) + int(n)
