@@ -48,7 +48,7 @@ def test_consistent_across_tables_and_intervals_kept():
     assert lab[0] == a[0]
     other = tech.apply(admit, spec, ctx(admit, subjects=pid, keyring=ring(recipient="rcp-b")))
     assert not (other.iloc[:2] == a.iloc[:2]).all()
-    assert tech.describe(spec, ctx(admit, keyring=r))["key_fingerprint"] == r.fingerprint("date_shift", purpose="date_shift")
+    assert tech.describe(spec, ctx(admit, keyring=r))["key_fingerprint"] == r.fingerprint("date_shift", purpose="date_shift", algorithm="aes-cmac")
 
 
 def test_text_forms_kept_and_datetime_dtype_kept():
@@ -85,3 +85,83 @@ def test_shift_moves_each_date_by_exactly_its_offset(rows):
     got = pd.to_datetime(out.str.slice(0, 10)) - pd.to_datetime(text.str.slice(0, 10))
     assert (got.dt.days.to_numpy() == off).all()
     assert (out.str.slice(10) == text.str.slice(10)).all()
+
+
+# --- AES-CMAC offsets, the partition memo, the Arrow path ----------------------------------------
+
+from cryptography.hazmat.primitives import cmac  # noqa: E402
+from cryptography.hazmat.primitives.ciphers import algorithms  # noqa: E402
+
+from deidflow.techniques.base import ApplyContext  # noqa: E402
+
+
+def test_offset_is_the_cmac_of_the_subject_id_under_a_key_bound_to_it():
+    r = ring()
+    key = r.derive("date_shift", purpose="date_shift", algorithm="aes-cmac")
+    assert key != r.derive("date_shift", purpose="date_shift")
+    ids = pd.Series(["P0000001", "患者7", None], dtype="str")
+    off = subject_offsets(ids, key, 30)
+    for sid, got in zip(ids[:2], off[:2]):
+        c = cmac.CMAC(algorithms.AES(key))
+        c.update(sid.encode("utf-8"))
+        r64 = int.from_bytes(c.finalize()[:8], "big") % 60 - 30
+        assert got == (r64 + 1 if r64 >= 0 else r64)
+    assert off[2] == 0  # no subject, no offset (as before)
+
+
+def test_memo_reuses_a_tables_offsets_for_its_next_date_column():
+    tech = registry.get("date_shift")
+    spec = col("insensitive", "date_shift", {"max_days": 30})
+    frame = pd.DataFrame({"pid": pd.Series(["p1", "p2", "p1"], dtype="str"),
+                          "admit": pd.Series(["2024-01-10", "2024-03-01", "2024-05-05"], dtype="str"),
+                          "discharge": pd.Series(["2024-01-12", None, "2024-05-05"], dtype="str")})
+    memo: dict = {}
+    r = ring()
+    outs = []
+    for column in ("admit", "discharge"):
+        c = ApplyContext(table="encounters", column=column, subject_ids=frame["pid"], keyring=r, memo=memo)
+        outs.append(tech.apply(frame[column], spec, c))
+    assert len(memo) == 1 and r.derive("date_shift", purpose="date_shift", algorithm="aes-cmac").hex() not in repr(memo)
+    alone = tech.apply(frame["discharge"], spec, ctx(frame["discharge"], subjects=frame["pid"], keyring=r))
+    assert outs[1].fillna("").tolist() == alone.fillna("").tolist()
+    assert (pd.to_datetime(outs[1]) - pd.to_datetime(outs[0])).dt.days.tolist()[::2] == [2, 0]
+    # another table's subject column (another array) is computed, not taken from the memo
+    other = pd.Series(["p2", "p1", "p1"], dtype="str")
+    c = ApplyContext(table="labs", column="d", subject_ids=other, keyring=r, memo=memo)
+    lab = tech.apply(pd.Series(["2024-03-01", "2024-01-10", "2024-01-12"], dtype="str"), spec, c)
+    assert lab.tolist() == [outs[0][1], outs[0][0], outs[1][0]]
+
+
+@settings(max_examples=25, deadline=None)
+@given(days=st.lists(st.integers(-25_000, 40_000), min_size=1, max_size=3000),
+       blanks=st.integers(0, 3), seed=st.integers(0, 2**31))
+def test_arrow_path_equals_calendar_arithmetic(days, blanks, seed):
+    """Plain YYYY-MM-DD columns (with nulls) take Arrow's cast and the per-day text table; the
+    result is the calendar date moved by exactly the offset, nulls kept."""
+    rng = np.random.default_rng(seed)
+    base = np.datetime64("1970-01-01") + np.array(days, dtype="timedelta64[D]")
+    text = np.datetime_as_string(base, unit="D").astype(object)
+    text[rng.integers(0, len(text), blanks)] = None
+    off = rng.integers(-3650, 3651, len(text))
+    out = shift_dates(pd.Series(text, dtype="str"), off)
+    assert isinstance(out.dtype, pd.StringDtype) and out.dtype.storage == "pyarrow"
+    want = np.datetime_as_string(base + off.astype("timedelta64[D]"), unit="D")
+    for got, w, t in zip(out, want, text):
+        assert (pd.isna(got) and t is None) or got == w
+
+
+def test_long_column_uses_the_day_table():
+    text = pd.Series(np.datetime_as_string(np.datetime64("2020-01-01") + np.arange(20_000) % 700, unit="D"), dtype="str")
+    off = np.arange(20_000) % 61 - 30
+    out = shift_dates(text, off)
+    want = np.datetime_as_string(np.datetime64("2020-01-01") + np.arange(20_000) % 700 + off, unit="D")
+    assert out.tolist() == want.tolist()
+
+
+def test_blanks_become_null_and_out_of_range_dates_name_the_row():
+    out = shift_dates(pd.Series(["2024-01-01", "", "  ", None, "2024-01-02T08:00"], dtype="str"), np.array([1, 1, 1, 1, 1]))
+    assert out.tolist()[0] == "2024-01-02" and out.isna().tolist() == [False, True, True, True, False]
+    assert out[4] == "2024-01-03T08:00"
+    with pytest.raises(InputError, match="outside the years 1 to 9999.*row 1") as exc:
+        shift_dates(pd.Series(["2024-01-01", "9999-12-30"]), np.array([5, 5]), column="admit_date", table="t")
+    assert "admit_date" in str(exc.value)

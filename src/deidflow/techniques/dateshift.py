@@ -10,32 +10,58 @@ copies to undo it).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from deidflow.errors import InputError, KeyCustodyError
 from deidflow.policy import Column, Role
 from deidflow.techniques._params import int_param
 from deidflow.techniques.base import ApplyContext, Technique
-from deidflow.techniques.pseudonymise import hmac_digests
+from deidflow.techniques.pseudonymise import STR_DTYPE, _arrow_text, cmac_tags
 
 DEFAULT_SCOPE = "date_shift"  # one scope for every table, so one subject has one offset
+ALGORITHM = "aes-cmac"  # bound into the offset key's derivation (KeyRing.derive)
 
 
-def subject_offsets(subject_ids: pd.Series, key: bytes, max_days: int) -> np.ndarray:
-    """Offsets in days, uniform over -max_days..max_days except 0, one per row, keyed per
-    subject. Zero is excluded so that no subject's dates are left unshifted."""
-    codes, uniques = pd.factorize(subject_ids.astype("str"), use_na_sentinel=True)
-    digests = hmac_digests(key, uniques.tolist())
-    # 64 bits reduced modulo 2*max_days: the bias (< 2^-50) is negligible.
-    r = np.frombuffer(digests, dtype=">u8").reshape(-1, 4)[:, 0] % np.uint64(2 * max_days)
-    per_subject = r.astype(np.int64) - max_days  # -max..max-1
-    per_subject = np.where(per_subject >= 0, per_subject + 1, per_subject)  # skip 0 → -max..max
-    out = np.zeros(len(codes), dtype=np.int64)
-    present = codes >= 0
-    out[present] = per_subject[codes[present]] if len(per_subject) else 0
+def _per_subject(r: np.ndarray, max_days: int) -> np.ndarray:
+    """64 keyed bits → an offset uniform over -max_days..max_days except 0. The modulo bias
+    (< 2^-50) is negligible; zero is skipped so that no subject's dates are left unshifted."""
+    off = (r % np.uint64(2 * max_days)).astype(np.int64) - max_days  # -max..max-1
+    return np.where(off >= 0, off + 1, off)  # skip 0 → -max..max
+
+
+def subject_offsets(
+    subject_ids: pd.Series, key: bytes, max_days: int, *, memo: dict[Any, Any] | None = None
+) -> np.ndarray:
+    """Offsets in days, one per row, keyed per subject: the first 64 bits of the AES-CMAC of
+    the subject id. Null subject ids get 0.
+
+    The MAC is computed per row, not per distinct subject: one AES block per id costs less
+    than the string hash table that finding the distinct ids (or looking them up in a memo)
+    would. With a `memo`, a second date column of the same table (the same subject-id array)
+    reuses the first column's offsets.
+    """
+    arr = _arrow_text(subject_ids)
+    held = None
+    if memo is not None:
+        # Identity of the Arrow data (immutable, and kept alive by the memo) and a one-way digest
+        # of the key: never the key itself.
+        held = getattr(getattr(subject_ids, "array", None), "_pa_array", None)
+        mkey = ("date_shift", hashlib.sha256(b"deidflow/memo/v1" + key).hexdigest(), max_days)
+        cached = memo.get(mkey)
+        if cached is not None and held is not None and cached[0] is held:
+            return cached[1]
+    r = np.ascontiguousarray(cmac_tags(arr, key)[:, :8]).view(">u8").ravel()
+    out = _per_subject(r, max_days)
+    if arr.null_count:
+        out[~np.asarray(arr.is_valid())] = 0
+    if memo is not None and held is not None:
+        memo[mkey] = (held, out)
     return out
 
 
@@ -48,40 +74,90 @@ def _bad_dates(bad: np.ndarray, column: str, table: str | None) -> InputError:
     )
 
 
+def _move(days: pa.Array, offsets: np.ndarray, column: str, table: str | None,
+          mask: np.ndarray | None = None) -> pa.Array:
+    """date32 `days` moved by `offsets`, as YYYY-MM-DD text (Arrow's cast, no Python objects).
+    Rows outside `mask` (and null days) come out null."""
+    valid = np.asarray(days.is_valid())
+    if mask is not None:
+        valid &= mask
+    moved = days.cast(pa.int32()).fill_null(0).to_numpy() + offsets
+    outside = valid & ((moved > 2932896) | (moved < -719162))  # years 1..9999 (ISO 8601 basic)
+    if outside.any():
+        raise InputError(
+            f"{int(outside.sum())} date(s) would move outside the years 1 to 9999 "
+            f"(first at row {int(np.argmax(outside))})",
+            file=table, column=column, fix="correct the implausible dates in the source",
+        )
+    return _iso_text(moved.astype(np.int32), valid)
+
+
+def _iso_text(days: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """Days since 1970-01-01 as YYYY-MM-DD text. A column's dates span a few hundred thousand
+    days at most, so each distinct day is formatted once (Arrow's cast) into a table of
+    10-byte rows and the column is one gather from it, straight into Arrow's data buffer."""
+    n = len(days)
+    live = days[valid] if not valid.all() else days
+    if not len(live):
+        return pa.nulls(n, pa.large_string())
+    lo, hi = int(live.min()), int(live.max())
+    if hi - lo > 4 * n + 1000:  # sparse: the table would be larger than the column
+        return pa.array(days, mask=~valid).cast(pa.date32()).cast(pa.large_string())
+    table = pa.array(np.arange(lo, hi + 1, dtype=np.int32)).cast(pa.date32()).cast(pa.large_string())
+    rows = np.frombuffer(table.buffers()[2], dtype=np.uint8)[: 10 * (hi - lo + 1)].reshape(-1, 10)
+    mat = rows[np.where(valid, days - lo, 0)]
+    offsets = np.arange(0, 10 * (n + 1), 10, dtype=np.int64)
+    bitmap = None if valid.all() else pa.array(valid).buffers()[1]
+    return pa.Array.from_buffers(pa.large_string(), n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(mat)],
+                                 null_count=int(n - valid.sum()))
+
+
 def shift_dates(values: pd.Series, offsets: np.ndarray, *, column: str = "", table: str | None = None) -> pd.Series:
     """`values` moved by `offsets` days. Datetime columns stay datetime. Text that starts with
     an ISO date (YYYY-MM-DD, optionally followed by a time and offset) has only that date
     replaced, so every timestamp keeps its own time and UTC offset text whatever the mix in the
     column; other date spellings are parsed and written back as YYYY-MM-DD (with the time, if
-    any, as HH:MM:SS)."""
+    any, as HH:MM:SS). Text comes back as Arrow-backed "str"."""
     offsets = np.asarray(offsets, dtype=np.int64)
     if pd.api.types.is_datetime64_any_dtype(values):
         return values + pd.to_timedelta(offsets, unit="D")
-    text = values.astype("string")
-    present = (text.str.strip().fillna("") != "").to_numpy(dtype=bool)
-    iso = text.str.match(r"\d{4}-\d{2}-\d{2}(?:$|[T ])").fillna(False).to_numpy(dtype=bool) & present
-    out = pd.Series(pd.NA, index=values.index, dtype="string", name=values.name)
+    arr = _arrow_text(values)
+    try:  # the usual column: every value a plain YYYY-MM-DD (Arrow's cast is strict)
+        out = _move(arr.cast(pa.date32()), offsets, column, table)
+    except pa.ArrowInvalid:
+        out = _shift_mixed(arr, offsets, column, table)
+    return pd.Series(pd.array(out, dtype=STR_DTYPE), index=values.index, name=values.name, copy=False)
+
+
+def _shift_mixed(arr: pa.Array, offsets: np.ndarray, column: str, table: str | None) -> pa.Array:
+    """Columns with timestamps, other spellings or blanks: ISO-dated values get their first
+    ten characters replaced; the rest are parsed by pandas (a minority, usually none)."""
+    n = len(arr)
+    present = np.asarray(pc.not_equal(pc.utf8_trim_whitespace(arr), "").fill_null(False))
+    iso = np.asarray(pc.match_substring_regex(arr, r"^\d{4}-\d{2}-\d{2}(?:$|[T ])").fill_null(False)) & present
+    out = pa.nulls(n, pa.large_string())
     if iso.any():
-        head = pd.to_datetime(text.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
-        bad = iso & head.isna().to_numpy()
+        head = pc.strptime(pc.utf8_slice_codeunits(arr, 0, 10), format="%Y-%m-%d", unit="s", error_is_null=True)
+        bad = iso & ~np.asarray(head.is_valid())
         if bad.any():
             raise _bad_dates(bad, column, table)
-        days = head.to_numpy(dtype="datetime64[D]") + offsets.astype("timedelta64[D]")
-        shifted = pd.Series(np.datetime_as_string(days, unit="D"), index=values.index, dtype="string")
-        out = out.mask(iso, shifted + text.str.slice(10))
+        shifted = _move(head.cast(pa.date32()), offsets, column, table, iso)
+        out = pc.binary_join_element_wise(shifted, pc.utf8_slice_codeunits(arr, 10), pa.scalar("", pa.large_string()))
     rest = present & ~iso
     if rest.any():
+        text = pd.Series(arr.filter(pa.array(rest)).to_pylist(), dtype="object")
         try:
-            parsed = pd.to_datetime(text[rest], errors="coerce", format="mixed")
+            parsed = pd.to_datetime(text, errors="coerce", format="mixed")
         except (ValueError, TypeError):  # e.g. a mix of time zones outside ISO form
             raise _bad_dates(rest, column, table) from None
-        bad = np.zeros(len(text), dtype=bool)
+        bad = np.zeros(n, dtype=bool)
         bad[np.flatnonzero(rest)] = parsed.isna().to_numpy()
         if bad.any():
             raise _bad_dates(bad, column, table)
         moved = parsed + pd.to_timedelta(offsets[rest], unit="D")
         timed = (moved != moved.dt.normalize()).any()
-        out = out.mask(rest, moved.dt.strftime("%Y-%m-%dT%H:%M:%S" if timed else "%Y-%m-%d").astype("string"))
+        formatted = moved.dt.strftime("%Y-%m-%dT%H:%M:%S" if timed else "%Y-%m-%d").to_numpy(dtype=object)
+        out = pc.replace_with_mask(out, pa.array(rest), pa.array(formatted, type=pa.large_string()))
     return out
 
 
@@ -110,8 +186,8 @@ class DateShift(Technique):
             )
         max_days = spec.params.get("max_days", 180)
         scope = spec.params.get("scope", DEFAULT_SCOPE)
-        key = ctx.keyring.derive(scope, purpose="date_shift")
-        offsets = subject_offsets(ctx.subject_ids, key, max_days)
+        key = ctx.keyring.derive(scope, purpose="date_shift", algorithm=ALGORITHM)
+        offsets = subject_offsets(ctx.subject_ids, key, max_days, memo=ctx.memo)
         ctx.count("dates_shifted", int(values.notna().sum()))
         return shift_dates(values, offsets, column=ctx.column, table=ctx.table)
 
@@ -119,8 +195,10 @@ class DateShift(Technique):
         scope = spec.params.get("scope", DEFAULT_SCOPE)
         out: dict[str, Any] = {
             "technique": self.name,
-            "params": {"max_days": spec.params.get("max_days", 180), "scope": scope},
+            "params": {"max_days": spec.params.get("max_days", 180), "scope": scope,
+                       "algorithm": "offset from AES-CMAC (NIST SP 800-38B) of the subject id, "
+                       "key derived with HKDF-SHA256 per recipient/agreement/scope/algorithm"},
         }
         if ctx.keyring is not None:
-            out["key_fingerprint"] = ctx.keyring.fingerprint(scope, purpose="date_shift")
+            out["key_fingerprint"] = ctx.keyring.fingerprint(scope, purpose="date_shift", algorithm=ALGORITHM)
         return out
