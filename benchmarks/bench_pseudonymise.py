@@ -1,8 +1,16 @@
-"""Technique benchmarks: 1,000,000 keyed pseudonyms (target < 1.5 s), and 1,000,000
-generalisations, date shifts, masks, derived resident-ID parts, noise and a small-cell table.
+"""Technique benchmarks: 1,000,000 keyed pseudonyms, AES-CMAC (the default) and HMAC-SHA256
+(target < 1.5 s), and 1,000,000 generalisations, date shifts, masks, derived resident-ID parts,
+noise and a small-cell table.
 
     .venv/bin/python benchmarks/bench_pseudonymise.py            # 1M rows, best of 3
     .venv/bin/python benchmarks/bench_pseudonymise.py --rows 200000 --repeat 1
+    .venv/bin/python benchmarks/bench_pseudonymise.py --extract benchmarks/.cache/extract-1000000
+
+`--extract DIR` instead times what a release's transform does with the real columns of
+DIR/{patients,encounters,diagnoses,lab_results}.csv: every pseudonym and date-shift column of
+the four tables (as benchmarks/.cache/run-1000000/policy.yaml configures them), in policy
+order, through the techniques' `apply` with one memo shared by all columns (as release.py's
+transform_partition does for a partition). Loading the CSVs is not timed.
 
 Inputs are synthetic and built column-wise: distinct 10-digit patient ids (the worst case for
 pseudonyms: every value is hashed once), dates over 1930-2025, GB/T 2260-shaped region codes,
@@ -37,7 +45,7 @@ from deidflow.techniques.aggregate import small_cell_table  # noqa: E402
 from deidflow.techniques.dateshift import shift_dates, subject_offsets  # noqa: E402
 from deidflow.techniques.derive import derive_columns  # noqa: E402
 from deidflow.techniques.hierarchies import generalise_values  # noqa: E402
-from deidflow.techniques.pseudonymise import pseudonyms  # noqa: E402
+from deidflow.techniques.pseudonymise import METHODS, pseudonyms  # noqa: E402
 from deidflow.techniques.randomise import add_noise, microaggregate  # noqa: E402
 from deidflow.techniques.suppress import mask_values  # noqa: E402
 
@@ -64,16 +72,65 @@ def resident_ids(rng: np.random.Generator, n: int, births: pd.Series) -> pd.Seri
     return pd.Series(np.char.add(first17, check_chars(digits)), dtype="string")
 
 
+def release_columns(extract: Path, repeat: int) -> None:
+    """Every pseudonym and date-shift column of the benchmark policy's four tables, with one
+    memo, best wall and best CPU of `repeat` runs; per-column CPU of the best run."""
+    from deidflow.policy import load_policy
+    from deidflow.techniques import ApplyContext, registry
+
+    policy = load_policy(Path(__file__).resolve().parent / ".cache" / "run-1000000" / "policy.yaml").policy
+    ring = KeyRing(bytes(range(32)), recipient_id=policy.release.recipient.id, agreement_id=policy.release.agreement_id)
+    work = []
+    for name, spec in policy.tables.items():
+        cols = [c for c, cs in spec.columns.items() if cs.technique in ("pseudonymise", "date_shift")]
+        frame = pd.read_csv(extract / f"{name}.csv", usecols=sorted({*cols, spec.subject_column}),
+                            dtype="str", engine="pyarrow", keep_default_na=False, na_values=[""])
+        work.append((name, spec, cols, frame))
+    rows = sum(len(f) for *_, f in work)
+
+    def run() -> dict[str, float]:
+        memo: dict = {}
+        per = {}
+        for name, spec, cols, frame in work:
+            for c in cols:
+                ctx = ApplyContext(table=name, column=c, subject_ids=frame[spec.subject_column], keyring=ring,
+                                   frame=frame, memo=memo)
+                c0 = time.process_time()
+                registry.get(spec.columns[c].technique).apply(frame[c], spec.columns[c], ctx)
+                per[f"{name}.{c}"] = time.process_time() - c0
+        return per
+
+    results = []
+    for _ in range(repeat):
+        w0, c0 = time.perf_counter(), time.process_time()
+        per = run()
+        results.append((time.perf_counter() - w0, time.process_time() - c0, per))
+    best = min(results, key=lambda r: r[1])
+    table = Table(title=f"release columns of {extract} ({rows:,} rows in 4 tables), one memo, best of {repeat}",
+                  title_justify="left")
+    table.add_column("column")
+    table.add_column("CPU s", justify="right")
+    for k, v in best[2].items():
+        table.add_row(k, f"{v:.2f}")
+    table.add_row("all (best wall / best CPU)", f"{min(r[0] for r in results):.2f} / {best[1]:.2f}")
+    Console().print(table)
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default="", help="run only operations whose name contains this text")
+    ap.add_argument("--extract", type=Path, help="time the release's pseudonym and date columns on DIR/*.csv")
     args = ap.parse_args()
+    if args.extract:
+        release_columns(args.extract, args.repeat)
+        return
     n, rep = args.rows, args.repeat
     rng = np.random.default_rng(7)
     ring = KeyRing(bytes(range(32)), recipient_id="bench", agreement_id="dsa-bench")
-    key = ring.derive("patient")
     ids = pd.Series(np.char.add("9", np.char.zfill(rng.permutation(n).astype(str), 9)), dtype="string")
     births = pd.Series(pd.Timestamp("1930-01-01") + pd.to_timedelta(rng.integers(0, 35_000, n), unit="D"))
     dates_text = births.dt.strftime("%Y-%m-%d").astype("string")
@@ -99,10 +156,13 @@ def main() -> None:
             f"wall {'meets' if secs < target else 'MISSES'}, CPU {'meets' if cpu < target else 'MISSES'} < {target:g} s")
         rows.append((what, secs, cpu, verdict))
 
-    add("pseudonyms (HMAC-SHA256, distinct ids)", lambda: pseudonyms(ids, key, prefix="P"),
-        TARGET_PSEUDONYMS_S if n == 1_000_000 else None)
-    add("date shift offsets (keyed per subject)", lambda: subject_offsets(ids, ring.derive("d", purpose="date_shift"), 180))
-    offsets = subject_offsets(ids, ring.derive("d", purpose="date_shift"), 180)
+    for method in ("cmac", "hmac"):
+        mkey = ring.derive("patient", algorithm=METHODS[method][0])
+        add(f"pseudonyms ({METHODS[method][2].split(' (')[0]}, distinct ids)",
+            lambda: pseudonyms(ids, mkey, prefix="P", method=method), TARGET_PSEUDONYMS_S if n == 1_000_000 else None)
+    dkey = ring.derive("d", purpose="date_shift", algorithm="aes-cmac")
+    add("date shift offsets (keyed per subject)", lambda: subject_offsets(ids, dkey, 180))
+    offsets = subject_offsets(ids, dkey, 180)
     add("date shift applied (YYYY-MM-DD text)", lambda: shift_dates(dates_text, offsets))
     add("generalise date → quarter", lambda: generalise_values("d", dates_text, Hierarchy(kind="date"), 2))
     add("generalise age → 10-year bands, 90+", lambda: generalise_values("a", ages, Hierarchy(kind="age"), 2))
