@@ -183,16 +183,42 @@ _TEXT = st.one_of(st.none(), st.text("张伟1380 @.\t", max_size=6))
 @given(st.lists(_TEXT, min_size=1, max_size=30), st.lists(_TEXT, max_size=12),
        st.integers(0, 30), st.booleans())
 def test_whole_value_membership_matches_a_python_set(values, known, cut, large):
-    """`contains` (byte-signature prefilter, then exact Arrow lookup) equals set membership,
-    for lists, Series and sliced chunked Arrow arrays alike; missing and empty are never
-    members."""
-    ss = StringSet(pa.array(known, type=pa.string()))
+    """`contains` (byte-signature prefilter, then an exact lookup among the members of the
+    same signature, or through the hash index) equals set membership, for lists, Series and
+    sliced chunked Arrow arrays alike; missing and empty are never members."""
     members = {k for k in known if k}
-    assert len(ss) == len(members)
     expected = [v is not None and v in members for v in values]
-    assert ss.contains(values).tolist() == expected
-    assert ss.contains(pd.Series(values, dtype="str")).tolist() == expected
-    assert ss.contains(_arrow_chunks(values, cut, large)).tolist() == expected
+    for hashed in (False, True):
+        ss = StringSet(pa.array(known, type=pa.string()))
+        if hashed:
+            ss.HASHED = 1  # every lookup through the hash index
+        assert len(ss) == len([k for k in known if k])  # non-empty members as given
+        assert ss.contains(values).tolist() == expected
+        assert ss.contains(pd.Series(values, dtype="str")).tolist() == expected
+        assert ss.contains(_arrow_chunks(values, cut, large)).tolist() == expected
+
+
+def test_hash_index_confirms_every_match_by_the_strings(monkeypatch):
+    """Two different members with one hash (forced: every hash is 0) neither hide a member
+    nor admit a stranger."""
+    import deidflow.validation.expectations as dx
+
+    monkeypatch.setattr(dx, "_hash64", lambda arr: np.zeros(len(arr), dtype=np.uint64))
+    ss = StringSet(["P0001", "P0002", "P0003"])
+    ss.HASHED = 1
+    assert ss.contains(["P0003", "P0002", "P0004", None, "P0001"]).tolist() == \
+        [True, True, False, False, True]
+
+
+def test_hash64_depends_on_every_byte_and_the_length():
+    from deidflow.validation.expectations import _hash64
+
+    values = ["", "a", "a\x00", "ab", "abcdefgh", "abcdefgi", "abcdefghX", "Xbcdefgh", "张伟",
+              "张伟伟", "P" + "0" * 20, "P" + "0" * 19 + "1"]
+    arr = _arrow_chunks(values, 5, large=True)
+    hashes = _hash64(arr)
+    assert len(set(hashes.tolist())) == len(values)
+    assert (_hash64(pa.array(values)) == hashes).all()  # chunking and offsets do not matter
 
 
 @settings(max_examples=60, deadline=None)

@@ -91,38 +91,40 @@ def _offsets(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return off, data
 
 
-class _Bytes:
-    """Byte length, first and last byte of every value of a text array, read from its Arrow
-    buffers (no per-value work in Python, no copy of the text). Missing and empty values get
-    length 0."""
+_BLOCK = 1 << 16  # values per numpy pass: the temporaries stay in the CPU cache
 
-    def __init__(self, arr: pa.Array | pa.ChunkedArray) -> None:
-        chunks = [c for c in _chunks(arr) if len(c)]
-        n = sum(len(c) for c in chunks)
-        self.lengths = np.zeros(n, dtype=np.int64)
-        self.first = np.zeros(n, dtype=np.uint8)
-        self.last = np.zeros(n, dtype=np.uint8)
-        at = 0
-        for chunk in chunks:
-            k = len(chunk)
-            off, data = _offsets(chunk)
+
+def _signatures(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per value, (byte length up to 255, first byte, last byte) packed in 24 bits, read from
+    the Arrow buffers (no per-value work in Python, no copy of the text); 0 for a missing or
+    empty value."""
+    out = np.zeros(len(arr), dtype=np.uint32)
+    at = 0
+    for chunk in _chunks(arr):
+        for b in range(0, len(chunk), _BLOCK):
+            part = chunk.slice(b, _BLOCK)
+            k = len(part)
+            off, data = _offsets(part)
             top = data.size - 1
-            size = self.lengths[at:at + k]
-            np.subtract(off[1:], off[:-1], out=size, casting="unsafe")
-            if chunk.null_count:
-                size[~_bools(pc.is_valid(chunk))] = 0
-            self.first[at:at + k] = data[np.minimum(off[:-1], top)]
-            self.last[at:at + k] = data[np.maximum(off[1:] - 1, 0)]
+            size = off[1:] - off[:-1]
+            sig = out[at:at + k]
+            np.minimum(size, 255, out=sig, casting="unsafe")
+            sig <<= 16
+            sig |= data[np.minimum(off[:-1], top)].astype(np.uint32) << 8
+            sig |= data[np.maximum(off[1:] - 1, 0)]
+            sig[size == 0] = 0
+            if part.null_count:
+                sig[~_bools(pc.is_valid(part))] = 0
             at += k
+    return out
 
-    def signatures(self) -> np.ndarray:
-        """(byte length up to 255, first byte, last byte) in 24 bits; 0 for missing/empty."""
-        sig = np.minimum(self.lengths, 255).astype(np.uint32)
-        sig <<= 16
-        sig |= self.first.astype(np.uint32) << 8
-        sig |= self.last
-        sig[self.lengths == 0] = 0
-        return sig
+
+def _first_bytes(sigs: np.ndarray) -> np.ndarray:
+    return ((sigs >> 8) & 0xFF).astype(np.intp)
+
+
+def _last_bytes(sigs: np.ndarray) -> np.ndarray:
+    return (sigs & 0xFF).astype(np.intp)
 
 
 def _rows_with_byte(arr: pa.Array | pa.ChunkedArray, byte: int) -> np.ndarray:
@@ -144,33 +146,76 @@ def _rows_with_byte(arr: pa.Array | pa.ChunkedArray, byte: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
+_MIX1 = np.uint64(0x9E3779B97F4A7C15)
+_MIX2 = np.uint64(0xBF58476D1CE4E5B9)
+
+
+def _hash64(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash of every value's bytes, computed 8 bytes at a time over the Arrow
+    buffers (a few vectorised passes, however many values). Only a prefilter: equal hashes
+    are always confirmed by comparing the strings."""
+    parts = [c.slice(b, _BLOCK) for c in _chunks(arr) for b in range(0, len(c), _BLOCK)]
+    out = np.zeros(len(arr), dtype=np.uint64)
+    at = 0
+    for part in parts:
+        off, data = _offsets(part)
+        k, lo, hi = len(part), int(off[0]), int(off[-1])
+        buf = np.zeros(hi - lo + 8, dtype=np.uint8)  # padded: an 8-byte read never runs off
+        buf[:hi - lo] = data[lo:hi]
+        words = np.ndarray((hi - lo + 1,), dtype="<u8", buffer=buf, strides=(1,))
+        starts = (off[:-1] - lo).astype(np.int64)
+        lens = (off[1:] - off[:-1]).astype(np.int64)
+        h = lens.astype(np.uint64) * _MIX1
+        n_words = (lens + 7) >> 3
+        for j in range(int(n_words.max())):
+            rows = np.flatnonzero(n_words > j)
+            word = words[starts[rows] + 8 * j]
+            rest = lens[rows] - 8 * j
+            short = rest < 8  # keep only the value's own bytes of its last word
+            if short.any():
+                keep = (np.uint64(1) << (rest[short].astype(np.uint64) * np.uint64(8))) - np.uint64(1)
+                word[short] &= keep
+            x = (h[rows] ^ word) * _MIX2
+            h[rows] = x ^ (x >> np.uint64(31))
+        out[at:at + k] = h
+        at += k
+    return out
+
+
 class StringSet:
-    """A run-time set of strings held as one pyarrow array of its distinct non-empty members
-    (five identifier strings per patient of a million-patient input are five million; no
-    Python string is made per member).
+    """A run-time set of strings held as one pyarrow array of its non-empty members (five
+    identifier strings per patient of a million-patient input are five million; no Python
+    string is made per member).
 
     Membership is tested in two steps: a 16-MB table of the (byte length, first byte, last
     byte) signatures of the members rules out almost every value of a column at the cost of
     reading three bytes (pseudonyms share no signature with names, IDs or phone numbers), and
-    the few candidates left are compared exactly, with pyarrow's `is_in`, against only the
-    members of the same signatures (members are kept sorted by signature), so no hash table of
-    the whole set is ever rebuilt per column."""
+    the candidates left are compared exactly. Few candidates are compared, with pyarrow's
+    `is_in`, against only the members of the same signatures (members are kept sorted by
+    signature); many (a consent check: every subject is a candidate) through a hash index of
+    the set built once, on first need, and every hash match is confirmed by comparing the
+    strings. No hash table of the whole set is rebuilt per column."""
 
     SMALL = 20_000  # up to this many members a regex alternation (RE2) is cheaper to search
 
     SHORT = 32  # texts up to this long are searched at every window size (no length scan)
 
+    HASHED = 50_000  # from this many candidates in one call, use (and build) the hash index
+
     def __init__(self, values: Any) -> None:
-        arr = pc.unique(_as_text(values))
-        arr = _single(arr).filter(pc.fill_null(pc.greater(pc.binary_length(arr), 0), False))
+        arr = _single(_as_text(values))
+        sigs = _signatures(arr)
+        if not sigs.all():  # missing and empty values are not members
+            keep = sigs != 0
+            arr, sigs = arr.filter(pa.array(keep)), sigs[keep]
         self.members: pa.Array = arr
-        sigs = _Bytes(arr).signatures()
         self._order = np.argsort(sigs, kind="stable")
         self._sorted = sigs[self._order]
         self._table = np.zeros(1 << 24, dtype=bool)
         self._table[sigs] = True
         self._lengths: tuple[int, ...] | None = None
         self._firsts: pa.Array | None = None
+        self._index: tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def lengths(self) -> tuple[int, ...]:
@@ -182,6 +227,8 @@ class StringSet:
         return self._lengths
 
     def __len__(self) -> int:
+        """Non-empty members as given (a repeated value counts each time: finding the
+        distinct ones of five million strings would cost more than the whole check)."""
         return len(self.members)
 
     def __bool__(self) -> bool:
@@ -197,11 +244,14 @@ class StringSet:
         out = np.zeros(n, dtype=bool)
         if not n or not self:
             return out
-        sigs = _Bytes(arr).signatures() if sigs is None else sigs
+        sigs = _signatures(arr) if sigs is None else sigs
         cand = np.flatnonzero(self._table[sigs])
         if not cand.size:
             return out
         cands = arr if cand.size == n else arr.take(pa.array(cand))
+        if cand.size >= self.HASHED or self._index is not None and cand.size > 1000:
+            out[cand] = self._hashed_member_mask(_single(cands))
+            return out
         # the members with a candidate's signature: ranges of the signature-sorted members
         wanted = np.unique(sigs[cand])
         lo = np.searchsorted(self._sorted, wanted, side="left")
@@ -211,6 +261,38 @@ class StringSet:
         if len(near) > 4 * cand.size:  # hash the smaller side
             near = near.filter(pc.is_in(near, value_set=pc.unique(cands)))
         out[cand] = _bools(pc.is_in(cands, value_set=near))
+        return out
+
+    def _hash_index(self) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray]:
+        """(distinct member hashes as a pandas Index, whose hash table is built on first
+        lookup and kept; one member per hash; whether a hash is shared by different strings;
+        every member's hash)."""
+        if self._index is None:
+            hashes = _hash64(self.members)
+            codes, distinct = pd.factorize(hashes)
+            one = np.empty(len(distinct), dtype=np.int64)
+            one[codes] = np.arange(len(codes))
+            same = _bools(pc.equal(self.members, self.members.take(pa.array(one[codes]))))
+            shared = np.zeros(len(distinct), dtype=bool)
+            shared[codes[~same]] = True
+            self._index = (pd.Index(distinct), one, shared, hashes)
+        return self._index
+
+    def _hashed_member_mask(self, cands: pa.Array) -> np.ndarray:
+        index, one, shared, hashes = self._hash_index()
+        probe = _hash64(cands)
+        pos = index.get_indexer(probe)
+        out = np.zeros(len(cands), dtype=bool)
+        rows = np.flatnonzero(pos >= 0)
+        if not rows.size:
+            return out
+        out[rows] = _bools(pc.equal(cands.take(pa.array(rows)),
+                                    self.members.take(pa.array(one[pos[rows]]))))
+        # a hash two different members share (never seen, but possible): compare with all
+        unsure = rows[~out[rows] & shared[pos[rows]]]
+        if unsure.size:
+            same_hash = self.members.filter(pa.array(np.isin(hashes, probe[unsure])))
+            out[unsure] = _bools(pc.is_in(cands.take(pa.array(unsure)), value_set=same_hash))
         return out
 
     def _first_characters(self) -> pa.Array:
@@ -235,7 +317,7 @@ class StringSet:
             return hit
         if len(self) <= self.SMALL:
             long = self.members.filter(pc.greater_equal(pc.utf8_length(self.members), 2))
-            literals = sorted(long.to_pylist(), key=len, reverse=True)
+            literals = sorted(set(long.to_pylist()), key=len, reverse=True)
             for i in range(0, len(literals), 5000):
                 pattern = "|".join(_re2_escape(v) for v in literals[i:i + 5000])
                 hit |= _bools(pc.match_substring_regex(arr, pattern))
@@ -322,7 +404,7 @@ def runtime_set(values: Any) -> Iterator[str]:
 
 
 def runtime_size(ref: str) -> int:
-    """Distinct non-empty members of a run-time set (the count goes into the suite)."""
+    """Non-empty members of a run-time set as given (the count goes into the suite)."""
     return len(_lookup(ref))
 
 
@@ -539,9 +621,11 @@ def whole_value_identifiers(texts: Any, known: StringSet) -> np.ndarray:
     from deidflow.identifiers import valid_resident_ids
 
     arr = _as_text(texts)
-    shape = _Bytes(arr)
+    sigs = _signatures(arr)
+    present = sigs != 0
+    first = _first_bytes(sigs)
     hit = np.zeros(len(arr), dtype=bool)
-    maybe = np.union1d(np.flatnonzero((shape.lengths > 0) & _NUMBER_START[shape.first]),
+    maybe = np.union1d(np.flatnonzero(present & _NUMBER_START[first]),
                        _rows_with_byte(arr, ord("@")))
     if maybe.size:
         sub = _single(arr.take(pa.array(maybe)))
@@ -556,9 +640,8 @@ def whole_value_identifiers(texts: Any, known: StringSet) -> np.ndarray:
             found |= _fullmatch(sub, WHOLE_VALUE_PATTERNS[kind])
         hit[maybe] = found
     if known:
-        hit |= known._member_mask(arr, shape.signatures())
-        padded = np.flatnonzero((shape.lengths > 0)
-                                & (_SPACE[shape.first] | _SPACE[shape.last]))
+        hit |= known._member_mask(arr, sigs)
+        padded = np.flatnonzero(present & (_SPACE[first] | _SPACE[_last_bytes(sigs)]))
         if padded.size:  # " 13812345678" is the same identifier
             hit[padded] |= known.contains(pc.utf8_trim_whitespace(arr.take(pa.array(padded))))
     return hit
