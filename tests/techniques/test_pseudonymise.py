@@ -211,34 +211,40 @@ def test_memo_shared_by_a_partition_changes_no_pseudonym(tables, method):
     assert key.hex() not in repr(memo)  # the memo keeps a digest of the key, never the key
 
 
-def test_memo_hashes_only_values_not_seen_before(monkeypatch):
-    key = ring().derive("encounter", algorithm="aes-cmac")
+def test_hmac_memo_hashes_only_values_not_seen_before_and_cmac_keeps_none(monkeypatch):
+    key = ring().derive("encounter")
     memo: dict = {}
-    ps.pseudonyms(pd.Series(["E1", "E2", "E3"], dtype="str"), key, prefix="E", memo=memo)
+    ps.pseudonyms(pd.Series(["E1", "E2", "E3"], dtype="str"), key, prefix="E", method="hmac", memo=memo)
     seen: list[list] = []
-    real = ps.cmac_tags
-    monkeypatch.setattr(ps, "cmac_tags", lambda v, k: (seen.append(ps._arrow_text(v).to_pylist()), real(v, k))[1])
-    out = ps.pseudonyms(pd.Series(["E3", "E1", "E4", "E3", None, "E4"], dtype="str"), key, prefix="E", memo=memo)
+    real = ps.hmac_digests
+    monkeypatch.setattr(ps, "hmac_digests", lambda k, v: (seen.append(list(v)), real(k, v))[1])
+    out = ps.pseudonyms(pd.Series(["E3", "E1", "E4", "E3", None, "E4"], dtype="str"), key, prefix="E",
+                        method="hmac", memo=memo)
     assert seen == [["E4"]]
     assert out[0] == out[3] and out[2] == out[5] and pd.isna(out[4])
     entry = next(iter(memo.values()))
     assert entry.values.to_pylist() == ["E1", "E2", "E3", "E4"]
+    # CMAC re-finds distinct values instead (cheaper than the lookup): nothing kept
+    cmac_memo: dict = {}
+    ps.pseudonyms(pd.Series(["E1"], dtype="str"), ring().derive("encounter", algorithm="aes-cmac"), memo=cmac_memo)
+    assert cmac_memo == {}
     # a context carries the memo; by default each context has its own
     assert ApplyContext(table="t", column="c", subject_ids=pd.Series([], dtype="str")).memo == {}
 
 
-@pytest.mark.parametrize("seen_first", [False, True])
-def test_label_collision_refused_within_a_column_and_across_tables(monkeypatch, seen_first):
-    """Two distinct values with one label (forced here by a constant MAC) are refused, whether
-    they meet in one column or one was labelled in an earlier table of the partition."""
-    key = ring().derive("patient", algorithm="aes-cmac")
+@pytest.mark.parametrize("method, seen_first", [("cmac", False), ("hmac", False), ("hmac", True)])
+def test_label_collision_refused(monkeypatch, method, seen_first):
+    """Two distinct values with one label (forced here by a constant MAC) are refused: within
+    a column, and for HMAC also when one was labelled in an earlier table of the partition."""
+    key = ring().derive("patient", algorithm=ps.METHODS[method][0])
     memo: dict = {}
     if seen_first:
-        ps.pseudonyms(pd.Series(["x"], dtype="str"), key, prefix="P", memo=memo)
-    tag_of_x = ps.cmac_tags(pa.array(["x"]), key)[0]
+        ps.pseudonyms(pd.Series(["x"], dtype="str"), key, prefix="P", method=method, memo=memo)
+    tag_of_x = ps._tags(method, pa.array(["x"], type=pa.large_string()), key)[0]
     monkeypatch.setattr(ps, "cmac_tags", lambda v, k: np.tile(tag_of_x, (len(v), 1)))
+    monkeypatch.setattr(ps, "hmac_digests", lambda k, v: tag_of_x.tobytes() * len(v))
     values = pd.Series(["y"] if seen_first else ["x", "y"], dtype="str", name="patient_id")
-    spec = col("link_key", "pseudonymise", {"scope": "patient"})
+    spec = col("link_key", "pseudonymise", {"scope": "patient", "method": method})
     context = ApplyContext(table="t", column="patient_id", subject_ids=values, keyring=ring(), memo=memo)
     with pytest.raises(InputError, match="same pseudonym") as exc:
         registry.get("pseudonymise").apply(values, spec, context)

@@ -29,9 +29,9 @@ class ApplyContext:
     Techniques add counts to `counts` (e.g. cells suppressed), which reach the manifest.
     `memo` is shared by every column and table of one release partition (the caller passes
     one dict to all their contexts): keyed techniques keep there what they computed for one
-    column that another can reuse (the labels of values already pseudonymised, a table's
-    per-row date offsets). It holds no keys, only one-way digests of them; it must not
-    outlive the partition or be shared between releases.
+    column that another can reuse (HMAC labels of values already pseudonymised, a table's
+    per-row date offsets for its next date column). It holds no keys, only one-way digests of
+    them; it must not outlive the partition or be shared between releases.
     """
 
     table: str
