@@ -105,13 +105,13 @@ def _signatures(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
             part = chunk.slice(b, _BLOCK)
             k = len(part)
             off, data = _offsets(part)
-            top = data.size - 1
             size = off[1:] - off[:-1]
             sig = out[at:at + k]
             np.minimum(size, 255, out=sig, casting="unsafe")
             sig <<= 16
-            sig |= data[np.minimum(off[:-1], top)].astype(np.uint32) << 8
-            sig |= data[np.maximum(off[1:] - 1, 0)]
+            # (an empty value's "first byte" may lie past the end: clipped, then zeroed below)
+            sig |= np.take(data, off[:-1], mode="clip").astype(np.uint32) << 8
+            sig |= np.take(data, off[1:] - 1, mode="clip")
             sig[size == 0] = 0
             if part.null_count:
                 sig[~_bools(pc.is_valid(part))] = 0
@@ -120,11 +120,11 @@ def _signatures(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def _first_bytes(sigs: np.ndarray) -> np.ndarray:
-    return ((sigs >> 8) & 0xFF).astype(np.intp)
+    return (sigs >> 8).astype(np.uint8)  # the cast keeps the low 8 bits
 
 
 def _last_bytes(sigs: np.ndarray) -> np.ndarray:
-    return (sigs & 0xFF).astype(np.intp)
+    return sigs.astype(np.uint8)
 
 
 def _rows_with_byte(arr: pa.Array | pa.ChunkedArray, byte: int) -> np.ndarray:
@@ -209,8 +209,8 @@ class StringSet:
             keep = sigs != 0
             arr, sigs = arr.filter(pa.array(keep)), sigs[keep]
         self.members: pa.Array = arr
-        self._order = np.argsort(sigs, kind="stable")
-        self._sorted = sigs[self._order]
+        self._sigs = sigs
+        self._by_signature: tuple[np.ndarray, np.ndarray] | None = None
         self._table = np.zeros(1 << 24, dtype=bool)
         self._table[sigs] = True
         self._lengths: tuple[int, ...] | None = None
@@ -253,15 +253,27 @@ class StringSet:
             out[cand] = self._hashed_member_mask(_single(cands))
             return out
         # the members with a candidate's signature: ranges of the signature-sorted members
+        order, ordered = self._signature_order()
         wanted = np.unique(sigs[cand])
-        lo = np.searchsorted(self._sorted, wanted, side="left")
-        size = np.searchsorted(self._sorted, wanted, side="right") - lo
+        lo = np.searchsorted(ordered, wanted, side="left")
+        size = np.searchsorted(ordered, wanted, side="right") - lo
         starts = np.repeat(lo - np.concatenate(([0], np.cumsum(size)[:-1])), size)
-        near = self.members.take(pa.array(self._order[starts + np.arange(int(size.sum()))]))
+        near = self.members.take(pa.array(order[starts + np.arange(int(size.sum()))]))
         if len(near) > 4 * cand.size:  # hash the smaller side
             near = near.filter(pc.is_in(near, value_set=pc.unique(cands)))
         out[cand] = _bools(pc.is_in(cands, value_set=near))
         return out
+
+    def _signature_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """(member positions ordered by signature, the ordered signatures), on first need:
+        one sort of (signature, position) packed in 64 bits, about twice as fast as argsort."""
+        if self._by_signature is None:
+            packed = (self._sigs.astype(np.uint64) << np.uint64(32)) | np.arange(
+                len(self._sigs), dtype=np.uint64)
+            packed.sort()
+            self._by_signature = ((packed & np.uint64(0xFFFFFFFF)).astype(np.int64),
+                                  (packed >> np.uint64(32)).astype(np.uint32))
+        return self._by_signature
 
     def _hash_index(self) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray]:
         """(distinct member hashes as a pandas Index, whose hash table is built on first
