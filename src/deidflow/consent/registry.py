@@ -22,6 +22,9 @@ hospital-private table used to find releases that contain a subject who later wi
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -187,12 +190,30 @@ class ConsentSnapshot:
     ``current`` holds one row per consent (the latest event of each ``consent_id``): its
     ``event`` is granted/amended (in force, subject to its terms) or withdrawn. Ties at the same
     instant resolve to the withdrawal (fail closed), then to the later-recorded row.
+
+    ``events`` is sorted by consent (in order of first appearance), time, withdrawal-first
+    rank and arrival; ``current_rows`` are the positions in it of each consent's latest event.
+    ``current`` is built from them on first use: the gate reads the few columns it needs at
+    those positions instead of copying every column of a million rows.
     """
 
     registry_url: str
     as_of: pd.Timestamp
     events: pd.DataFrame
-    current: pd.DataFrame = field(repr=False)
+    current_rows: np.ndarray = field(repr=False)
+
+    @cached_property
+    def current(self) -> pd.DataFrame:
+        if len(self.current_rows) == len(self.events):
+            return self.events.copy(deep=False)
+        return self.events.take(self.current_rows).reset_index(drop=True)
+
+    def current_values(self, column: str) -> np.ndarray | pd.Series:
+        """One column of ``current`` without building ``current``."""
+        values = self.events[column]
+        if len(self.current_rows) == len(self.events):
+            return values.reset_index(drop=True)
+        return values.take(self.current_rows).reset_index(drop=True)
 
     @classmethod
     def from_events(
@@ -201,14 +222,16 @@ class ConsentSnapshot:
         as_of_utc = to_utc(as_of)
         ev = events.copy()
         ev["recorded_at"] = pd.to_datetime(ev["recorded_at"], utc=True)
-        ev = ev.loc[(ev["recorded_at"] <= as_of_utc).to_numpy()]
+        recorded = (ev["recorded_at"] <= as_of_utc).to_numpy()
+        if not recorded.all():  # copying a million rows for nothing costs ~0.3 s
+            ev = ev.loc[recorded]
         if "seq" not in ev.columns:
             ev["seq"] = np.arange(len(ev), dtype=np.int64)
         for col in ("valid_from", "valid_until"):
             ev[col] = pd.to_datetime(ev[col])
         for col in ("separate", "cross_border"):
             ev[col] = ev[col].astype(bool)
-        rank = _EVENT_RANK.get_indexer(ev["event"].astype(str))
+        rank = _event_rank(ev["event"])
         # Sort integer keys, not strings: consent ids factorised once (grouped in order of
         # first appearance), then time, then the withdrawal-wins rank, then arrival.
         codes, _ = pd.factorize(ev["consent_id"])
@@ -218,34 +241,85 @@ class ConsentSnapshot:
             ev["recorded_at"].to_numpy(dtype="datetime64[ns]").view(np.int64),
             codes,
         ))
-        ev = ev.take(order).reset_index(drop=True)
+        # Read from the registry (in arrival order) most consents have one event: the order
+        # is often the identity, and every event often the current one.
+        if (order[1:] > order[:-1]).all():
+            ev = ev.reset_index(drop=True)
+        else:
+            ev = ev.take(order).reset_index(drop=True)
         sorted_codes = codes[order]
         last = np.ones(len(ev), dtype=bool)
         last[:-1] = sorted_codes[1:] != sorted_codes[:-1]
-        current = ev.loc[last].reset_index(drop=True)
-        return cls(redact_url(registry_url), as_of_utc, ev, current)
+        return cls(redact_url(registry_url), as_of_utc, ev, np.flatnonzero(last))
 
     @cached_property
     def digest(self) -> str:
-        """sha256 over the sorted event ids this snapshot used: reproducible, no identities.
-        Computed once per snapshot (sorting a million ids costs most of a second)."""
+        """sha256 over the sorted event ids this snapshot used, one per line (no final line
+        break): reproducible, no identities. Hashed straight from the Arrow buffer of the
+        sorted ids; computed once per snapshot."""
         ids = pa.array(self.events["event_id"].astype("str").array)
         ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-        ordered = pc.take(ids, pc.array_sort_indices(ids)).to_pylist()
-        return hashlib.sha256("\n".join(ordered).encode("utf-8")).hexdigest()
+        ordered = pc.take(ids, pc.array_sort_indices(ids)).cast(pa.large_string())
+        h = hashlib.sha256()
+        if len(ordered):
+            lines = pc.binary_join_element_wise(
+                ordered, pa.scalar("", pa.large_string()), pa.scalar("\n", pa.large_string()))
+            offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
+            start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
+            h.update(memoryview(lines.buffers()[2])[start : end - 1])
+        return h.hexdigest()
 
     def summary(self) -> dict[str, Any]:
-        in_force = self.current["event"].isin(["granted", "amended"])
+        rank = _event_rank(self.current_values("event"))
+        in_force = (rank == 0) | (rank == 1)
+        subjects = pa.array(pd.Series(self.current_values("subject_id")).astype("str").array)
+        subjects = subjects.combine_chunks() if isinstance(subjects, pa.ChunkedArray) else subjects
         return {
             "registry": self.registry_url,
             "as_of": self.as_of.isoformat(),
             "events": int(len(self.events)),
-            "consents": int(len(self.current)),
+            "consents": int(len(self.current_rows)),
             "granted": int(in_force.sum()),
             "withdrawn": int((~in_force).sum()),
-            "subjects": int(self.current["subject_id"].nunique()),
+            "subjects": _count_distinct(subjects),
             "events_sha256": self.digest,
         }
+
+
+def _event_rank(events: pd.Series) -> np.ndarray:
+    """0 granted, 1 amended, 2 withdrawn, -1 anything else; in Arrow (pandas' get_indexer on
+    "str" goes through Python objects)."""
+    arr = pa.array(pd.Series(events, copy=False).astype("str").array)
+    pos = pc.index_in(arr, value_set=pa.array(list(_EVENT_RANK), pa.string()))
+    return np.asarray(pos.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
+
+
+def _short_keys(ids: pa.Array) -> tuple[np.ndarray, int] | None:
+    """Ids that all have the same length of at most 8 bytes (and none missing), as one
+    uint64 per id read straight from the Arrow buffer: equal ids, equal keys, and hashing
+    integers is several times cheaper than hashing strings. None otherwise."""
+    if ids.null_count or len(ids) == 0 or ids.type not in (pa.string(), pa.large_string()):
+        return None
+    lengths = pc.min_max(pc.binary_length(ids))
+    width = lengths["min"].as_py()
+    if width != lengths["max"].as_py() or not 0 < width <= 8:
+        return None
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32 if ids.type == pa.string() else np.int64)
+    raw = np.frombuffer(ids.buffers()[2], dtype=np.uint8, count=len(ids) * width,
+                        offset=int(offsets[ids.offset]))
+    if width == 8:
+        return raw.view(np.uint64), width
+    padded = np.zeros((len(ids), 8), dtype=np.uint8)
+    padded[:, :width] = raw.reshape(-1, width)
+    return padded.view(np.uint64).ravel(), width
+
+
+def _count_distinct(ids: pa.Array) -> int:
+    """Distinct non-missing ids (as integer keys when they are short, see _short_keys)."""
+    keys = _short_keys(ids)
+    if keys is not None:
+        return int(len(pd.unique(keys[0])))
+    return int(pc.count_distinct(ids).as_py())
 
 
 def _empty_events() -> pd.DataFrame:
@@ -454,26 +528,25 @@ class ConsentRegistry:
     def snapshot(
         self, as_of: datetime | pd.Timestamp, *, subject_ids: Iterable[str] | None = None
     ) -> ConsentSnapshot:
-        """All events recorded at or before ``as_of``, read with one query."""
+        """All events recorded at or before ``as_of``, read in one read transaction (one
+        statement on PostgreSQL) straight into Arrow columns: a million events are 18 million
+        values, and one Python object per value (ORM rows, then DataFrame cells) cost ~15 s."""
         as_of_utc = to_utc(as_of)
-        cols = [consent_events.c[c] for c in EVENT_COLUMNS] + [consent_events.c.seq]
-        if self.backend == "sqlite":
-            # SQLite keeps times as text; SQLAlchemy parses each value with a regex (most of
-            # the read time). Fetch the text and let from_events parse whole columns at once.
-            cols = [sa.type_coerce(c, sa.String).label(c.name)
-                    if c.name in ("recorded_at", "valid_from", "valid_until") else c for c in cols]
-        q = sa.select(*cols).where(consent_events.c.recorded_at <= _bind_time(as_of_utc, self.backend))
-        if subject_ids is not None:
-            q = q.where(consent_events.c.subject_id.in_(list(subject_ids)))
-        q = q.order_by(consent_events.c.seq)  # arrival order: the snapshot frame is reproducible
+        ids = None if subject_ids is None else [str(s) for s in subject_ids]
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             with self.engine.connect() as conn:
-                result = conn.execute(q)
-                frame = _frame(result)
-        except (DBAPIError, SQLAlchemyError) as exc:
+                raw = conn.connection.driver_connection
+                if self.backend == "sqlite":
+                    columns = _read_events_sqlite(raw, as_of_utc, ids)
+                else:
+                    columns = _read_events_postgresql(raw, as_of_utc, ids)
+        except (DBAPIError, SQLAlchemyError, dbapi_error) as exc:
             raise self._unreachable(exc) from None
-        if frame.empty:
+        if len(columns["seq"]) == 0:
             frame = _empty_events().assign(seq=pd.Series(dtype="int64"))
+        else:
+            frame = _events_frame(columns)
         return ConsentSnapshot.from_events(frame, as_of_utc, self.url)
 
     def count_events(self) -> int:
@@ -488,29 +561,42 @@ class ConsentRegistry:
         pseudonyms: Sequence[str] | pd.Series | pd.Index,
         released_at: datetime,
     ) -> int:
-        """Remember which subject went out under which pseudonym in a release (idempotent)."""
-        subjects = pd.Series(np.asarray(subject_ids, dtype=object))
-        pseuds = pd.Series(np.asarray(pseudonyms, dtype=object))
+        """Remember which subject went out under which pseudonym in a release (idempotent: a
+        (release, subject) already recorded is skipped). One transaction, bound on the driver
+        directly (SQLite executemany; PostgreSQL COPY into a temporary table, then one INSERT):
+        ~850k SQLAlchemy parameter dicts cost ~13 s."""
+        subjects = _id_strings(subject_ids)
+        pseuds = _id_strings(pseudonyms)
         if len(subjects) != len(pseuds):
             raise ConsentError(
                 f"release {release_id}: {len(subjects)} subject ids but {len(pseuds)} pseudonyms",
                 key="record_release", fix="pass one pseudonym per released subject, same order",
             )
+        for what, arr in (("subject id", subjects), ("pseudonym", pseuds)):
+            if arr.null_count:
+                row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+                raise ConsentError(
+                    f"release {release_id}: {arr.null_count} missing {what}(s), the first at "
+                    f"position {row}; nothing was recorded",
+                    key="record_release", fix="pass a subject id and a pseudonym for every released subject",
+                )
         when = _bind_time(to_utc(released_at), self.backend)
-        rows = [
-            {"release_id": release_id, "subject_id": s, "pseudonym": p, "released_at": when}
-            for s, p in zip(subjects.astype(str), pseuds.astype(str))
-        ]
-        insert = (sqlite_dialect.insert if self.backend == "sqlite" else pg_dialect.insert)(
-            release_subjects
-        ).on_conflict_do_nothing(index_elements=["release_id", "subject_id"])
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             with self.engine.begin() as conn:
-                for start in range(0, len(rows), _INSERT_CHUNK):
-                    conn.execute(insert, rows[start : start + _INSERT_CHUNK])
-        except (DBAPIError, SQLAlchemyError) as exc:
+                raw = conn.connection.driver_connection
+                if self.backend == "sqlite":
+                    raw.executemany(
+                        "INSERT INTO release_subjects (release_id, subject_id, pseudonym, released_at) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (release_id, subject_id) DO NOTHING",
+                        zip(itertools.repeat(release_id), subjects.to_pylist(), pseuds.to_pylist(),
+                            itertools.repeat(when.strftime("%Y-%m-%d %H:%M:%S.%f"))),
+                    )
+                else:
+                    _copy_release_postgresql(raw, release_id, subjects, pseuds, when)
+        except (DBAPIError, SQLAlchemyError, dbapi_error) as exc:
             raise self._unreachable(exc) from None
-        return len(rows)
+        return len(subjects)
 
     def withdrawn_since_release(self) -> pd.DataFrame:
         """Released subjects who withdrew a consent after the release that contained them:
@@ -552,13 +638,204 @@ _PG_COUNT_MINE = sa.text(
 ).bindparams(_PG_IDS)
 
 
-def _frame(result: sa.CursorResult) -> pd.DataFrame:
-    """A query result as a DataFrame built column by column: pandas probes every Row object
-    (hasattr → SQLAlchemy key-lookup exceptions), which cost more than the query."""
-    keys = list(result.keys())
-    rows = result.all()
-    columns = list(zip(*rows)) if rows else [() for _ in keys]
-    return pd.DataFrame({k: list(v) for k, v in zip(keys, columns)})
+#: The snapshot's columns as read: event text, the timestamp, the two dates, two flags, seq.
+_READ_COLUMNS = EVENT_COLUMNS + ("seq",)
+_FLAG_COLUMNS = ("separate", "cross_border")
+_DATE_COLUMNS = ("valid_from", "valid_until")
+_NULLABLE = tuple(c.name for c in consent_events.columns if c.nullable and c.name in _READ_COLUMNS)
+#: Events per SQLite read: a chunk comes back as ONE value (SQLite caps values at 1e9 bytes).
+_SQLITE_READ_CHUNK = 200_000
+_SEP = "\x1f"
+
+
+def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None) -> dict[str, pa.Array]:
+    """Every event of a chunk printf-ed by SQLite into one line of unit-separated fields (plus
+    a 0/1 field per nullable text column telling NULL from ''), the lines joined into one
+    blob that Arrow's CSV reader parses: no Python object per value. Rows come in seq order
+    (a rowid range scan); the chunks share one read transaction (WAL), so imports running
+    meanwhile change nothing this reads. A value holding the separator or a line break makes
+    the chunk unparseable or its count wrong: that chunk is then read row by row instead."""
+    import pyarrow.csv as pacsv
+
+    bound = _bind_time(as_of_utc, "sqlite").strftime("%Y-%m-%d %H:%M:%S.%f")
+    fields: list[str] = []
+    names: list[str] = []
+    for col in _READ_COLUMNS:
+        fields.append(f"CASE WHEN {col} THEN 1 ELSE 0 END" if col in _FLAG_COLUMNS else col)
+        names.append(col)
+        if col in _NULLABLE and col not in _DATE_COLUMNS:
+            fields.append(f"{col} IS NULL")
+            names.append(f"{col}__null")
+    line = f"printf('{_SEP.join(['%s'] * len(fields))}', {', '.join(fields)})"
+    where = "seq > ? AND seq <= ? AND recorded_at <= ?"
+    if ids is not None:
+        where += " AND subject_id IN (SELECT value FROM json_each(?))"
+    inner = f"SELECT {', '.join(_READ_COLUMNS)} FROM consent_events WHERE {where} ORDER BY seq"
+    query = f"SELECT count(*), CAST(group_concat({line}, char(10)) AS BLOB) FROM ({inner})"
+    types = {c: pa.string() for c in names}
+    types.update({"seq": pa.int64(), "separate": pa.bool_(), "cross_border": pa.bool_(),
+                  "valid_from": pa.date32(), "valid_until": pa.date32()})
+    csv_options = dict(
+        read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
+        parse_options=pacsv.ParseOptions(delimiter=_SEP, quote_char=False, escape_char=False,
+                                         ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, null_values=[""], strings_can_be_null=False,
+            true_values=["1"], false_values=["0"]),
+    )
+    chunks: list[pa.Table] = []
+    began = not con.in_transaction
+    if began:
+        con.execute("BEGIN")
+    try:
+        lo, hi = con.execute("SELECT min(seq), max(seq) FROM consent_events").fetchone()
+        if lo is None:
+            lo = hi = 0
+        for start in range(lo - 1, hi, _SQLITE_READ_CHUNK):
+            params: list[Any] = [start, start + _SQLITE_READ_CHUNK, bound]
+            if ids is not None:
+                params.append(json.dumps(ids))
+            n, blob = con.execute(query, params).fetchone()
+            if not n:
+                continue
+            try:
+                table = pacsv.read_csv(pa.BufferReader(blob), **csv_options)
+            except pa.ArrowInvalid:
+                table = None
+            if table is None or table.num_rows != n:
+                rows = con.execute(f"SELECT {', '.join(fields)} FROM ({inner})", params).fetchall()
+                table = pa.Table.from_pylist([dict(zip(names, r)) for r in rows]).cast(
+                    pa.schema([(c, types[c]) for c in names]))
+            chunks.append(table)
+    finally:
+        if began:
+            con.execute("COMMIT")
+    table = pa.concat_tables(chunks) if chunks else pa.schema(
+        [(c, types[c]) for c in names]).empty_table()
+    out: dict[str, Any] = {}
+    for col in _READ_COLUMNS:
+        arr = table.column(col)
+        if f"{col}__null" in names:
+            arr = pc.if_else(pc.equal(table.column(f"{col}__null"), "1"), pa.scalar(None, arr.type), arr)
+        out[col] = arr
+    try:
+        out["recorded_at"] = pc.cast(out["recorded_at"], pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # Not the text SQLAlchemy writes: let pandas read whatever ISO 8601 form it is.
+        parsed = pd.to_datetime(out["recorded_at"].to_pandas(), utc=True, format="ISO8601")
+        out["recorded_at"] = pa.array(parsed.dt.tz_convert(None).astype("datetime64[us]"))
+    for col in _DATE_COLUMNS:
+        out[col] = pc.cast(out[col], pa.timestamp("us"))
+    return out
+
+
+def _read_events_postgresql(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None) -> dict[str, pa.Array]:
+    """One COPY of the events as CSV, parsed by Arrow. Times come as integer microseconds
+    since the epoch and dates as day numbers, so neither TimeZone nor DateStyle matter."""
+    import pyarrow.csv as pacsv
+
+    exprs = []
+    for col in _READ_COLUMNS:
+        if col == "recorded_at":
+            exprs.append("(extract(epoch FROM recorded_at) * 1000000)::bigint")
+        elif col in _DATE_COLUMNS:
+            exprs.append(f"{col} - DATE '1970-01-01'")
+        else:
+            exprs.append(col)
+    where = "recorded_at <= %s"
+    params: list[Any] = [_bind_time(as_of_utc, "postgresql")]
+    if ids is not None:
+        where += " AND subject_id IN (SELECT unnest(%s::text[]))"
+        params.append(ids)
+    sql = (f"COPY (SELECT {', '.join(exprs)} FROM consent_events WHERE {where} ORDER BY seq) "
+           "TO STDOUT (FORMAT csv)")
+    buf = io.BytesIO()
+    with con.cursor() as cur:
+        with cur.copy(sql, params) as copy:
+            for block in copy:
+                buf.write(block)
+    con.rollback()  # read only; ends the transaction psycopg opened
+    types = {c: pa.string() for c in _READ_COLUMNS}
+    types.update({"recorded_at": pa.int64(), "seq": pa.int64(), "valid_from": pa.int32(),
+                  "valid_until": pa.int32(), "separate": pa.bool_(), "cross_border": pa.bool_()})
+    if buf.tell() == 0:  # no event: Arrow refuses an empty CSV
+        return {c: pa.array([], types[c]) for c in _READ_COLUMNS}
+    table = pacsv.read_csv(
+        pa.BufferReader(buf.getbuffer()),
+        read_options=pacsv.ReadOptions(column_names=list(_READ_COLUMNS)),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, null_values=[""], strings_can_be_null=True,
+            quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
+    )
+    out = {c: table.column(c).combine_chunks() for c in _READ_COLUMNS}
+    out["recorded_at"] = out["recorded_at"].cast(pa.timestamp("us"))
+    for col in _DATE_COLUMNS:
+        out[col] = out[col].cast(pa.date32()).cast(pa.timestamp("us"))
+    return out
+
+
+def _events_frame(columns: dict[str, pa.Array]) -> pd.DataFrame:
+    """The Arrow columns as the snapshot frame: text as pandas "str" (a column with no value
+    at all as object None, as pandas infers it), UTC times, naive dates, bool flags."""
+    data: dict[str, Any] = {}
+    n = len(columns["seq"])
+    for col in _READ_COLUMNS:
+        arr = columns[col]
+        if col == "recorded_at":
+            data[col] = pd.DatetimeIndex(arr.to_numpy(zero_copy_only=False)).tz_localize("UTC")
+        elif col in _DATE_COLUMNS:
+            data[col] = arr.to_numpy(zero_copy_only=False)
+        elif col in _FLAG_COLUMNS:
+            data[col] = arr.to_numpy(zero_copy_only=False).astype(bool)
+        elif col == "seq":
+            data[col] = arr.to_numpy(zero_copy_only=False).astype(np.int64)
+        elif arr.null_count == n:
+            data[col] = pd.Series([None] * n, dtype=object)
+        else:
+            data[col] = arr.to_pandas()
+    frame = pd.DataFrame(data)
+    seq = frame["seq"].to_numpy()
+    if n > 1 and not (seq[1:] > seq[:-1]).all():
+        frame = frame.take(np.argsort(seq, kind="stable")).reset_index(drop=True)
+    return frame
+
+
+def _id_strings(values: Sequence[str] | pd.Series | pd.Index) -> pa.Array:
+    """Ids as one Arrow string array (non-string ids as their str(); missing stays missing)."""
+    series = values if isinstance(values, (pd.Series, pd.Index)) else pd.Series(
+        np.asarray(values, dtype=object))
+    series = pd.Series(series, copy=False)
+    if not (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"):
+        series = series.astype("str")
+    arr = pa.array(series.array)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _copy_release_postgresql(con: Any, release_id: str, subjects: pa.Array, pseuds: pa.Array,
+                             when: datetime) -> None:
+    """COPY the (subject, pseudonym) pairs as CSV into a temporary table, then one INSERT …
+    ON CONFLICT DO NOTHING (COPY itself cannot skip conflicts); for a subject given twice
+    the first pseudonym wins, as with row-by-row inserts."""
+    import pyarrow.csv as pacsv
+
+    buf = io.BytesIO()
+    pacsv.write_csv(
+        pa.table({"n": pa.array(np.arange(len(subjects), dtype=np.int64)), "s": subjects, "p": pseuds}),
+        buf, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"),
+    )
+    with con.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE deidflow_release_in (n bigint, subject_id text, "
+                    "pseudonym text) ON COMMIT DROP")
+        with cur.copy("COPY deidflow_release_in FROM STDIN (FORMAT csv)") as copy:
+            copy.write(buf.getbuffer())
+        cur.execute(
+            "INSERT INTO release_subjects (release_id, subject_id, pseudonym, released_at) "
+            "SELECT DISTINCT ON (subject_id) %s, subject_id, pseudonym, %s "
+            "FROM deidflow_release_in ORDER BY subject_id, n "
+            "ON CONFLICT (release_id, subject_id) DO NOTHING",
+            (release_id, when),
+        )
 
 
 def _bind_time(ts: pd.Timestamp, backend: str) -> datetime:
