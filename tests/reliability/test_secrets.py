@@ -41,6 +41,8 @@ def _key_needles(baseline: Baseline) -> dict[str, bytes]:
     for purpose in PURPOSES:
         for scope in SCOPES:
             keys[f"{purpose}/{scope}"] = ring.derive(scope, purpose=purpose)
+            # pseudonyms and date offsets use keys bound to their algorithm (AES-CMAC)
+            keys[f"{purpose}/{scope}/aes-cmac"] = ring.derive(scope, purpose=purpose, algorithm="aes-cmac")
     needles = {}
     for name, key in keys.items():
         needles[f"{name} raw"] = key
