@@ -110,20 +110,12 @@ def cmac_tags(values: pd.Series | pa.Array | pa.ChunkedArray, key: bytes) -> np.
     """
     arr = _arrow_text(values)
     n = len(arr)
-    tags = np.empty((n, 16), dtype=np.uint8)
     if n == 0:
-        return tags
+        return np.empty((0, 16), dtype=np.uint8)
     enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
     k1 = _shift_left(enc.update(bytes(16)))
     k2 = np.frombuffer(_shift_left(k1), dtype=np.uint8)
     k1 = np.frombuffer(k1, dtype=np.uint8)
-    # update_into a buffer allocated once: `update` would build a new bytes object per call
-    # (ten times the cost of the AES itself on a million blocks).
-    scratch = np.empty(16 * n + 16, dtype=np.uint8)
-
-    def aes(blocks: np.ndarray) -> np.ndarray:
-        done = enc.update_into(np.ascontiguousarray(blocks), scratch)
-        return scratch[:done].reshape(-1, 16)
 
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=n + 1, offset=8 * arr.offset)
     lengths = np.diff(offsets)
@@ -137,30 +129,42 @@ def cmac_tags(values: pd.Series | pa.Array | pa.ChunkedArray, key: bytes) -> np.
         offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=n + 1, offset=8 * arr.offset)
     data_buf = arr.buffers()[2]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    nblocks = np.maximum(1, (lengths + 15) // 16)
-    out = tags if order is None else np.empty_like(tags)
-    cuts = np.flatnonzero(np.diff(nblocks)) + 1
+    nblocks = np.maximum(1, (lengths + 15) // 16) if order is not None else None
+    cuts = np.flatnonzero(np.diff(nblocks)) + 1 if order is not None else np.zeros(0, np.int64)
+    parts = []
     for start, stop in zip(np.r_[0, cuts], np.r_[cuts, n]):
-        nb = int(nblocks[start])
+        rows = stop - start
+        nb = max(1, (int(lengths[start]) + 15) // 16)
         width = nb * 16
-        m = np.zeros((stop - start, width), dtype=np.uint8)
+        # The chaining value lives in a buffer 16 bytes longer than its blocks: AES-ECB runs in
+        # place there (`update_into` needs the slack; `update` would allocate a new bytes
+        # object per call, ten times the cost of the AES itself on a million blocks).
+        xbuf = np.empty(16 * rows + 16, dtype=np.uint8)
+        x = xbuf[: 16 * rows].reshape(rows, 16)
+        m = x if nb == 1 else np.zeros((rows, width), dtype=np.uint8)
         lcuts = np.flatnonzero(np.diff(lengths[start:stop])) + 1 + start
         for a, b in zip(np.r_[start, lcuts], np.r_[lcuts, stop]):
             ln = int(lengths[a])
-            rows = slice(a - start, b - start)
+            sub = m[a - start:b - start]
             if ln:
-                m[rows, :ln] = data[offsets[a]:offsets[b]].reshape(b - a, ln)
+                sub[:, :ln] = data[offsets[a]:offsets[b]].reshape(b - a, ln)
             if ln == width:  # complete last block
-                m[rows, width - 16:] ^= k1
-            else:
-                m[rows, ln] = 0x80
-                m[rows, width - 16:] ^= k2
-        x = aes(m[:, :16])
+                sub[:, width - 16:] ^= k1
+            else:  # 10* padding
+                sub[:, ln] = 0x80
+                sub[:, ln + 1:] = 0
+                sub[:, width - 16:] ^= k2
+        if nb > 1:
+            x[:] = m[:, :16]
+        enc.update_into(x, xbuf)
         for i in range(1, nb):
-            x = aes(x ^ m[:, 16 * i:16 * (i + 1)])
-        out[start:stop] = x
-    if order is not None:
-        tags[order] = out
+            x ^= m[:, 16 * i:16 * (i + 1)]
+            enc.update_into(x, xbuf)
+        parts.append(x)
+    if order is None:
+        return parts[0]
+    tags = np.empty((n, 16), dtype=np.uint8)
+    tags[order] = np.concatenate(parts) if len(parts) > 1 else parts[0]
     return tags
 
 
@@ -217,15 +221,17 @@ def _labels(tags: np.ndarray, length: int, prefix: bytes, validity: pa.Array | N
 
 
 def _first_words(tags: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(tags[:, :8]).view(np.uint64).ravel()
+    """The first 64 bits of each tag, as a new array (callers sort it in place)."""
+    return np.array(tags[:, :8], copy=True).view(np.uint64).ravel()
 
 
 def _all_distinct(words: np.ndarray) -> bool:
-    """True if no two 64-bit words are equal (a sort of integers)."""
+    """True if no two 64-bit words are equal (a sort of integers, in place: `words` is a
+    private copy whose order nobody relies on)."""
     if len(words) < 2:
         return True
-    s = np.sort(words)
-    return bool((s[1:] != s[:-1]).all())
+    words.sort()
+    return bool((words[1:] != words[:-1]).all())
 
 
 def _collision() -> InputError:
@@ -246,7 +252,8 @@ def _check_distinct(words: np.ndarray, labels: pa.Array) -> None:
 @dataclass
 class _Labelled:
     """The distinct values of one (method, key, length, prefix) seen so far in a partition,
-    their labels, and their labels' first 64 bits (for the collision check of new values)."""
+    their labels, and their MACs' first 64 bits in no particular order (for the collision check
+    of new values)."""
 
     values: pa.Array
     labels: pa.Array
