@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,3 +77,14 @@ def test_class_sizes_count_each_subject_once(rows):
         expected[key] = expected.get(key, 0) + 1
     sizes = class_sizes(df, "pid", QI)
     assert sorted(sizes.tolist()) == sorted(expected.values())
+
+
+@pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", object])
+@pytest.mark.parametrize("values", [["a", "b", None], ["a", "b", None, None], ["a", "a"], []])
+def test_subject_uniqueness_is_counted_as_pandas_does(values, dtype):
+    """per_subject asks pyarrow whether an Arrow text column is unique (pandas would first
+    make Python strings of it): same answer, a missing subject counting once."""
+    from deidflow.validation.expectations import _is_unique
+
+    s = pd.Series(values, dtype=dtype)
+    assert _is_unique(s) == s.is_unique

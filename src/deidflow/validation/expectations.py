@@ -441,9 +441,20 @@ def per_subject(df: pd.DataFrame, subject_column: str, columns: list[str]) -> pd
     are per-subject attributes and are identical across a subject's rows in the subject table)."""
     cols = [subject_column, *[c for c in columns if c != subject_column]]
     sub = df[cols]
-    if not sub[subject_column].is_unique:
+    if not _is_unique(sub[subject_column]):
         sub = sub.drop_duplicates(subset=[subject_column])
     return sub
+
+
+def _is_unique(values: pd.Series) -> bool:
+    """pandas' is_unique, counted by pyarrow for text (pandas makes Python strings of an
+    Arrow column first); a missing value counts once, as in pandas."""
+    dtype = values.dtype
+    arrow_text = (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
+                  or isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype))
+    if not arrow_text:
+        return bool(values.is_unique)
+    return pc.count_distinct(_as_text(values), mode="all").as_py() == len(values)
 
 
 def class_sizes(df: pd.DataFrame, subject_column: str, quasi_identifiers: list[str]) -> np.ndarray:
