@@ -162,6 +162,11 @@ def test_blanks_become_null_and_out_of_range_dates_name_the_row():
     out = shift_dates(pd.Series(["2024-01-01", "", "  ", None, "2024-01-02T08:00"], dtype="str"), np.array([1, 1, 1, 1, 1]))
     assert out.tolist()[0] == "2024-01-02" and out.isna().tolist() == [False, True, True, True, False]
     assert out[4] == "2024-01-03T08:00"
+    plain = shift_dates(pd.Series(["2024-01-01", "", " ", None, "2024-02-28"], dtype="str"), np.array([1, 1, 1, 1, 2]))
+    assert plain.fillna("-").tolist() == ["2024-01-02", "-", "-", "-", "2024-03-01"]
+    for impossible in ("2024-02-30", "2023-02-29T08:00", "2024-13-01"):  # never rolled over
+        with pytest.raises(InputError, match="row 2"):
+            shift_dates(pd.Series(["2024-01-01", "", impossible], dtype="str"), np.array([1, 1, 1]))
     with pytest.raises(InputError, match="outside the years 1 to 9999.*row 1") as exc:
         shift_dates(pd.Series(["2024-01-01", "9999-12-30"]), np.array([5, 5]), column="admit_date", table="t")
     assert "admit_date" in str(exc.value)

@@ -125,7 +125,14 @@ def shift_dates(values: pd.Series, offsets: np.ndarray, *, column: str = "", tab
     try:  # the usual column: every value a plain YYYY-MM-DD (Arrow's cast is strict)
         out = _move(arr.cast(pa.date32()), offsets, column, table)
     except pa.ArrowInvalid:
-        out = _shift_mixed(arr, offsets, column, table)
+        blank = pc.equal(pc.utf8_trim_whitespace(arr), "")
+        try:  # plain dates and blanks (blanks are missing dates: null, as always)
+            if not pc.any(blank).as_py():
+                raise pa.ArrowInvalid("no blanks: not plain dates")
+            out = _move(pc.if_else(blank, pa.scalar(None, pa.large_string()), arr).cast(pa.date32()),
+                        offsets, column, table)
+        except pa.ArrowInvalid:
+            out = _shift_mixed(arr, offsets, column, table)
     return pd.Series(pd.array(out, dtype=STR_DTYPE), index=values.index, name=values.name, copy=False)
 
 
@@ -137,11 +144,14 @@ def _shift_mixed(arr: pa.Array, offsets: np.ndarray, column: str, table: str | N
     iso = np.asarray(pc.match_substring_regex(arr, r"^\d{4}-\d{2}-\d{2}(?:$|[T ])").fill_null(False)) & present
     out = pa.nulls(n, pa.large_string())
     if iso.any():
-        head = pc.strptime(pc.utf8_slice_codeunits(arr, 0, 10), format="%Y-%m-%d", unit="s", error_is_null=True)
-        bad = iso & ~np.asarray(head.is_valid())
+        text = pc.if_else(pa.array(iso), pc.utf8_slice_codeunits(arr, 0, 10), pa.scalar(None, pa.large_string()))
+        head = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True).cast(pa.date32())
+        # strptime rolls 2024-02-30 over to March: a date is real only if it reads back the same
+        same = pc.equal(head.cast(pa.large_string()), text).fill_null(False)
+        bad = iso & ~np.asarray(same)
         if bad.any():
             raise _bad_dates(bad, column, table)
-        shifted = _move(head.cast(pa.date32()), offsets, column, table, iso)
+        shifted = _move(head, offsets, column, table, iso)
         out = pc.binary_join_element_wise(shifted, pc.utf8_slice_codeunits(arr, 10), pa.scalar("", pa.large_string()))
     rest = present & ~iso
     if rest.any():
