@@ -14,6 +14,7 @@ small frequency table is merged for the search.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -67,19 +68,34 @@ def publish(work: str) -> str:
 
 
 def _release(policy_path: str, as_of: datetime | None, engine: str) -> dict:
+    timings: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        timings[name] = round(now - clock[0], 3)
+        clock[0] = now
+
     work = prepare(policy_path, as_of, engine)
+    lap("prepare")
     try:
         parts = list(range(stages.RunState.load(Path(work)).partitions))
         if engine == "dask":
             done = gate_partition.map(unmapped(work), parts).result()
             stages.finish_prepare(Path(work), list(done))
+            lap("consent gate (partitions)")
         frequency_partition.map(unmapped(work), parts).result()
+        lap("frequency table (partitions)")
         search(work)
+        lap("search")
         stages.begin_transform(Path(work))
         transform_partition.map(unmapped(work), parts).result()
         stages.finish_transform(Path(work))
+        lap("transform (partitions)")
         validate(work)
+        lap("validate")
         publish(work)
+        lap("publish")
         summary = stages.summarise(Path(work))
     finally:
         stages.discard(Path(work))
@@ -87,7 +103,7 @@ def _release(policy_path: str, as_of: datetime | None, engine: str) -> dict:
                              description="deidflow release summary (counts only, no identities)")
     get_run_logger().info("release %s published", summary.release_id)
     return {"release_id": summary.release_id, "release_dir": str(summary.release_dir),
-            "released": summary.released, "k": summary.k}
+            "released": summary.released, "k": summary.k, "timings": timings}
 
 
 @flow(name="deidflow-release", log_prints=False, persist_result=False)

@@ -154,7 +154,7 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
             pid=os.getpid(), host=socket.gethostname(),
         )
         # The snapshot names subjects: it stays in the private work dir for the partitions.
-        snapshot.events.to_parquet(work / "consent-events.parquet")
+        _write_events(work, snapshot.events, 1 if engine == "memory" else n_parts)
         state.consent = snapshot.summary()
         if engine == "memory":
             state.partitions = 1
@@ -177,6 +177,23 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _write_events(work: Path, events: pd.DataFrame, parts: int) -> None:
+    """The consent snapshot's events, split by subject as the input partitions are, so each
+    partition's gate reads its own subjects' events and not the whole registry's."""
+    from deidflow.partitions import subject_partition
+
+    out = work / "consent"
+    out.mkdir()
+    if parts == 1:
+        events.to_parquet(out / _part(0))
+        return
+    which = subject_partition(events["subject_id"], parts)
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(parts + 1))
+    for i in range(parts):
+        events.iloc[order[bounds[i]:bounds[i + 1]]].reset_index(drop=True).to_parquet(out / _part(i))
 
 
 def _reap_stale_work(root: Path) -> None:
@@ -267,7 +284,7 @@ def gate_partition(work: Path, index: int, frames: Mapping[str, pd.DataFrame] | 
     subjects = pd.DataFrame({"subject_id": subject[subj_spec.subject_column].astype(str)})
     bcol = policy.consent.birth_date_column
     subjects["birth_date"] = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT
-    events = pd.read_parquet(work / "consent-events.parquet")
+    events = pd.read_parquet(work / "consent" / _part(index))
     events = events.loc[subject_mask(events["subject_id"], subjects["subject_id"])]
     snapshot = ConsentSnapshot.from_events(events, as_of, state.consent.get("registry", "registry"))
     gate = consent_gate(
@@ -532,6 +549,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     columns: list[dict[str, Any]] = []
     rows: dict[str, int] = {}
     released_subject = None
+    memo: dict[Any, Any] = {}  # shared by every column and table of this partition (ApplyContext.memo)
     for name, tspec in policy.tables.items():
         frame = _gated_part(work, name, index)
         frame = frame.loc[~subject_mask(frame[tspec.subject_column], suppressed)].reset_index(drop=True)
@@ -541,7 +559,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
             ctx = ApplyContext(
                 table=name, column=col, subject_ids=frame[tspec.subject_column],
                 keyring=keyring, level=state.search.get("levels", {}).get(col),
-                frame=frame, known_identifiers=known, base_dir=loaded.base_dir,
+                frame=frame, known_identifiers=known, base_dir=loaded.base_dir, memo=memo,
             )
             result = technique.apply(frame[col], cspec, ctx)
             entry = {"table": name, "column": col, "role": cspec.role.value,
@@ -666,6 +684,41 @@ def _release_id(loaded: LoadedPolicy, state: RunState, keyring: Any) -> str:
     return f"{agreement}-{h.hexdigest()[:12]}"
 
 
+class _ReleasedTables(Mapping[str, pd.DataFrame]):
+    """The staged release's tables, each read from its file when asked for and not kept, so
+    the validation gate holds one released table at a time."""
+
+    def __init__(self, stage: Path, policy: Any, engine: str) -> None:
+        self.stage, self.policy, self.engine = stage, policy, engine
+        self.fmt = policy.output.format
+
+    def _exists(self, name: str) -> bool:
+        if self.engine == "dask":
+            return any((self.stage / "data" / name).glob("part-*.parquet"))
+        return (self.stage / "data" / f"{name}.{self.fmt}").is_file()
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if not self._exists(name):
+            raise KeyError(name)
+        return released_table(self.stage, name, self.fmt, self.engine)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._exists(name)
+
+    def __iter__(self):
+        """The policy's tables that are in the release, then anything else found there (which
+        the gate refuses as undeclared)."""
+        found = []
+        data = self.stage / "data"
+        if data.is_dir():
+            found = sorted(p.name if p.is_dir() else p.name.split(".")[0] for p in data.iterdir())
+        declared = [name for name in self.policy.tables if name in found]
+        return iter(declared + [n for n in dict.fromkeys(found) if n not in self.policy.tables])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 # --- stage 4: validate --------------------------------------------------------------------------
 
 
@@ -677,15 +730,14 @@ def validate(work: Path) -> dict[str, Any]:
     loaded = _loaded(state)
     policy = loaded.policy
     stage = staging_dir(_output_root(loaded), state.release_id)
-    tables = {name: released_table(stage, name, policy.output.format, state.engine) for name in policy.tables}
-    subject = _gated(work, policy.subject_table)
-    known = known_identifiers(subject, loaded)
+    tables = _ReleasedTables(stage, policy, state.engine)
+    known = known_identifiers(_gated(work, policy.subject_table), loaded)["value"]
     mapping = _pseudonyms(work)
     consented = mapping["pseudonym"] if "pseudonym" in mapping else pd.Series([], dtype="string")
     report = validate_release(
         policy, tables,
-        input_identifiers=known["value"].dropna().unique().tolist(),
-        consented_pseudonyms=consented.astype(str).tolist(),
+        input_identifiers=known.dropna().unique(),
+        consented_pseudonyms=consented.astype("string"),
         out_dir=stage / "validation",
     )
     state.validation = _plain(report.as_dict())
