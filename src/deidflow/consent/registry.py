@@ -670,13 +670,15 @@ def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None
     where = "seq > ? AND seq <= ? AND recorded_at <= ?"
     if ids is not None:
         where += " AND subject_id IN (SELECT value FROM json_each(?))"
-    inner = f"SELECT {', '.join(_READ_COLUMNS)} FROM consent_events WHERE {where} ORDER BY seq"
-    query = f"SELECT count(*), CAST(group_concat({line}, char(10)) AS BLOB) FROM ({inner})"
+    # No ORDER BY subquery (it costs a third more): a rowid range is scanned in seq order,
+    # and _events_frame sorts by seq if a plan (the subject index) returned another order.
+    query = f"SELECT count(*), CAST(group_concat({line}, char(10)) AS BLOB) FROM consent_events WHERE {where}"
     types = {c: pa.string() for c in names}
     types.update({"seq": pa.int64(), "separate": pa.bool_(), "cross_border": pa.bool_(),
                   "valid_from": pa.date32(), "valid_until": pa.date32()})
     csv_options = dict(
-        read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
+        # One thread: on a shared machine the parse costs less than half the CPU time.
+        read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24, use_threads=False),
         parse_options=pacsv.ParseOptions(delimiter=_SEP, quote_char=False, escape_char=False,
                                          ignore_empty_lines=False),
         convert_options=pacsv.ConvertOptions(
@@ -703,7 +705,8 @@ def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None
             except pa.ArrowInvalid:
                 table = None
             if table is None or table.num_rows != n:
-                rows = con.execute(f"SELECT {', '.join(fields)} FROM ({inner})", params).fetchall()
+                rows = con.execute(f"SELECT {', '.join(fields)} FROM consent_events WHERE {where}",
+                                   params).fetchall()
                 table = pa.Table.from_pylist([dict(zip(names, r)) for r in rows]).cast(
                     pa.schema([(c, types[c]) for c in names]))
             chunks.append(table)
