@@ -124,3 +124,24 @@ def test_opened_in_a_browser_it_renders_and_fetches_nothing(site, tmp_path):
     dom, hosts = open_in_chromium(site / "index.html", tmp_path / "b")
     assert hosts == []
     assert "deidflow.patients" in dom and "deidflow.notes" in dom
+
+
+def test_templates_compile_once_per_process_and_gx_is_left_as_it_was(site, tmp_path):
+    """GX compiles its page templates anew for every block it renders; the build keeps the
+    bytecode (jinja checks each template's source checksum) and restores GX's view class."""
+    from great_expectations.render.view.view import DefaultJinjaView
+
+    from deidflow.validation import data_docs
+
+    init = DefaultJinjaView.__init__
+    assert data_docs._BYTECODE._code  # the first build (the fixture) filled it
+    compiled = dict(data_docs._BYTECODE._code)
+    again = run(tmp_path, "again", docs=True).data_docs_index.parent
+    assert DefaultJinjaView.__init__ is init
+    assert data_docs._BYTECODE._code == compiled  # nothing compiled a second time
+    def pages(root: Path) -> list[str]:  # the run time in a page's path aside
+        return sorted(re.sub(r"\d{8}T\d{6}\.\d+Z", "<run>", p.relative_to(root).as_posix())
+                      for p in root.rglob("*.html"))
+
+    assert pages(again) == pages(site)
+    assert external_references(again) == []

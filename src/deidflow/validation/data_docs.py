@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+
+from jinja2.bccache import Bucket, BytecodeCache
 
 from deidflow.errors import GateFailed
 
@@ -43,9 +48,53 @@ code,pre{background:#f5f5f5;padding:0 .2rem}
 
 def build_data_docs(ctx: Any, site_name: str, docs_dir: Path) -> Path:
     """Build the site for this run's stored results and make it self-contained."""
-    ctx.build_data_docs(site_names=[site_name])
+    with _compiled_templates_kept():
+        ctx.build_data_docs(site_names=[site_name])
     make_self_contained(docs_dir)
     return docs_dir / "index.html"
+
+
+class _TemplateBytecode(BytecodeCache):
+    """Compiled jinja templates kept in memory for the process. GX makes a new jinja
+    Environment for every page and block it renders, so without it each build compiles the
+    same few templates about fifty times over. Jinja keys an entry by template name and
+    source checksum, so a changed template is compiled afresh."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        with self._lock:
+            code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        with self._lock:
+            self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_BYTECODE = _TemplateBytecode()
+
+
+@contextmanager
+def _compiled_templates_kept() -> Iterator[None]:
+    """GX's page views use the shared bytecode cache for the duration of a build (restored
+    afterwards, as `gate._quiet_gx` restores what it changes)."""
+    from great_expectations.render.view.view import DefaultJinjaView
+
+    original = DefaultJinjaView.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.env.bytecode_cache = _BYTECODE
+
+    DefaultJinjaView.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DefaultJinjaView.__init__ = original  # type: ignore[method-assign]
 
 
 def make_self_contained(site: Path) -> None:
