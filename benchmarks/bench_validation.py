@@ -4,6 +4,7 @@ table, over a synthetic released table of 1,000,000 patients (target: under 5 s)
     .venv/bin/python benchmarks/bench_validation.py               # 1,000,000 rows
     .venv/bin/python benchmarks/bench_validation.py --rows 200000 --repeat 3
     .venv/bin/python benchmarks/bench_validation.py --release --repeat 3   # the real release
+    .venv/bin/python benchmarks/bench_validation.py --release /copy/of/release/data
 
 `--release` times `validate_release` on the full 1M-patient release that bench_release.py
 leaves in benchmarks/.cache/run-1000000/releases/ (four tables, 14.4M rows; target: under
@@ -104,7 +105,7 @@ def read_text_csv(path: Path, columns: list[str] | None = None):
         strings_can_be_null=True))
 
 
-def bench_release(repeat: int, console: Console) -> None:
+def bench_release(repeat: int, console: Console, data: Path | None = None) -> None:
     """validate_release on the real 1M-patient release (tables read before timing)."""
     import resource
 
@@ -113,12 +114,15 @@ def bench_release(repeat: int, console: Console) -> None:
     from deidflow.validation.gate import validate_release
 
     run_dir = CACHE / "run-1000000"
-    releases = sorted((run_dir / "releases").glob("*/data"))
-    if not releases:
-        raise SystemExit(f"no release under {run_dir / 'releases'}; run "
-                         "benchmarks/bench_release.py --patients 1000000 first")
-    data = releases[-1]
     policy = load_policy(run_dir / "policy.yaml").policy
+    if data is None:  # a published release (not a staging directory being written)
+        complete = [d for d in sorted((run_dir / "releases").glob("*/data"))
+                    if not d.parent.name.startswith(".")
+                    and all((d / f"{t}.csv").is_file() for t in policy.tables)]
+        if not complete:
+            raise SystemExit(f"no release under {run_dir / 'releases'}; run "
+                             "benchmarks/bench_release.py --patients 1000000 first")
+        data = complete[-1]
     t = time.perf_counter()
     tables = {name: read_text_csv(data / f"{name}.csv").to_pandas() for name in policy.tables}
     extract = read_text_csv(Path(policy.tables[policy.subject_table].path),
@@ -128,7 +132,7 @@ def bench_release(repeat: int, console: Console) -> None:
     consented = pa.array(tables[policy.subject_table]["patient_id"].array.__arrow_array__()
                          .combine_chunks())
     rows = sum(len(df) for df in tables.values())
-    console.print(f"{data.parent.name}: {len(tables)} tables, {rows:,} rows, {len(known):,} "
+    console.print(f"{data}: {len(tables)} tables, {rows:,} rows, {len(known):,} "
                   f"input identifiers, {len(consented):,} consented pseudonyms (read in "
                   f"{time.perf_counter() - t:.1f} s)")
     table = Table(title=f"validate_release on the 1M-patient release (best of {repeat})")
@@ -166,12 +170,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--release", action="store_true",
-                    help="time validate_release on the real 1M-patient release instead")
+    ap.add_argument("--release", nargs="?", const="", default=None, metavar="DATA_DIR",
+                    help="time validate_release on the real 1M-patient release instead (its "
+                    "data/ directory; default: the one under benchmarks/.cache/run-1000000)")
     args = ap.parse_args()
     console = Console()
-    if args.release:
-        bench_release(args.repeat, console)
+    if args.release is not None:
+        bench_release(args.repeat, console, Path(args.release) if args.release else None)
         return
 
     t = time.perf_counter()
