@@ -265,12 +265,15 @@ def test_lazy_mapping_is_read_once_per_table_in_policy_order_and_let_go(tmp_path
 
 
 def test_sets_as_arrow_arrays_and_series_give_the_same_verdicts(tmp_path):
-    """The run-time sets may be pyarrow arrays or pandas Series (no list needed)."""
+    """The run-time sets may be pyarrow arrays, pandas Series, the pandas array that
+    Series.unique() returns, or numpy arrays (no list needed)."""
     tabs = tables()
     tabs["notes"].loc[0, "text"] = f"患者{NAMES[4]}复诊。"
     tabs["patients"].loc[9, "patient_id"] = "P99" + "0" * 18
     as_list = run(tmp_path, "list", tabs={k: v.copy() for k, v in tabs.items()})
-    for kind, wrap in [("arrow", pa.array), ("series", lambda v: pd.Series(v, dtype="str"))]:
+    for kind, wrap in [("arrow", pa.array), ("series", lambda v: pd.Series(v, dtype="str")),
+                       ("unique", lambda v: pd.Series(v, dtype="string").dropna().unique()),
+                       ("numpy", lambda v: np.array(v, dtype=object))]:
         report = validate_release(policy(), {k: v.copy() for k, v in tabs.items()},
                                   input_identifiers=wrap(KNOWN),
                                   consented_pseudonyms=wrap(PSEUDONYMS),

@@ -42,13 +42,17 @@ _TEXT_TYPES = (pa.string(), pa.large_string())
 
 def _as_text(values: Any) -> pa.Array | pa.ChunkedArray:
     """Values as pyarrow text (string or large_string), without a copy when they already are
-    Arrow text: a pyarrow array, or a pandas column backed by Arrow ("str", "string[pyarrow]",
-    ArrowDtype). Anything else (a list, an object column, numbers) is compared by its text."""
+    Arrow text: a pyarrow array, a pandas column or array backed by Arrow ("str",
+    "string[pyarrow]", ArrowDtype, or what `Series.unique()` returns for them). Anything else
+    (a list, an object column, numbers) is compared by its text."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         arr = values
+    elif not isinstance(values, (pd.Series, pd.Index)) and hasattr(values, "__arrow_array__"):
+        arr = values.__arrow_array__()  # a pandas array, e.g. what Series.unique() returns
     else:
-        if isinstance(values, (pd.Series, pd.Index)):
-            series = pd.Series(values.array) if isinstance(values, pd.Index) else values
+        if isinstance(values, (pd.Series, pd.Index, np.ndarray)):
+            series = (values if isinstance(values, pd.Series)
+                      else pd.Series(values.array if isinstance(values, pd.Index) else values))
         else:
             items = values if isinstance(values, (list, tuple)) else list(values)
             try:
