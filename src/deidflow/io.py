@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.feather  # noqa: F401  (pa.feather)
 import pyarrow.parquet as pq
 
 from deidflow.errors import InputError
@@ -134,7 +135,7 @@ def _read_csv(path: Path, spec: Table) -> tuple[pd.DataFrame, str]:
     a row with too few fields instead of padding it, and the line is then named from a slow
     re-scan that only runs on the error path."""
     raw = path.read_bytes()
-    if not raw.strip():
+    if not raw or (len(raw) < 1 << 16 and not raw.strip()):
         raise InputError("file is empty", file=str(path), fix="export the table with a header row and data")
     digest = hashlib.sha256(raw).hexdigest()
     codec = "utf-8-sig" if _is_utf8(spec.encoding) else _decode_check(path, spec.encoding, raw)
@@ -159,7 +160,8 @@ def _decodes(raw: bytes) -> bool:
 
 
 def _header(raw: bytes, path: Path, spec: Table, codec: str) -> list[str]:
-    first = raw.split(b"\n", 1)[0].rstrip(b"\r")
+    end = raw.find(b"\n")
+    first = (raw if end < 0 else raw[:end]).rstrip(b"\r")  # a slice, not a copy of the file
     try:
         line = first.decode(codec)
     except UnicodeDecodeError:
@@ -187,7 +189,9 @@ def _parse(raw: bytes, path: Path, spec: Table, codec: str) -> pd.DataFrame:
                 newlines_in_values=raw.find(b'"') >= 0,
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={h: pa.string() for h in header},
+                # large_string is what pandas' Arrow text holds: read as string, every
+                # column would be copied once more by a cast.
+                column_types={h: pa.large_string() for h in header},
                 # Only an empty cell is missing: "NA" is sodium's test code, "null" a word.
                 null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
             ),
@@ -336,7 +340,9 @@ def check_subject_ids(subject: InputTable, sid_col: str) -> pa.Array:
 
 def check_links(table: InputTable, col: str, subject_ids: pa.Array, subject: InputTable) -> None:
     """Every row of `table` points to a subject of the subject table."""
-    dangling = ~is_in(table.frame[col], subject_ids)
+    from deidflow.consent.gate import subject_mask  # the fast membership test (runs of equal ids)
+
+    dangling = ~subject_mask(table.frame[col], subject_ids)
     if dangling.any():
         row = int(dangling.argmax()) + 2
         raise InputError(
@@ -438,17 +444,6 @@ def _write_text_csv(frame: pd.DataFrame, path: Path) -> None:
             quoting_style="needed", quoting_header="none", batch_size=1 << 16))
 
 
-def write_parquet(frame: pd.DataFrame, path: Path, keep: np.ndarray | pd.Series | None = None) -> Path:
-    """A frame (optionally only the rows where `keep`) as Parquet, through Arrow without a
-    pandas copy of the kept rows."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    if keep is not None:
-        table = table.filter(pa.array(np.asarray(keep, dtype=bool)))
-    pq.write_table(table, path)
-    return path
-
-
 def read_released_csv(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """A CSV this package wrote (UTF-8, comma, header), every column as text."""
     with open(path, "rb") as fh:
@@ -459,7 +454,7 @@ def read_released_csv(path: Path, columns: list[str] | None = None) -> pd.DataFr
         read_options=pacsv.ReadOptions(block_size=1 << 24),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
-            column_types={h: pa.string() for h in header}, include_columns=columns,
+            column_types={h: pa.large_string() for h in header}, include_columns=columns,
             null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False),
     )
     return _frame(table)
@@ -469,3 +464,28 @@ def _frame(table: pa.Table, strip: bool = False) -> pd.DataFrame:
     """pandas text columns over the Arrow table's own buffers (no copy)."""
     return pd.DataFrame({(name.strip() if strip else name): pd.Series(pd.arrays.ArrowStringArray(col), copy=False)
                          for name, col in zip(table.column_names, table.columns)})
+
+
+def write_work(frame: pd.DataFrame, path: Path, keep: np.ndarray | pd.Series | None = None) -> Path:
+    """A run's private intermediate table (optionally only the rows where `keep`) as an
+    uncompressed Arrow IPC file: written and read back at memory speed, unlike Parquet, and it
+    lives only as long as the run's work directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if keep is not None:
+        table = table.filter(pa.array(np.asarray(keep, dtype=bool)))
+    pa.feather.write_feather(table, path, compression="uncompressed")
+    return path
+
+
+def read_work(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A table written by `write_work`, as pandas over Arrow (text stays Arrow-backed)."""
+    table = pa.feather.read_table(path, columns=columns, memory_map=False)
+    text = [n for n, f in zip(table.column_names, table.schema) if pa.types.is_large_string(f.type)
+            or pa.types.is_string(f.type)]
+    other = [n for n in table.column_names if n not in text]
+    # Other columns through to_pandas, which restores their pandas dtypes from the metadata.
+    rest = table.select(other).to_pandas() if other else None
+    return pd.DataFrame({n: (pd.Series(pd.arrays.ArrowStringArray(table.column(n)), copy=False)
+                             if n in text else rest[n]) for n in table.column_names},
+                        index=pd.RangeIndex(table.num_rows))

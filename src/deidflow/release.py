@@ -32,7 +32,7 @@ from deidflow.consent.registry import registry_url_for
 from deidflow.errors import DeidflowError, GateFailed, InputError
 from deidflow.io import (
     InputTable, check_links, check_subject_ids, prepare_staging, publish, read_released_csv,
-    read_table, staging_dir, write_frame, write_parquet,
+    read_table, read_work, staging_dir, write_frame, write_work,
 )
 from deidflow.policy import LoadedPolicy, Role, load_policy
 
@@ -93,14 +93,18 @@ def _part(i: int) -> str:
     return f"part-{i:05d}.parquet"
 
 
-def _gated_part(work: Path, table: str, i: int) -> pd.DataFrame:
-    return pd.read_parquet(work / "gated" / table / _part(i))
+def _gated_path(work: Path, table: str, i: int) -> Path:
+    return work / "gated" / table / f"part-{i:05d}.arrow"
 
 
-def _gated(work: Path, table: str) -> pd.DataFrame:
+def _gated_part(work: Path, table: str, i: int, columns: list[str] | None = None) -> pd.DataFrame:
+    return read_work(_gated_path(work, table, i), columns)
+
+
+def _gated(work: Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
     """The consented rows of a table, all partitions in order."""
-    parts = sorted((work / "gated" / table).glob("part-*.parquet"))
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    parts = sorted((work / "gated" / table).glob("part-*.arrow"))
+    return pd.concat([read_work(p, columns) for p in parts], ignore_index=True)
 
 
 def _now() -> datetime:
@@ -302,7 +306,7 @@ def gate_partition(work: Path, index: int, frames: Mapping[str, pd.DataFrame] | 
             frames[name], policy.tables[name], as_of=as_of.date())
         keep = subject_mask(frame[policy.tables[name].subject_column], allowed)
         records_in[name] = int(len(frame))
-        write_parquet(frame, work / "gated" / name / _part(index), keep)
+        write_work(frame, _gated_path(work, name, index), keep)
         del frame
     excluded = work / "excluded" / _part(index)
     excluded.parent.mkdir(parents=True, exist_ok=True)
