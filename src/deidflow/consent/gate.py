@@ -41,7 +41,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deidflow.consent.registry import CHINA_TZ, ConsentSnapshot, _event_rank, _short_keys, to_utc
+from deidflow.consent.registry import (
+    CHINA_TZ,
+    ConsentSnapshot,
+    _event_rank,
+    _key_positions,
+    _short_keys,
+    to_utc,
+)
 from deidflow.errors import ConsentError, InputError
 
 #: Exclusion reason codes, stable for manifests, in order of precedence.
@@ -227,7 +234,7 @@ def subject_mask(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index |
     probe = vals if starts is None else vals.take(pa.array(starts))
     keys, set_keys = _short_keys(probe), _short_keys(value_set)
     if keys is not None and set_keys is not None and keys[1] == set_keys[1]:
-        hit = pd.Series(keys[0], copy=False).isin(set_keys[0]).to_numpy()
+        hit = _key_positions(keys[0], set_keys[0], unique=False) >= 0
     else:
         found = pc.is_in(probe, value_set=value_set)
         hit = np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
@@ -239,9 +246,9 @@ def _positions(values: pd.Series, subjects: pd.Index) -> np.ndarray:
     vals, value_set = _arrow_strings(values), _arrow_strings(subjects)
     keys, set_keys = _short_keys(vals), _short_keys(value_set)
     if keys is not None and set_keys is not None and keys[1] == set_keys[1]:
-        index = pd.Index(set_keys[0])
-        if index.is_unique:
-            return index.get_indexer(keys[0]).astype(np.intp, copy=False)
+        pos = _key_positions(keys[0], set_keys[0], unique=True)
+        if pos is not None:
+            return pos.astype(np.intp, copy=False)
     pos = pc.index_in(vals, value_set=value_set)
     return np.asarray(pos.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
 

@@ -296,8 +296,8 @@ def _event_rank(events: pd.Series) -> np.ndarray:
 
 def _short_keys(ids: pa.Array) -> tuple[np.ndarray, int] | None:
     """Ids that all have the same length of at most 8 bytes (and none missing), as one
-    uint64 per id read straight from the Arrow buffer: equal ids, equal keys, and hashing
-    integers is several times cheaper than hashing strings. None otherwise."""
+    uint64 per id read straight from the Arrow buffer, big-endian so that ids in string order
+    give keys in numeric order: equal ids, equal keys. None otherwise."""
     if ids.null_count or len(ids) == 0 or ids.type not in (pa.string(), pa.large_string()):
         return None
     lengths = pc.min_max(pc.binary_length(ids))
@@ -307,18 +307,36 @@ def _short_keys(ids: pa.Array) -> tuple[np.ndarray, int] | None:
     offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32 if ids.type == pa.string() else np.int64)
     raw = np.frombuffer(ids.buffers()[2], dtype=np.uint8, count=len(ids) * width,
                         offset=int(offsets[ids.offset]))
-    if width == 8:
-        return raw.view(np.uint64), width
-    padded = np.zeros((len(ids), 8), dtype=np.uint8)
-    padded[:, :width] = raw.reshape(-1, width)
-    return padded.view(np.uint64).ravel(), width
+    if width < 8:
+        padded = np.zeros((len(ids), 8), dtype=np.uint8)
+        padded[:, :width] = raw.reshape(-1, width)
+        raw = padded.ravel()
+    return raw.view(">u8").astype(np.uint64), width
+
+
+def _key_positions(keys: np.ndarray, set_keys: np.ndarray, *, unique: bool) -> np.ndarray | None:
+    """Position in set_keys of each key, -1 where absent, by binary search (an extract in id
+    order gives sorted keys: no sort, and cache-friendly searches). With ``unique`` a set with
+    a repeated key gives None."""
+    order = None
+    sorted_keys = set_keys
+    if len(set_keys) > 1 and not (set_keys[1:] > set_keys[:-1]).all():
+        order = np.argsort(set_keys, kind="stable")
+        sorted_keys = set_keys[order]
+        if unique and not (sorted_keys[1:] > sorted_keys[:-1]).all():
+            return None
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    found = sorted_keys[at] == keys
+    pos = at if order is None else order[at]
+    return np.where(found, pos, -1)
 
 
 def _count_distinct(ids: pa.Array) -> int:
     """Distinct non-missing ids (as integer keys when they are short, see _short_keys)."""
     keys = _short_keys(ids)
     if keys is not None:
-        return int(len(pd.unique(keys[0])))
+        k = keys[0]
+        return len(k) if (k[1:] > k[:-1]).all() else int(len(np.unique(k)))
     return int(pc.count_distinct(ids).as_py())
 
 
