@@ -141,14 +141,6 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     from deidflow.keys import KeyRing
 
     KeyRing.from_policy(loaded)  # a bad or open key file fails now, not after the gate and search
-    # Everything this stage imports is imported before the validation library starts loading
-    # on its own thread, so the two never wait on each other's half-imported modules.
-    import deidflow.consent.gate  # noqa: F401
-    import deidflow.partitions  # noqa: F401
-    import deidflow.techniques.derive  # noqa: F401
-    import pandas.io.parquet  # noqa: F401
-
-    _import_in_background("great_expectations")  # needed at validation; ~3 s of pure Python
     if engine == "dask":
         from deidflow.partitions import partition_count
 
@@ -189,26 +181,6 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-
-
-def _import_in_background(module: str) -> None:
-    """Start importing a heavy module that a later stage needs, on a thread: the import is
-    Python bytecode (it holds the GIL) while the reading and gating it overlaps with are mostly
-    Arrow and SQLite calls that release the GIL. Python's import lock makes the later import
-    wait for this one rather than run twice; an import error surfaces at that later import."""
-    import sys
-    import threading
-
-    if module in sys.modules:
-        return
-
-    def run() -> None:
-        try:
-            __import__(module)
-        except Exception:  # reported by the stage that imports it for real
-            pass
-
-    threading.Thread(target=run, name=f"import {module}", daemon=True).start()
 
 
 def _write_events(work: Path, events: pd.DataFrame, parts: int) -> None:
