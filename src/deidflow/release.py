@@ -688,9 +688,10 @@ def _release_id(loaded: LoadedPolicy, state: RunState, keyring: Any) -> str:
     return f"{agreement}-{h.hexdigest()[:12]}"
 
 
-class _ReleasedTables(Mapping[str, pd.DataFrame]):
+class _ReleasedTables(Mapping[str, Any]):
     """The staged release's tables, each read from its file when asked for and not kept, so
-    the validation gate holds one released table at a time."""
+    the validation gate holds one released table at a time (with the Dask engine, one
+    partition of a table at a time, except the subject table)."""
 
     def __init__(self, stage: Path, policy: Any, engine: str) -> None:
         self.stage, self.policy, self.engine = stage, policy, engine
@@ -701,9 +702,18 @@ class _ReleasedTables(Mapping[str, pd.DataFrame]):
             return any((self.stage / "data" / name).glob("part-*.parquet"))
         return (self.stage / "data" / f"{name}.{self.fmt}").is_file()
 
-    def __getitem__(self, name: str) -> pd.DataFrame:
+    def __getitem__(self, name: str) -> Any:
         if not self._exists(name):
             raise KeyError(name)
+        if self.engine == "dask" and name != self.policy.subject_table:
+            # Row-local checks: one partition at a time, so a 10M-patient release's largest
+            # table is never in memory whole. The subject table's risk checks need it whole.
+            from functools import partial
+
+            from deidflow.validation.gate import Parts
+
+            parts = sorted((self.stage / "data" / name).glob("part-*.parquet"))
+            return Parts(tuple(partial(pd.read_parquet, p) for p in parts))
         return released_table(self.stage, name, self.fmt, self.engine)
 
     def __contains__(self, name: object) -> bool:

@@ -282,3 +282,51 @@ def test_sets_as_arrow_arrays_and_series_give_the_same_verdicts(tmp_path):
             [(e.type, e.table, e.success, e.observed) for e in as_list.expectations]
     assert {e.type for e in as_list.failures} == {"expect_no_direct_identifiers",
                                                   "expect_subjects_to_be_consented"}
+
+
+def _parts(frame: pd.DataFrame, n: int):
+    from deidflow.validation.gate import Parts
+
+    bounds = np.linspace(0, len(frame), n + 1).astype(int)
+    loaded = []
+
+    def loader(lo: int, hi: int):
+        def load() -> pd.DataFrame:
+            loaded.append((lo, hi))
+            return frame.iloc[lo:hi].reset_index(drop=True)
+        return load
+
+    return Parts(tuple(loader(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]))), loaded
+
+
+def test_a_table_in_parts_passes_like_the_whole_table(tmp_path):
+    tabs = tables()
+    whole = run(tmp_path, "whole", tabs=tables())
+    tabs["notes"], loaded = _parts(tabs["notes"], 3)
+    parted = run(tmp_path, "parts", tabs=tabs)
+    assert parted.success, parted.explain()
+    assert len(loaded) == 3  # each partition loaded once
+    assert [(e.type, e.table, e.success) for e in parted.expectations] == \
+        [(e.type, e.table, e.success) for e in whole.expectations]
+    stored = json.loads((tmp_path / "parts" / "validation.json").read_text())
+    assert sorted(v.get("partition", -1) for v in stored["validations"] if v["table"] == "notes") == [0, 1, 2]
+
+
+def test_a_failure_in_one_part_fails_the_table_and_names_the_part(tmp_path):
+    tabs = tables()
+    notes = tabs["notes"].copy()
+    notes.loc[8, "text"] = f"患者{NAMES[8]}复诊"  # a known name, in the third part
+    tabs["notes"], _ = _parts(notes, 3)
+    consented = PSEUDONYMS[:-1]  # the last subject's rows (third part) are not consented
+    report = run(tmp_path, "bad", tabs=tabs, consented=consented)
+    assert not report.success
+    f = failed(report, "notes")
+    assert f["expect_subjects_to_be_consented"].startswith("partition 2 of 3: ")
+    assert "expect_no_direct_identifiers" in f
+
+
+def test_the_subject_table_is_never_checked_in_parts(tmp_path):
+    tabs = tables()
+    tabs["patients"], _ = _parts(tabs["patients"], 2)
+    with pytest.raises(ValueError, match="subject table must be validated whole"):
+        run(tmp_path, "subject", tabs=tabs)

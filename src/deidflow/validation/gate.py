@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -284,7 +284,8 @@ def validate_release(
 
     `tables` may be any mapping: its keys are listed once, and each policy table is fetched
     exactly once, in policy order, and let go after its checks, so a mapping that reads a
-    table on access keeps one table in memory at a time. The two sets may be lists, pandas
+    table on access keeps one table in memory at a time. A table other than the subject table
+    may be given as `Parts` (row partitions checked one at a time). The two sets may be lists, pandas
     Series or pyarrow arrays; they are held as Arrow arrays, never as Python strings.
 
     Writes `out_dir/validation.json` (BASIC results, no data values), `out_dir/suites/*.json`
@@ -331,8 +332,21 @@ def validate_release(
             suite = ctx.suites.add(suite)
             vd = ctx.validation_definitions.add(
                 gx.ValidationDefinition(name=f"release.{name}", data=batch_def, suite=suite))
-            res = vd.run(batch_parameters={"dataframe": tables[name]},
-                         result_format=RESULT_FORMAT)
+            value = tables[name]
+            if isinstance(value, Parts):
+                if name == policy.subject_table:  # k, l and risk need every subject at once
+                    raise ValueError("the subject table must be validated whole, not in Parts")
+                per_part = []
+                for i, load in enumerate(value.loaders):
+                    res = vd.run(batch_parameters={"dataframe": load()}, result_format=RESULT_FORMAT)
+                    _release_batches(source)
+                    per_part.append([_outcome(name, er) for er in res.results])
+                    stored.append({"table": name, "partition": i, "suite": suite.name,
+                                   "result": _plain(_scrub_result_dict(res.to_json_dict()))})
+                outcomes += _combine_parts(per_part)
+                continue
+            res = vd.run(batch_parameters={"dataframe": value}, result_format=RESULT_FORMAT)
+            del value
             _release_batches(source)
             outcomes += [_outcome(name, er) for er in res.results]
             stored.append({"table": name, "suite": suite.name,
@@ -348,6 +362,46 @@ def validate_release(
         _plain({"success": success, "summary": report.as_dict(), "validations": stored}),
         ensure_ascii=False, indent=1, allow_nan=False))
     return report
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A released table given as row partitions, each loaded when its turn comes and checked
+    by the table's whole suite on its own (the Dask engine's output, too big to hold at once).
+
+    Only for tables whose expectations look at one row or one value at a time (schema,
+    identifiers, consent, shapes): every table but the subject table, whose k, l and risk
+    expectations need all subjects together and which is therefore always given whole."""
+
+    loaders: tuple[Callable[[], pd.DataFrame], ...]
+
+
+def _combine_parts(per_part: list[list[ExpectationOutcome]]) -> list[ExpectationOutcome]:
+    """One outcome per expectation from its outcomes on every partition: it passes only if it
+    passed on every partition; a failure reports the first failing partition; counts add up."""
+    if not per_part:
+        return []
+    out = []
+    for j, first in enumerate(per_part[0]):
+        results = [part[j] for part in per_part]
+        failed = [(i, r) for i, r in enumerate(results) if not r.success]
+        observed = first.observed
+        if all(isinstance(r.observed, (int, float)) and not isinstance(r.observed, bool)
+               for r in results):
+            observed = sum(r.observed for r in results)
+        if failed:
+            i, r = failed[0]
+            out.append(ExpectationOutcome(
+                type=r.type, table=r.table, columns=r.columns, success=False, observed=observed,
+                error=any(x.error for _, x in failed),
+                explanation=f"partition {i} of {len(results)} (and {len(failed) - 1} more): "
+                f"{r.explanation}" if len(failed) > 1 else
+                f"partition {i} of {len(results)}: {r.explanation}"))
+        else:
+            out.append(ExpectationOutcome(
+                type=first.type, table=first.table, columns=first.columns, success=True,
+                observed=observed, explanation=f"{first.explanation} (all {len(results)} partitions)"))
+    return out
 
 
 def _release_batches(source: Any) -> None:
