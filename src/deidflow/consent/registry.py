@@ -11,8 +11,9 @@ the FHIR resource id and version). Inserting uses ``ON CONFLICT DO NOTHING``, so
 same file twice, or two processes importing it at the same time, records each event once. An
 ``event_id`` that reappears with *different* content is refused: amendments need a new event.
 
-Concurrency: the gate reads one snapshot with one SELECT (PostgreSQL MVCC / SQLite WAL), so
-imports and withdrawals running at the same time neither block it nor change what it reads.
+Concurrency: the gate reads one snapshot in one read transaction (PostgreSQL: one COPY
+statement, MVCC; SQLite: chunked SELECTs inside one WAL read transaction), so imports and
+withdrawals running at the same time neither block it nor change what it reads.
 
 The release history (which subject went out under which pseudonym in which release) is a
 hospital-private table used to find releases that contain a subject who later withdrew
