@@ -189,15 +189,18 @@ def _write_events(work: Path, events: pd.DataFrame, parts: int) -> None:
     from deidflow.partitions import subject_partition
 
     out = work / "consent"
-    out.mkdir()
     if parts == 1:
-        events.to_parquet(out / _part(0))
+        write_work(events, out / _events_part(0))
         return
     which = subject_partition(events["subject_id"], parts)
     order = np.argsort(which, kind="stable")
     bounds = np.searchsorted(which[order], np.arange(parts + 1))
     for i in range(parts):
-        events.iloc[order[bounds[i]:bounds[i + 1]]].reset_index(drop=True).to_parquet(out / _part(i))
+        write_work(events.iloc[order[bounds[i]:bounds[i + 1]]].reset_index(drop=True), out / _events_part(i))
+
+
+def _events_part(i: int) -> str:
+    return f"part-{i:05d}.arrow"
 
 
 def _reap_stale_work(root: Path) -> None:
@@ -288,7 +291,7 @@ def gate_partition(work: Path, index: int, frames: Mapping[str, pd.DataFrame] | 
     subjects = pd.DataFrame({"subject_id": subject[subj_spec.subject_column].astype(str)})
     bcol = policy.consent.birth_date_column
     subjects["birth_date"] = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT
-    events = pd.read_parquet(work / "consent" / _part(index))
+    events = read_work(work / "consent" / _events_part(index))
     events = events.loc[subject_mask(events["subject_id"], subjects["subject_id"])]
     snapshot = ConsentSnapshot.from_events(events, as_of, state.consent.get("registry", "registry"))
     gate = consent_gate(
@@ -299,7 +302,7 @@ def gate_partition(work: Path, index: int, frames: Mapping[str, pd.DataFrame] | 
         abroad=policy.release.recipient.abroad,
         as_of=as_of,
     )
-    allowed = pd.Index(pd.Series(np.asarray(gate.allowed), dtype="string"))
+    allowed = gate.allowed
     records_in = {}
     for name in policy.tables:
         frame = subject if name == policy.subject_table else derive_columns(
