@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from deidflow.errors import PolicyError
 from deidflow.policy import Column, Role
 from deidflow.techniques._params import int_param, number_param, numeric_values
 from deidflow.techniques.base import ApplyContext, Technique
-from deidflow.techniques.hierarchies import encode_qi, level_range, decode_level
+from deidflow.techniques.hierarchies import NA_LABEL, decode_level, encode_qi, level_range
 
 
 class Generalise(Technique):
@@ -67,8 +68,12 @@ class Generalise(Technique):
                 fix="choose a level inside hierarchy.min_level..max_level",
             )
         out = decode_level(encoded, level, values.index, values.name)
-        changed = (out.astype(object) != values.astype("string").astype(object)) & values.notna()
-        ctx.count("cells_generalised", int(changed.sum()))
+        # A cell changed when its label at `level` differs from its own text (level 0 holds
+        # each value's text): decided once per distinct value, then counted over the rows.
+        base = encoded.labels[0][encoded.maps[0]]
+        top = encoded.labels[level][encoded.maps[level]]
+        changed = (top != base) & (base != NA_LABEL)
+        ctx.count("cells_generalised", int(np.bincount(encoded.codes, minlength=len(changed))[changed].sum()))
         return out
 
     def describe(self, spec: Column, ctx: ApplyContext) -> dict[str, Any]:

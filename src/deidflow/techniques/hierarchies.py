@@ -291,9 +291,15 @@ def level_range(hierarchy: Hierarchy, n_levels: int, *, column: str | None = Non
 
 def decode_level(encoded: EncodedQI, level: int, index: pd.Index, name: str | None = None) -> pd.Series:
     """The released column at `level`: labels per row, nulls back to null."""
-    labels = encoded.decode(level)
-    out = pd.Series(labels, index=index, name=name, dtype="string")
-    return out.mask(out == NA_LABEL)
+    # The level's labels once each (a few hundred strings), then one Arrow gather per row:
+    # no Python string per row. The missing-value label goes back to null.
+    import pyarrow as pa
+
+    labels = pd.array(encoded.labels[level], dtype="string")
+    labels = labels.__arrow_array__(pa.large_string())
+    labels = pa.array([None if v == NA_LABEL else v for v in labels.to_pylist()], pa.large_string())
+    rows = labels.take(pa.array(encoded.at(level)))
+    return pd.Series(pd.arrays.ArrowStringArray(rows), index=index, name=name, copy=False)
 
 
 def generalise_values(
