@@ -150,7 +150,16 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         from deidflow.partitions import partition_count
 
         n_parts = partition_count(loaded)
-    snapshot = ConsentRegistry(_registry_url(loaded)).snapshot(as_of)
+    inputs = _InputTables(loaded) if engine == "memory" else None
+    # The snapshot is mostly SQLite (or PostgreSQL) work that releases the GIL and keeps one
+    # core busy: read and check the first input tables on the other meanwhile.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
+        pending = pool.submit(ConsentRegistry(_registry_url(loaded)).snapshot, as_of)
+        if inputs is not None:
+            inputs.prefetch(2)
+        snapshot = pending.result()
 
     _reap_stale_work(_private_dir(loaded) / "work")
     work = _private_dir(loaded) / "work" / uuid.uuid4().hex[:16]
@@ -168,7 +177,6 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         if engine == "memory":
             state.partitions = 1
             state.save(work)
-            inputs = _InputTables(loaded)
             done = gate_partition(work, 0, inputs)
             state = RunState.load(work)
             state.inputs = inputs.digests()
@@ -246,11 +254,23 @@ class _InputTables(Mapping[str, pd.DataFrame]):
         self._subject: InputTable | None = None
         self._ids: Any = None
         self._inputs: dict[str, dict[str, Any]] = {}
+        self._ahead: dict[str, pd.DataFrame] = {}
+
+    def prefetch(self, n: int) -> None:
+        """Read and check the subject table and the tables after it, up to `n` in all, now;
+        each is handed over (and let go) when the gate asks for it."""
+        for name in list(self.policy.tables)[:n]:
+            if name != self.policy.subject_table:
+                self._ahead[name] = self[name]
+            else:
+                self[name]
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         policy = self.policy
         if name == policy.subject_table and self._subject is not None:
             return self._subject.frame
+        if name in self._ahead:
+            return self._ahead.pop(name)
         if name != policy.subject_table and self._subject is None:
             self[policy.subject_table]  # link keys are checked against the subject ids
         table = read_table(name, policy.tables[name], self.loaded)
