@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import mmap
 import os
 import shutil
 from dataclasses import dataclass
@@ -134,16 +135,28 @@ def _read_csv(path: Path, spec: Table) -> tuple[pd.DataFrame, str]:
     Arrow's multithreaded reader does the parsing and the UTF-8 check; unlike pandas it refuses
     a row with too few fields instead of padding it, and the line is then named from a slow
     re-scan that only runs on the error path."""
-    raw = path.read_bytes()
-    if not raw or (len(raw) < 1 << 16 and not raw.strip()):
+    size = path.stat().st_size
+    if size == 0 or (size < 1 << 16 and not path.read_bytes().strip()):
         raise InputError("file is empty", file=str(path), fix="export the table with a header row and data")
-    digest = hashlib.sha256(raw).hexdigest()
-    codec = "utf-8-sig" if _is_utf8(spec.encoding) else _decode_check(path, spec.encoding, raw)
+    # The file's pages mapped, not copied into a bytes object: hashing and parsing read the
+    # page cache directly (a copy cost ~1.4 s and 1 GB of fresh memory per GB of input here).
+    with open(path, "rb") as fh:
+        raw = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        frame = _parse(raw, path, spec, codec)
-    except _NotUtf8:
-        codec = _decode_check(path, spec.encoding, raw)  # names the line, or finds GB18030 (auto)
-        frame = _parse(raw, path, spec, codec)
+        digest = hashlib.sha256(raw).hexdigest()
+        codec = ("utf-8-sig" if _is_utf8(spec.encoding)
+                 else _decode_check(path, spec.encoding, bytes(raw)))
+        try:
+            frame = _parse(raw, path, spec, codec)
+        except _NotUtf8:
+            # names the line, or finds GB18030 (auto)
+            codec = _decode_check(path, spec.encoding, bytes(raw))
+            frame = _parse(raw, path, spec, codec)
+    finally:
+        try:
+            raw.close()
+        except BufferError:  # an error's traceback still holds an Arrow view; GC unmaps it
+            pass
     return frame, digest
 
 
@@ -161,7 +174,7 @@ def _decodes(raw: bytes) -> bool:
 
 def _header(raw: bytes, path: Path, spec: Table, codec: str) -> list[str]:
     end = raw.find(b"\n")
-    first = (raw if end < 0 else raw[:end]).rstrip(b"\r")  # a slice, not a copy of the file
+    first = raw[: len(raw) if end < 0 else end].rstrip(b"\r")  # the first line only
     try:
         line = first.decode(codec)
     except UnicodeDecodeError:
@@ -180,7 +193,7 @@ def _parse(raw: bytes, path: Path, spec: Table, codec: str) -> pd.DataFrame:
     encoding = "utf8" if codec == "utf-8-sig" else codec
     try:
         table = pacsv.read_csv(
-            pa.BufferReader(raw),
+            pa.BufferReader(pa.py_buffer(raw)),
             read_options=pacsv.ReadOptions(encoding=encoding, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(
                 delimiter=spec.delimiter,
@@ -198,10 +211,10 @@ def _parse(raw: bytes, path: Path, spec: Table, codec: str) -> pd.DataFrame:
         )
     except pa.ArrowInvalid as exc:
         msg = str(exc)
-        if encoding == "utf8" and ("invalid UTF8" in msg or not _decodes(raw)):
+        if encoding == "utf8" and ("invalid UTF8" in msg or not _decodes(bytes(raw))):
             raise _NotUtf8 from None  # a binary or GBK file: say that, not "ragged rows"
         if "Expected" in msg and "columns" in msg:
-            text = raw.decode(codec, errors="replace")
+            text = bytes(raw).decode(codec, errors="replace")
             found = _first_ragged_row(text, spec, len(header))
             if found is not None:
                 line, fields = found

@@ -152,13 +152,14 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         n_parts = partition_count(loaded)
     inputs = _InputTables(loaded) if engine == "memory" else None
     # The snapshot is mostly SQLite (or PostgreSQL) work that releases the GIL and keeps one
-    # core busy: read and check the first input tables on the other meanwhile.
+    # core busy: read and check the first input tables on the other meanwhile (the largest
+    # tables come last in the example policy, so holding these costs little memory).
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
         pending = pool.submit(ConsentRegistry(_registry_url(loaded)).snapshot, as_of)
         if inputs is not None:
-            inputs.prefetch(2)
+            inputs.prefetch(3)
         snapshot = pending.result()
 
     _reap_stale_work(_private_dir(loaded) / "work")
