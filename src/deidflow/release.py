@@ -176,6 +176,8 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         # The snapshot names subjects: it stays in the private work dir for the partitions.
         _write_events(work, snapshot.events, 1 if engine == "memory" else n_parts)
         state.consent = snapshot.summary()
+        del snapshot
+        _give_back_memory()  # the registry's events: ~3 GB at 10M subjects, no longer needed
         if engine == "memory":
             state.partitions = 1
             state.save(work)
@@ -196,6 +198,18 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _give_back_memory() -> None:
+    """Return freed memory to the operating system now (Arrow's pool and the C heap keep it
+    otherwise), so that the processes a Dask release starts next have it."""
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _write_events(work: Path, events: pd.DataFrame, parts: int) -> None:

@@ -247,7 +247,12 @@ class ConsentSnapshot:
         if (order[1:] > order[:-1]).all():
             ev = ev.reset_index(drop=True)
         else:
-            ev = ev.take(order).reset_index(drop=True)
+            # Column by column, each source column let go once taken: a whole-frame take held
+            # the registry's events twice (6.4 GB at peak for 10M events instead of ~3.5).
+            taken = {}
+            for col in list(ev.columns):
+                taken[col] = ev.pop(col).take(order).reset_index(drop=True)
+            ev = pd.DataFrame(taken)
         sorted_codes = codes[order]
         last = np.ones(len(ev), dtype=bool)
         last[:-1] = sorted_codes[1:] != sorted_codes[:-1]
@@ -803,7 +808,7 @@ def _events_frame(columns: dict[str, pa.Array]) -> pd.DataFrame:
     data: dict[str, Any] = {}
     n = len(columns["seq"])
     for col in _READ_COLUMNS:
-        arr = columns[col]
+        arr = columns.pop(col)  # let each Arrow column go once converted
         if col == "recorded_at":
             data[col] = pd.DatetimeIndex(arr.to_numpy(zero_copy_only=False)).tz_localize("UTC")
         elif col in _DATE_COLUMNS:
