@@ -45,6 +45,7 @@ from deidflow.consent.registry import (
     CHINA_TZ,
     ConsentSnapshot,
     _event_rank,
+    _id_strings,
     _key_positions,
     _short_keys,
     to_utc,
@@ -204,12 +205,9 @@ class _Columns:
 
 def _arrow_strings(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
     """Ids as one Arrow string array: pandas' own isin/get_indexer on the "str" dtype go
-    through Python objects and take seconds per million; Arrow's hash kernels do not."""
-    series = pd.Series(values, copy=False)
-    if not (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"):
-        series = series.astype("str")
-    arr = pa.array(series.array)
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    through Python objects and take seconds per million; Arrow's hash kernels do not. The
+    registry's reading of ids as text (`_id_strings`), so the gate and the registry agree."""
+    return _id_strings(values)
 
 
 def subject_mask(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index | pd.Series) -> np.ndarray:
