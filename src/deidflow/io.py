@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.feather  # noqa: F401  (pa.feather)
-import pyarrow.parquet as pq
 
 from deidflow.errors import InputError
 from deidflow.policy import LoadedPolicy, Table
@@ -320,12 +319,6 @@ def as_arrow(values: pd.Series) -> pa.ChunkedArray:
         arr = values.astype("string").array
     out = arr.__arrow_array__()
     return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out])
-
-
-def is_in(values: pd.Series, allowed: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Boolean per value: it is one of `allowed` (a hash lookup in Arrow; null is never in)."""
-    hit = pc.is_in(as_arrow(values), value_set=allowed, skip_nulls=True)
-    return hit.to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
 def check_subject_ids(subject: InputTable, sid_col: str) -> pa.Array:

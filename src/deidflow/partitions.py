@@ -24,7 +24,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from deidflow.errors import InputError
-from deidflow.io import _check_columns, as_arrow, is_in
+from deidflow.consent.gate import subject_mask
+from deidflow.io import _check_columns
 from deidflow.policy import LoadedPolicy
 
 PART = "part-{:05d}.parquet"
@@ -104,7 +105,7 @@ def read_partition(loaded: LoadedPolicy, index: int) -> dict[str, pd.DataFrame]:
         if name == policy.subject_table:
             continue
         col = policy.tables[name].subject_column
-        dangling = pd.Series(~is_in(frame[col], as_arrow(ids).unique()))
+        dangling = pd.Series(~subject_mask(frame[col], ids))
         if dangling.any():
             raise InputError(
                 f"{int(dangling.sum())} row(s) point to a subject that is not in the same part "

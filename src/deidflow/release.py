@@ -95,7 +95,7 @@ def _part(i: int) -> str:
 
 
 def _gated_path(work: Path, table: str, i: int) -> Path:
-    return work / "gated" / table / f"part-{i:05d}.arrow"
+    return work / "gated" / table / _arrow_part(i)
 
 
 def _consented_path(work: Path, table: str, i: int) -> Path:
@@ -219,16 +219,17 @@ def _write_events(work: Path, events: pd.DataFrame, parts: int) -> None:
 
     out = work / "consent"
     if parts == 1:
-        write_work(events, out / _events_part(0))
+        write_work(events, out / _arrow_part(0))
         return
     which = subject_partition(events["subject_id"], parts)
     order = np.argsort(which, kind="stable")
     bounds = np.searchsorted(which[order], np.arange(parts + 1))
     for i in range(parts):
-        write_work(events.iloc[order[bounds[i]:bounds[i + 1]]].reset_index(drop=True), out / _events_part(i))
+        write_work(events.iloc[order[bounds[i]:bounds[i + 1]]].reset_index(drop=True), out / _arrow_part(i))
 
 
-def _events_part(i: int) -> str:
+def _arrow_part(i: int) -> str:
+    """File name of partition i of a run's private Arrow work files."""
     return f"part-{i:05d}.arrow"
 
 
@@ -332,7 +333,7 @@ def gate_partition(work: Path, index: int, frames: Mapping[str, pd.DataFrame] | 
     subjects = pd.DataFrame({"subject_id": subject[subj_spec.subject_column].astype(str)})
     bcol = policy.consent.birth_date_column
     subjects["birth_date"] = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT
-    events = read_work(work / "consent" / _events_part(index))
+    events = read_work(work / "consent" / _arrow_part(index))
     events = events.loc[subject_mask(events["subject_id"], subjects["subject_id"])]
     snapshot = ConsentSnapshot.from_events(events, as_of, state.consent.get("registry", "registry"))
     gate = consent_gate(
