@@ -691,14 +691,14 @@ def _released_copy(work: Path, name: str) -> Path:
     return work / "released" / f"{name}.arrow"
 
 
-def _released(work: Path, stage: Path, state: RunState, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+def _released(work: Path, stage: Path, engine: str, fmt: str, name: str,
+              columns: list[str] | None = None) -> pd.DataFrame:
     """A staged released table for the later stages: the memory engine's Arrow copy of what
     it wrote (the subject table is read from its file), or the Dask engine's parts."""
     copy = _released_copy(work, name)
-    if state.engine != "dask" and copy.is_file():
+    if engine != "dask" and copy.is_file():
         return read_work(copy, columns)
-    policy = _loaded(state).policy
-    return released_table(stage, name, policy.output.format, state.engine, columns)
+    return released_table(stage, name, fmt, engine, columns)
 
 
 def released_table(stage: Path, name: str, fmt: str, engine: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -741,7 +741,7 @@ def finish_transform(work: Path) -> str:
             rows[k] = rows.get(k, 0) + int(v)
     state.aggregates = []
     for agg in policy.aggregates:
-        frame = _released(work, stage, state, agg.table, list(agg.by))
+        frame = _released(work, stage, state.engine, policy.output.format, agg.table, list(agg.by))
         table, summary = small_cell_table(frame, list(agg.by), policy.limits.small_cell)
         write_frame(table, stage / "aggregates" / f"{agg.name}.csv", "csv")
         state.aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by), **_plain(summary)})
@@ -815,7 +815,7 @@ class _ReleasedTables(Mapping[str, Any]):
     partition of a table at a time, except the subject table)."""
 
     def __init__(self, work: Path, stage: Path, state: RunState, policy: Any) -> None:
-        self.work, self.stage, self.state, self.policy = work, stage, state, policy
+        self.work, self.stage, self.policy = work, stage, policy
         self.engine = state.engine
         self.fmt = policy.output.format
 
@@ -838,7 +838,7 @@ class _ReleasedTables(Mapping[str, Any]):
             return Parts(tuple(partial(pd.read_parquet, p) for p in parts))
         # The subject table, on which k, l and risk are proved, is read from the file that
         # ships; the others from the Arrow table that the CSV writer serialised.
-        return _released(self.work, self.stage, self.state, name)
+        return _released(self.work, self.stage, self.engine, self.fmt, name)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._exists(name)
