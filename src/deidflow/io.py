@@ -344,11 +344,14 @@ def check_subject_ids(subject: InputTable, sid_col: str) -> pa.Array:
     return distinct
 
 
-def check_links(table: InputTable, col: str, subject_ids: pa.Array, subject: InputTable) -> None:
-    """Every row of `table` points to a subject of the subject table."""
-    from deidflow.consent.gate import subject_mask  # the fast membership test (runs of equal ids)
+def check_links(table: InputTable, col: str, subject_ids: pa.Array, subject: InputTable) -> np.ndarray:
+    """Every row of `table` points to a subject of the subject table. Returns each row's
+    position in `subject_ids` (the subject table's rows, in order), so the consent gate can
+    answer for every row without looking its link key up again."""
+    from deidflow.consent.gate import subject_rows  # the fast lookup (runs of equal ids)
 
-    dangling = ~subject_mask(table.frame[col], subject_ids)
+    rows = subject_rows(table.frame[col], subject_ids)
+    dangling = rows < 0
     if dangling.any():
         row = int(dangling.argmax()) + 2
         raise InputError(
@@ -357,6 +360,7 @@ def check_links(table: InputTable, col: str, subject_ids: pa.Array, subject: Inp
             file=str(table.path), column=col, row=row,
             fix=f"add the subjects to {subject.path.name} or remove the orphan rows",
         )
+    return rows
 
 
 # --- publishing -------------------------------------------------------------------------------
@@ -484,9 +488,15 @@ def write_work(frame: pd.DataFrame, path: Path, keep: np.ndarray | pd.Series | N
     return path
 
 
-def read_work(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """A table written by `write_work`, as pandas over Arrow (text stays Arrow-backed)."""
-    table = pa.feather.read_table(path, columns=columns, memory_map=False)
+def read_work(path: Path, columns: list[str] | None = None, keep: np.ndarray | None = None) -> pd.DataFrame:
+    """A table written by `write_work` (optionally only the rows where `keep`), as pandas over
+    Arrow (text stays Arrow-backed).
+
+    The file is memory-mapped: the frame's text columns are the page cache's pages, not a copy
+    (the file was written moments ago, so they are in memory). A filter copies only the rows kept."""
+    table = pa.feather.read_table(path, columns=columns, memory_map=True)
+    if keep is not None:
+        table = table.filter(pa.array(np.asarray(keep, dtype=bool)))
     text = [n for n, f in zip(table.column_names, table.schema) if pa.types.is_large_string(f.type)
             or pa.types.is_string(f.type)]
     other = [n for n in table.column_names if n not in text]

@@ -203,32 +203,42 @@ class _Columns:
         return np.asarray(out)[self._rows]
 
 
-def _arrow_strings(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
+def _arrow_strings(values: pd.Series | pd.Index | np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
     """Ids as one Arrow string array: pandas' own isin/get_indexer on the "str" dtype go
     through Python objects and take seconds per million; Arrow's hash kernels do not. The
     registry's reading of ids as text (`_id_strings`), so the gate and the registry agree."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)) and (
+            pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        # already Arrow text (a probe of runs, or ids read by Arrow)
+        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     return _id_strings(values)
+
+
+def _run_heads(vals: pa.Array) -> np.ndarray | None:
+    """Where each run of equal ids starts, or None when runs are too short to pay off.
+
+    Child tables usually hold each subject's rows together (an extract ordered by patient or
+    encounter), so only the first row of each run needs a lookup and the answer is repeated
+    over the run: a neighbour comparison costs a fraction of a hash lookup."""
+    n = len(vals)
+    if n < 2:
+        return None
+    differs = pc.not_equal(vals[1:], vals[:-1]).fill_null(True)
+    head = np.empty(n, dtype=bool)
+    head[0] = True
+    head[1:] = differs.to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(head)
+    return None if len(starts) > n // 2 else starts
 
 
 def subject_mask(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index | pd.Series) -> np.ndarray:
     """True where a row's subject id is one of ``subjects`` (ids compared as strings; a
-    missing id is never a member: fail closed). Vectorised in Arrow.
-
-    Child tables usually hold each subject's rows together (an extract ordered by patient or
-    encounter), so only the first row of each run of equal ids is looked up and the answer
-    repeated over the run: a neighbour comparison costs a fraction of a hash lookup."""
+    missing id is never a member: fail closed). Vectorised in Arrow, one lookup per run of
+    equal ids (`_run_heads`)."""
     vals = _arrow_strings(values)
     value_set = _arrow_strings(subjects)
     n = len(vals)
-    starts = None
-    if n > 1:
-        differs = pc.not_equal(vals[1:], vals[:-1]).fill_null(True)
-        head = np.empty(n, dtype=bool)
-        head[0] = True
-        head[1:] = differs.to_numpy(zero_copy_only=False)
-        starts = np.flatnonzero(head)
-        if len(starts) > n // 2:  # no runs to speak of: look every row up
-            starts = None
+    starts = _run_heads(vals)
     probe = vals if starts is None else vals.take(pa.array(starts))
     keys, set_keys = _short_keys(probe), _short_keys(value_set)
     if keys is not None and set_keys is not None and keys[1] == set_keys[1]:
@@ -237,6 +247,19 @@ def subject_mask(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index |
         found = pc.is_in(probe, value_set=value_set)
         hit = np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
     return hit if starts is None else np.repeat(hit, np.diff(np.append(starts, n)))
+
+
+def subject_rows(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index | pd.Series | pa.Array) -> np.ndarray:
+    """For each row, the position of its subject id in ``subjects`` (unique ids), -1 where the
+    id is not there or missing. One lookup per run of equal ids, like `subject_mask`; a
+    release looks each link key up once and answers both "does it resolve?" and "did its
+    subject consent?" from the positions."""
+    vals = _arrow_strings(values)
+    n = len(vals)
+    starts = _run_heads(vals)
+    probe = vals if starts is None else vals.take(pa.array(starts))
+    pos = _positions(probe, subjects)
+    return pos if starts is None else np.repeat(pos, np.diff(np.append(starts, n)))
 
 
 def _positions(values: pd.Series, subjects: pd.Index) -> np.ndarray:
