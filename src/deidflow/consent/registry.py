@@ -26,7 +26,7 @@ import hashlib
 import io
 import itertools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import date, datetime, timedelta, timezone
@@ -228,10 +228,14 @@ class ConsentSnapshot:
             ev = ev.loc[recorded]
         if "seq" not in ev.columns:
             ev["seq"] = np.arange(len(ev), dtype=np.int64)
+        # (A frame of only the columns that decide the current state, as stream_snapshot's,
+        # has no terms to convert.)
         for col in ("valid_from", "valid_until"):
-            ev[col] = pd.to_datetime(ev[col])
+            if col in ev.columns:
+                ev[col] = pd.to_datetime(ev[col])
         for col in ("separate", "cross_border"):
-            ev[col] = ev[col].astype(bool)
+            if col in ev.columns:
+                ev[col] = ev[col].astype(bool)
         rank = _event_rank(ev["event"])
         # Sort integer keys, not strings: consent ids factorised once (grouped in order of
         # first appearance), then time, then the withdrawal-wins rank, then arrival.
@@ -557,21 +561,53 @@ class ConsentRegistry:
         values, and one Python object per value (ORM rows, then DataFrame cells) cost ~15 s."""
         as_of_utc = to_utc(as_of)
         ids = None if subject_ids is None else [str(s) for s in subject_ids]
-        dbapi_error = self.engine.dialect.loaded_dbapi.Error
-        try:
-            with self.engine.connect() as conn:
-                raw = conn.connection.driver_connection
-                if self.backend == "sqlite":
-                    columns = _read_events_sqlite(raw, as_of_utc, ids)
-                else:
-                    columns = _read_events_postgresql(raw, as_of_utc, ids)
-        except (DBAPIError, SQLAlchemyError, dbapi_error) as exc:
-            raise self._unreachable(exc) from None
+        columns = _joined(list(self._event_chunks(as_of_utc, ids)), _READ_COLUMNS)
         if len(columns["seq"]) == 0:
             frame = _empty_events().assign(seq=pd.Series(dtype="int64"))
         else:
             frame = _events_frame(columns)
         return ConsentSnapshot.from_events(frame, as_of_utc, self.url)
+
+    def stream_snapshot(
+        self, as_of: datetime | pd.Timestamp, sink: Callable[[pa.Table], None]
+    ) -> dict[str, Any]:
+        """The snapshot ``snapshot(as_of)`` reads, without ever holding it: each chunk of
+        events (arrival order, SNAPSHOT_SCHEMA) is handed to ``sink`` as it is read, in the
+        same read transaction, and only the six columns that decide the summary are kept
+        (at 10M events the whole snapshot peaked at ~6 GB). Returns exactly
+        ``snapshot(as_of).summary()`` — counts, current state and the events digest are
+        computed by the same code over the same events."""
+        as_of_utc = to_utc(as_of)
+        kept: list[dict[str, Any]] = []
+        chunks = self._event_chunks(as_of_utc, None)
+        try:
+            for columns in chunks:
+                kept.append({c: columns[c] for c in _SUMMARY_COLUMNS})
+                sink(_snapshot_table(columns))
+        finally:
+            chunks.close()
+        columns = _joined(kept, _SUMMARY_COLUMNS)
+        del kept
+        if len(columns["seq"]) == 0:
+            frame = _empty_events().assign(seq=pd.Series(dtype="int64")).loc[:, list(_SUMMARY_COLUMNS)]
+        else:
+            frame = _events_frame(columns, _SUMMARY_COLUMNS)
+        return ConsentSnapshot.from_events(frame, as_of_utc, self.url).summary()
+
+    def _event_chunks(self, as_of_utc: pd.Timestamp, ids: list[str] | None) -> Iterator[dict[str, Any]]:
+        """The events recorded at or before ``as_of_utc`` (of ``ids`` only, if given) as Arrow
+        columns, one chunk at a time in seq order, all read in one read transaction. Close the
+        generator if you stop early: it ends the transaction."""
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.driver_connection
+                if self.backend == "sqlite":
+                    yield from _read_events_sqlite(raw, as_of_utc, ids)
+                else:
+                    yield from _read_events_postgresql(raw, as_of_utc, ids)
+        except (DBAPIError, SQLAlchemyError, dbapi_error) as exc:
+            raise self._unreachable(exc) from None
 
     def count_events(self) -> int:
         with self.engine.connect() as conn:
@@ -667,18 +703,32 @@ _READ_COLUMNS = EVENT_COLUMNS + ("seq",)
 _FLAG_COLUMNS = ("separate", "cross_border")
 _DATE_COLUMNS = ("valid_from", "valid_until")
 _NULLABLE = tuple(c.name for c in consent_events.columns if c.nullable and c.name in _READ_COLUMNS)
+#: What a snapshot's summary is decided by: all that `stream_snapshot` keeps of the registry.
+_SUMMARY_COLUMNS = ("event_id", "consent_id", "subject_id", "event", "recorded_at", "seq")
+#: Arrow types of the columns the readers return (times and dates naive, in UTC).
+_COLUMN_TYPES = {c: pa.string() for c in _READ_COLUMNS} | {
+    "recorded_at": pa.timestamp("us"), "valid_from": pa.timestamp("us"),
+    "valid_until": pa.timestamp("us"), "separate": pa.bool_(), "cross_border": pa.bool_(),
+    "seq": pa.int64()}
+#: The events as `stream_snapshot` hands them on: the snapshot frame's columns as Arrow (the
+#: recording time in UTC), so an IPC file of them reads back as the frame `snapshot` builds.
+SNAPSHOT_SCHEMA = pa.schema(
+    [(c, pa.timestamp("us", tz="UTC") if c == "recorded_at" else _COLUMN_TYPES[c]) for c in _READ_COLUMNS])
 #: Events per SQLite read: a chunk comes back as ONE value (SQLite caps values at 1e9 bytes).
 _SQLITE_READ_CHUNK = 200_000
+#: Bytes of COPY output parsed at a time on PostgreSQL (Arrow's streaming CSV reader).
+_PG_READ_BLOCK = 1 << 24
 _SEP = "\x1f"
 
 
-def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None) -> dict[str, pa.Array]:
+def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None) -> Iterator[dict[str, Any]]:
     """Every event of a chunk printf-ed by SQLite into one line of unit-separated fields (plus
     a 0/1 field per nullable text column telling NULL from ''), the lines joined into one
     blob that Arrow's CSV reader parses: no Python object per value. Rows come in seq order
     (a rowid range scan); the chunks share one read transaction (WAL), so imports running
     meanwhile change nothing this reads. A value holding the separator or a line break makes
-    the chunk unparseable or its count wrong: that chunk is then read row by row instead."""
+    the chunk unparseable or its count wrong: that chunk is then read row by row instead.
+    Yields each chunk's columns (see _COLUMN_TYPES) as it is read."""
     import pyarrow.csv as pacsv
 
     bound = _bind_time(as_of_utc, "sqlite").strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -709,7 +759,6 @@ def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None
             column_types=types, null_values=[""], strings_can_be_null=False,
             true_values=["1"], false_values=["0"]),
     )
-    chunks: list[pa.Table] = []
     began = not con.in_transaction
     if began:
         con.execute("BEGIN")
@@ -728,17 +777,20 @@ def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None
                 table = pacsv.read_csv(pa.BufferReader(blob), **csv_options)
             except pa.ArrowInvalid:
                 table = None
+            del blob
             if table is None or table.num_rows != n:
                 rows = con.execute(f"SELECT {', '.join(fields)} FROM consent_events WHERE {where}",
                                    params).fetchall()
                 table = pa.Table.from_pylist([dict(zip(names, r)) for r in rows]).cast(
                     pa.schema([(c, types[c]) for c in names]))
-            chunks.append(table)
+            yield _sqlite_columns(table, names)
     finally:
         if began:
             con.execute("COMMIT")
-    table = pa.concat_tables(chunks) if chunks else pa.schema(
-        [(c, types[c]) for c in names]).empty_table()
+
+
+def _sqlite_columns(table: pa.Table, names: list[str]) -> dict[str, Any]:
+    """One parsed SQLite chunk as the snapshot's columns: NULL flags applied, text times cast."""
     out: dict[str, Any] = {}
     for col in _READ_COLUMNS:
         arr = table.column(col)
@@ -756,9 +808,34 @@ def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None
     return out
 
 
-def _read_events_postgresql(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None) -> dict[str, pa.Array]:
-    """One COPY of the events as CSV, parsed by Arrow. Times come as integer microseconds
-    since the epoch and dates as day numbers, so neither TimeZone nor DateStyle matter."""
+class _CopyOut(io.RawIOBase):
+    """The blocks of a running COPY … TO STDOUT as a readable stream, for Arrow's streaming
+    CSV reader: the output is parsed as it arrives instead of gathered first."""
+
+    def __init__(self, copy: Any) -> None:
+        self._copy = copy
+        self._left = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not len(self._left):
+            block = self._copy.read()
+            if not block:
+                return 0
+            self._left = memoryview(block)
+        n = min(len(buf), len(self._left))
+        buf[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
+def _read_events_postgresql(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None) -> Iterator[dict[str, Any]]:
+    """One COPY of the events as CSV (one statement: one MVCC snapshot), parsed by Arrow as it
+    streams in, ~16 MB at a time; yields each block's columns (see _COLUMN_TYPES). Times come
+    as integer microseconds since the epoch and dates as day numbers, so neither TimeZone nor
+    DateStyle matter."""
     import pyarrow.csv as pacsv
 
     exprs = []
@@ -776,38 +853,59 @@ def _read_events_postgresql(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | 
         params.append(ids)
     sql = (f"COPY (SELECT {', '.join(exprs)} FROM consent_events WHERE {where} ORDER BY seq) "
            "TO STDOUT (FORMAT csv)")
-    buf = io.BytesIO()
-    with con.cursor() as cur:
-        with cur.copy(sql, params) as copy:
-            for block in copy:
-                buf.write(block)
-    con.rollback()  # read only; ends the transaction psycopg opened
     types = {c: pa.string() for c in _READ_COLUMNS}
     types.update({"recorded_at": pa.int64(), "seq": pa.int64(), "valid_from": pa.int32(),
                   "valid_until": pa.int32(), "separate": pa.bool_(), "cross_border": pa.bool_()})
-    if buf.tell() == 0:  # no event: Arrow refuses an empty CSV
-        return {c: pa.array([], types[c]) for c in _READ_COLUMNS}
-    table = pacsv.read_csv(
-        pa.BufferReader(buf.getbuffer()),
-        read_options=pacsv.ReadOptions(column_names=list(_READ_COLUMNS)),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types=types, null_values=[""], strings_can_be_null=True,
-            quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
-    )
-    out = {c: table.column(c).combine_chunks() for c in _READ_COLUMNS}
-    out["recorded_at"] = out["recorded_at"].cast(pa.timestamp("us"))
-    for col in _DATE_COLUMNS:
-        out[col] = out[col].cast(pa.date32()).cast(pa.timestamp("us"))
+    try:
+        with con.cursor() as cur:
+            with cur.copy(sql, params) as copy:
+                stream = io.BufferedReader(_CopyOut(copy), 1 << 20)
+                if not stream.peek(1):  # no event: Arrow refuses an empty CSV
+                    return
+                reader = pacsv.open_csv(
+                    stream,
+                    read_options=pacsv.ReadOptions(column_names=list(_READ_COLUMNS),
+                                                   block_size=_PG_READ_BLOCK),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=types, null_values=[""], strings_can_be_null=True,
+                        quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
+                )
+                for batch in reader:
+                    out = {c: batch.column(c) for c in _READ_COLUMNS}
+                    out["recorded_at"] = out["recorded_at"].cast(pa.timestamp("us"))
+                    for col in _DATE_COLUMNS:
+                        out[col] = out[col].cast(pa.date32()).cast(pa.timestamp("us"))
+                    yield out
+    finally:
+        con.rollback()  # read only; ends the transaction psycopg opened
+
+
+def _joined(chunks: list[dict[str, Any]], names: Sequence[str]) -> dict[str, pa.ChunkedArray]:
+    """The chunks' columns end to end (no copy: a chunked array over the chunks' arrays)."""
+    out: dict[str, pa.ChunkedArray] = {}
+    for col in names:
+        parts: list[pa.Array] = []
+        for chunk in chunks:
+            arr = chunk[col]
+            parts.extend(arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr])
+        out[col] = pa.chunked_array(parts, _COLUMN_TYPES[col])
     return out
 
 
-def _events_frame(columns: dict[str, pa.Array]) -> pd.DataFrame:
+def _snapshot_table(columns: dict[str, Any]) -> pa.Table:
+    """A chunk's columns as SNAPSHOT_SCHEMA (the recording time marked UTC: no copy)."""
+    arrays = [columns[c].cast(SNAPSHOT_SCHEMA.field(c).type) if c == "recorded_at" else columns[c]
+              for c in _READ_COLUMNS]
+    return pa.Table.from_arrays(arrays, schema=SNAPSHOT_SCHEMA)
+
+
+def _events_frame(columns: dict[str, Any], names: Sequence[str] = _READ_COLUMNS) -> pd.DataFrame:
     """The Arrow columns as the snapshot frame: text as pandas "str" (a column with no value
     at all as object None, as pandas infers it), UTC times, naive dates, bool flags."""
     data: dict[str, Any] = {}
     n = len(columns["seq"])
-    for col in _READ_COLUMNS:
+    for col in names:
         arr = columns.pop(col)  # let each Arrow column go once converted
         if col == "recorded_at":
             data[col] = pd.DatetimeIndex(arr.to_numpy(zero_copy_only=False)).tz_localize("UTC")
