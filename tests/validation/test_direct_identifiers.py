@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deidflow.identifiers import check_chars
-from deidflow.validation.expectations import ExpectNoDirectIdentifiers, StringSet, runtime_set
+from deidflow.validation.expectations import (
+    Chunks, ExpectNoDirectIdentifiers, StringSet, runtime_set,
+)
 
 from .gxhelp import raised
 
@@ -179,35 +181,70 @@ def _arrow_chunks(values: list[str | None], cut: int, large: bool) -> pa.Chunked
 _TEXT = st.one_of(st.none(), st.text("张伟1380 @.\t", max_size=6))
 
 
+def _sets(known: list) -> list[StringSet]:
+    """The same members held in memory and as a source read in chunks (on disk in a run)."""
+    arrays = [pa.array(known[:3], type=pa.string()), pa.array(known[3:], type=pa.large_string())]
+    return [StringSet(pa.array(known, type=pa.string())), StringSet(Chunks(lambda: iter(arrays)))]
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.lists(_TEXT, min_size=1, max_size=30), st.lists(_TEXT, max_size=12),
        st.integers(0, 30), st.booleans())
 def test_whole_value_membership_matches_a_python_set(values, known, cut, large):
-    """`contains` (byte-signature prefilter, then an exact lookup among the members of the
-    same signature, or through the hash index) equals set membership, for lists, Series and
-    sliced chunked Arrow arrays alike; missing and empty are never members."""
+    """`contains` (byte-signature prefilter, a binary search of the member hashes, then the
+    strings compared) equals set membership, for lists, Series and sliced chunked Arrow
+    arrays alike, whether the members are held or read from a source; missing and empty are
+    never members."""
     members = {k for k in known if k}
     expected = [v is not None and v in members for v in values]
-    for hashed in (False, True):
-        ss = StringSet(pa.array(known, type=pa.string()))
-        if hashed:
-            ss.HASHED = 1  # every lookup through the hash index
+    for ss in _sets(known):
         assert len(ss) == len([k for k in known if k])  # non-empty members as given
         assert ss.contains(values).tolist() == expected
         assert ss.contains(pd.Series(values, dtype="str")).tolist() == expected
         assert ss.contains(_arrow_chunks(values, cut, large)).tolist() == expected
 
 
-def test_hash_index_confirms_every_match_by_the_strings(monkeypatch):
-    """Two different members with one hash (forced: every hash is 0) neither hide a member
-    nor admit a stranger."""
+def test_a_hash_hit_is_confirmed_by_the_strings(monkeypatch):
+    """Different strings with one hash (forced: every hash is 0) neither hide a member nor
+    admit a stranger, held or read from a source."""
     import deidflow.validation.expectations as dx
 
     monkeypatch.setattr(dx, "_hash64", lambda arr: np.zeros(len(arr), dtype=np.uint64))
-    ss = StringSet(["P0001", "P0002", "P0003"])
-    ss.HASHED = 1
-    assert ss.contains(["P0003", "P0002", "P0004", None, "P0001"]).tolist() == \
-        [True, True, False, False, True]
+    for ss in _sets(["P0001", "P0002", "P0003"]):
+        assert ss.contains(["P0003", "P0002", "P0004", None, "P0001"]).tolist() == \
+            [True, True, False, False, True]
+        assert ss.substring_hits(["患者P0002复诊", "P0004", "P00"]).tolist() == [True, False, False]
+
+
+def test_a_set_from_a_source_keeps_hashes_not_strings_and_rereads_only_to_confirm():
+    rng = np.random.default_rng(5)
+    known = [f"YB{n}" for n in rng.integers(10**9, 10**10, 30_000)] + ["欧阳娜娜", None, ""]
+    reads = []
+
+    def read():
+        reads.append(1)
+        yield pa.array(known[:10_000])
+        yield pa.chunked_array([pa.array(known[10_000:], type=pa.large_string())])
+
+    ss = StringSet(Chunks(read))
+    held = StringSet(known)
+    assert ss.members is None and len(reads) == 1 and len(ss) == len(held) == 30_001
+    clean = pd.Series(["无特殊。", "YB123", None, "P0123456789abcdef0123"], dtype="str")
+    assert not ss.contains(clean).any() and not ss.substring_hits(clean[:3]).any()
+    assert ss.lengths == held.lengths
+    n = len(reads)
+    texts = pd.Series(["无特殊。", f"医保 {known[123]} 已核。", "患者欧阳娜娜复诊", None], dtype="str")
+    assert ss.substring_hits(texts).tolist() == held.substring_hits(texts).tolist() == \
+        [False, True, True, False]
+    assert len(reads) > n  # a hit is confirmed on the strings, read again
+
+
+def test_a_source_that_changes_under_the_run_is_an_error():
+    batches = [pa.array(["张伟", "13912345678"])]
+    ss = StringSet(Chunks(lambda: iter(list(batches))))
+    batches.append(pa.array(["李娜"]))
+    with pytest.raises(RuntimeError, match="changed"):
+        ss.contains(["张伟"])
 
 
 def test_hash64_depends_on_every_byte_and_the_length():

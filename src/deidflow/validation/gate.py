@@ -275,7 +275,7 @@ def validate_release(
     policy: Policy,
     tables: Mapping[str, pd.DataFrame],
     *,
-    input_identifiers: Iterable[str] | pd.Series | pa.Array | pa.ChunkedArray,
+    input_identifiers: Iterable[str] | pd.Series | pa.Array | pa.ChunkedArray | dx.Chunks,
     consented_pseudonyms: Iterable[str] | pd.Series | pa.Array | pa.ChunkedArray,
     out_dir: Path,
     data_docs: bool = True,
@@ -286,7 +286,10 @@ def validate_release(
     exactly once, in policy order, and let go after its checks, so a mapping that reads a
     table on access keeps one table in memory at a time. A table other than the subject table
     may be given as `Parts` (row partitions checked one at a time). The two sets may be lists, pandas
-    Series or pyarrow arrays; they are held as Arrow arrays, never as Python strings.
+    Series or pyarrow arrays; they are held as Arrow arrays, never as Python strings. The input
+    identifiers may also be `expectations.Chunks` (read in pieces, e.g. from the run's work
+    files): then only their 64-bit hashes are held, and the strings are read again to confirm
+    a hit.
 
     Writes `out_dir/validation.json` (BASIC results, no data values), `out_dir/suites/*.json`
     and, with `data_docs`, a self-contained Data Docs site at `out_dir/data_docs/index.html`.
