@@ -80,7 +80,8 @@ def test_class_sizes_count_each_subject_once(rows):
 
 
 @pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", object])
-@pytest.mark.parametrize("values", [["a", "b", None], ["a", "b", None, None], ["a", "a"], []])
+@pytest.mark.parametrize("values", [["a", "b", None], ["a", "b", None, None], ["a", "a"], [],
+                                    ["", None], ["b", "a", "b"]])
 def test_subject_uniqueness_is_counted_as_pandas_does(values, dtype):
     """per_subject asks pyarrow whether an Arrow text column is unique (pandas would first
     make Python strings of it): same answer, a missing subject counting once."""
