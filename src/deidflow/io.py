@@ -16,6 +16,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -321,6 +322,30 @@ def as_arrow(values: pd.Series) -> pa.ChunkedArray:
     return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out])
 
 
+def run_heads(values: pa.Array, min_run: float = 2) -> np.ndarray | None:
+    """Where each run of equal values starts, or None when runs are shorter than `min_run` on
+    average (too short to pay off).
+
+    Child tables usually hold each subject's rows together (an extract ordered by patient or
+    encounter), so a per-value answer (a lookup, a MAC) need only be computed for the first
+    row of each run and repeated over the run: a neighbour comparison costs a fraction of a
+    hash lookup. A missing value is a run of its own."""
+    n = len(values)
+    if n < 2:
+        return None
+    differs = pc.not_equal(values[1:], values[:-1]).fill_null(True)
+    head = np.empty(n, dtype=bool)
+    head[0] = True
+    head[1:] = differs.to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(head)
+    return None if len(starts) * min_run > n else starts
+
+
+def run_lengths(starts: np.ndarray, n: int) -> np.ndarray:
+    """Length of each run, from `run_heads`' starts and the number of values."""
+    return np.diff(np.append(starts, n))
+
+
 def check_subject_ids(subject: InputTable, sid_col: str) -> pa.Array:
     """Every subject row has an id and no id repeats; returns the ids."""
     ids = subject.frame[sid_col]
@@ -488,15 +513,23 @@ def write_work(frame: pd.DataFrame, path: Path, keep: np.ndarray | pd.Series | N
     return path
 
 
-def read_work(path: Path, columns: list[str] | None = None, keep: np.ndarray | None = None) -> pd.DataFrame:
+def read_work(path: Path, columns: list[str] | None = None, keep: np.ndarray | None = None,
+              pool: Any = None) -> pd.DataFrame:
     """A table written by `write_work` (optionally only the rows where `keep`), as pandas over
     Arrow (text stays Arrow-backed).
 
     The file is memory-mapped: the frame's text columns are the page cache's pages, not a copy
-    (the file was written moments ago, so they are in memory). A filter copies only the rows kept."""
+    (the file was written moments ago, so they are in memory). A filter copies only the rows
+    kept, a column per task of `pool` (an Executor) if one is given: Arrow's filter releases
+    the GIL, so the columns are copied in parallel."""
     table = pa.feather.read_table(path, columns=columns, memory_map=True)
     if keep is not None:
-        table = table.filter(pa.array(np.asarray(keep, dtype=bool)))
+        mask = pa.array(np.asarray(keep, dtype=bool))
+        if pool is None:
+            table = table.filter(mask)
+        else:
+            table = pa.Table.from_arrays(list(pool.map(lambda c: c.filter(mask), table.columns)),
+                                         schema=table.schema)
     text = [n for n, f in zip(table.column_names, table.schema) if pa.types.is_large_string(f.type)
             or pa.types.is_string(f.type)]
     other = [n for n in table.column_names if n not in text]

@@ -170,3 +170,16 @@ def test_blanks_become_null_and_out_of_range_dates_name_the_row():
     with pytest.raises(InputError, match="outside the years 1 to 9999.*row 1") as exc:
         shift_dates(pd.Series(["2024-01-01", "9999-12-30"]), np.array([5, 5]), column="admit_date", table="t")
     assert "admit_date" in str(exc.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(runs=st.lists(st.tuples(st.one_of(st.sampled_from(["P1", "P2", "长者"]), st.text(max_size=5), st.none()),
+                               st.integers(1, 6)), min_size=1, max_size=25))
+def test_offsets_over_runs_of_one_subject_equal_each_row_alone(runs):
+    """Offsets are computed once per run of one subject's rows and repeated: each row must get
+    exactly the offset its subject id gets on its own (a missing id gets 0)."""
+    ids = pd.Series([v for v, n in runs for _ in range(n)], dtype="str")
+    key = ring().derive("date_shift", algorithm="aes-cmac")
+    out = subject_offsets(ids, key, 30)
+    alone = [0 if pd.isna(v) else int(subject_offsets(pd.Series([v], dtype="str"), key, 30)[0]) for v in ids]
+    assert out.tolist() == alone

@@ -51,6 +51,7 @@ from deidflow.consent.registry import (
     to_utc,
 )
 from deidflow.errors import ConsentError, InputError
+from deidflow.io import run_heads, run_lengths
 
 #: Exclusion reason codes, stable for manifests, in order of precedence.
 REASONS: tuple[str, ...] = (
@@ -214,31 +215,14 @@ def _arrow_strings(values: pd.Series | pd.Index | np.ndarray | pa.Array | pa.Chu
     return _id_strings(values)
 
 
-def _run_heads(vals: pa.Array) -> np.ndarray | None:
-    """Where each run of equal ids starts, or None when runs are too short to pay off.
-
-    Child tables usually hold each subject's rows together (an extract ordered by patient or
-    encounter), so only the first row of each run needs a lookup and the answer is repeated
-    over the run: a neighbour comparison costs a fraction of a hash lookup."""
-    n = len(vals)
-    if n < 2:
-        return None
-    differs = pc.not_equal(vals[1:], vals[:-1]).fill_null(True)
-    head = np.empty(n, dtype=bool)
-    head[0] = True
-    head[1:] = differs.to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(head)
-    return None if len(starts) > n // 2 else starts
-
-
 def subject_mask(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index | pd.Series) -> np.ndarray:
     """True where a row's subject id is one of ``subjects`` (ids compared as strings; a
     missing id is never a member: fail closed). Vectorised in Arrow, one lookup per run of
-    equal ids (`_run_heads`)."""
+    equal ids (`deidflow.io.run_heads`)."""
     vals = _arrow_strings(values)
     value_set = _arrow_strings(subjects)
     n = len(vals)
-    starts = _run_heads(vals)
+    starts = run_heads(vals)
     probe = vals if starts is None else vals.take(pa.array(starts))
     keys, set_keys = _short_keys(probe), _short_keys(value_set)
     if keys is not None and set_keys is not None and keys[1] == set_keys[1]:
@@ -246,7 +230,7 @@ def subject_mask(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index |
     else:
         found = pc.is_in(probe, value_set=value_set)
         hit = np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-    return hit if starts is None else np.repeat(hit, np.diff(np.append(starts, n)))
+    return hit if starts is None else np.repeat(hit, run_lengths(starts, n))
 
 
 def subject_rows(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index | pd.Series | pa.Array) -> np.ndarray:
@@ -256,10 +240,10 @@ def subject_rows(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index |
     subject consent?" from the positions."""
     vals = _arrow_strings(values)
     n = len(vals)
-    starts = _run_heads(vals)
+    starts = run_heads(vals)
     probe = vals if starts is None else vals.take(pa.array(starts))
     pos = _positions(probe, subjects)
-    return pos if starts is None else np.repeat(pos, np.diff(np.append(starts, n)))
+    return pos if starts is None else np.repeat(pos, run_lengths(starts, n))
 
 
 def _positions(values: pd.Series, subjects: pd.Index) -> np.ndarray:

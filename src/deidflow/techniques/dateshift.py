@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deidflow.errors import InputError, KeyCustodyError
+from deidflow.io import run_heads, run_lengths
 from deidflow.policy import Column, Role
 from deidflow.techniques._params import int_param
 from deidflow.techniques.base import ApplyContext, Technique
@@ -56,8 +57,12 @@ def subject_offsets(
         cached = memo.get(mkey)
         if cached is not None and held is not None and cached[0] is held:
             return cached[1]
-    r = np.ascontiguousarray(cmac_tags(arr, key)[:, :8]).view(">u8").ravel()
+    starts = run_heads(arr)  # one MAC per run of rows of one subject
+    probe = arr if starts is None else arr.take(pa.array(starts))
+    r = np.ascontiguousarray(cmac_tags(probe, key)[:, :8]).view(">u8").ravel()
     out = _per_subject(r, max_days)
+    if starts is not None:
+        out = np.repeat(out, run_lengths(starts, len(arr)))
     if arr.null_count:
         out[~np.asarray(arr.is_valid())] = 0
     if memo is not None and held is not None:

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.hmac import HMAC
 
 from deidflow.errors import InputError, KeyCustodyError, PolicyError
+from deidflow.io import run_heads, run_lengths
 from deidflow.policy import Column, Role
 from deidflow.techniques.base import ApplyContext, Technique
 
@@ -318,7 +319,11 @@ def pseudonyms(
                     return _as_series(labels, values)
                 where = pc.subtract(pc.cumulative_sum(pc.cast(pc.is_valid(arr), pa.int64())), 1)
                 return _as_series(labels.take(pc.if_else(pc.is_valid(arr), where, None)), values)
-        encoded = pc.dictionary_encode(arr)  # distinct values and each row's index: one pass
+        # Distinct values and each row's index: one hash pass, over the first row of each run
+        # of equal values only when runs are long (a child table keeps a subject's rows together).
+        starts = run_heads(arr, min_run=3)
+        probe = arr if starts is None else arr.take(pa.array(starts))
+        encoded = pc.dictionary_encode(probe)
         uniques = encoded.dictionary
         tags = _tags(method, uniques, key)
         words = _first_words(tags)
@@ -326,7 +331,12 @@ def pseudonyms(
         _check_distinct(words, labels)
         if memo is not None:
             memo[mkey] = _Labelled(uniques, labels, words)
-        return _as_series(labels.take(encoded.indices), values)
+        index = encoded.indices
+        if starts is not None:
+            rows = np.repeat(index.fill_null(0).to_numpy(zero_copy_only=False), run_lengths(starts, len(arr)))
+            missing = ~np.asarray(arr.is_valid()) if arr.null_count else None
+            index = pa.array(rows, mask=missing)
+        return _as_series(labels.take(index), values)
     idx = pc.index_in(arr, value_set=entry.values)
     missing = pc.and_(pc.is_null(idx), pc.is_valid(arr))
     if pc.any(missing).as_py():  # values this partition has not labelled yet
