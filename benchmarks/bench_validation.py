@@ -6,6 +6,13 @@ table, over a synthetic released table of 1,000,000 patients (target: under 5 s)
     .venv/bin/python benchmarks/bench_validation.py --release --repeat 3   # the real release
     .venv/bin/python benchmarks/bench_validation.py --release /copy/of/release/data
 
+`--dask PATIENTS PARTITIONS` measures the validation stage of a Dask release the way the flow
+runs it (`release.validate(work)`, in a child process: wall, CPU and peak RSS) on the output of
+an earlier `bench_dask.py` run (benchmarks/.cache/dask-run-N/ and parts-N-P/), without running
+that release again: a work directory is rebuilt under /tmp (the gated subject table's
+direct-identifier columns from the input parts, i.e. every input subject's, and the released
+pseudonyms as the consented ones) and the staged data is linked to the cached release's.
+
 `--release` times `validate_release` on the full 1M-patient release that bench_release.py
 leaves in benchmarks/.cache/run-1000000/releases/ (four tables, 14.4M rows; target: under
 4 s): the released CSVs are read first (pyarrow, all columns text, pandas "str"), the input
@@ -153,6 +160,86 @@ def bench_release(repeat: int, console: Console, data: Path | None = None) -> No
                   f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; target: under 4 s")
 
 
+DASK_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+t, c = time.perf_counter(), time.process_time()
+from deidflow import release
+out = release.validate(Path(sys.argv[1]))
+print(json.dumps({"wall": time.perf_counter() - t, "cpu": time.process_time() - c,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "expectations": out["expectations"]}))
+"""
+
+
+def bench_dask(patients: int, partitions: int, console: Console) -> None:
+    """release.validate on a cached Dask release's output (see the module docstring)."""
+    import json
+    import re
+    import shutil
+    import subprocess
+
+    from deidflow.io import write_work
+    from deidflow.policy import Role
+    from deidflow.release import RunState
+
+    run = CACHE / f"dask-run-{patients}"
+    parts = CACHE / f"parts-{patients}-{partitions}"
+    releases = [d for d in sorted((run / "releases").glob("*")) if d.is_dir()
+                and not d.name.startswith(".") and (d / "data").is_dir()]
+    if not releases or not (parts / ".done").exists():
+        raise SystemExit(f"no cached Dask release under {run}; run benchmarks/bench_dask.py "
+                         f"--patients {patients} --partitions {partitions} first")
+    release_dir = releases[-1]
+    root = Path(tempfile.gettempdir()) / f"valid-dask-{patients}-{partitions}"
+    text = (run / "policy.yaml").read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^(  directory: ).*$", rf"\g<1>{root / 'releases'}", text)
+    text = re.sub(r"(?m)^(  private_directory: ).*$", rf"\g<1>{root / 'private'}", text)
+    root.mkdir(exist_ok=True)
+    policy_path = root / "policy.yaml"
+    policy_path.write_text(text, encoding="utf-8")
+    policy = load_policy(policy_path).policy
+    subject = policy.subject_table
+    sid = policy.tables[subject].subject_column
+    direct = [c for c, cs in policy.tables[subject].columns.items()
+              if cs.role is Role.direct_identifier]
+    work = root / "private" / "work" / "bench"
+    t = time.perf_counter()
+    if not (work / ".done").exists():  # the gated subject table's identifier columns, once
+        shutil.rmtree(work, ignore_errors=True)
+        for i, part in enumerate(sorted((parts / subject).glob("part-*.parquet"))):
+            write_work(pd.read_parquet(part, columns=[sid, *direct]),
+                       work / "gated" / subject / f"part-{i:05d}.arrow")
+            released = pd.read_parquet(release_dir / "data" / subject / part.name, columns=[sid])
+            out = work / "pseudonyms" / part.name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"subject_id": released[sid].astype("string"),
+                          "pseudonym": released[sid].astype("string")}).to_parquet(out)
+        (work / ".done").write_text("")
+    stage = root / "releases" / f".staging-{release_dir.name}"
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "data").mkdir(parents=True)
+    for table in (release_dir / "data").iterdir():
+        (stage / "data" / table.name).symlink_to(table)
+    RunState(policy_path=str(policy_path), run_id="bench", started_at="2026-01-01T00:00:00+00:00",
+             as_of="2026-01-01T00:00:00+00:00", release_id=release_dir.name, engine="dask",
+             partitions=partitions).save(work)
+    console.print(f"work directory and staged data ready in {time.perf_counter() - t:.1f} s "
+                  f"({root}); validating {release_dir.name} in a child process")
+    env = os.environ | {"PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-c", DASK_CHILD, str(work)], capture_output=True,
+                          text=True, cwd=REPO, env=env)
+    shutil.rmtree(stage, ignore_errors=True)
+    if proc.returncode != 0:
+        console.print(proc.stderr[-4000:], markup=False)
+        raise SystemExit("the validation stage failed")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    console.print(f"release.validate, Dask release of {patients:,} patients in {partitions} "
+                  f"partitions: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, peak RSS "
+                  f"{r['peak_mb']:,.0f} MB (imports included), {r['expectations']} expectations "
+                  f"passed; cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+
+
 def timed(fn, repeat: int) -> tuple[float, float, object]:
     """Best wall time and the CPU time of that run (the machine is shared: CPU seconds show
     the work, wall seconds what a user waits under the current load)."""
@@ -173,8 +260,13 @@ def main() -> None:
     ap.add_argument("--release", nargs="?", const="", default=None, metavar="DATA_DIR",
                     help="time validate_release on the real 1M-patient release instead (its "
                     "data/ directory; default: the one under benchmarks/.cache/run-1000000)")
+    ap.add_argument("--dask", nargs=2, type=int, default=None, metavar=("PATIENTS", "PARTITIONS"),
+                    help="measure release.validate on a cached Dask release (bench_dask.py's)")
     args = ap.parse_args()
     console = Console()
+    if args.dask is not None:
+        bench_dask(*args.dask, console)
+        return
     if args.release is not None:
         bench_release(args.repeat, console, Path(args.release) if args.release else None)
         return
