@@ -883,8 +883,18 @@ class DirectIdentifierHits(TableMetricProvider):
         df = _frame(execution_engine, metric_domain_kwargs)
         known = _lookup(metric_value_kwargs["known_identifiers_ref"])
         whole = set(metric_value_kwargs["whole_value_columns"])
-        return {str(col): identifier_hits(df[col], known, whole_value=col in whole)
-                for col in df.columns}
+        columns = [(str(col), df[col]) for col in df.columns]
+        # Columns are independent and their work is Arrow and numpy calls, which release the
+        # GIL: two at a time on two cores. What they import lazily is imported here first, so
+        # the threads only call. The set's own lazy parts are idempotent.
+        import deidflow.identifiers  # noqa: F401
+        import deidflow.techniques.scrub  # noqa: F401
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="identifier-hits") as pool:
+            hits = list(pool.map(
+                lambda item: identifier_hits(item[1], known, whole_value=item[0] in whole), columns))
+        return {col: h for (col, _), h in zip(columns, hits)}
 
 
 class UnconsentedSubjects(TableMetricProvider):
