@@ -65,7 +65,7 @@ def test_distinct_values_are_the_distinct_values(values, cut, collide):
     import numpy as np
     import pyarrow as pa
 
-    import deidflow.validation.expectations as dx
+    import deidflow.validation.sets as dx
 
     arr = pa.array(values, type=pa.string())
     arr = pa.chunked_array([arr.slice(0, cut), arr.slice(cut)], type=pa.string())

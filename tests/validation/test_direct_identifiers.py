@@ -207,7 +207,7 @@ def test_whole_value_membership_matches_a_python_set(values, known, cut, large):
 def test_a_hash_hit_is_confirmed_by_the_strings(monkeypatch):
     """Different strings with one hash (forced: every hash is 0) neither hide a member nor
     admit a stranger, held or read from a source."""
-    import deidflow.validation.expectations as dx
+    import deidflow.validation.sets as dx
 
     monkeypatch.setattr(dx, "_hash64", lambda arr: np.zeros(len(arr), dtype=np.uint64))
     for ss in _sets(["P0001", "P0002", "P0003"]):

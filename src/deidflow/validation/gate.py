@@ -275,8 +275,9 @@ def validate_release(
     policy: Policy,
     tables: Mapping[str, pd.DataFrame],
     *,
-    input_identifiers: Iterable[str] | pd.Series | pa.Array | pa.ChunkedArray | dx.Chunks,
-    consented_pseudonyms: Iterable[str] | pd.Series | pa.Array | pa.ChunkedArray,
+    input_identifiers: Iterable[str] | pd.Series | pa.Array | pa.ChunkedArray | dx.Chunks
+    | dx.StringSet,
+    consented_pseudonyms: Iterable[str] | pd.Series | pa.Array | pa.ChunkedArray | dx.StringSet,
     out_dir: Path,
     data_docs: bool = True,
 ) -> ValidationReport:
@@ -289,7 +290,8 @@ def validate_release(
     Series or pyarrow arrays; they are held as Arrow arrays, never as Python strings. The input
     identifiers may also be `expectations.Chunks` (read in pieces, e.g. from the run's work
     files): then only their 64-bit hashes are held, and the strings are read again to confirm
-    a hit.
+    a hit. Either set may also be a `StringSet` built beforehand (`validation.sets`, which does
+    not import GX: the release hashes them while this module is imported).
 
     Writes `out_dir/validation.json` (BASIC results, no data values), `out_dir/suites/*.json`
     and, with `data_docs`, a self-contained Data Docs site at `out_dir/data_docs/index.html`.
