@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=100_000)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--timeline", type=Path, default=None,
+                    help="also write the sampled tree RSS as 'seconds MB' lines to this file")
     ap.add_argument("--prepare-only", action="store_true",
                     help="generate, partition and import the consent file, then stop")
     args = ap.parse_args()
@@ -144,21 +146,32 @@ def main() -> None:
         return
     env = os.environ | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
                         "DASK_LOGGING__DISTRIBUTED": "error", "PYTHONPATH": str(REPO)}
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(policy), str(args.workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
     peak = [0]
+    timeline: list[tuple[float, int]] = []
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss(proc.pid))
+            rss = tree_rss(proc.pid)
+            peak[0] = max(peak[0], rss)
+            timeline.append((time.perf_counter() - t, rss))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     out, err = proc.communicate()
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU of the child and of every descendant it waited for (the Dask workers, the scheduler).
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     sampler.join()
+    if args.timeline:
+        args.timeline.write_text("".join(f"{s:.1f} {b / 2**20:.0f}\n" for s, b in timeline))
     if proc.returncode != 0:
         print(err[-4000:])
         raise SystemExit("the Dask release failed")
@@ -169,6 +182,7 @@ def main() -> None:
     for name, sec in r.get("timings", {}).items():
         print(f"{name:<44}{sec:>10.2f}")
     print(f"{'flow wall incl. Prefect and cluster start':<44}{wall:>10.2f}")
+    print(f"{'CPU s, flow and the processes it waited for':<44}{cpu:>10.2f}")
     print(f"{'peak RSS, whole process tree (MB)':<44}{peak[0] / 2**20:>10.0f}")
     print(f"released {r['released']:,} subjects, k={r['k']}")
 
