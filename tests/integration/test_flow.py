@@ -71,3 +71,20 @@ def test_failed_gate_fails_the_flow_and_publishes_nothing(env, prefect_harness):
     assert not env.releases.exists() or not any(env.releases.iterdir())
     work = env.private / "work"
     assert not work.exists() or not any(work.iterdir())
+
+
+def test_flow_process_skips_the_final_collection_walk(tmp_path):
+    """Importing the flow registers gc.freeze at exit: the interpreter's last collection then
+    has nothing to walk (1-3 s with Prefect and GX loaded). A handler registered before the
+    import runs after it (atexit is last in, first out) and sees the objects frozen."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, gc\n"
+            "atexit.register(lambda: print('frozen', gc.get_freeze_count()))\n"
+            "import flows.release\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    frozen = int(out.stdout.split("frozen", 1)[1].split()[0])
+    assert frozen > 100_000
