@@ -76,6 +76,15 @@ def publish(work: str) -> str:
     return str(stages.publish_release(Path(work)))
 
 
+def each_partition(fn, work: str, parts: list[int], engine: str) -> list:
+    """A per-partition task over every partition. The Dask engine maps it onto the cluster.
+    The memory engine has one partition: its task runs on the flow's own thread like every
+    other stage (and like `run_release`), not through futures on a task-runner thread."""
+    if engine != "dask":
+        return [fn(work, i) for i in parts]
+    return list(fn.map(unmapped(work), parts).result())
+
+
 def _release(policy_path: str, as_of: datetime | None, engine: str) -> dict:
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -90,15 +99,15 @@ def _release(policy_path: str, as_of: datetime | None, engine: str) -> dict:
     try:
         parts = list(range(stages.RunState.load(Path(work)).partitions))
         if engine == "dask":
-            done = gate_partition.map(unmapped(work), parts).result()
-            stages.finish_prepare(Path(work), list(done))
+            done = each_partition(gate_partition, work, parts, engine)
+            stages.finish_prepare(Path(work), done)
             lap("consent gate (partitions)")
-        frequency_partition.map(unmapped(work), parts).result()
+        each_partition(frequency_partition, work, parts, engine)
         lap("frequency table (partitions)")
         search(work)
         lap("search")
         stages.begin_transform(Path(work))
-        transform_partition.map(unmapped(work), parts).result()
+        each_partition(transform_partition, work, parts, engine)
         stages.finish_transform(Path(work))
         lap("transform (partitions)")
         validate(work)

@@ -73,6 +73,36 @@ def test_failed_gate_fails_the_flow_and_publishes_nothing(env, prefect_harness):
     assert not work.exists() or not any(work.iterdir())
 
 
+def test_memory_engine_runs_its_partition_on_the_flow_thread():
+    """One partition: the task is called on the calling thread (like run_release), not mapped
+    onto the task runner; the Dask engine maps over every partition."""
+    import threading
+
+    from flows.release import each_partition
+
+    calls = []
+
+    class FakeTask:
+        def __call__(self, work, i):
+            calls.append(("call", work, i, threading.current_thread()))
+            return {"i": i}
+
+        def map(self, work, parts):
+            calls.append(("map", parts))
+
+            class Futures:
+                def result(self):
+                    return [{"i": i} for i in parts]
+
+            return Futures()
+
+    assert each_partition(FakeTask(), "w", [0], "memory") == [{"i": 0}]
+    assert calls == [("call", "w", 0, threading.current_thread())]
+    calls.clear()
+    assert each_partition(FakeTask(), "w", [0, 1, 2], "dask") == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert calls == [("map", [0, 1, 2])]
+
+
 def test_flow_process_skips_the_final_collection_walk(tmp_path):
     """Importing the flow registers gc.freeze at exit: the interpreter's last collection then
     has nothing to walk (1-3 s with Prefect and GX loaded). A handler registered before the
