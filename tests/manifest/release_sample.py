@@ -144,8 +144,10 @@ def class_sizes(seed: int = 1) -> list[int]:
 
 
 
-def build_release(release_dir: Path, key: Path, record: ReleaseRecord | None = None) -> Path:
-    """What the pipeline does at publish: data + validation, then review.html, then seal."""
+def build_release(release_dir: Path, key: Path, record: ReleaseRecord | None = None, *,
+                  digests=None) -> Path:
+    """What the pipeline does at publish: data + validation, then review.html, then seal
+    (`digests`: a FileDigests shared by the review and the manifest, as publish_release does)."""
     record = record or make_record()
     (release_dir / "data").mkdir(parents=True)
     (release_dir / "data" / "patients.csv").write_text(RELEASED_PATIENTS, encoding="utf-8")
@@ -160,6 +162,7 @@ def build_release(release_dir: Path, key: Path, record: ReleaseRecord | None = N
         class_sizes=class_sizes(),
         class_sizes_before=before,
         signing_fingerprint=signing_key_id(key),
+        **({"digests": digests} if digests else {}),
     )
-    write_manifest(release_dir, record, key)
+    write_manifest(release_dir, record, key, **({"digests": digests} if digests else {}))
     return release_dir

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -67,6 +67,7 @@ def render_review(
     signing_key_path: Path | None = None,
     class_sizes_before: Sequence[int] | None = None,
     k: int | None = None,
+    digests: Callable[[Path], str] = file_sha256,
 ) -> Path:
     """Write `release_dir/review.html` and return its path.
 
@@ -75,7 +76,8 @@ def render_review(
     θ = 1/size); class_sizes_before: the same before de-identification, to compare; k: the
     policy's k (default: `risk.after["k_required"]` or 6); signing_fingerprint: the key id
     ("sha256:…") of the key `write_manifest` will sign with (or give signing_key_path and it is
-    read from the key).
+    read from the key); digests: how a released file's SHA-256 is taken (give the
+    `FileDigests` that `write_manifest` will use, and each file is read once).
     """
     release_dir = Path(release_dir)
     if signing_fingerprint is None:
@@ -93,7 +95,7 @@ def render_review(
         "treatment": _treatment(record),
         "risk": _risk(record, class_sizes, class_risks, class_sizes_before, tau, k_required),
         "validation": _validation(record),
-        "files": _files(record, release_dir),
+        "files": _files(record, release_dir, digests),
         "signature": _signature(signing_fingerprint),
         "software": _software(record),
         "policy": _policy(record),
@@ -354,11 +356,11 @@ def _validation(r: ReleaseRecord) -> str:
     )
 
 
-def _files(r: ReleaseRecord, release_dir: Path) -> str:
+def _files(r: ReleaseRecord, release_dir: Path, digests: Callable[[Path], str] = file_sha256) -> str:
     inputs = [[e(i.table), f"<code>{e(i.path)}</code>", _num(i.rows), f"<code>{e(i.sha256)}</code>"] for i in r.inputs]
     own = {REVIEW_NAME, MANIFEST_NAME, PUBLIC_KEY_NAME}
     released = [
-        [f"<code>{e(name)}</code>", _num(path.stat().st_size), f"<code>{e(file_sha256(path))}</code>"]
+        [f"<code>{e(name)}</code>", _num(path.stat().st_size), f"<code>{e(digests(path))}</code>"]
         for name, path in release_files(release_dir).items()
         if name not in own
     ]

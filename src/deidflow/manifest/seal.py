@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from deidflow.manifest.statement import (
     PUBLIC_KEY_NAME,
     REVIEW_NAME,
     build_statement,
+    file_sha256,
     statement_bytes,
     subjects_of,
 )
@@ -43,14 +45,16 @@ def envelope_bytes(envelope: dict[str, Any]) -> bytes:
     )
 
 
-def write_manifest(release_dir: Path, record: ReleaseRecord, signing_key_path: Path) -> Path:
-    """Sign the release in `release_dir` and return the path of manifest.json."""
+def write_manifest(release_dir: Path, record: ReleaseRecord, signing_key_path: Path, *,
+                   digests: Callable[[Path], str] = file_sha256) -> Path:
+    """Sign the release in `release_dir` and return the path of manifest.json. `digests`: how
+    a file's SHA-256 is taken (a `FileDigests` shared with `render_review` reads each file once)."""
     release_dir = Path(release_dir)
     key = load_signing_key(signing_key_path)
     kid = key_id(key.public_key())
     _check_review_names_key(release_dir, kid)
     (release_dir / PUBLIC_KEY_NAME).write_bytes(public_key_pem(key.public_key()))
-    statement = build_statement(record, subjects_of(release_dir))
+    statement = build_statement(record, subjects_of(release_dir, digests))
     envelope = sign_envelope(statement_bytes(statement), key)
     out = release_dir / MANIFEST_NAME
     tmp = out.with_name(MANIFEST_NAME + ".tmp")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,34 @@ COVERAGE = (
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+class FileDigests:
+    """`file_sha256` for the sealing of one release, reading each file once: the review page's
+    file table and the manifest's subjects digest the same data files (~1 GB at 1M patients).
+    A digest is reused only while the file is the same file, unchanged since it was read
+    (device, inode, size, modification and change times, taken from the open file before and
+    after reading); anything else is read again. Sealing only: `deidflow verify` reads every
+    file itself."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[tuple[int, ...], str]] = {}
+
+    def __call__(self, path: Path) -> str:
+        key = os.fspath(Path(path).absolute())
+        known = self._known.get(key)
+        if known is not None and known[0] == _identity(os.stat(path)):
+            return known[1]
+        with open(path, "rb") as fh:
+            before = _identity(os.fstat(fh.fileno()))
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            if _identity(os.fstat(fh.fileno())) == before:  # not written to while it was read
+                self._known[key] = (before, digest)
+        return digest
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def release_files(release_dir: Path) -> dict[str, Path]:
@@ -64,9 +93,9 @@ def release_files(release_dir: Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def subjects_of(release_dir: Path) -> list[dict[str, Any]]:
+def subjects_of(release_dir: Path, digests: Callable[[Path], str] = file_sha256) -> list[dict[str, Any]]:
     return [
-        {"name": name, "digest": {"sha256": file_sha256(path)}}
+        {"name": name, "digest": {"sha256": digests(path)}}
         for name, path in release_files(release_dir).items()
     ]
 
@@ -94,8 +123,9 @@ def record_from_statement(statement: dict[str, Any]) -> ReleaseRecord:
     return ReleaseRecord.model_validate(predicate)
 
 
-def write_manifest(release_dir: Path, record: ReleaseRecord, signing_key_path: Path) -> Path:
+def write_manifest(release_dir: Path, record: ReleaseRecord, signing_key_path: Path, *,
+                   digests: Callable[[Path], str] = file_sha256) -> Path:
     """Alias of `deidflow.manifest.seal.write_manifest` (imported lazily: seal uses this module)."""
     from deidflow.manifest.seal import write_manifest as _write
 
-    return _write(release_dir, record, signing_key_path)
+    return _write(release_dir, record, signing_key_path, digests=digests)
