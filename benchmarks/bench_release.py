@@ -33,6 +33,7 @@ CACHE = HERE / ".cache"
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
+import deidflow.cli  # the process as `deidflow release` runs it (the CLI skips the exit-time GC)
 from deidflow import release as st
 times, peaks, cpu = {}, {}, {}
 def peak():
@@ -55,6 +56,7 @@ print(json.dumps({"times": times, "peaks": peaks, "cpu": cpu, "released": s.rele
 # included, once as `run_release` and once as the Prefect flow (against the standing server).
 IN_PROCESS_CHILD = r"""
 import json, resource, sys
+import deidflow.cli  # the process as `deidflow release` runs it (the CLI skips the exit-time GC)
 from deidflow.release import run_release
 s = run_release(sys.argv[1])
 print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "released": s.released}))
