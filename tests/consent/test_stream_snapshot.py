@@ -31,6 +31,7 @@ def _history() -> pd.DataFrame:
     rows[12].update(guardian_name="王\x1f芳", grantor="guardian", guardian_id="")
     rows[13].update(guardian_name="line\nbreak", notice_version=None, valid_from=None)
     rows[14].update(purposes="a,\"quoted\";b", recipients="x\\y")
+    rows[15].update(guardian_name="长\n" * 2000)  # one row longer than a PostgreSQL read block
     rows[20].update(recorded_at=pd.Timestamp("2031-01-01T00:00:00+08:00"))  # after the as-of
     return frame(rows)
 

@@ -27,6 +27,7 @@ import io
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import date, datetime, timedelta, timezone
@@ -579,7 +580,9 @@ class ConsentRegistry:
         computed by the same code over the same events."""
         as_of_utc = to_utc(as_of)
         kept: list[dict[str, Any]] = []
-        chunks = self._event_chunks(as_of_utc, None)
+        # Reading ahead: the database reads the next chunk while the sink writes this one
+        # (`snapshot` does not: the memory engine keeps its other core busy with its inputs).
+        chunks = self._event_chunks(as_of_utc, None, read_ahead=True)
         try:
             for columns in chunks:
                 kept.append({c: columns[c] for c in _SUMMARY_COLUMNS})
@@ -594,7 +597,8 @@ class ConsentRegistry:
             frame = _events_frame(columns, _SUMMARY_COLUMNS)
         return ConsentSnapshot.from_events(frame, as_of_utc, self.url).summary()
 
-    def _event_chunks(self, as_of_utc: pd.Timestamp, ids: list[str] | None) -> Iterator[dict[str, Any]]:
+    def _event_chunks(self, as_of_utc: pd.Timestamp, ids: list[str] | None, *,
+                      read_ahead: bool = False) -> Iterator[dict[str, Any]]:
         """The events recorded at or before ``as_of_utc`` (of ``ids`` only, if given) as Arrow
         columns, one chunk at a time in seq order, all read in one read transaction. Close the
         generator if you stop early: it ends the transaction."""
@@ -603,9 +607,9 @@ class ConsentRegistry:
             with self.engine.connect() as conn:
                 raw = conn.connection.driver_connection
                 if self.backend == "sqlite":
-                    yield from _read_events_sqlite(raw, as_of_utc, ids)
+                    yield from _read_events_sqlite(raw, as_of_utc, ids, read_ahead=read_ahead)
                 else:
-                    yield from _read_events_postgresql(raw, as_of_utc, ids)
+                    yield from _read_events_postgresql(raw, as_of_utc, ids, read_ahead=read_ahead)
         except (DBAPIError, SQLAlchemyError, dbapi_error) as exc:
             raise self._unreachable(exc) from None
 
@@ -623,8 +627,43 @@ class ConsentRegistry:
     ) -> int:
         """Remember which subject went out under which pseudonym in a release (idempotent: a
         (release, subject) already recorded is skipped). One transaction, bound on the driver
-        directly (SQLite executemany; PostgreSQL COPY into a temporary table, then one INSERT):
-        ~850k SQLAlchemy parameter dicts cost ~13 s."""
+        directly (SQLite: JSON text that one INSERT … SELECT unpacks, per 250k subjects;
+        PostgreSQL: COPY into a temporary table, then one INSERT): ~850k SQLAlchemy parameter
+        dicts cost ~13 s."""
+        rows, insert = self._release_insert(release_id, subject_ids, pseudonyms, released_at)
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            with self.engine.begin() as conn:
+                insert(conn.connection.driver_connection)
+        except (DBAPIError, SQLAlchemyError, dbapi_error) as exc:
+            raise self._unreachable(exc) from None
+        return rows
+
+    def begin_release_record(
+        self,
+        release_id: str,
+        subject_ids: Sequence[str] | pd.Series | pd.Index,
+        pseudonyms: Sequence[str] | pd.Series | pd.Index,
+        released_at: datetime,
+    ) -> PendingRelease:
+        """`record_release`'s rows, inserted on a background thread (the database work releases
+        the GIL) into a transaction that stays open until `PendingRelease.commit()`: the caller
+        seals and publishes the release meanwhile, and commits only once it is published.
+        Leaving the ``with`` block without committing rolls back; a process killed before the
+        commit leaves nothing recorded (the database discards an open transaction), as if it
+        had been killed before recording. Bad arguments are refused here, before any thread,
+        which opens its own connection (a registry file or server, not SQLite :memory:)."""
+        return PendingRelease(self, *self._release_insert(release_id, subject_ids, pseudonyms, released_at))
+
+    def _release_insert(
+        self,
+        release_id: str,
+        subject_ids: Sequence[str] | pd.Series | pd.Index,
+        pseudonyms: Sequence[str] | pd.Series | pd.Index,
+        released_at: datetime,
+    ) -> tuple[int, Callable[[Any], None]]:
+        """The checked rows of a release's record: their number and the insert (given the
+        driver connection, inside the caller's transaction)."""
         subjects = _id_strings(subject_ids)
         pseuds = _id_strings(pseudonyms)
         if len(subjects) != len(pseuds):
@@ -641,22 +680,15 @@ class ConsentRegistry:
                     key="record_release", fix="pass a subject id and a pseudonym for every released subject",
                 )
         when = _bind_time(to_utc(released_at), self.backend)
-        dbapi_error = self.engine.dialect.loaded_dbapi.Error
-        try:
-            with self.engine.begin() as conn:
-                raw = conn.connection.driver_connection
-                if self.backend == "sqlite":
-                    raw.executemany(
-                        "INSERT INTO release_subjects (release_id, subject_id, pseudonym, released_at) "
-                        "VALUES (?, ?, ?, ?) ON CONFLICT (release_id, subject_id) DO NOTHING",
-                        zip(itertools.repeat(release_id), subjects.to_pylist(), pseuds.to_pylist(),
-                            itertools.repeat(when.strftime("%Y-%m-%d %H:%M:%S.%f"))),
-                    )
-                else:
-                    _copy_release_postgresql(raw, release_id, subjects, pseuds, when)
-        except (DBAPIError, SQLAlchemyError, dbapi_error) as exc:
-            raise self._unreachable(exc) from None
-        return len(subjects)
+        sqlite = self.backend == "sqlite"
+
+        def insert(raw: Any) -> None:
+            if sqlite:
+                _insert_release_sqlite(raw, release_id, subjects, pseuds, when)
+            else:
+                _copy_release_postgresql(raw, release_id, subjects, pseuds, when)
+
+        return len(subjects), insert
 
     def withdrawn_since_release(self) -> pd.DataFrame:
         """Released subjects who withdrew a consent after the release that contained them:
@@ -716,12 +748,13 @@ SNAPSHOT_SCHEMA = pa.schema(
     [(c, pa.timestamp("us", tz="UTC") if c == "recorded_at" else _COLUMN_TYPES[c]) for c in _READ_COLUMNS])
 #: Events per SQLite read: a chunk comes back as ONE value (SQLite caps values at 1e9 bytes).
 _SQLITE_READ_CHUNK = 200_000
-#: Bytes of COPY output parsed at a time on PostgreSQL (Arrow's streaming CSV reader).
+#: Bytes of COPY output (whole rows) parsed at a time on PostgreSQL.
 _PG_READ_BLOCK = 1 << 24
 _SEP = "\x1f"
 
 
-def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None) -> Iterator[dict[str, Any]]:
+def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None, *,
+                        read_ahead: bool = False) -> Iterator[dict[str, Any]]:
     """Every event of a chunk printf-ed by SQLite into one line of unit-separated fields (plus
     a 0/1 field per nullable text column telling NULL from ''), the lines joined into one
     blob that Arrow's CSV reader parses: no Python object per value. Rows come in seq order
@@ -762,15 +795,33 @@ def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None
     began = not con.in_transaction
     if began:
         con.execute("BEGIN")
+    # With read_ahead, SQLite (which releases the GIL) reads the next chunk on a helper thread
+    # while this one parses and the caller writes the last: every use of the connection is
+    # on that one thread, in order.
+    helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read-ahead") if read_ahead else None
+
+    def run(sql: str, params: list[Any], fetch: str) -> Any:
+        if helper is None:
+            return getattr(con.execute(sql, params), fetch)()
+        return helper.submit(lambda: getattr(con.execute(sql, params), fetch)())
+
+    def result(pending: Any) -> Any:
+        return pending if helper is None else pending.result()
+
     try:
         lo, hi = con.execute("SELECT min(seq), max(seq) FROM consent_events").fetchone()
         if lo is None:
             lo = hi = 0
+        chunks = []
         for start in range(lo - 1, hi, _SQLITE_READ_CHUNK):
             params: list[Any] = [start, start + _SQLITE_READ_CHUNK, bound]
             if ids is not None:
                 params.append(json.dumps(ids))
-            n, blob = con.execute(query, params).fetchone()
+            chunks.append(params)
+        pending = run(query, chunks[0], "fetchone") if chunks else None
+        for k, params in enumerate(chunks):
+            n, blob = result(pending)
+            pending = run(query, chunks[k + 1], "fetchone") if k + 1 < len(chunks) else None
             if not n:
                 continue
             try:
@@ -779,12 +830,14 @@ def _read_events_sqlite(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None
                 table = None
             del blob
             if table is None or table.num_rows != n:
-                rows = con.execute(f"SELECT {', '.join(fields)} FROM consent_events WHERE {where}",
-                                   params).fetchall()
+                rows = result(run(f"SELECT {', '.join(fields)} FROM consent_events WHERE {where}",
+                                  params, "fetchall"))
                 table = pa.Table.from_pylist([dict(zip(names, r)) for r in rows]).cast(
                     pa.schema([(c, types[c]) for c in names]))
             yield _sqlite_columns(table, names)
     finally:
+        if helper is not None:
+            helper.shutdown(wait=True, cancel_futures=True)
         if began:
             con.execute("COMMIT")
 
@@ -808,34 +861,13 @@ def _sqlite_columns(table: pa.Table, names: list[str]) -> dict[str, Any]:
     return out
 
 
-class _CopyOut(io.RawIOBase):
-    """The blocks of a running COPY … TO STDOUT as a readable stream, for Arrow's streaming
-    CSV reader: the output is parsed as it arrives instead of gathered first."""
-
-    def __init__(self, copy: Any) -> None:
-        self._copy = copy
-        self._left = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        while not len(self._left):
-            block = self._copy.read()
-            if not block:
-                return 0
-            self._left = memoryview(block)
-        n = min(len(buf), len(self._left))
-        buf[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
-
-
-def _read_events_postgresql(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None) -> Iterator[dict[str, Any]]:
+def _read_events_postgresql(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | None, *,
+                            read_ahead: bool = False) -> Iterator[dict[str, Any]]:
     """One COPY of the events as CSV (one statement: one MVCC snapshot), parsed by Arrow as it
-    streams in, ~16 MB at a time; yields each block's columns (see _COLUMN_TYPES). Times come
-    as integer microseconds since the epoch and dates as day numbers, so neither TimeZone nor
-    DateStyle matter."""
+    streams in, ~16 MB of rows at a time; yields each piece's columns (see _COLUMN_TYPES).
+    Times come as integer microseconds since the epoch and dates as day numbers, so neither
+    TimeZone nor DateStyle matter. (``read_ahead`` changes nothing here: the server runs the COPY and
+    sends its output while this parses.)"""
     import pyarrow.csv as pacsv
 
     exprs = []
@@ -856,27 +888,35 @@ def _read_events_postgresql(con: Any, as_of_utc: pd.Timestamp, ids: list[str] | 
     types = {c: pa.string() for c in _READ_COLUMNS}
     types.update({"recorded_at": pa.int64(), "seq": pa.int64(), "valid_from": pa.int32(),
                   "valid_until": pa.int32(), "separate": pa.bool_(), "cross_border": pa.bool_()})
+    csv_options = dict(
+        read_options=pacsv.ReadOptions(column_names=list(_READ_COLUMNS)),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, null_values=[""], strings_can_be_null=True,
+            quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
+    )
+
+    def parsed(buf: io.BytesIO) -> dict[str, Any]:
+        table = pacsv.read_csv(pa.BufferReader(buf.getbuffer()), **csv_options)
+        out = {c: table.column(c) for c in _READ_COLUMNS}
+        out["recorded_at"] = out["recorded_at"].cast(pa.timestamp("us"))
+        for col in _DATE_COLUMNS:
+            out[col] = out[col].cast(pa.date32()).cast(pa.timestamp("us"))
+        return out
+
     try:
         with con.cursor() as cur:
             with cur.copy(sql, params) as copy:
-                stream = io.BufferedReader(_CopyOut(copy), 1 << 20)
-                if not stream.peek(1):  # no event: Arrow refuses an empty CSV
-                    return
-                reader = pacsv.open_csv(
-                    stream,
-                    read_options=pacsv.ReadOptions(column_names=list(_READ_COLUMNS),
-                                                   block_size=_PG_READ_BLOCK),
-                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                    convert_options=pacsv.ConvertOptions(
-                        column_types=types, null_values=[""], strings_can_be_null=True,
-                        quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
-                )
-                for batch in reader:
-                    out = {c: batch.column(c) for c in _READ_COLUMNS}
-                    out["recorded_at"] = out["recorded_at"].cast(pa.timestamp("us"))
-                    for col in _DATE_COLUMNS:
-                        out[col] = out[col].cast(pa.date32()).cast(pa.timestamp("us"))
-                    yield out
+                # COPY hands over one whole row per block (libpq), so a cut between blocks
+                # never splits a row, however long its values or whatever line breaks they hold.
+                buf = io.BytesIO()
+                for block in copy:
+                    buf.write(block)
+                    if buf.tell() >= _PG_READ_BLOCK:
+                        yield parsed(buf)
+                        buf = io.BytesIO()
+                if buf.tell():  # (no event at all: nothing to parse; Arrow refuses an empty CSV)
+                    yield parsed(buf)
     finally:
         con.rollback()  # read only; ends the transaction psycopg opened
 
@@ -935,6 +975,118 @@ def _id_strings(values: Sequence[str] | pd.Series | pd.Index) -> pa.Array:
         series = series.astype("str")
     arr = pa.array(series.array)
     return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+class PendingRelease:
+    """A release's subjects being recorded: see `ConsentRegistry.begin_release_record`. Use it
+    as a context manager; `inserted()` waits for the rows (and raises what the insert raised),
+    `commit()` makes them durable, leaving the block without a commit rolls them back."""
+
+    def __init__(self, registry: ConsentRegistry, rows: int, insert: Callable[[Any], None]) -> None:
+        import threading
+
+        self.rows = rows
+        self._registry = registry
+        self._inserted = threading.Event()
+        self._decided = threading.Event()
+        self._commit = False
+        self._error: BaseException | None = None
+        # All database work on this one thread (the connection never changes threads).
+        self._thread = threading.Thread(target=self._run, args=(insert,), daemon=True,
+                                        name="deidflow-record-release")
+        self._thread.start()
+
+    def _run(self, insert: Callable[[Any], None]) -> None:
+        try:
+            with self._registry.engine.connect() as conn:
+                tx = conn.begin()
+                try:
+                    insert(conn.connection.driver_connection)
+                    self._inserted.set()
+                    self._decided.wait()
+                    if self._commit:
+                        tx.commit()
+                finally:
+                    if tx.is_active:
+                        tx.rollback()
+        except BaseException as exc:  # handed to the caller's thread by _raise
+            self._error = exc
+        finally:
+            self._inserted.set()
+
+    def inserted(self) -> None:
+        """Wait until every row is inserted (not yet committed); raise what went wrong."""
+        self._inserted.wait()
+        self._raise()
+
+    def commit(self) -> None:
+        self._decide(True)
+        self._raise()
+
+    def rollback(self) -> None:
+        self._decide(False)
+
+    def _decide(self, commit: bool) -> None:
+        if not self._decided.is_set():  # the first decision stands
+            self._commit = commit
+            self._decided.set()
+        self._thread.join()
+
+    def _raise(self) -> None:
+        exc = self._error
+        if exc is None:
+            return
+        if isinstance(exc, (DBAPIError, SQLAlchemyError, self._registry.engine.dialect.loaded_dbapi.Error)):
+            raise self._registry._unreachable(exc) from None
+        raise exc
+
+    def __enter__(self) -> PendingRelease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rollback()  # nothing to undo after a commit
+
+
+#: Subjects per INSERT of a release's record on SQLite (~9 MB of JSON text each).
+_SQLITE_RECORD_CHUNK = 250_000
+#: What a JSON string must escape (SQLite's JSON functions also cut text at a NUL).
+_JSON_ESCAPED = r'["\\\x00-\x1f]'
+_SQLITE_INSERT_RELEASE = ("INSERT INTO release_subjects (release_id, subject_id, pseudonym, released_at) "
+                          "{} ON CONFLICT (release_id, subject_id) DO NOTHING")
+
+
+def _insert_release_sqlite(con: Any, release_id: str, subjects: pa.Array, pseuds: pa.Array,
+                           when: datetime) -> None:
+    """Plain ids (codes: nothing JSON must escape, the usual case) go in as JSON text of
+    [subject, pseudonym] pairs that Arrow writes and one INSERT … SELECT FROM json_each unpacks
+    per chunk: no Python object per row, and no GIL held while SQLite inserts. Other ids go
+    row by row through executemany (~2.5 s of CPU holding the GIL for 850k rows). Either way
+    rows go in in order, so for a subject given twice the first pseudonym wins."""
+    stamp = when.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if any(pc.any(pc.match_substring_regex(a, _JSON_ESCAPED)).as_py() for a in (subjects, pseuds)):
+        con.executemany(
+            _SQLITE_INSERT_RELEASE.format("VALUES (?, ?, ?, ?)"),
+            zip(itertools.repeat(release_id), subjects.to_pylist(), pseuds.to_pylist(), itertools.repeat(stamp)),
+        )
+        return
+    for start in range(0, len(subjects), _SQLITE_RECORD_CHUNK):
+        pairs = _json_pairs(subjects.slice(start, _SQLITE_RECORD_CHUNK), pseuds.slice(start, _SQLITE_RECORD_CHUNK))
+        con.execute(
+            _SQLITE_INSERT_RELEASE.format(
+                "SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ? "
+                "FROM json_each(?) WHERE true"),
+            (release_id, stamp, pairs),
+        )
+
+
+def _json_pairs(subjects: pa.Array, pseuds: pa.Array) -> str:
+    """'[["s","p"],["s","p"],…]' for ids that need no escaping, written by Arrow."""
+    text = pa.large_string()
+    rows = pc.binary_join_element_wise(  # the last argument is the separator
+        pa.scalar('["', text), subjects.cast(text), pa.scalar('","', text), pseuds.cast(text),
+        pa.scalar('"],', text), pa.scalar("", text))
+    ends = np.frombuffer(rows.buffers()[1], np.int64, len(rows) + 1, rows.offset * 8)
+    return f"[{str(memoryview(rows.buffers()[2])[ends[0]:ends[-1] - 1], 'utf-8')}]"  # no last comma
 
 
 def _copy_release_postgresql(con: Any, release_id: str, subjects: pa.Array, pseuds: pa.Array,
@@ -1014,13 +1166,16 @@ def _append_only_ddl(backend: str) -> list[str]:
             "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '% is append-only: % refused', "
             "TG_TABLE_NAME, TG_OP; END $$"
         )
+        # Created only where missing: CREATE TRIGGER locks the table against writes, so
+        # re-creating it on every connection would wait behind (or, in the same process,
+        # deadlock with) a release record still being written in an open transaction.
         for table in _APPEND_ONLY_TABLES:
-            stmts.append(
-                f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION deidflow_refuse_change()"
-            )
-            stmts.append(
-                f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION deidflow_refuse_change()"
-            )
+            for name, when, each in ((f"{table}_append_only", "UPDATE OR DELETE", "ROW"),
+                                     (f"{table}_no_truncate", "TRUNCATE", "STATEMENT")):
+                stmts.append(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = "
+                    f"'{name}' AND tgrelid = '{table}'::regclass) THEN CREATE TRIGGER {name} "
+                    f"BEFORE {when} ON {table} FOR EACH {each} EXECUTE FUNCTION "
+                    "deidflow_refuse_change(); END IF; END $$"
+                )
     return stmts
