@@ -151,17 +151,7 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         from deidflow.partitions import partition_count
 
         n_parts = partition_count(loaded)
-    inputs = _InputTables(loaded) if engine == "memory" else None
-    # The snapshot is mostly SQLite (or PostgreSQL) work that releases the GIL and keeps one
-    # core busy: read and check the first input tables on the other meanwhile (the largest
-    # tables come last in the example policy, so holding these costs little memory).
     from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
-        pending = pool.submit(ConsentRegistry(_registry_url(loaded)).snapshot, as_of)
-        if inputs is not None:
-            inputs.prefetch(3)
-        snapshot = pending.result()
 
     _reap_stale_work(_private_dir(loaded) / "work")
     work = _private_dir(loaded) / "work" / uuid.uuid4().hex[:16]
@@ -172,37 +162,64 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
             policy_path=str(loaded.path), run_id=work.name, started_at=started.isoformat(),
             as_of=as_of.isoformat(), flow_run_id=flow_run_id, engine=engine,
             pid=os.getpid(), host=socket.gethostname(),
+            partitions=1 if engine == "memory" else n_parts,
         )
-        # The snapshot names subjects: it stays in the private work dir for the partitions.
-        _write_events(work, snapshot.events, 1 if engine == "memory" else n_parts)
-        state.consent = snapshot.summary()
-        del snapshot
-        if engine == "dask":
-            # The registry's events (~3 GB at 10M subjects) are no longer needed: hand their
-            # memory back for the worker processes. The memory engine keeps it for its own next
-            # tables instead: on a VM with free-page reporting (Firecracker, most clouds), memory
-            # given back and touched again costs ~2.7 s per GB in page faults.
-            _give_back_memory()
+        state.save(work)
+        # The snapshot is mostly SQLite (or PostgreSQL) work that releases the GIL and keeps
+        # one core busy. The memory engine reads, checks, derives and stages every input table
+        # on the other meanwhile: the gate itself needs only the subject table and each row's
+        # subject, so what is left once the snapshot is in is a lookup per row.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
+            registry = ConsentRegistry(_registry_url(loaded))
+            if engine == "memory":
+                pending = pool.submit(registry.snapshot, as_of)
+                inputs = _InputTables(loaded)
+                staged = _stage_tables(work, 0, inputs, state, loaded, pending)
+                if not pending.done():
+                    # This thread would only wait for the snapshot now: import the validation
+                    # gate (~2.5 s of Great Expectations) meanwhile, instead of at the validate
+                    # stage. `preload` says why that cannot race (and does nothing where it could).
+                    from deidflow.validation import preload
+
+                    preload(quiet="consent-snapshot")
+                snapshot = pending.result()
+            else:
+                # The Dask engine never holds the snapshot: it streams into the partitions'
+                # work files (it names subjects: private work dir) while this thread hashes
+                # the input parts.
+                pending = pool.submit(_write_events, work, registry, as_of, n_parts)
+                state.inputs = _parts_digests(loaded)
+                state.consent = pending.result()
         if engine == "memory":
-            state.partitions = 1
-            state.save(work)
-            done = gate_partition(work, 0, inputs)
-            state = RunState.load(work)
+            state.consent = snapshot.summary()
             state.inputs = inputs.digests()
             state.save(work)
+            done = _gate_staged(work, 0, state, loaded, staged, snapshot.events)
+            del snapshot, staged
             finish_prepare(work, [done])
         else:
-            from deidflow.partitions import parts_digest
-
-            state.partitions = n_parts
-            for name, spec in loaded.policy.tables.items():
-                digest, rows = parts_digest(loaded, name)
-                state.inputs.append({"table": name, "path": spec.path, "sha256": digest, "rows": rows})
+            # What the snapshot's summary was computed from (~1 GB at 10M events) is no longer
+            # needed: hand it back for the worker processes. (The memory engine keeps freed
+            # memory for its own next tables instead: on a VM with free-page reporting —
+            # Firecracker, most clouds — memory given back and touched again costs ~2.7 s per
+            # GB in page faults.)
+            _give_back_memory()
             state.save(work)
         return work
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _parts_digests(loaded: LoadedPolicy) -> list[dict[str, Any]]:
+    """Path, SHA-256 over the parts and rows of each partitioned input table, in the policy's order."""
+    from deidflow.partitions import parts_digest
+
+    out = []
+    for name, spec in loaded.policy.tables.items():
+        digest, rows = parts_digest(loaded, name)
+        out.append({"table": name, "path": spec.path, "sha256": digest, "rows": rows})
+    return out
 
 
 def _give_back_memory() -> None:
@@ -217,20 +234,35 @@ def _give_back_memory() -> None:
         pass
 
 
-def _write_events(work: Path, events: pd.DataFrame, parts: int) -> None:
-    """The consent snapshot's events, split by subject as the input partitions are, so each
-    partition's gate reads its own subjects' events and not the whole registry's."""
+def _write_events(work: Path, registry: Any, as_of: datetime, parts: int) -> dict[str, Any]:
+    """The consent snapshot as of `as_of`, split by subject as the input partitions are, so
+    each partition's gate reads its own subjects' events and not the whole registry's; returns
+    the snapshot's summary. The events stream from the registry a chunk at a time, each
+    chunk's rows appended to their partition's Arrow IPC file: no process holds the whole
+    registry (10M events held whole, then split, peaked at ~6 GB)."""
+    from deidflow.consent.registry import SNAPSHOT_SCHEMA
     from deidflow.partitions import subject_partition
 
     out = work / "consent"
-    if parts == 1:
-        write_work(events, out / _arrow_part(0))
-        return
-    which = subject_partition(events["subject_id"], parts)
-    order = np.argsort(which, kind="stable")
-    bounds = np.searchsorted(which[order], np.arange(parts + 1))
-    for i in range(parts):
-        write_work(events.iloc[order[bounds[i]:bounds[i + 1]]].reset_index(drop=True), out / _arrow_part(i))
+    out.mkdir(parents=True, exist_ok=True)
+    writers: list[Any] = []
+
+    def route(chunk: pa.Table) -> None:
+        which = subject_partition(chunk.column("subject_id"), parts)
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(parts + 1))
+        chunk = chunk.take(order)
+        for i in range(parts):
+            if bounds[i + 1] > bounds[i]:
+                writers[i].write_table(chunk.slice(bounds[i], bounds[i + 1] - bounds[i]))
+
+    try:
+        for i in range(parts):
+            writers.append(pa.ipc.new_file(str(out / _arrow_part(i)), SNAPSHOT_SCHEMA))
+        return registry.stream_snapshot(as_of, route)
+    finally:
+        for w in writers:
+            w.close()
 
 
 def _arrow_part(i: int) -> str:
@@ -267,8 +299,9 @@ def _reap_stale_work(root: Path) -> None:
 
 class _InputTables(Mapping[str, pd.DataFrame]):
     """The memory engine's input tables, each read and checked when it is asked for and not
-    kept: the gate takes the subject table first, then one table at a time, so a release needs
-    memory for the subject table and one other table, not for the whole extract."""
+    kept: the subject table first, then one table at a time, so a release needs memory for the
+    subject table and one other table, not for the whole extract. `rows[name]` keeps, for each
+    row of a table read, its subject's row in the subject table (found by the link check)."""
 
     def __init__(self, loaded: LoadedPolicy) -> None:
         self.loaded = loaded
@@ -276,23 +309,12 @@ class _InputTables(Mapping[str, pd.DataFrame]):
         self._subject: InputTable | None = None
         self._ids: Any = None
         self._inputs: dict[str, dict[str, Any]] = {}
-        self._ahead: dict[str, pd.DataFrame] = {}
-
-    def prefetch(self, n: int) -> None:
-        """Read and check the subject table and the tables after it, up to `n` in all, now;
-        each is handed over (and let go) when the gate asks for it."""
-        for name in list(self.policy.tables)[:n]:
-            if name != self.policy.subject_table:
-                self._ahead[name] = self[name]
-            else:
-                self[name]
+        self.rows: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         policy = self.policy
         if name == policy.subject_table and self._subject is not None:
             return self._subject.frame
-        if name in self._ahead:
-            return self._ahead.pop(name)
         if name != policy.subject_table and self._subject is None:
             self[policy.subject_table]  # link keys are checked against the subject ids
         table = read_table(name, policy.tables[name], self.loaded)
@@ -300,7 +322,7 @@ class _InputTables(Mapping[str, pd.DataFrame]):
             self._ids = check_subject_ids(table, policy.tables[name].subject_column)
             self._subject = table
         else:
-            check_links(table, policy.tables[name].subject_column, self._ids, self._subject)
+            self.rows[name] = check_links(table, policy.tables[name].subject_column, self._ids, self._subject)
         self._inputs[name] = {"table": name, "path": policy.tables[name].path,
                               "sha256": table.sha256, "rows": table.rows}
         return table.frame
@@ -316,29 +338,80 @@ class _InputTables(Mapping[str, pd.DataFrame]):
         return [self._inputs[name] for name in self.policy.tables if name in self._inputs]
 
 
-def gate_partition(work: Path, index: int, frames: Mapping[str, pd.DataFrame] | None = None) -> dict[str, Any]:
-    """Derive columns and apply the consent gate to one partition; returns counts only.
-
-    The subject table is gated first; then each table is filtered and written in turn, and
-    `frames` is indexed once per table (the memory engine's mapping reads a table on access)."""
-    from deidflow.consent.gate import consent_gate, subject_mask
-    from deidflow.consent.registry import ConsentSnapshot
-    from deidflow.techniques.derive import derive_columns
+def gate_partition(work: Path, index: int) -> dict[str, Any]:
+    """Derive columns and apply the consent gate to one partition of a partitioned extract
+    (the Dask engine's map task); returns counts only."""
+    from deidflow.partitions import read_partition
 
     state = RunState.load(work)
     loaded = _loaded(state)
-    policy = loaded.policy
-    if frames is None:
-        from deidflow.partitions import read_partition
+    staged = _stage_tables(work, index, read_partition(loaded, index), state, loaded)
+    events = read_work(work / "consent" / _arrow_part(index))
+    return _gate_staged(work, index, state, loaded, staged, events)
 
-        frames = read_partition(loaded, index)
+
+@dataclass
+class _Staged:
+    """A partition's inputs once staged: the subject table (derived, in memory) and, for each
+    other table (written whole to the work dir), each row's subject's row in the subject table."""
+
+    subject: pd.DataFrame
+    birth_dates: Any
+    rows: dict[str, np.ndarray]
+    records_in: dict[str, int]
+
+
+def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], state: RunState,
+                  loaded: LoadedPolicy, pending: Any = None) -> _Staged:
+    """Derive every table's columns; write each table but the subject table whole to the work
+    directory, keeping only where each row's subject is. `frames` is indexed once per table
+    (the memory engine's mapping reads a table on access). `pending` (the consent snapshot
+    being read) is checked between tables, so a registry that cannot be read stops the run
+    at once."""
+    from deidflow.consent.gate import subject_rows
+    from deidflow.techniques.derive import derive_columns
+
+    policy = loaded.policy
+    as_of = datetime.fromisoformat(state.as_of).date()
+    subj_spec = policy.tables[policy.subject_table]
+    subject = derive_columns(frames[policy.subject_table], subj_spec, as_of=as_of)
+    bcol = policy.consent.birth_date_column
+    birth = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT  # a bad date stops us now
+    known = getattr(frames, "rows", {})
+    rows: dict[str, np.ndarray] = {}
+    records_in = {policy.subject_table: int(len(subject))}
+    for name, tspec in policy.tables.items():
+        if name == policy.subject_table:
+            continue
+        if pending is not None and pending.done() and pending.exception() is not None:
+            pending.result()  # raises the registry's error now
+        frame = derive_columns(frames[name], tspec, as_of=as_of)
+        rows[name] = known.pop(name) if name in known else subject_rows(
+            frame[tspec.subject_column], subject[subj_spec.subject_column])
+        records_in[name] = int(len(frame))
+        # Written whole, with the gate's verdict per row beside it once the snapshot is in:
+        # transform drops the excluded and the suppressed subjects' rows in one filter. The
+        # work directory is private (0700) and removed when the run ends; no technique ever
+        # sees those rows.
+        write_work(frame, _gated_path(work, name, index))
+        del frame
+    return _Staged(subject=subject, birth_dates=birth, rows=rows,
+                   records_in={name: records_in[name] for name in policy.tables})
+
+
+def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, staged: _Staged,
+                 events: pd.DataFrame) -> dict[str, Any]:
+    """The consent gate over a staged partition: the subject table's consented rows are
+    written, and beside each other table the verdict for each of its rows."""
+    from deidflow.consent.gate import consent_gate, subject_mask
+    from deidflow.consent.registry import ConsentSnapshot
+
+    policy = loaded.policy
     as_of = datetime.fromisoformat(state.as_of)
     subj_spec = policy.tables[policy.subject_table]
-    subject = derive_columns(frames[policy.subject_table], subj_spec, as_of=as_of.date())
+    subject = staged.subject
     subjects = pd.DataFrame({"subject_id": subject[subj_spec.subject_column].astype(str)})
-    bcol = policy.consent.birth_date_column
-    subjects["birth_date"] = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT
-    events = read_work(work / "consent" / _arrow_part(index))
+    subjects["birth_date"] = staged.birth_dates
     events = events.loc[subject_mask(events["subject_id"], subjects["subject_id"])]
     snapshot = ConsentSnapshot.from_events(events, as_of, state.consent.get("registry", "registry"))
     gate = consent_gate(
@@ -349,29 +422,16 @@ def gate_partition(work: Path, index: int, frames: Mapping[str, pd.DataFrame] | 
         abroad=policy.release.recipient.abroad,
         as_of=as_of,
     )
-    allowed = gate.allowed
-    records_in = {}
-    for name in policy.tables:
-        frame = subject if name == policy.subject_table else derive_columns(
-            frames[name], policy.tables[name], as_of=as_of.date())
-        keep = subject_mask(frame[policy.tables[name].subject_column], allowed)
-        records_in[name] = int(len(frame))
-        if name == policy.subject_table:
-            write_work(frame, _gated_path(work, name, index), keep)
-        else:
-            # The other tables are written whole with the gate's verdict per row beside them:
-            # transform drops the excluded and the suppressed subjects' rows in one filter (a
-            # filter copies the table, ~3 s per GB of fresh memory here). The work directory
-            # is private (0700) and removed when the run ends; no technique ever sees those rows.
-            write_work(frame, _gated_path(work, name, index))
-            np.save(_consented_path(work, name, index), np.asarray(keep, dtype=bool))
-        del frame
+    allowed = subject_mask(subjects["subject_id"], gate.allowed)  # per subject row
+    write_work(subject, _gated_path(work, policy.subject_table, index), allowed)
+    for name, rows in staged.rows.items():
+        np.save(_consented_path(work, name, index), allowed[rows])
     excluded = work / "excluded" / _part(index)
     excluded.parent.mkdir(parents=True, exist_ok=True)
     gate.excluded.to_parquet(excluded)
-    return {"subjects": int(len(subjects)), "granted": int(len(allowed)),
+    return {"subjects": int(len(subjects)), "granted": int(len(gate.allowed)),
             "excluded_by_reason": {k: int(v) for k, v in gate.counts.items()},
-            "records_in": records_in}
+            "records_in": staged.records_in}
 
 
 def _birth_dates(subject: pd.DataFrame, column: str, loaded: LoadedPolicy) -> pd.Series:
@@ -456,7 +516,7 @@ def frequency_partition(work: Path, index: int) -> str:
     loaded = _loaded(state)
     qis, scol = _search_columns(loaded)
     cols = qis + ([scol] if scol else [])
-    subject = _gated_part(work, loaded.policy.subject_table, index)
+    subject = _gated_part(work, loaded.policy.subject_table, index, cols or None)
     frame = subject[cols].astype("string").fillna(NA) if cols else pd.DataFrame(index=subject.index)
     freq = (frame.groupby(cols, sort=True).size().rename(COUNT).reset_index() if cols and len(frame)
             else pd.DataFrame({**{c: pd.Series(dtype="string") for c in cols}, COUNT: pd.Series(dtype="int64")}))
@@ -474,6 +534,8 @@ def _merged_frequencies(work: Path, state: RunState, cols: list[str]) -> pd.Data
     freq = pd.concat(parts, ignore_index=True)
     if not cols:
         return pd.DataFrame({COUNT: [int(freq[COUNT].sum())]})
+    if len(parts) == 1:  # one partition's table is already grouped and sorted
+        return freq
     return freq.groupby(cols, sort=True)[COUNT].sum().reset_index()
 
 
@@ -645,38 +707,54 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
                       apply: Callable[..., tuple[dict[str, Any], Any]]) -> dict[str, Any]:
     from deidflow.consent.gate import subject_mask
 
+    from concurrent.futures import ThreadPoolExecutor
+
     sid = policy.tables[policy.subject_table].subject_column
     fmt = policy.output.format
     columns: list[dict[str, Any]] = []
     rows: dict[str, int] = {}
     released_subject = None
-    for name, tspec in policy.tables.items():
-        frame = _gated_part(work, name, index)
-        keep = ~subject_mask(frame[tspec.subject_column], suppressed)
-        consented = _consented_path(work, name, index)
-        if consented.is_file():
-            keep &= np.load(consented)
-        frame = frame.loc[keep].reset_index(drop=True)
-        out = {}
-        futures = [(col, pool.submit(apply, name, frame, col, cspec)) for col, cspec in tspec.columns.items()]
-        for col, future in futures:  # in the policy's column order, whatever finished first
-            entry, result = future.result()
-            columns.append(entry)
-            if result is not None:
-                out[col] = result
-        released = pd.DataFrame(out, index=frame.index)
-        rows[name] = int(len(frame))
-        if name == policy.subject_table:
-            released_subject = released
-        if state.engine == "dask":
-            write_frame(released, stage / "data" / name / _part(index), "parquet")
-        else:
-            write_frame(released, stage / "data" / f"{name}.{fmt}", fmt)
-            if name != policy.subject_table:
-                # The very Arrow table the writer just serialised, for the validation gate and
-                # the aggregates: reading it back costs a tenth of parsing the CSV again.
-                write_work(released, _released_copy(work, name))
-        del frame, released, out
+    # A table's files are written on their own threads while the next table is transformed
+    # (the writers release the GIL): the stage is a pipeline, not read → apply → write in turn.
+    writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="transform-writer")
+    written: list[Any] = []
+    try:
+        for name, tspec in policy.tables.items():
+            # The link column first, for the verdicts; then the table's kept rows only (an
+            # Arrow filter per column over the memory-mapped work file, on the pool).
+            link = _gated_part(work, name, index, [tspec.subject_column])[tspec.subject_column]
+            keep = ~subject_mask(link, suppressed)
+            del link
+            consented = _consented_path(work, name, index)
+            if consented.is_file():
+                keep &= np.load(consented)
+            frame = read_work(_gated_path(work, name, index), keep=keep, pool=pool)
+            out = {}
+            futures = [(col, pool.submit(apply, name, frame, col, cspec)) for col, cspec in tspec.columns.items()]
+            for col, future in futures:  # in the policy's column order, whatever finished first
+                entry, result = future.result()
+                columns.append(entry)
+                if result is not None:
+                    out[col] = result
+            released = pd.DataFrame(out, index=frame.index)
+            rows[name] = int(len(frame))
+            if name == policy.subject_table:
+                released_subject = released
+            if state.engine == "dask":
+                written.append(writer.submit(write_frame, released, stage / "data" / name / _part(index), "parquet"))
+            else:
+                written.append(writer.submit(write_frame, released, stage / "data" / f"{name}.{fmt}", fmt))
+                if name != policy.subject_table:
+                    # The very Arrow table the writer serialises, for the validation gate and
+                    # the aggregates: reading it back costs a tenth of parsing the CSV again.
+                    written.append(writer.submit(write_work, released, _released_copy(work, name)))
+            for done in [f for f in written if f.done()]:
+                done.result()  # a failed write stops the stage now
+            del frame, released, out
+        for done in written:
+            done.result()
+    finally:
+        writer.shutdown(wait=True, cancel_futures=True)
 
     # Which pseudonym each released subject got: the hospital's private record, used by the
     # consent-coverage expectation and the withdrawal re-check. Never published.
@@ -784,21 +862,32 @@ def known_identifiers(subject: pd.DataFrame, loaded: LoadedPolicy) -> pd.DataFra
     return pd.concat(parts, ignore_index=True)
 
 
-def _known_values(work: Path, loaded: LoadedPolicy) -> pa.ChunkedArray:
-    """Every direct-identifier value of the consented subjects, as one Arrow array (repeats and
-    nulls left in: the validation gate handles them). Only those columns are read: at 10M
-    subjects the whole subject table and a long (subject, kind, value) table would be ~4 GB."""
+def _known_values(work: Path, loaded: LoadedPolicy) -> Any:
+    """Every direct-identifier value of the consented subjects, for the validation gate, as a
+    source it reads column by column from the memory-mapped gated subject table (repeats and
+    nulls left in: the gate handles them). The gate keeps their 64-bit hashes, not the strings,
+    and reads the strings again only to confirm a hash hit: at 10M subjects they are ~60M
+    strings, which held in memory with their index took ~5 GB of the flow process."""
+    from deidflow.validation.sets import Chunks
+
     spec = loaded.policy.tables[loaded.policy.subject_table]
-    first = next(iter(sorted((work / "gated" / loaded.policy.subject_table).glob("part-*.arrow"))), None)
-    present = set(pa.ipc.open_file(first).schema.names) if first is not None else set()
+    parts = sorted((work / "gated" / loaded.policy.subject_table).glob("part-*.arrow"))
+    present = set(pa.ipc.open_file(parts[0]).schema.names) if parts else set()
     direct = [c for c, cs in spec.columns.items() if cs.role is Role.direct_identifier and c in present]
-    if not direct:
-        return pa.chunked_array([], type=pa.large_string())
-    frame = _gated(work, loaded.policy.subject_table, columns=direct)
-    chunks = []
-    for col in direct:
-        chunks += as_arrow(frame.pop(col)).cast(pa.large_string()).chunks
-    return pa.chunked_array(chunks, type=pa.large_string())
+
+    def read():
+        for part in parts:
+            table = pa.feather.read_table(part, columns=direct, memory_map=True)
+            for col in direct:
+                values = table.column(col)
+                if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                    # not text in the work file: its text as pandas gives it (as the gate
+                    # would have read it), e.g. a mobile column read as integers
+                    values = as_arrow(read_work(part, [col])[col])
+                yield values
+            del table  # unmaps the part before the next one is read
+
+    return Chunks(read)
 
 
 def _release_id(loaded: LoadedPolicy, state: RunState, keyring: Any) -> str:
@@ -901,11 +990,17 @@ def validate(work: Path) -> dict[str, Any]:
 
 
 def publish_release(work: Path) -> Path:
-    """Review page, signed manifest, atomic rename, and the hospital-side records."""
-    from deidflow.consent.registry import ConsentRegistry
+    """Review page, signed manifest, atomic rename, and the hospital-side records.
+
+    The registry inserts the release's subjects on its own thread (the database holds no GIL)
+    while this one counts classes, digests and signs; the insert is committed only after the
+    rename, so a release is never recorded unless it was published. A registry that cannot take
+    the record stops the release before the rename; a run killed between the rename and the
+    commit leaves the release unrecorded, and the next run records it (`_existing_release`)."""
     from deidflow.manifest.review import render_review
     from deidflow.manifest.seal import write_manifest
     from deidflow.manifest.signing import ensure_signing_key
+    from deidflow.manifest.statement import FileDigests
 
     state = RunState.load(work)
     loaded = _loaded(state)
@@ -915,20 +1010,25 @@ def publish_release(work: Path) -> Path:
     final = root / state.release_id
     record = build_record(loaded, state, finished_at=_now())
     signing_key = ensure_signing_key(loaded.resolve(policy.keys.signing_key_file))
-    sizes_after = _class_sizes(released_table(stage, policy.subject_table, policy.output.format,
-                                              state.engine), loaded)
-    sizes_before = _class_sizes(_gated(work, policy.subject_table), loaded)
-    render_review(stage, record, signing_key_path=signing_key, class_sizes=sizes_after.tolist(),
-                  class_sizes_before=sizes_before.tolist(), k=policy.limits.k)
-    write_manifest(stage, record, signing_key)
-    publish(stage, final)
+    with _begin_record_release(work, loaded, state, record.finished_at) as recording:
+        sizes_after = _class_sizes(released_table(stage, policy.subject_table, policy.output.format,
+                                                  state.engine), loaded)
+        sid = policy.tables[policy.subject_table].subject_column
+        sizes_before = _class_sizes(_gated(work, policy.subject_table,
+                                           list(dict.fromkeys([sid, *policy.quasi_identifiers()]))), loaded)
+        digests = FileDigests()  # the review's file table and the manifest read each file once
+        render_review(stage, record, signing_key_path=signing_key, class_sizes=sizes_after.tolist(),
+                      class_sizes_before=sizes_before.tolist(), k=policy.limits.k, digests=digests)
+        write_manifest(stage, record, signing_key, digests=digests)
+        recording.inserted()
+        publish(stage, final)
 
-    private = _private_dir(loaded)
-    exclusions = private / "exclusions"
-    exclusions.mkdir(parents=True, exist_ok=True, mode=0o700)
-    shutil.copyfile(work / EXCLUSION_LOG, exclusions / f"{state.release_id}.csv")
-    (exclusions / f"{state.release_id}.csv").chmod(0o600)
-    _record_release(work, loaded, state, record.finished_at)
+        private = _private_dir(loaded)
+        exclusions = private / "exclusions"
+        exclusions.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copyfile(work / EXCLUSION_LOG, exclusions / f"{state.release_id}.csv")
+        (exclusions / f"{state.release_id}.csv").chmod(0o600)
+        recording.commit()
     state.release_dir = str(final)
     state.save(work)
     return final
@@ -941,6 +1041,33 @@ def _record_release(work: Path, loaded: LoadedPolicy, state: RunState, when: dat
     if "pseudonym" in mapping and state.release_id:
         ConsentRegistry(_registry_url(loaded)).record_release(
             state.release_id, mapping["subject_id"], mapping["pseudonym"], when or _now())
+
+
+def _begin_record_release(work: Path, loaded: LoadedPolicy, state: RunState, when: datetime) -> Any:
+    """`_record_release` started on the registry's thread, uncommitted (see publish_release)."""
+    from deidflow.consent.registry import ConsentRegistry
+
+    mapping = _pseudonyms(work)
+    if "pseudonym" not in mapping or not state.release_id:
+        return _NothingToRecord()
+    return ConsentRegistry(_registry_url(loaded)).begin_release_record(
+        state.release_id, mapping["subject_id"], mapping["pseudonym"], when)
+
+
+class _NothingToRecord:
+    """No pseudonym was released (the subject column is not in the release): nothing to trace."""
+
+    def __enter__(self) -> "_NothingToRecord":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def inserted(self) -> None:
+        return None
+
+    def commit(self) -> None:
+        return None
 
 
 def _pseudonyms(work: Path) -> pd.DataFrame:

@@ -87,11 +87,12 @@ def test_killed_runs_leave_no_release_and_the_next_run_is_byte_identical(tmp_pat
     assert verify_release(release).ok
 
 
-def test_interrupted_publish_still_records_the_release(tmp_path, small_extract):
+def test_interrupted_publish_still_records_the_release(tmp_path, small_extract, monkeypatch):
     """Killed after the release directory was renamed into place but before the registry
-    recorded which subjects it contains: the next run finds the release and must record it,
-    or a later withdrawal would never be traced to this release."""
-    from deidflow.consent.registry import ConsentRegistry
+    committed which subjects it contains (publish_release inserts them while it seals, and
+    commits after the rename): the next run finds the release and must record it, or a later
+    withdrawal would never be traced to this release."""
+    from deidflow.consent.registry import ConsentRegistry, PendingRelease
     from deidflow.policy import load_policy
     from deidflow.release import _registry_url, run_release
 
@@ -100,18 +101,20 @@ def test_interrupted_publish_still_records_the_release(tmp_path, small_extract):
     class Killed(BaseException):
         pass
 
-    original = ConsentRegistry.record_release
-
     def dies(self, *a, **kw):
         raise Killed()
 
-    ConsentRegistry.record_release = dies
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(PendingRelease, "commit", dies)
         with pytest.raises(Killed):
             run_release(env.policy)
-    finally:
-        ConsentRegistry.record_release = original
     (release,) = _published(env)
+    registry = ConsentRegistry(_registry_url(load_policy(env.policy)))
+    try:
+        with registry.engine.connect() as conn:  # the uncommitted insert left nothing behind
+            assert conn.exec_driver_sql("SELECT count(*) FROM release_subjects").scalar() == 0
+    finally:
+        registry.dispose()
     summary = run_release(env.policy)
     assert summary.already_released
     registry = ConsentRegistry(_registry_url(load_policy(env.policy)))
@@ -126,6 +129,64 @@ def test_interrupted_publish_still_records_the_release(tmp_path, small_extract):
     finally:
         registry.dispose()
     assert n > 0, "the release exists but the registry never recorded whom it contains"
+
+
+def _recorded_subjects(env: Env) -> int:
+    from deidflow.consent.registry import ConsentRegistry
+    from deidflow.policy import load_policy
+    from deidflow.release import _registry_url
+
+    registry = ConsentRegistry(_registry_url(load_policy(env.policy)))
+    try:
+        with registry.engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT count(*) FROM release_subjects").scalar()
+    finally:
+        registry.dispose()
+
+
+def test_a_release_that_fails_to_publish_is_not_recorded(tmp_path, small_extract, monkeypatch):
+    """The registry inserts the release's subjects while the release is sealed: if the rename
+    then fails, the insert is rolled back; nothing was published, so nothing is recorded."""
+    from deidflow import release as stages
+    from deidflow.errors import InputError
+    from deidflow.release import run_release
+
+    env = make_env(tmp_path / "unpublished", small_extract)
+
+    def rename_fails(stage, final):
+        raise InputError("cannot rename", file=str(final), fix="-")
+
+    with monkeypatch.context() as m:
+        m.setattr(stages, "publish", rename_fails)
+        with pytest.raises(InputError, match="cannot rename"):
+            run_release(env.policy)
+    assert _published(env) == [] and _staging(env) == []
+    assert _recorded_subjects(env) == 0
+    summary = run_release(env.policy)  # and the next run publishes and records it
+    assert not summary.already_released
+    assert _recorded_subjects(env) == summary.released > 0
+
+
+def test_a_registry_that_cannot_record_stops_the_release_unpublished(tmp_path, small_extract, monkeypatch):
+    """A release that the registry could not record would be one a later withdrawal cannot be
+    traced to: the failed insert is reported before the rename, and nothing is published."""
+    import sqlite3
+
+    from deidflow.consent import registry as registry_module
+    from deidflow.errors import ConsentError
+    from deidflow.release import run_release
+
+    env = make_env(tmp_path / "unrecordable", small_extract)
+
+    def locked(*a, **kw):
+        raise sqlite3.OperationalError("database is locked")
+
+    with monkeypatch.context() as m:
+        m.setattr(registry_module, "_insert_release_sqlite", locked)
+        with pytest.raises(ConsentError, match="database is locked"):
+            run_release(env.policy)
+    assert _published(env) == [] and _staging(env) == []
+    assert _recorded_subjects(env) == 0
 
 
 def test_output_directory_that_is_a_file_fails_cleanly(tmp_path, small_extract):
