@@ -208,10 +208,6 @@ def _arrow_strings(values: pd.Series | pd.Index | np.ndarray | pa.Array | pa.Chu
     """Ids as one Arrow string array: pandas' own isin/get_indexer on the "str" dtype go
     through Python objects and take seconds per million; Arrow's hash kernels do not. The
     registry's reading of ids as text (`_id_strings`), so the gate and the registry agree."""
-    if isinstance(values, (pa.Array, pa.ChunkedArray)) and (
-            pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        # already Arrow text (a probe of runs, or ids read by Arrow)
-        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     return _id_strings(values)
 
 

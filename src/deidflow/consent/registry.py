@@ -966,8 +966,12 @@ def _events_frame(columns: dict[str, Any], names: Sequence[str] = _READ_COLUMNS)
     return frame
 
 
-def _id_strings(values: Sequence[str] | pd.Series | pd.Index) -> pa.Array:
-    """Ids as one Arrow string array (non-string ids as their str(); missing stays missing)."""
+def _id_strings(values: Sequence[str] | pd.Series | pd.Index | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Ids as one Arrow string array (non-string ids as their str(); missing stays missing).
+    Arrow text is taken as it is (no copy unless it is chunked)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)) and (
+            pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     series = values if isinstance(values, (pd.Series, pd.Index)) else pd.Series(
         np.asarray(values, dtype=object))
     series = pd.Series(series, copy=False)
