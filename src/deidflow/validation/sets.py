@@ -20,6 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from deidflow.io import run_heads
+
 _TEXT_TYPES = (pa.string(), pa.large_string())
 
 
@@ -499,10 +501,9 @@ def distinct_values(values: Any) -> pa.Array | pa.ChunkedArray:
     the hashes of what is left are all different, so are the values. Otherwise, and when more
     than one value is missing, pyarrow's unique decides."""
     arr = _as_text(values)
-    if len(arr) > 1:
-        same = _bools(pc.equal(arr.slice(1), arr.slice(0, len(arr) - 1)))
-        if same.any():
-            arr = arr.filter(pa.array(np.concatenate(([True], ~same))))
+    starts = run_heads(arr, min_run=1)  # the first row of each run (a missing value is its own)
+    if starts is not None and len(starts) < len(arr):
+        arr = arr.take(pa.array(starts))
     if arr.null_count <= 1 and _distinct_hashes(arr):
         return arr
     return pc.unique(arr)
