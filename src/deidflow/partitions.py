@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from deidflow.errors import InputError
-from deidflow.consent.gate import subject_mask
+from deidflow.consent.gate import subject_rows
 from deidflow.io import _check_columns
 from deidflow.policy import LoadedPolicy
 
@@ -79,11 +79,21 @@ def parts_digest(loaded: LoadedPolicy, name: str) -> tuple[str, int]:
     return h.hexdigest(), rows
 
 
-def read_partition(loaded: LoadedPolicy, index: int) -> dict[str, pd.DataFrame]:
+class PartitionFrames(dict):
+    """A partition's tables by name; `rows[name]` holds, for each row of a table other than
+    the subject table, its subject's row in the part's subject table (found by the link
+    check, so the consent gate does not look the link keys up again)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, np.ndarray] = {}
+
+
+def read_partition(loaded: LoadedPolicy, index: int) -> PartitionFrames:
     """Part `index` of every table, all columns as text, with the same checks as CSV input
     (columns as the policy declares, unique subjects, link keys that resolve in the part)."""
     policy = loaded.policy
-    frames: dict[str, pd.DataFrame] = {}
+    frames = PartitionFrames()
     paths: dict[str, Path] = {}
     for name, spec in policy.tables.items():
         path = loaded.resolve(spec.path) / PART.format(index)
@@ -106,7 +116,8 @@ def read_partition(loaded: LoadedPolicy, index: int) -> dict[str, pd.DataFrame]:
         if name == policy.subject_table:
             continue
         col = policy.tables[name].subject_column
-        dangling = pd.Series(~subject_mask(frame[col], ids))
+        frames.rows[name] = subject_rows(frame[col], ids)
+        dangling = pd.Series(frames.rows[name] < 0)
         if dangling.any():
             raise InputError(
                 f"{int(dangling.sum())} row(s) point to a subject that is not in the same part "

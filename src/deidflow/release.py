@@ -377,6 +377,8 @@ def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], st
     subject = derive_columns(frames[policy.subject_table], subj_spec, as_of=as_of)
     bcol = policy.consent.birth_date_column
     birth = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT  # a bad date stops us now
+    # Each row's subject row, as the link check found it (`_InputTables.rows`,
+    # `partitions.PartitionFrames.rows`); looked up here only for a mapping without them.
     known = getattr(frames, "rows", {})
     rows: dict[str, np.ndarray] = {}
     records_in = {policy.subject_table: int(len(subject))}
