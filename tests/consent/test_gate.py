@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
+import reference
 from consent_helpers import event, frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,10 +50,10 @@ def crafted():
         # two consents that each fail: the one that came furthest explains the exclusion
         event("e-m1", "multi_fail", consent_id="m1", purposes="marketing"),
         event("e-m2", "multi_fail", consent_id="m2", recipients="beijing-ai-lab"),
-        # one withdrawn consent and one good one: released
+        # a withdrawal ends every consent of the subject it covers; a grant after it stands
         event("e-m3", "multi_ok", consent_id="m3"),
         event("e-m3w", "multi_ok", consent_id="m3", event="withdrawn", recorded_at=later),
-        event("e-m4", "multi_ok", consent_id="m4"),
+        event("e-m4", "multi_ok", consent_id="m4", recorded_at=later + pd.Timedelta(days=1)),
         # an amendment that narrows the categories replaces the earlier terms
         event("e-am", "amended_narrower"),
         event("e-am2", "amended_narrower", event="amended", recorded_at=later, data_categories="demographics"),
@@ -88,7 +89,7 @@ def test_each_exclusion_reason_is_counted():
     assert gate.counts == {
         "no_consent": 1, "withdrawn": 1, "expired": 2, "not_separate": 1, "wrong_purpose": 1,
         "wrong_recipient": 2, "category_not_covered": 2, "cross_border_not_allowed": 1,
-        "minor_without_guardian": 2,
+        "minor_without_guardian": 2, "birth_date_mismatch": 0,
     }
     assert list(gate.counts) == list(REASONS)
     assert gate.subjects == len(subjects)  # the stranger's consent adds no subject
@@ -148,54 +149,22 @@ def test_manifest_entry_and_log_carry_no_identity_beyond_the_private_log(tmp_pat
     assert set(written["subject_id"]) == set(gate.excluded["subject_id"])
 
 
-# --- property: the vectorised gate agrees with a plain reading of the rules ---------------------
-def oracle(events: pd.DataFrame, subjects: pd.DataFrame, as_of: pd.Timestamp, purpose: str,
-           recipient: str, categories: set[str], abroad: bool) -> dict[str, str]:
-    """Per subject, per consent, the rules in order; a subject gets the furthest reason."""
-    local = as_of.tz_convert("Asia/Shanghai")
-    today = local.date()
-    visible = events.loc[events["recorded_at"] <= as_of]
-    latest = {}
-    rank = {"granted": 0, "amended": 1, "withdrawn": 2}
-    for seq, e in enumerate(visible.to_dict("records")):
-        key = (e["recorded_at"], rank[e["event"]], seq)
-        if e["consent_id"] not in latest or key >= latest[e["consent_id"]][0]:
-            latest[e["consent_id"]] = (key, e)
-    out = {}
-    for s in subjects.to_dict("records"):
-        b = pd.to_datetime(s["birth_date"], errors="coerce")
-        minor = pd.isna(b) or (today.year - b.year - ((today.month, today.day) < (b.month, b.day))) < 14
-        best = 0
-        for _, e in latest.values():
-            if e["subject_id"] != s["subject_id"]:
-                continue
-            vf, vu = e["valid_from"], e["valid_until"]
-            checks = [
-                e["event"] != "withdrawn",
-                (pd.isna(vf) or vf.date() <= today) and (pd.isna(vu) or today <= vu.date()),
-                bool(e["separate"]),
-                purpose in e["purposes"].split(";"),
-                recipient in e["recipients"].split(";"),
-                categories <= set(e["data_categories"].split(";")),
-                (not abroad) or bool(e["cross_border"]),
-                (not minor) or e["grantor"] == "guardian",
-            ]
-            stage = next((i + 1 for i, ok in enumerate(checks) if not ok), len(REASONS))
-            best = max(best, stage)
-        out[s["subject_id"]] = "allowed" if best == len(REASONS) else REASONS[best]
-    return out
-
-
+# --- property: the vectorised gate agrees with the reference evaluator (tests/consent/reference.py) --
 day = st.integers(min_value=-800, max_value=800).map(lambda d: date(2026, 6, 15) + timedelta(days=d))
+#: Spellings of one id that must all mean the same subject (full-width, padded, …).
+SPELLINGS = [lambda s: s, lambda s: f" {s} ", lambda s: s.translate(FULLWIDTH), lambda s: f"\u3000{s}"]
+FULLWIDTH = str.maketrans("0123456789s", "０１２３４５６７８９ｓ")
+ZONES = ["+08:00", "Z", "+09:00", "-05:00", None]
 consent_events = st.lists(
     st.fixed_dictionaries({
-        "subject": st.integers(0, 11), "consent": st.integers(0, 2),
+        "subject": st.integers(0, 11), "consent": st.integers(0, 2), "spelling": st.integers(0, 3),
         "event": st.sampled_from(["granted", "amended", "withdrawn"]),
-        "recorded": st.integers(-1000, 30),  # days before (negative) or after the run
+        "recorded": st.integers(-1000 * 24, 30 * 24),  # hours before (negative) or after the run
+        "zone": st.sampled_from(ZONES),
         "separate": st.booleans(), "cross_border": st.booleans(),
-        "purposes": st.sets(st.sampled_from(["ai-model-training", "care"]), min_size=1),
-        "recipients": st.sets(st.sampled_from(["shanghai-ai-lab", "beijing-ai-lab"]), min_size=1),
-        "categories": st.sets(st.sampled_from(["demographics", "labs", "notes"]), min_size=1),
+        "purposes": st.sets(st.sampled_from(["ai-model-training", "care"]), min_size=0),
+        "recipients": st.sets(st.sampled_from(["shanghai-ai-lab", "beijing-ai-lab"]), min_size=0),
+        "categories": st.sets(st.sampled_from(["demographics", "labs", "notes"]), min_size=0),
         "from": st.none() | day, "until": st.none() | day,
         "guardian": st.booleans(),
     }),
@@ -205,13 +174,22 @@ births = st.lists(st.none() | st.integers(-25 * 366, 0).map(lambda d: date(2026,
                   min_size=12, max_size=12)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _when(hours: int, zone: str | None) -> pd.Timestamp:
+    """The run's moment plus some hours, written in a zone (None: a naive China time)."""
+    moment = RUN + pd.Timedelta(hours=hours)
+    if zone is None:
+        return moment.tz_convert("Asia/Shanghai").tz_localize(None)
+    return moment.tz_convert("UTC" if zone == "Z" else zone)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(consent_events, births, st.booleans(),
-       st.sets(st.sampled_from(["demographics", "labs", "notes"]), min_size=1))
-def test_gate_matches_the_rules_read_plainly(specs, birth_days, abroad, categories):
+       st.sets(st.sampled_from(["demographics", "labs", "notes"]), min_size=1), st.booleans())
+def test_gate_matches_the_reference(specs, birth_days, abroad, categories, age_rule):
     rows = [
-        event(f"e{i}", f"s{x['subject']}", consent_id=f"c{x['subject']}-{x['consent']}",
-              event=x["event"], recorded_at=RUN + pd.Timedelta(days=x["recorded"]),
+        event(f"e{i}", SPELLINGS[x["spelling"]](f"s{x['subject']}"),
+              consent_id=f"c{x['subject']}-{x['consent']}",
+              event=x["event"], recorded_at=_when(x["recorded"], x["zone"]),
               separate=x["separate"], cross_border=x["cross_border"],
               purposes=";".join(sorted(x["purposes"])), recipients=";".join(sorted(x["recipients"])),
               data_categories=";".join(sorted(x["categories"])),
@@ -220,18 +198,22 @@ def test_gate_matches_the_rules_read_plainly(specs, birth_days, abroad, categori
               **(GUARDIAN if x["guardian"] else {}))
         for i, x in enumerate(specs)
     ]
-    events = frame(rows)
+    # Naive times are China time for the reference; the frame holds them as UTC.
+    events = frame([dict(r, recorded_at=reference.china(r["recorded_at"])) for r in rows])
     subjects = pd.DataFrame({"subject_id": [f"s{i}" for i in range(12)],
                              "birth_date": [d.isoformat() if d else None for d in birth_days]})
     snap = ConsentSnapshot.from_events(events, RUN)
     gate = consent_gate(snap, subjects, purpose="ai-model-training", recipient_id="shanghai-ai-lab",
-                        categories=sorted(categories), abroad=abroad, as_of=RUN)
-    got = {s: "allowed" for s in gate.allowed}
-    got |= dict(zip(gate.excluded["subject_id"], gate.excluded["reason"].astype(str)))
-    want = oracle(events, subjects, RUN, "ai-model-training", "shanghai-ai-lab", categories, abroad)
-    assert got == want
+                        categories=sorted(categories), abroad=abroad, as_of=RUN, age_rule=age_rule)
+    want = reference.evaluate(rows, subjects.to_dict("records"), as_of=RUN, purpose="ai-model-training",
+                              recipient="shanghai-ai-lab", categories=categories, abroad=abroad,
+                              age_rule=age_rule)
+    assert reference.gate_verdicts(gate) == want
     assert sum(gate.counts.values()) == len(gate.excluded)
     assert not set(gate.allowed) & set(gate.excluded["subject_id"])
+    withdrawn_ids = {reference.canon(r["subject_id"]) for r in rows if r["event"] == "withdrawn"
+                     and reference.china(r["recorded_at"]) <= RUN}
+    assert set(gate.orphan_withdrawals) == withdrawn_ids - set(subjects["subject_id"])
 
 
 # --- dropping rows from every table (Synthea: 14 tables joined by PATIENT) ----------------------

@@ -5,9 +5,19 @@ force and covers this release: separate consent (PIPL arts. 23, 29), this purpos
 recipient, every data category released, cross-border transfer when the recipient is abroad
 (art. 39), and guardian consent for a child under 14 (art. 31).
 
+Consent is decided per subject, whatever format or consent id an event came in. A *consent*
+is one consent id of one subject; its terms are those of its latest grant or amendment. A
+*withdrawal* (CSV ``withdrawn``, FHIR ``inactive``/``rejected`` status or a deny provision)
+ends every consent of its subject granted at or before it, when it covers this release: its
+purposes (empty: all) include the release purpose, its recipients (empty: all) the recipient,
+and its categories (empty: all) meet the released categories. An amendment never revives an
+ended consent: only a new grant later than the withdrawal does (a tie at one instant goes to
+the withdrawal: fail closed). Ids are compared in canonical form (`subject_ids`).
+
 Each consent is tested against the checks in this order, and stops at the first it fails:
 
-    1 withdrawn                  its latest event is a withdrawal
+    1 withdrawn                  a covering withdrawal of its subject is not older than its
+                                 latest grant
     2 expired                    the run date is outside valid_from … valid_until (inclusive;
                                  a consent not yet valid counts here too)
     3 not_separate               not a separate consent
@@ -18,7 +28,10 @@ Each consent is tested against the checks in this order, and stops at the first 
     8 minor_without_guardian     the subject is under 14 at the run date (or has no known
                                  birth date: fail closed) and the grantor is not a guardian
 
-A subject without any consent event is ``no_consent``. A subject with several consents gets
+A subject without any grant is ``withdrawn`` if it has a withdrawal, else ``no_consent``.
+A subject whose resident ID (when given) holds another birth date than its birth-date cell is
+``birth_date_mismatch``, whatever its consents: its age cannot be trusted. Withdrawals of ids
+that are not in the extract are returned as ``orphan_withdrawals`` for the private log. A subject with several consents gets
 the reason of the consent that came furthest (the most specific explanation); a subject is
 allowed when any consent passes every check. So each excluded subject has exactly one reason.
 
@@ -31,7 +44,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +63,7 @@ from deidflow.consent.registry import (
     _short_keys,
     to_utc,
 )
+from deidflow.consent.subject_ids import canonical_ids, canonical_series
 from deidflow.errors import ConsentError, InputError
 from deidflow.io import run_heads, run_lengths
 
@@ -64,9 +78,12 @@ REASONS: tuple[str, ...] = (
     "category_not_covered",
     "cross_border_not_allowed",
     "minor_without_guardian",
+    "birth_date_mismatch",
 )
-_PASSED = len(REASONS)
+_PASSED = REASONS.index("birth_date_mismatch")  # the consent checks come before it
 MINOR_AGE = 14  # PIPL art. 28, 31
+#: The private log's reason for a withdrawal that matches no subject of the extract.
+ORPHAN_WITHDRAWAL = "orphan_withdrawal"
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,10 @@ class GateResult:
     excluded: pd.DataFrame  # subject_id, reason — hospital-private, never in the release
     counts: dict[str, int]
     snapshot_summary: dict[str, Any]
+    #: Ids of withdrawals that match no subject of the extract (hospital-private, like excluded).
+    orphan_withdrawals: pd.Index = field(default_factory=lambda: pd.Index([], dtype=object))
+    #: The policy attested that the data holds no minors (birth_date_column: null).
+    no_minors_attested: bool = False
 
     @property
     def subjects(self) -> int:
@@ -87,8 +108,20 @@ class GateResult:
             "allowed": int(len(self.allowed)),
             "excluded": int(len(self.excluded)),
             "excluded_by_reason": dict(self.counts),
+            "orphan_withdrawals": int(len(self.orphan_withdrawals)),
+            "no_minors_attested": bool(self.no_minors_attested),
             "snapshot": dict(self.snapshot_summary),
         }
+
+    def private_log(self) -> pd.DataFrame:
+        """The hospital-private log: each excluded subject with its reason, then each orphan
+        withdrawal (a withdrawal matching no subject of the extract: a misspelt id, or a
+        subject not in this extract) with reason ``orphan_withdrawal``."""
+        if not len(self.orphan_withdrawals):
+            return self.excluded
+        orphans = pd.DataFrame({"subject_id": self.orphan_withdrawals,
+                                "reason": ORPHAN_WITHDRAWAL})
+        return pd.concat([self.excluded.astype({"reason": str}), orphans], ignore_index=True)
 
     def filter_tables(
         self, tables: Mapping[str, pd.DataFrame], subject_columns: Mapping[str, str]
@@ -114,7 +147,7 @@ class GateResult:
         path = directory / f"consent-exclusions-{release_id}.csv"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            self.excluded.to_csv(fh, index=False)
+            self.private_log().to_csv(fh, index=False)
         os.chmod(path, 0o600)
         return path
 
@@ -128,8 +161,14 @@ def consent_gate(
     categories: list[str],
     abroad: bool,
     as_of: datetime | pd.Timestamp,
+    age_rule: bool = True,
 ) -> GateResult:
-    """Decide, for every subject, release or the one reason for exclusion (see module doc)."""
+    """Decide, for every subject, release or the one reason for exclusion (see module doc).
+
+    ``subjects`` has subject_id and birth_date, and optionally resident_id (a GB 11643 id whose
+    birth date is compared with birth_date). ``age_rule=False`` is the policy's attestation
+    that the data holds no minors (``consent.birth_date_column: null``): the under-14 rule is
+    skipped and the result says so."""
     for col in ("subject_id", "birth_date"):
         if col not in subjects.columns:
             raise ConsentError(
@@ -145,38 +184,32 @@ def consent_gate(
     as_of_local = to_utc(as_of).tz_convert(CHINA_TZ)
     run_date = np.datetime64(as_of_local.date(), "D")
 
-    sub = subjects.loc[:, ["subject_id", "birth_date"]]
-    sub_ids = sub["subject_id"].astype(str)
-    first = ~sub_ids.duplicated().to_numpy()
-    sub_ids = pd.Index(sub_ids.to_numpy()[first])
-    birth = _birth_dates(sub["birth_date"].to_numpy()[first])
+    sub_all = canonical_ids(subjects["subject_id"])
+    first = _first_occurrence(sub_all)
+    sub_ids = pd.Index(sub_all.take(pa.array(first)).to_pandas()) if first is not None else \
+        pd.Index(sub_all.to_pandas())
+    sub_arrow = sub_all if first is None else sub_all.take(pa.array(first))
+    pick = (lambda v: v) if first is None else (lambda v: v[first])
+    birth = _birth_dates(pick(subjects["birth_date"].to_numpy()))
+    mismatch = np.zeros(len(sub_ids), dtype=bool)
+    if "resident_id" in subjects.columns:
+        mismatch = _birth_mismatch(pick(subjects["resident_id"].to_numpy()), birth)
 
-    # Every test runs on whole event columns (no copy of the current rows' strings) and is
-    # then read at the current consents of the subjects at hand.
     events = snapshot.events
-    rows = np.asarray(snapshot.current_rows, dtype=np.intp)
-    pos = _positions(events["subject_id"], sub_ids)[rows] if len(rows) else np.array([], dtype=np.intp)
-    mine = pos >= 0
-    pos = pos[mine]
-    cur = _Columns(events, rows[mine])
+    want = _Wanted(purpose, recipient_id, categories)
+    verdict = _subject_verdicts(events, np.asarray(snapshot.current_rows, dtype=np.intp), sub_arrow,
+                                birth, run_date, as_of_local, want, abroad=abroad, age_rule=age_rule)
+    stage, orphans = verdict
 
-    ok = _consent_checks(cur, pos, birth, run_date, as_of_local,
-                         purpose=purpose, recipient_id=recipient_id,
-                         categories=categories, abroad=abroad)
-    # Stage of each consent: index of its first failed check (1-based), or _PASSED.
-    cstage = np.full(len(cur), _PASSED, dtype=np.int8)
-    for i in range(len(ok) - 1, -1, -1):
-        cstage[~ok[i]] = i + 1
-    stage = np.zeros(len(sub_ids), dtype=np.int8)  # 0 = no_consent
-    np.maximum.at(stage, pos, cstage)
-
-    allowed_mask = stage == _PASSED
-    ex_stage = stage[~allowed_mask]
+    code = stage.astype(np.int8)  # REASONS index of the reason, _PASSED = allowed
+    code[mismatch] = REASONS.index("birth_date_mismatch")
+    allowed_mask = code == _PASSED
+    ex_code = code[~allowed_mask]
     excluded = pd.DataFrame({
         "subject_id": sub_ids[~allowed_mask],
-        "reason": pd.Categorical.from_codes(ex_stage, categories=list(REASONS)),
+        "reason": pd.Categorical.from_codes(ex_code, categories=list(REASONS)),
     })
-    tally = np.bincount(ex_stage, minlength=_PASSED)
+    tally = np.bincount(ex_code, minlength=len(REASONS))
     counts = {reason: int(tally[i]) for i, reason in enumerate(REASONS)}
     summary = snapshot.summary()
     summary["gate_as_of"] = to_utc(as_of).isoformat()
@@ -185,7 +218,127 @@ def consent_gate(
         excluded=excluded,
         counts=counts,
         snapshot_summary=summary,
+        orphan_withdrawals=orphans,
+        no_minors_attested=not age_rule,
     )
+
+
+class _Wanted:
+    """The release's purpose, recipient and categories, casefolded as the importers store them."""
+
+    def __init__(self, purpose: str, recipient_id: str, categories: list[str]) -> None:
+        self.purpose = purpose.strip().casefold()
+        self.recipient = recipient_id.strip().casefold()
+        self.categories = frozenset(c.strip().casefold() for c in categories)
+
+
+def _first_occurrence(ids: pa.Array) -> np.ndarray | None:
+    """Positions of each id's first occurrence, None when every id is distinct already."""
+    keys = _short_keys(ids)
+    if keys is not None:
+        k = keys[0]
+        if len(k) < 2 or (k[1:] > k[:-1]).all():
+            return None
+    dup = pd.Series(ids.to_pandas()).duplicated().to_numpy()
+    return None if not dup.any() else np.flatnonzero(~dup)
+
+
+def _birth_mismatch(resident_ids: np.ndarray, birth: pd.DatetimeIndex) -> np.ndarray:
+    """True where a valid resident ID's birth date and the birth-date cell are both known and
+    differ: the record cannot be trusted for the age rule (nor, likely, for anything else)."""
+    from deidflow.identifiers import resident_id_parts, valid_resident_ids
+
+    ids = canonical_series(pd.Series(resident_ids, dtype=object).astype("string").fillna(""))
+    valid = valid_resident_ids(ids).fillna(False).astype(bool).to_numpy()
+    if not valid.any():
+        return np.zeros(len(ids), dtype=bool)
+    from_id = resident_id_parts(ids)["birth_date"].to_numpy(dtype="datetime64[D]")
+    cell = birth.to_numpy(dtype="datetime64[D]")
+    return valid & ~np.isnat(cell) & ~np.isnat(from_id) & (cell != from_id)
+
+
+def _subject_verdicts(events: pd.DataFrame, current_rows: np.ndarray, sub_ids: pa.Array,
+                      birth: pd.DatetimeIndex, run_date: np.datetime64, as_of_local: pd.Timestamp,
+                      want: _Wanted, *, abroad: bool, age_rule: bool) -> tuple[np.ndarray, pd.Index]:
+    """The stage (REASONS index, _PASSED = allowed) of every subject, and the ids of the
+    orphan withdrawals (withdrawals of subjects that are not in ``sub_ids``).
+
+    Subject-level semantics (module doc): a consent is one (consent id, subject); its terms are
+    its latest grant or amendment, and it stands only if a *grant* of it (not an amendment) is
+    later than every withdrawal of the subject that covers this release."""
+    n_sub = len(sub_ids)
+    stage = np.zeros(n_sub, dtype=np.int8)  # 0 = no_consent
+    n = len(events)
+    if n == 0:
+        return stage, pd.Index([], dtype=object)
+    ev_ids = canonical_ids(events["subject_id"])
+    pos = _positions(ev_ids, sub_ids)
+    rank = _event_rank(events["event"])
+    t = events["recorded_at"].to_numpy(dtype="datetime64[ns]").view(np.int64) if not isinstance(
+        events["recorded_at"].dtype, pd.DatetimeTZDtype) else \
+        events["recorded_at"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
+    withdrawal = rank == 2
+    mine = pos >= 0
+
+    # Orphan withdrawals: reported, never silently dropped.
+    orphan_rows = np.flatnonzero(withdrawal & ~mine)
+    orphans = pd.Index(pd.unique(ev_ids.take(pa.array(orphan_rows)).to_pandas())) if len(orphan_rows) \
+        else pd.Index([], dtype=object)
+
+    # The latest withdrawal of each subject that covers this release (empty list = all).
+    lists = {c: _Sets(events[c]) for c in ("purposes", "recipients", "data_categories")}
+    covers = (withdrawal & mine
+              & (lists["purposes"].empty | lists["purposes"].test(lambda s: want.purpose in s))
+              & (lists["recipients"].empty | lists["recipients"].test(lambda s: want.recipient in s))
+              & (lists["data_categories"].empty
+                 | lists["data_categories"].test(lambda s: not s.isdisjoint(want.categories))))
+    last_withdrawal = np.full(n_sub, np.iinfo(np.int64).min, dtype=np.int64)
+    if covers.any():
+        np.maximum.at(last_withdrawal, pos[covers], t[covers])
+    has_withdrawal = np.zeros(n_sub, dtype=bool)
+    has_withdrawal[pos[withdrawal & mine]] = True
+
+    # Consents: the snapshot's events come grouped by consent id (current_rows ends each group),
+    # in time order; a group is split by subject if one consent id spans several (refused at
+    # import; old registries may hold it).
+    group = np.repeat(np.arange(len(current_rows)), np.diff(np.r_[-1, current_rows]))
+    key = group.astype(np.int64)
+    order = None
+    if n > 1:
+        same_group = group[1:] == group[:-1]
+        if (same_group & (pos[1:] != pos[:-1])).any():
+            key = group.astype(np.int64) * (n_sub + 1) + (pos + 1)
+            order = np.argsort(key, kind="stable")
+    rows = np.arange(n) if order is None else order
+    k, r, ts, p = key[rows], rank[rows], t[rows], pos[rows]
+    terms = (r == 0) | (r == 1)
+    ok_rows = terms & (p >= 0)
+    # The latest grant of each consent.
+    uk, inv = np.unique(k[ok_rows], return_inverse=True)
+    latest_grant = np.full(len(uk), np.iinfo(np.int64).min, dtype=np.int64)
+    g = r[ok_rows] == 0
+    if g.any():
+        np.maximum.at(latest_grant, inv[g], ts[ok_rows][g])
+    # Its terms: the last grant or amendment of the group (time order within a group).
+    sel = rows[ok_rows]
+    last = np.r_[inv[1:] != inv[:-1], True] if len(inv) else np.zeros(0, dtype=bool)
+    term_rows = sel[last]
+    granted_at = latest_grant[inv[last]] if len(inv) else latest_grant
+    cons_pos = pos[term_rows]
+    has_grant = granted_at > np.iinfo(np.int64).min
+    term_rows, granted_at, cons_pos = term_rows[has_grant], granted_at[has_grant], cons_pos[has_grant]
+
+    stage[has_withdrawal] = 1  # no standing grant, but a withdrawal: "withdrawn"
+    if len(term_rows):
+        cur = _Columns(events, term_rows)
+        ok = _consent_checks(cur, cons_pos, birth, run_date, as_of_local, want=want,
+                             abroad=abroad, age_rule=age_rule, lists=lists)
+        ok[0] = last_withdrawal[cons_pos] < granted_at  # tie at one instant: the withdrawal wins
+        cstage = np.full(len(cur), _PASSED, dtype=np.int8)
+        for i in range(len(ok) - 1, -1, -1):
+            cstage[~ok[i]] = i + 1
+        np.maximum.at(stage, cons_pos, cstage)
+    return stage, orphans
 
 
 class _Columns:
@@ -206,9 +359,10 @@ class _Columns:
 
 def _arrow_strings(values: pd.Series | pd.Index | np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
     """Ids as one Arrow string array: pandas' own isin/get_indexer on the "str" dtype go
-    through Python objects and take seconds per million; Arrow's hash kernels do not. The
-    registry's reading of ids as text (`_id_strings`), so the gate and the registry agree."""
-    return _id_strings(values)
+    through Python objects and take seconds per million; Arrow's hash kernels do not. Ids are
+    compared in their canonical form (`subject_ids.canonical_ids`: NFKC, trimmed, resident ID
+    check character upper-cased), as the importers and the registry store them."""
+    return canonical_ids(values)
 
 
 def subject_mask(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index | pd.Series) -> np.ndarray:
@@ -274,46 +428,52 @@ def _consent_checks(
     run_date: np.datetime64,
     as_of_local: pd.Timestamp,
     *,
-    purpose: str,
-    recipient_id: str,
-    categories: list[str],
+    want: _Wanted,
     abroad: bool,
+    age_rule: bool,
+    lists: dict[str, "_Sets"],
 ) -> list[np.ndarray]:
-    """One boolean array per check (in REASONS order after no_consent): True = passes."""
+    """One boolean array per check (in REASONS order after no_consent): True = passes. The
+    first (not withdrawn) is the caller's: it needs the subject's withdrawals."""
     n = len(cur)
-    in_force = np.isin(cur.get("event", _event_rank), (0, 1))
     vf = cur.get("valid_from", lambda v: v.to_numpy(dtype="datetime64[D]"))
     vu = cur.get("valid_until", lambda v: v.to_numpy(dtype="datetime64[D]"))
     in_period = (np.isnat(vf) | (vf <= run_date)) & (np.isnat(vu) | (run_date <= vu))
     separate = cur.get("separate", lambda v: v.to_numpy(dtype=bool))
-    want_purpose = purpose.strip().casefold()
-    want_recipient = recipient_id.strip().casefold()
-    want_categories = {c.strip().casefold() for c in categories}
-    purpose_ok = cur.get("purposes", lambda v: _set_test(v, lambda s: want_purpose in s))
-    recipient_ok = cur.get("recipients", lambda v: _set_test(v, lambda s: want_recipient in s))
-    category_ok = cur.get("data_categories", lambda v: _set_test(v, lambda s: want_categories <= s))
+    purpose_ok = cur.get("purposes", lambda v: lists["purposes"].test(lambda s: want.purpose in s))
+    recipient_ok = cur.get("recipients", lambda v: lists["recipients"].test(lambda s: want.recipient in s))
+    category_ok = cur.get("data_categories",
+                          lambda v: lists["data_categories"].test(lambda s: want.categories <= s))
     cross_ok = np.ones(n, dtype=bool) if not abroad else cur.get("cross_border", lambda v: v.to_numpy(dtype=bool))
 
-    b = birth[pos] if n else birth[:0]
-    age = as_of_local.year - b.year.to_numpy(dtype=float)
-    before_birthday = (b.month.to_numpy(dtype=float) > as_of_local.month) | (
-        (b.month.to_numpy(dtype=float) == as_of_local.month) & (b.day.to_numpy(dtype=float) > as_of_local.day)
-    )
-    age = age - before_birthday
-    minor = ~(age >= MINOR_AGE)  # NaN (unknown birth date) counts as a minor: fail closed
-    guardian_ok = ~minor | cur.get("grantor", lambda v: pc.equal(_arrow_strings(v), "guardian")
-                                   .fill_null(False).to_numpy(zero_copy_only=False))
-    return [in_force, in_period, separate, purpose_ok, recipient_ok, category_ok, cross_ok, guardian_ok]
+    if not age_rule:  # the policy attests that the data holds no minors
+        guardian_ok = np.ones(n, dtype=bool)
+    else:
+        b = birth[pos] if n else birth[:0]
+        age = as_of_local.year - b.year.to_numpy(dtype=float)
+        before_birthday = (b.month.to_numpy(dtype=float) > as_of_local.month) | (
+            (b.month.to_numpy(dtype=float) == as_of_local.month) & (b.day.to_numpy(dtype=float) > as_of_local.day)
+        )
+        age = age - before_birthday
+        minor = ~(age >= MINOR_AGE)  # NaN (unknown birth date) counts as a minor: fail closed
+        guardian_ok = ~minor | cur.get("grantor", lambda v: pc.equal(_arrow_strings(v), "guardian")
+                                       .fill_null(False).to_numpy(zero_copy_only=False))
+    return [np.ones(n, dtype=bool), in_period, separate, purpose_ok, recipient_ok, category_ok,
+            cross_ok, guardian_ok]
 
 
-def _set_test(values: pd.Series, test) -> np.ndarray:
-    """Apply a set predicate once per distinct ';'-list, then broadcast by factor codes."""
-    codes, uniques = pd.factorize(values)
-    per_unique = np.fromiter(
-        (test(frozenset(t for t in str(u).split(";") if t)) for u in uniques),
-        dtype=bool, count=len(uniques),
-    )
-    out = np.zeros(len(values), dtype=bool)
-    has = codes >= 0
-    out[has] = per_unique[codes[has]]
-    return out
+class _Sets:
+    """A ';'-list column factorised once: set predicates are evaluated per distinct list and
+    broadcast by factor codes."""
+
+    def __init__(self, values: pd.Series) -> None:
+        self.codes, uniques = pd.factorize(values)
+        self.uniques = [frozenset(t for t in str(u).split(";") if t) for u in uniques]
+        self.empty = self.test(lambda s: not s, missing=True)
+
+    def test(self, predicate, *, missing: bool = False) -> np.ndarray:
+        per_unique = np.fromiter((predicate(u) for u in self.uniques), dtype=bool, count=len(self.uniques))
+        out = np.full(len(self.codes), missing, dtype=bool)
+        has = self.codes >= 0
+        out[has] = per_unique[self.codes[has]]
+        return out

@@ -1,0 +1,140 @@
+"""The one canonical spelling of a subject id, and the ids refused outright.
+
+Consent files, the extract and the registry's release records are written by different
+systems: one types ``P0000001``, another sends full-width digits, a third leaves a BOM or a
+zero-width space in the cell, a fourth writes a resident ID's check character as ``x``. Compared
+byte for byte, a withdrawal spelled any of those ways silently matches nobody. Every id is
+therefore compared in one canonical form:
+
+* Unicode NFKC (full-width digits and letters become ASCII, compatibility forms fold),
+* leading and trailing white space removed,
+* the GB 11643 check character of an 18-character resident ID upper-cased (``…x`` → ``…X``).
+
+Case is otherwise kept: ``p0000001`` is another id than ``P0000001`` (hospital ids are
+case-sensitive in general); such a withdrawal matches no subject of the extract and is
+reported as an orphan withdrawal at release time.
+
+Some ids are refused rather than canonicalised (`id_problems`), because no canonical form can
+say what was meant: an id holding a control or format character (BOM U+FEFF, zero-width space
+U+200B, …; a character that is invisible when the file is read by a person) or one mixing
+letter scripts (a Cyrillic ``Р`` among Latin letters looks like ``P``). Latin letters beside
+Chinese characters count as one script: Chinese record numbers mix them legitimately.
+
+Vectorised in Arrow: ASCII ids (the usual case) are decided with Arrow kernels alone; only
+distinct non-ASCII ids go through `unicodedata`, once each.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: An 18-character resident ID whose check character was written lower-case.
+_LOWER_CHECK = r"^([0-9]{17})x$"
+#: Unicode general categories refused in an id: control, format, private use, surrogate,
+#: unassigned.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn"})
+#: Letter scripts counted as one for the mixed-script test (Chinese ids mix Han and Latin).
+_SCRIPT_GROUPS = {"CJK": "han", "HIRAGANA": "han", "KATAKANA": "han", "BOPOMOFO": "han"}
+_ALLOWED_MIX = frozenset({"han", "latin"})
+
+
+def _strings(values: Sequence[str] | pd.Series | pd.Index | np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Ids as one Arrow string array (non-string ids as their str(); missing stays missing)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)) and (
+            pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    series = values if isinstance(values, (pd.Series, pd.Index)) else pd.Series(
+        np.asarray(values, dtype=object))
+    series = pd.Series(series, copy=False)
+    if not (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"):
+        series = series.astype("str") if series.dtype != object else series.astype("string[pyarrow]")
+    arr = pa.array(series.array)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.string())
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def canonical_id(value: str) -> str:
+    """One id in canonical form (see the module docstring)."""
+    text = unicodedata.normalize("NFKC", str(value)).strip()
+    if len(text) == 18 and text[:17].isascii() and text[:17].isdigit() and text[17] == "x":
+        text = text[:17] + "X"
+    return text
+
+
+def canonical_ids(values: Sequence[str] | pd.Series | pd.Index | np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Every id in canonical form, as an Arrow string array (missing stays missing). ASCII
+    ids need no NFKC; an array that needs no change at all is returned as it is (no copy)."""
+    arr = _strings(values)
+    if len(arr) == 0:
+        return arr
+    ascii_only = pc.all(pc.string_is_ascii(arr), skip_nulls=True).as_py()
+    if ascii_only is False:
+        enc = pc.dictionary_encode(arr)
+        uniques = enc.dictionary.to_pylist()
+        fixed = pa.array([canonical_id(u) for u in uniques], arr.type)
+        return fixed.take(enc.indices)
+    # ASCII: trim white space, upper-case a resident ID's check character.
+    first, last = pc.utf8_slice_codeunits(arr, 0, 1), pc.utf8_slice_codeunits(arr, -1)
+    edge_space = pc.any(pc.or_(pc.utf8_is_space(first), pc.utf8_is_space(last)), skip_nulls=True).as_py()
+    if edge_space:
+        arr = pc.utf8_trim_whitespace(arr)
+        last = pc.utf8_slice_codeunits(arr, -1)
+    if pc.any(pc.equal(last, "x"), skip_nulls=True).as_py():
+        arr = pc.replace_substring_regex(arr, pattern=_LOWER_CHECK, replacement=r"\1X")
+    return arr
+
+
+def canonical_series(values: pd.Series) -> pd.Series:
+    """`canonical_ids` as a pandas Series of the same index (pandas "str" dtype)."""
+    out = canonical_ids(values).to_pandas()
+    out.index = values.index
+    return out.astype("str") if len(out) else out.astype(object)
+
+
+def _problem(text: str) -> str | None:
+    """What is wrong with one (non-ASCII or odd) id, or None."""
+    for ch in text:
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES:
+            return (f"holds the invisible character U+{ord(ch):04X} "
+                    f"({unicodedata.name(ch, 'control character')})")
+    scripts = set()
+    for ch in unicodedata.normalize("NFKC", text):
+        if not ch.isalpha():
+            continue
+        word = unicodedata.name(ch, "UNKNOWN").split(" ")[0]
+        scripts.add(_SCRIPT_GROUPS.get(word, word.lower()))
+    if len(scripts) > 1 and not scripts <= _ALLOWED_MIX:
+        return f"mixes letters of several scripts ({', '.join(sorted(scripts))})"
+    return None
+
+
+def id_problems(values: Sequence[str] | pd.Series | pd.Index | np.ndarray | pa.Array) -> dict[int, str]:
+    """Position → what is wrong, for every id that must be refused (control or format
+    characters, mixed scripts). ASCII ids are tested with one Arrow kernel; distinct non-ASCII
+    ids one by one."""
+    arr = _strings(values)
+    if len(arr) == 0:
+        return {}
+    arr = pc.utf8_trim_whitespace(arr)  # edge white space is trimmed, not refused
+    ascii_mask = pc.fill_null(pc.string_is_ascii(arr), True)
+    ctrl = pc.fill_null(pc.match_substring_regex(arr, r"[\x00-\x1f\x7f]"), False)
+    suspect = pc.or_(pc.invert(ascii_mask), ctrl)
+    where = np.flatnonzero(suspect.to_numpy(zero_copy_only=False))
+    if len(where) == 0:
+        return {}
+    out: dict[int, str] = {}
+    seen: dict[str, str | None] = {}
+    texts = arr.take(pa.array(where)).to_pylist()
+    for i, text in zip(where.tolist(), texts):
+        if text not in seen:
+            seen[text] = _problem(text)
+        if seen[text] is not None:
+            out[i] = seen[text]
+    return out
