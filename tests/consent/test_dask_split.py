@@ -23,7 +23,7 @@ NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
 
 def _registry_with_history(registry):
-    rows = [event(f"E{i:03d}", f"P{i % 23:04d}", consent_id=f"C{i % 29}") for i in range(120)]
+    rows = [event(f"E{i:03d}", f"P{i % 23:04d}", consent_id=f"C{i % 23}-{i % 3}") for i in range(120)]
     for i in range(0, 120, 11):
         rows[i].update(event="withdrawn", recorded_at=pd.Timestamp("2025-06-01T10:00:00+08:00"))
     rows[5].update(guardian_name="王\x1f芳", grantor="guardian")  # forces the row-by-row read

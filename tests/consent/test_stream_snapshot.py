@@ -23,7 +23,7 @@ NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 def _history() -> pd.DataFrame:
     """Grants, an amendment, withdrawals (one tied with its grant: the withdrawal wins), a
     consent recorded after the run's as-of, awkward text and NULLs, out-of-order times."""
-    rows = [event(f"E{i:02d}", f"P{i % 7}", consent_id=f"C{i % 9}") for i in range(30)]
+    rows = [event(f"E{i:02d}", f"P{i % 7}", consent_id=f"C{i % 7}-{i % 2}") for i in range(30)]
     rows[3].update(event="amended", data_categories="demographics")
     rows[4].update(event="withdrawn", recorded_at=rows[4]["recorded_at"])  # tie with its grant
     rows[10].update(event="withdrawn", recorded_at=pd.Timestamp("2025-06-01T10:00:00+08:00"))

@@ -125,6 +125,20 @@ class _Problems:
             self.items.append((f"{extra} more rows", field, what, fix))
             self.total += extra
 
+    def add_where(self, mask: np.ndarray, where: list[str], field: str | list[str], what: str | list[str],
+                  fix: str) -> None:
+        """Like add_rows, with a label per entry ("row 5", "entry[3] (Consent/x)") and,
+        optionally, a field and a message per entry."""
+        hits = np.flatnonzero(np.asarray(mask, dtype=bool))
+        for i in hits[:_MAX_LISTED]:
+            self.add(where[i], field[i] if isinstance(field, list) else field,
+                     what[i] if isinstance(what, list) else what, fix)
+        if len(hits) > _MAX_LISTED:
+            name = field[hits[0]] if isinstance(field, list) else field
+            reason = what[hits[0]] if isinstance(what, list) else what
+            self.items.append((f"{len(hits) - _MAX_LISTED} more rows", name, reason, fix))
+            self.total += len(hits) - _MAX_LISTED
+
     def raise_if_any(self) -> None:
         if not self.items:
             return
@@ -157,8 +171,14 @@ def events_from_csv(path: str | Path) -> pd.DataFrame:
         raise ConsentError(f"not a readable UTF-8 CSV file ({str(exc).splitlines()[0]})",
                            file=str(path),
                            fix="save the consent log as UTF-8 CSV with a header row") from None
+    return events_from_frame(raw, str(path))
+
+
+def events_from_frame(raw: pd.DataFrame, file: str, *, now: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The canonical events of an event-log table already read as text (the CSV columns);
+    ``file`` names it in errors. See the module docstring."""
     raw.columns = [c.strip().lower() for c in raw.columns]
-    problems = _Problems(str(path))
+    problems = _Problems(file)
     missing = [c for c in CSV_REQUIRED + CSV_TERMS if c not in raw.columns]
     if missing:
         problems.add("header", missing[0], f"missing column(s) {', '.join(missing)}",
@@ -249,7 +269,65 @@ def events_from_csv(path: str | Path) -> pd.DataFrame:
         "notice_version": df["notice_version"].where(df["notice_version"] != ""),
         "form_sha256": sha.where(sha != ""),
     })
+    where = [f"row {n}" for n in lines.tolist()]
+    out = _checked_events(out, where, problems, now=now,
+                          fields={"subject_id": "subject_id", "recorded_at": "recorded_at",
+                                  "guardian_id": "guardian_id", "consent_id": "consent_id"})
+    problems.raise_if_any()
     return out.loc[:, list(EVENT_COLUMNS)]
+
+
+#: How far ahead of this machine's clock an event may be dated (clocks of hospital systems
+#: drift; more than this is a date in the future, refused).
+CLOCK_SKEW = pd.Timedelta(minutes=5)
+GUARDIAN_MIN_AGE = 18
+
+
+def _checked_events(out: pd.DataFrame, where: list[str], problems: _Problems, *,
+                    now: pd.Timestamp | None, fields: dict[str, str]) -> pd.DataFrame:
+    """The checks every importer shares, on the canonical frame: ids (refused: control or
+    format characters, mixed scripts; otherwise canonicalised), no future-dated event, one
+    subject per consent id, and a guardian who is neither the subject nor under 18."""
+    from deidflow.consent.subject_ids import canonical_series, id_problems
+
+    if out.empty:
+        return out
+    for col in ("subject_id", "guardian_id"):
+        present = out[col].notna().to_numpy()
+        found = id_problems(out[col].where(out[col].notna(), ""))
+        if found:
+            mask = np.zeros(len(out), dtype=bool)
+            mask[list(found)] = True
+            what = [f"id {found[i]}" if i in found else "" for i in range(len(out))]
+            problems.add_where(mask & present, where, fields[col], what,
+                               "retype the id without invisible characters and in one script "
+                               "(ids are compared after Unicode NFKC)")
+        out[col] = canonical_series(out[col].astype(object).where(out[col].notna(), None)).where(
+            out[col].notna(), None) if present.any() else out[col]
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
+    recorded = pd.to_datetime(out["recorded_at"], utc=True)
+    problems.add_where((recorded > now + CLOCK_SKEW).to_numpy(), where, fields["recorded_at"],
+                       "is in the future", "date the event when it was signed or received "
+                       "(a time without an offset is China time, +08:00)")
+    subjects_per_consent = out.groupby("consent_id")["subject_id"].transform("nunique")
+    problems.add_where((subjects_per_consent > 1).to_numpy(), where, fields["consent_id"],
+                       "is used for more than one subject", "give each subject's consent its own consent id")
+    guardian = (out["grantor"] == "guardian") & out["guardian_id"].notna()
+    problems.add_where((guardian & (out["guardian_id"] == out["subject_id"])).to_numpy(), where,
+                       fields["guardian_id"], "is the subject's own id: a guardian is another person",
+                       "record the guardian's own resident ID")
+    from deidflow.identifiers import resident_id_parts
+
+    born = resident_id_parts(out["guardian_id"].astype("string"))["birth_date"]
+    signed = recorded.dt.tz_convert(CHINA_TZ)
+    age = (signed.dt.year - born.dt.year
+           - ((signed.dt.month * 100 + signed.dt.day) < (born.dt.month * 100 + born.dt.day)).astype(int))
+    minor_guardian = guardian & born.notna() & (age < GUARDIAN_MIN_AGE)
+    problems.add_where(minor_guardian.to_numpy(), where, fields["guardian_id"],
+                       f"belongs to someone under {GUARDIAN_MIN_AGE} when the consent was signed",
+                       "a guardian must be an adult (PIPL art. 31): record the parent's or "
+                       "legal guardian's resident ID")
+    return out
 
 
 def _canonical_lists(values: pd.Series) -> pd.Series:
@@ -266,7 +344,7 @@ def _canonical_lists(values: pd.Series) -> pd.Series:
 # ---------------------------------------------------------------------------------------
 # FHIR
 # ---------------------------------------------------------------------------------------
-def events_from_fhir(path: str | Path) -> pd.DataFrame:
+def events_from_fhir(path: str | Path, *, now: pd.Timestamp | None = None) -> pd.DataFrame:
     """The canonical events of a FHIR R4/R5 Bundle of Consent resources (mapping above)."""
     path = Path(path)
     try:
@@ -297,8 +375,8 @@ def events_from_fhir(path: str | Path) -> pd.DataFrame:
         if res.get("resourceType") != "Consent":
             continue  # Patients, RelatedPersons, … may travel in the same bundle
         rows.extend(_consent_rows(res, index, problems))
-    problems.raise_if_any()
     if not rows:
+        problems.raise_if_any()
         frame = pd.DataFrame({c: pd.Series(dtype=object) for c in EVENT_COLUMNS})
         frame["recorded_at"] = pd.Series(dtype="datetime64[us, UTC]")
         return frame
@@ -306,6 +384,10 @@ def events_from_fhir(path: str | Path) -> pd.DataFrame:
     out["recorded_at"] = pd.to_datetime(out["recorded_at"], utc=True)
     for col in ("valid_from", "valid_until"):
         out[col] = pd.to_datetime(out[col])
+    out = _checked_events(out, out.pop("_where").tolist(), problems, now=now,
+                          fields={"subject_id": "patient/subject", "recorded_at": "dateTime/date",
+                                  "guardian_id": "performer/grantor", "consent_id": "id"})
+    problems.raise_if_any()
     return out.loc[:, list(EVENT_COLUMNS)]
 
 
@@ -374,7 +456,7 @@ def _consent_rows(res: dict[str, Any], index: int, problems: _Problems) -> list[
     kind = "withdrawn" if withdrawn else ("amended" if version not in ("", "1") else "granted")
 
     grantor_refs = res.get("grantor" if r5 else "performer") or []
-    guardian_ref = next((g for g in grantor_refs if _is_related_person(g)), None)
+    guardian_ref = next((g for g in grantor_refs if _is_related_person(g, res)), None)
     guardian_name = guardian_id = None
     if guardian_ref is not None:
         guardian_name, guardian_id = _guardian_identity(guardian_ref, res)
@@ -448,6 +530,7 @@ def _consent_rows(res: dict[str, Any], index: int, problems: _Problems) -> list[
         if len(provisions) > 1:
             event_id += f"#p{p_index}"
         out.append({
+            "_where": where,
             "event_id": event_id,
             "consent_id": consent_id,
             "subject_id": subject,
@@ -482,11 +565,20 @@ def _reference_id(ref: Any) -> str | None:
     return ident.get("value") or None
 
 
-def _is_related_person(ref: dict[str, Any]) -> bool:
+def _is_related_person(ref: dict[str, Any], res: dict[str, Any]) -> bool:
+    """A grantor that is a RelatedPerson: by its reference type, its declared type, or, for a
+    contained resource (``#id``), the contained resource's own resourceType. A contained
+    Patient (the child signing for themself) is not a guardian."""
+    if not isinstance(ref, dict):
+        return False
     text = str(ref.get("reference") or "")
-    return text.startswith("RelatedPerson/") or ref.get("type") == "RelatedPerson" or (
-        text.startswith("#")
-    )
+    if text.startswith("#"):
+        contained = next((c for c in res.get("contained") or []
+                          if isinstance(c, dict) and c.get("id") == text[1:]), None)
+        return contained is not None and contained.get("resourceType") == "RelatedPerson"
+    if text:
+        return text.split("/")[-2:-1] == ["RelatedPerson"]
+    return ref.get("type") == "RelatedPerson"
 
 
 def _guardian_identity(ref: dict[str, Any], res: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -113,6 +113,7 @@ consent_events = sa.Table(
     sa.CheckConstraint("grantor IN ('self','guardian')", name="ck_grantor"),
     sa.Index("ix_consent_events_subject", "subject_id"),
     sa.Index("ix_consent_events_recorded", "recorded_at"),
+    sa.Index("ix_consent_events_consent", "consent_id"),
 )
 
 release_subjects = sa.Table(
@@ -125,7 +126,20 @@ release_subjects = sa.Table(
     sa.Index("ix_release_subjects_subject", "subject_id"),
 )
 
-_APPEND_ONLY_TABLES = ("consent_events", "release_subjects")
+#: What each release's consent snapshot contained, so that the re-check finds every withdrawal
+#: it did not (by arrival in the registry, not by signing time): every event with a seq up
+#: to ``seq_high`` except the ``seq_missing`` ones (seqs not visible when the snapshot was read:
+#: a transaction still open then, or rolled back), and recorded at or before ``as_of``.
+release_snapshots = sa.Table(
+    "release_snapshots",
+    metadata,
+    sa.Column("release_id", sa.String(200), primary_key=True),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("seq_high", sa.BigInteger, nullable=False),
+    sa.Column("seq_missing", sa.Text, nullable=False),  # JSON list of [first, last] ranges
+)
+
+_APPEND_ONLY_TABLES = ("consent_events", "release_subjects", "release_snapshots")
 
 
 def redact_url(url: str) -> str:
@@ -294,7 +308,20 @@ class ConsentSnapshot:
             "withdrawn": int((~in_force).sum()),
             "subjects": _count_distinct(subjects),
             "events_sha256": self.digest,
+            **self.seq_coverage(),
         }
+
+    def seq_coverage(self) -> dict[str, Any]:
+        """Which registry events this snapshot held, by arrival: seq_high (the highest seq)
+        and seq_missing (the seqs below it it did not hold, as [first, last] ranges)."""
+        if "seq" not in self.events.columns or len(self.events) == 0:
+            return {"seq_high": 0, "seq_missing": []}
+        seq = np.sort(self.events["seq"].to_numpy(dtype=np.int64))
+        high = int(seq[-1])
+        bounds = np.r_[0, seq]
+        gap = np.flatnonzero(np.diff(bounds) > 1)
+        missing = [[int(bounds[i]) + 1, int(bounds[i + 1]) - 1] for i in gap]
+        return {"seq_high": high, "seq_missing": missing}
 
 
 def _event_rank(events: pd.Series) -> np.ndarray:
@@ -433,7 +460,7 @@ class ConsentRegistry:
                     # Two processes creating the tables at once would race in the catalogue.
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(7426001)"))
                 metadata.create_all(conn)
-                for stmt in _append_only_ddl(self.backend):
+                for stmt in _append_only_ddl(self.backend) + _added_index_ddl(self.backend):
                     conn.execute(sa.text(stmt))
         except (DBAPIError, SQLAlchemyError) as exc:
             raise self._unreachable(exc) from None
@@ -454,6 +481,7 @@ class ConsentRegistry:
                 fix="build events with deidflow.consent.importers (CSV or FHIR)",
             )
         ev = events.loc[:, list(EVENT_COLUMNS)].copy()
+        ev = _canonical_subjects(ev, source)
         dup = ev["event_id"].duplicated(keep=False)
         if dup.any():
             digests = content_digest(ev)
@@ -490,6 +518,7 @@ class ConsentRegistry:
                             "a new event_id instead of editing an imported one",
                         )
                     ev = ev.loc[known.isna().to_numpy()]
+                self._refuse_shared_consent_ids(conn, ev, source)
                 rows = _to_rows(ev, source, self.backend)
                 for start in range(0, len(rows), _INSERT_CHUNK):
                     chunk = rows[start : start + _INSERT_CHUNK]
@@ -509,6 +538,33 @@ class ConsentRegistry:
         except (DBAPIError, SQLAlchemyError) as exc:
             raise self._unreachable(exc) from None
         return ImportResult(source, read, new)
+
+    def _refuse_shared_consent_ids(self, conn: sa.Connection, ev: pd.DataFrame, source: str) -> None:
+        """A consent id belongs to one subject: refuse events that would give it a second one
+        (in this batch or beside what the registry holds), so histories never merge."""
+        owners = ev.groupby("consent_id")["subject_id"].agg(["first", "nunique"])
+        clash = owners.index[owners["nunique"] > 1].tolist()
+        ids = owners.index.tolist()
+        for start in range(0, len(ids), _INSERT_CHUNK):
+            chunk = ids[start : start + _INSERT_CHUNK]
+            if self.backend == "postgresql":
+                found = conn.execute(_PG_OWNERS, {"ids": chunk})
+            else:
+                c = consent_events.c
+                found = conn.execute(sa.select(c.consent_id, c.subject_id).distinct()
+                                     .where(c.consent_id.in_(chunk)))
+            for consent_id, subject_id in found:
+                if owners.at[consent_id, "first"] != subject_id or owners.at[consent_id, "nunique"] > 1:
+                    clash.append(consent_id)
+        if clash:
+            first = sorted(set(clash))[0]
+            row = ev.loc[ev["consent_id"] == first, "event_id"].iloc[0]
+            raise ConsentError(
+                f"{len(set(clash))} consent id(s) would belong to more than one subject, the first "
+                f"at event_id '{row}'; nothing was imported",
+                file=source, column="consent_id",
+                fix="give each subject's consent its own consent id (a consent id is never shared)",
+            )
 
     def _existing_digests(self, conn: sa.Connection, ids: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -723,6 +779,10 @@ _PG_IDS = sa.bindparam("ids", type_=pg_dialect.ARRAY(sa.String))
 _PG_EXISTING = sa.text(
     "SELECT e.event_id, e.content_sha256 FROM unnest(CAST(:ids AS text[])) AS u(id) "
     "JOIN consent_events e ON e.event_id = u.id"
+).bindparams(_PG_IDS)
+_PG_OWNERS = sa.text(
+    "SELECT DISTINCT e.consent_id, e.subject_id FROM unnest(CAST(:ids AS text[])) AS u(id) "
+    "JOIN consent_events e ON e.consent_id = u.id"
 ).bindparams(_PG_IDS)
 _PG_COUNT_MINE = sa.text(
     "SELECT count(*) FROM unnest(CAST(:ids AS text[])) AS u(id) JOIN consent_events e "
@@ -1119,6 +1179,29 @@ def _copy_release_postgresql(con: Any, release_id: str, subjects: pa.Array, pseu
         )
 
 
+def _canonical_subjects(ev: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The events with subject and guardian ids in canonical form; an id that must be refused
+    (control or format characters, mixed scripts) stops the whole batch."""
+    from deidflow.consent.subject_ids import canonical_series, id_problems
+
+    for col in ("subject_id", "guardian_id"):
+        present = ev[col].notna()
+        if not present.any():
+            continue
+        values = ev.loc[present, col].astype(str)
+        found = id_problems(values)
+        if found:
+            at = min(found)
+            raise ConsentError(
+                f"{len(found)} event(s) have an unusable {col}, the first (event_id "
+                f"'{ev.loc[present, 'event_id'].iloc[at]}') {found[at]}; nothing was imported",
+                file=source, column=col,
+                fix="retype the id without invisible characters and in one script",
+            )
+        ev.loc[present, col] = canonical_series(values).to_numpy(dtype=object)
+    return ev
+
+
 def _bind_time(ts: pd.Timestamp, backend: str) -> datetime:
     """SQLite stores datetimes as text without an offset: bind naive UTC there so that text
     comparison orders correctly; PostgreSQL gets an aware timestamp (timestamptz)."""
@@ -1153,6 +1236,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _added_index_ddl(backend: str) -> list[str]:
+    """Indexes added after registries were first created (create_all adds them to new tables
+    only). On PostgreSQL only where missing: CREATE INDEX locks the table against writes."""
+    if backend == "sqlite":
+        return ["CREATE INDEX IF NOT EXISTS ix_consent_events_consent ON consent_events (consent_id)"]
+    return ["DO $$ BEGIN IF to_regclass('ix_consent_events_consent') IS NULL THEN "
+            "CREATE INDEX ix_consent_events_consent ON consent_events (consent_id); END IF; END $$"]
 
 
 def _append_only_ddl(backend: str) -> list[str]:
