@@ -116,7 +116,9 @@ def _storage_error(exc: BaseException) -> DeidflowError | None:
 @app.command()
 def release(
     policy: Path = typer.Argument(..., help="The release policy (YAML), e.g. configs/release.yaml."),
-    as_of: Optional[datetime] = typer.Option(None, help="Consent snapshot time (default: now)."),
+    as_of: Optional[str] = typer.Option(None, help="Consent moment: now (the default); a past one only "
+                                        "for a dry run (deidflow consent check), a time without "
+                                        "an offset is China time (+08:00)."),
     prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (default) or in-process."),
     engine: str = typer.Option("memory", help="memory: tables read whole; dask: a partitioned Parquet "
                                "extract (deidflow partition) processed on a Dask cluster."),
@@ -129,6 +131,10 @@ def release(
     from deidflow import release as stages
 
     def go() -> stages.ReleaseSummary:
+        from deidflow.consent.moment import run_as_of
+
+        # Refused before any flow starts (future, past); without --as-of the run's start.
+        moment = run_as_of(as_of, stages._now()) if as_of is not None else None
         if engine not in ("memory", "dask"):
             raise DeidflowError(f"unknown engine '{engine}'", key="--engine", fix="use memory or dask")
         if prefect:
@@ -136,12 +142,12 @@ def release(
                 from flows.release import dask_release_flow, release_flow
 
                 fl = dask_release_flow(workers, cluster) if engine == "dask" else release_flow
-                result = fl(policy_path=str(policy.resolve()), as_of=as_of, engine=engine)
+                result = fl(policy_path=str(policy.resolve()), as_of=moment, engine=engine)
             return _summary_from_dir(Path(result["release_dir"]))
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("starting", total=None)
-            return stages.run_release(policy, as_of=as_of, engine=engine,
+            return stages.run_release(policy, as_of=moment, engine=engine,
                                       on_stage=lambda s: progress.update(task, description=s))
 
     summary = _run(go)

@@ -171,7 +171,13 @@ class Consent(Strict):
     action: str = "provide"
     birth_date_column: str | None = Field(
         "birth_date",
-        description="subject-table column used for the under-14 guardian rule (PIPL art. 31)",
+        description="subject-table column used for the under-14 guardian rule (PIPL art. 31); "
+        "null attests that the data holds no minors (the rule is skipped, the manifest says so)",
+    )
+    resident_id_column: str | None = Field(
+        None,
+        description="subject-table column holding GB 11643 resident IDs: a subject whose ID "
+        "gives another birth date than birth_date_column is excluded (birth_date_mismatch)",
     )
 
 
@@ -260,6 +266,12 @@ class Policy(Strict):
             )
         if self.limits.l is not None and not self.sensitive_columns():
             raise ValueError("limits.l is set but no column has role 'sensitive'")
+        rcol = self.consent.resident_id_column
+        if rcol is not None and rcol not in self.tables[self.subject_table].columns:
+            raise ValueError(
+                f"consent.resident_id_column '{rcol}' is not a column of the subject table "
+                f"'{self.subject_table}'; name the column holding resident IDs, or leave it out"
+            )
         return self
 
     # --- views the pipeline uses -------------------------------------------------------------

@@ -130,7 +130,7 @@ def _dump(path: Path, obj: Any) -> None:
 
 
 def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_id: str | None = None,
-            engine: str = "memory") -> Path:
+            engine: str = "memory", dry_run: bool = False) -> Path:
     """Load the policy, read the consent snapshot as of the run's start, read and check every
     input; with the memory engine also derive columns and apply the consent gate.
 
@@ -141,9 +141,9 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         raise DeidflowError(f"unknown engine '{engine}'", key="engine", fix="use --engine memory or --engine dask")
     loaded = load_policy(policy_path)
     started = _now()
-    as_of = as_of or started
-    if as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=timezone.utc)
+    from deidflow.consent.moment import run_as_of
+
+    as_of = run_as_of(as_of, started, dry_run=dry_run)  # now; a past date only for a dry run
     from deidflow.keys import KeyRing
 
     KeyRing.from_policy(loaded)  # a bad or open key file fails now, not after the gate and search
@@ -375,6 +375,9 @@ def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], st
     as_of = datetime.fromisoformat(state.as_of).date()
     subj_spec = policy.tables[policy.subject_table]
     subject = derive_columns(frames[policy.subject_table], subj_spec, as_of=as_of)
+    from deidflow.consent.subject_ids import canonical_column
+
+    subject[subj_spec.subject_column] = canonical_column(subject[subj_spec.subject_column])
     bcol = policy.consent.birth_date_column
     birth = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT  # a bad date stops us now
     # Each row's subject row, as the link check found it (`_InputTables.rows`,
@@ -388,6 +391,7 @@ def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], st
         if pending is not None and pending.done() and pending.exception() is not None:
             pending.result()  # raises the registry's error now
         frame = derive_columns(frames[name], tspec, as_of=as_of)
+        frame[tspec.subject_column] = canonical_column(frame[tspec.subject_column])
         rows[name] = known.pop(name) if name in known else subject_rows(
             frame[tspec.subject_column], subject[subj_spec.subject_column])
         records_in[name] = int(len(frame))
@@ -414,6 +418,9 @@ def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, 
     subject = staged.subject
     subjects = pd.DataFrame({"subject_id": subject[subj_spec.subject_column].astype(str)})
     subjects["birth_date"] = staged.birth_dates
+    from deidflow.consent.gate import resident_ids_for
+
+    subjects = resident_ids_for(subjects, subject, policy.consent)
     events = events.loc[subject_mask(events["subject_id"], subjects["subject_id"])]
     snapshot = ConsentSnapshot.from_events(events, as_of, state.consent.get("registry", "registry"))
     gate = consent_gate(
@@ -423,6 +430,7 @@ def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, 
         categories=_categories(loaded),
         abroad=policy.release.recipient.abroad,
         as_of=as_of,
+        age_rule=policy.consent.birth_date_column is not None,
     )
     allowed = subject_mask(subjects["subject_id"], gate.allowed)  # per subject row
     write_work(subject, _gated_path(work, policy.subject_table, index), allowed)
@@ -430,9 +438,11 @@ def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, 
         np.save(_consented_path(work, name, index), allowed[rows])
     excluded = work / "excluded" / _part(index)
     excluded.parent.mkdir(parents=True, exist_ok=True)
-    gate.excluded.to_parquet(excluded)
+    gate.private_log().to_parquet(excluded)  # with the orphan withdrawals
     return {"subjects": int(len(subjects)), "granted": int(len(gate.allowed)),
             "excluded_by_reason": {k: int(v) for k, v in gate.counts.items()},
+            "orphan_withdrawals": int(len(gate.orphan_withdrawals)),
+            "no_minors_attested": gate.no_minors_attested,
             "records_in": staged.records_in}
 
 
@@ -466,7 +476,9 @@ def finish_prepare(work: Path, parts: list[dict[str, Any]]) -> dict[str, Any]:
             records_in[k] = records_in.get(k, 0) + int(v)
     subjects = sum(p["subjects"] for p in parts)
     granted = sum(p["granted"] for p in parts)
-    state.consent = dict(state.consent) | {"granted": granted, "excluded_by_reason": reasons}
+    state.consent = dict(state.consent) | {"granted": granted, "excluded_by_reason": reasons,
+                                           "orphan_withdrawals": sum(p.get("orphan_withdrawals", 0) for p in parts),
+                                           "no_minors_attested": any(p.get("no_minors_attested") for p in parts)}
     state.counts = {"subjects_in": subjects, "excluded_for_consent": subjects - granted,
                     "records_in": records_in}
     excluded = pd.concat([pd.read_parquet(p) for p in sorted((work / "excluded").glob("part-*.parquet"))],
@@ -553,8 +565,11 @@ def search(work: Path) -> dict[str, Any]:
     policy = loaded.policy
     spec = policy.tables[policy.subject_table]
     if state.consent.get("granted", 0) == 0:
+        from deidflow.consent.gate import reason_counts_text
+
         raise GateFailed(
-            "no subject has a valid consent for this purpose and recipient; nothing to release",
+            "no subject has a valid consent for this purpose and recipient; nothing to release "
+            f"({reason_counts_text(state.consent.get('excluded_by_reason', {}))})",
             key="release",
             fix="check the consent registry (deidflow consent status) and the policy's purpose, "
             "recipient and data categories",
@@ -1042,7 +1057,8 @@ def _record_release(work: Path, loaded: LoadedPolicy, state: RunState, when: dat
     mapping = _pseudonyms(work)
     if "pseudonym" in mapping and state.release_id:
         ConsentRegistry(_registry_url(loaded)).record_release(
-            state.release_id, mapping["subject_id"], mapping["pseudonym"], when or _now())
+            state.release_id, mapping["subject_id"], mapping["pseudonym"], when or _now(),
+            snapshot=state.consent)
 
 
 def _begin_record_release(work: Path, loaded: LoadedPolicy, state: RunState, when: datetime) -> Any:
@@ -1053,7 +1069,7 @@ def _begin_record_release(work: Path, loaded: LoadedPolicy, state: RunState, whe
     if "pseudonym" not in mapping or not state.release_id:
         return _NothingToRecord()
     return ConsentRegistry(_registry_url(loaded)).begin_release_record(
-        state.release_id, mapping["subject_id"], mapping["pseudonym"], when)
+        state.release_id, mapping["subject_id"], mapping["pseudonym"], when, snapshot=state.consent)
 
 
 class _NothingToRecord:
@@ -1148,6 +1164,8 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
             granted=int(c.get("granted", 0)),
             excluded_by_reason={k: int(v) for k, v in c.get("excluded_by_reason", {}).items()},
             consent_ids_digest=str(c.get("events_sha256", "")),
+            orphan_withdrawals=int(c.get("orphan_withdrawals", 0)),
+            no_minors_attested=bool(c.get("no_minors_attested", False)),
         ),
         columns=columns,
         risk=RiskSummary(before=_plain(state.search.get("before", {})), after=_plain(after),

@@ -64,7 +64,8 @@ def open_registry(registry: str | None, policy: Path | None):
 
 
 def _moment(text: str | None, option: str) -> pd.Timestamp:
-    """A point in time from the command line; without an offset it is hospital time (+08:00)."""
+    """A point in time from the command line; without an offset it is China time (+08:00),
+    as for `deidflow release --as-of` (`consent.moment`)."""
     from deidflow.consent.registry import to_utc
 
     if text is None:
@@ -116,7 +117,7 @@ def status(
         when = _moment(as_of, "--as-of")
         reg = open_registry(registry, policy)
         try:
-            return reg.snapshot(when, subject_ids=None if subject is None else [subject])
+            return reg.snapshot(when, subject_ids=None if subject is None else [_subject_argument(subject)])
         finally:
             reg.dispose()
 
@@ -189,15 +190,26 @@ def withdraw(
         if digest is not None and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)):
             raise ConsentError("is not a 64-hex SHA-256", key="--form-sha256",
                                fix="pass sha256 of the signed withdrawal form (64 hex characters)")
+        who = _subject_argument(subject)
         reg = open_registry(registry, policy)
         try:
-            n = reg.withdraw(subject, at=when, form_sha256=digest,
+            known = reg.snapshot(_moment(None, "--at"), subject_ids=[who])
+            if known.events.empty:
+                raise ConsentError(
+                    f"no consent is recorded for subject '{who}', so there is nothing to withdraw; "
+                    "nothing was recorded" + _similar_ids_hint(reg, who),
+                    key="SUBJECT",
+                    fix="give the subject id exactly as the consent registry holds it "
+                    "(deidflow consent status SUBJECT shows a subject's consents)",
+                )
+            n = reg.withdraw(who, at=when, form_sha256=digest,
                              source=f"deidflow consent withdraw: {reason.strip()}")
         finally:
             reg.dispose()
         return when, n
 
     when, n = _cli()._run(go)
+    subject = _subject_argument(subject)
     if n:
         _cli().out.print(f"{subject}: {n} consent(s) withdrawn as of {when.isoformat()}", highlight=False)
     else:
@@ -240,6 +252,31 @@ def withdrawn(
     out.print(t)
 
 
+def _subject_argument(text: str) -> str:
+    """A subject id typed on the command line, in canonical form; refused if unusable."""
+    from deidflow.consent.subject_ids import canonical_id, id_problems
+
+    problems = id_problems([text])
+    if problems:
+        raise ConsentError(f"the subject id {problems[0]}", key="SUBJECT",
+                           fix="retype the id without invisible characters and in one script")
+    return canonical_id(text)
+
+
+def _similar_ids_hint(reg, who: str) -> str:
+    """' (the registry holds P0000001, which differs only in letter case)' when it does."""
+    import sqlalchemy as sa
+
+    from deidflow.consent.registry import consent_events
+
+    c = consent_events.c
+    with reg.engine.connect() as conn:
+        rows = conn.execute(sa.select(c.subject_id).distinct()
+                            .where(sa.func.lower(c.subject_id) == who.lower()).limit(3)).fetchall()
+    others = [r[0] for r in rows if r[0] != who]
+    return f" (the registry holds {', '.join(others)}, which differs only in letter case)" if others else ""
+
+
 def _when(ts) -> str:
     return pd.Timestamp(ts).tz_convert("UTC").isoformat() if pd.notna(ts) else "—"
 
@@ -250,3 +287,87 @@ def _day(ts) -> str:
 
 def _yes(flag) -> str:
     return "yes" if bool(flag) else "no"
+
+
+@consent_app.command("import-cohort")
+def import_cohort(
+    ids: Path = typer.Argument(..., help="CSV of the cohort's subject ids (a subject_id column, or the "
+                               "first column); optional guardian_name and guardian_id columns."),
+    form: Path = typer.Option(..., "--form", help="The signed broad-consent form (its SHA-256 is recorded)."),
+    purpose: str = typer.Option(..., "--purpose", help="Purpose(s) consented to, ';'-separated."),
+    recipient: str = typer.Option(..., "--recipient", help="Recipient id(s), ';'-separated."),
+    categories: str = typer.Option(..., "--categories", help="Data categories, ';'- or ','-separated."),
+    notice_version: str = typer.Option(..., "--notice-version", help="Version of the privacy notice shown."),
+    signed_at: Optional[str] = typer.Option(None, "--signed-at", help="When the cohort signed (default: now; "
+                                            "no offset = China time; not in the future)."),
+    valid_from: Optional[str] = typer.Option(None, "--valid-from", help="YYYY-MM-DD (default: open)."),
+    valid_until: Optional[str] = typer.Option(None, "--valid-until", help="YYYY-MM-DD (default: open)."),
+    separate: bool = typer.Option(True, "--separate/--not-separate", help="A separate consent (PIPL art. 29)."),
+    cross_border: bool = typer.Option(False, "--cross-border/--no-cross-border", help="Permits transfer abroad."),
+    registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP),
+    policy: Optional[Path] = typer.Option(None, "--policy", help=POLICY_HELP),
+) -> None:
+    """Record one grant per subject of a cohort that signed one broad-consent form (importing
+    the same cohort and form again records nothing)."""
+    from deidflow.consent.cohort import cohort_events
+
+    def go():
+        events = cohort_events(ids, form, purpose=purpose, recipient=recipient, categories=categories,
+                               notice_version=notice_version, signed_at=signed_at,
+                               valid_from=valid_from, valid_until=valid_until,
+                               separate=separate, cross_border=cross_border)
+        reg = open_registry(registry, policy)
+        try:
+            return reg.redacted_url, reg.append_events(events, source=str(ids))
+        finally:
+            reg.dispose()
+
+    url, result = _cli()._run(go)
+    _cli().out.print(
+        f"{ids}: {result.read:,} grants read, {result.new:,} new, "
+        f"{result.already_recorded:,} already recorded  → {url}",
+        highlight=False,
+    )
+
+
+@consent_app.command("check")
+def check(
+    policy: Path = typer.Option(..., "--policy", help="The release policy (YAML)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Judge consent as of this moment (may be in "
+                                        "the past; no offset = China time). Default: now."),
+    engine: str = typer.Option("memory", help="memory or dask (a partitioned extract)."),
+) -> None:
+    """Dry run of the consent gate: who a release would let through, and why the others not.
+    Reads the extract and the registry, publishes nothing, records nothing."""
+    import shutil
+
+    from deidflow import release as stages
+
+    def go():
+        work = stages.prepare(policy, as_of=_moment(as_of, "--as-of").to_pydatetime() if as_of else None,
+                              engine=engine, dry_run=True)
+        try:
+            if engine == "dask":
+                state = stages.RunState.load(work)
+                parts = [stages.gate_partition(work, i) for i in range(state.partitions)]
+                stages.finish_prepare(work, parts)
+            state = stages.RunState.load(work)
+            return state.as_of, dict(state.consent), dict(state.counts)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    when, consent, counts = _cli()._run(go)
+    from deidflow.consent.gate import reason_counts_text
+
+    out = _cli().out
+    t = Table(title=f"consent gate (dry run, nothing published) as of {when}", show_header=False,
+              title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("subjects", f"{counts.get('subjects_in', 0):,}")
+    t.add_row("would be released", f"{consent.get('granted', 0):,}")
+    t.add_row("excluded", reason_counts_text(consent.get("excluded_by_reason", {})))
+    t.add_row("orphan withdrawals", f"{consent.get('orphan_withdrawals', 0):,}")
+    if consent.get("no_minors_attested"):
+        t.add_row("under-14 rule", "not applied (the policy attests no minors)")
+    out.print(t)

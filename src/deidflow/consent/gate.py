@@ -223,6 +223,21 @@ def consent_gate(
     )
 
 
+def resident_ids_for(subjects: pd.DataFrame, subject_table: pd.DataFrame, consent_policy: Any) -> pd.DataFrame:
+    """``subjects`` with the resident_id column the gate compares with the birth date: the
+    policy's consent.resident_id_column when it names one (and birth dates are used at all)."""
+    col = getattr(consent_policy, "resident_id_column", None)
+    if col is None or consent_policy.birth_date_column is None or col not in subject_table.columns:
+        return subjects
+    return subjects.assign(resident_id=subject_table[col].to_numpy())
+
+
+def reason_counts_text(counts: Mapping[str, int]) -> str:
+    """'withdrawn: 3, expired: 2' — the exclusion reasons that occurred, most frequent first."""
+    seen = sorted(((int(n), r) for r, n in counts.items() if int(n)), key=lambda x: (-x[0], x[1]))
+    return ", ".join(f"{r}: {n:,}" for n, r in seen) or "no subject in the extract"
+
+
 class _Wanted:
     """The release's purpose, recipient and categories, casefolded as the importers store them."""
 

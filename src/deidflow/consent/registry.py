@@ -680,13 +680,15 @@ class ConsentRegistry:
         subject_ids: Sequence[str] | pd.Series | pd.Index,
         pseudonyms: Sequence[str] | pd.Series | pd.Index,
         released_at: datetime,
+        *,
+        snapshot: dict[str, Any] | None = None,
     ) -> int:
         """Remember which subject went out under which pseudonym in a release (idempotent: a
         (release, subject) already recorded is skipped). One transaction, bound on the driver
         directly (SQLite: JSON text that one INSERT … SELECT unpacks, per 250k subjects;
         PostgreSQL: COPY into a temporary table, then one INSERT): ~850k SQLAlchemy parameter
         dicts cost ~13 s."""
-        rows, insert = self._release_insert(release_id, subject_ids, pseudonyms, released_at)
+        rows, insert = self._release_insert(release_id, subject_ids, pseudonyms, released_at, snapshot)
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             with self.engine.begin() as conn:
@@ -701,6 +703,8 @@ class ConsentRegistry:
         subject_ids: Sequence[str] | pd.Series | pd.Index,
         pseudonyms: Sequence[str] | pd.Series | pd.Index,
         released_at: datetime,
+        *,
+        snapshot: dict[str, Any] | None = None,
     ) -> PendingRelease:
         """`record_release`'s rows, inserted on a background thread (the database work releases
         the GIL) into a transaction that stays open until `PendingRelease.commit()`: the caller
@@ -709,7 +713,8 @@ class ConsentRegistry:
         commit leaves nothing recorded (the database discards an open transaction), as if it
         had been killed before recording. Bad arguments are refused here, before any thread,
         which opens its own connection (a registry file or server, not SQLite :memory:)."""
-        return PendingRelease(self, *self._release_insert(release_id, subject_ids, pseudonyms, released_at))
+        return PendingRelease(self, *self._release_insert(release_id, subject_ids, pseudonyms, released_at,
+                                                          snapshot))
 
     def _release_insert(
         self,
@@ -717,10 +722,15 @@ class ConsentRegistry:
         subject_ids: Sequence[str] | pd.Series | pd.Index,
         pseudonyms: Sequence[str] | pd.Series | pd.Index,
         released_at: datetime,
+        snapshot: dict[str, Any] | None = None,
     ) -> tuple[int, Callable[[Any], None]]:
         """The checked rows of a release's record: their number and the insert (given the
-        driver connection, inside the caller's transaction)."""
-        subjects = _id_strings(subject_ids)
+        driver connection, inside the caller's transaction). Subject ids are recorded in
+        canonical form. ``snapshot`` (the consent snapshot's summary: as_of, seq_high,
+        seq_missing) records what the release's gate saw, for the re-check."""
+        from deidflow.consent.subject_ids import canonical_ids
+
+        subjects = canonical_ids(subject_ids)
         pseuds = _id_strings(pseudonyms)
         if len(subjects) != len(pseuds):
             raise ConsentError(
@@ -738,7 +748,16 @@ class ConsentRegistry:
         when = _bind_time(to_utc(released_at), self.backend)
         sqlite = self.backend == "sqlite"
 
+        seen = None
+        if snapshot is not None and "seq_high" in snapshot:
+            seen = (_bind_time(to_utc(snapshot["as_of"]), self.backend), int(snapshot["seq_high"]),
+                    json.dumps(snapshot.get("seq_missing") or []))
+
         def insert(raw: Any) -> None:
+            if seen is not None:
+                raw.execute(("INSERT INTO release_snapshots (release_id, as_of, seq_high, seq_missing) "
+                             "VALUES ({0}, {0}, {0}, {0}) ON CONFLICT (release_id) DO NOTHING")
+                            .format("?" if sqlite else "%s"), (release_id, *seen))
             if sqlite:
                 _insert_release_sqlite(raw, release_id, subjects, pseuds, when)
             else:
@@ -747,32 +766,57 @@ class ConsentRegistry:
         return len(subjects), insert
 
     def withdrawn_since_release(self) -> pd.DataFrame:
-        """Released subjects who withdrew a consent after the release that contained them:
-        one row per (release, subject) with the first such withdrawal time."""
-        r, e = release_subjects, consent_events
+        """Released subjects with a withdrawal that the release's consent snapshot did not
+        hold: one row per (release, subject) with the earliest such withdrawal's signing time.
+
+        "Did not hold" is decided by arrival in the registry, not by signing time: an event
+        with a seq above the snapshot's highest, or one of the seqs it could not see (a
+        transaction still open when it was read), or recorded after its as-of moment. A
+        withdrawal signed before the release but imported after it is found. (A release
+        recorded before snapshots were kept falls back to the signing time.)"""
+        r, e, rs = release_subjects, consent_events, release_snapshots
+        not_seen = sa.or_(
+            rs.c.release_id.is_(None) & (e.c.recorded_at > r.c.released_at),
+            e.c.seq > rs.c.seq_high,
+            e.c.recorded_at > rs.c.as_of,
+            (rs.c.seq_missing != "[]") & (e.c.seq <= rs.c.seq_high),  # refined below
+        )
         q = (
-            sa.select(
-                r.c.release_id, r.c.pseudonym, r.c.subject_id,
-                sa.func.min(e.c.recorded_at).label("withdrawn_at"),
-            )
-            .join(e, sa.and_(e.c.subject_id == r.c.subject_id, e.c.event == "withdrawn",
-                             e.c.recorded_at > r.c.released_at))
-            .group_by(r.c.release_id, r.c.pseudonym, r.c.subject_id)
-            .order_by(r.c.release_id, r.c.pseudonym)
+            sa.select(r.c.release_id, r.c.pseudonym, r.c.subject_id, e.c.recorded_at.label("withdrawn_at"),
+                      e.c.seq, e.c.recorded_at, rs.c.seq_high, rs.c.seq_missing, rs.c.as_of,
+                      rs.c.release_id.label("has_snapshot"), r.c.released_at)
+            .select_from(r.join(e, sa.and_(e.c.subject_id == r.c.subject_id, e.c.event == "withdrawn"))
+                         .outerjoin(rs, rs.c.release_id == r.c.release_id))
+            .where(not_seen)
         )
         try:
             with self.engine.connect() as conn:
                 result = conn.execute(q)
-                frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+                found = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
         except (DBAPIError, SQLAlchemyError) as exc:
             raise self._unreachable(exc) from None
-        if frame.empty:
+        columns = ["release_id", "pseudonym", "subject_id", "withdrawn_at"]
+        if not found.empty:
+            keep = np.ones(len(found), dtype=bool)
+            snap = found["has_snapshot"].notna().to_numpy()
+            recorded = pd.to_datetime(found["recorded_at"], utc=True)
+            as_of = pd.to_datetime(found["as_of"], utc=True)
+            for i in np.flatnonzero(snap):
+                seq, high = int(found.at[i, "seq"]), int(found.at[i, "seq_high"])
+                if seq > high or recorded.iloc[i] > as_of.iloc[i]:
+                    continue
+                ranges = json.loads(found.at[i, "seq_missing"] or "[]")
+                keep[i] = any(lo <= seq <= hi for lo, hi in ranges)
+            found = found.loc[keep]
+        if found.empty:
             return pd.DataFrame(
                 {"release_id": [], "pseudonym": [], "subject_id": [],
                  "withdrawn_at": pd.Series([], dtype="datetime64[us, UTC]")}
             ).astype({"release_id": object, "pseudonym": object, "subject_id": object})
-        frame["withdrawn_at"] = pd.to_datetime(frame["withdrawn_at"], utc=True)
-        return frame
+        found["withdrawn_at"] = pd.to_datetime(found["withdrawn_at"], utc=True)
+        frame = (found.groupby(["release_id", "pseudonym", "subject_id"], as_index=False)["withdrawn_at"].min()
+                 .sort_values(["release_id", "pseudonym"]).reset_index(drop=True))
+        return frame.loc[:, columns]
 
 
 _PG_IDS = sa.bindparam("ids", type_=pg_dialect.ARRAY(sa.String))

@@ -98,6 +98,19 @@ def canonical_series(values: pd.Series) -> pd.Series:
     return out.astype("str") if len(out) else out.astype(object)
 
 
+def canonical_column(values: pd.Series) -> pd.Series:
+    """An extract's id column with its text ids in canonical form: the column itself when
+    nothing changes or when it is not text (integer ids have one spelling)."""
+    if not (pd.api.types.is_string_dtype(values.dtype) or values.dtype == object):
+        return values
+    arr = _strings(values)
+    fixed = canonical_ids(arr)
+    if fixed is arr or pc.all(pc.equal(fixed, arr), skip_nulls=True).as_py() is not False:
+        return values
+    out = pd.Series(fixed.to_pandas(), index=values.index, name=values.name)
+    return out.astype(values.dtype) if isinstance(values.dtype, pd.StringDtype) else out
+
+
 def _problem(text: str) -> str | None:
     """What is wrong with one (non-ASCII or odd) id, or None."""
     for ch in text:

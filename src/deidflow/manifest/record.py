@@ -72,6 +72,13 @@ class ConsentSnapshot(_Frozen):
         description="sha256 over the sorted consent event ids the gate relied on "
         "(ConsentSnapshot.digest); required: without it the snapshot cannot be reproduced",
     )
+    # Issue 17: consent that cannot be bypassed.
+    orphan_withdrawals: int = Field(
+        0, ge=0, description="withdrawals in the snapshot whose subject id matches no subject of "
+        "the extract (misspelt ids, or subjects not in this extract); listed in the private log")
+    no_minors_attested: bool = Field(
+        False, description="the policy attests that the data holds no minors "
+        "(consent.birth_date_column: null): the under-14 guardian rule was not applied")
 
     @field_validator("registry")
     @classmethod

@@ -215,6 +215,11 @@ def _consent(r: ReleaseRecord) -> str:
             ("Subjects with valid separate consent", _n(cs.granted)),
             ("Subjects excluded", _n(cs.excluded)),
             ("Digest of consent ids relied on", cs.consent_ids_digest),
+            ("Withdrawals matching no subject of the extract (see the private log)",
+             _n(cs.orphan_withdrawals)),
+            ("Under-14 guardian rule",
+             "not applied: the policy attests that the data holds no minors"
+             if cs.no_minors_attested else "applied"),
         ]
     )
     if not reasons:
