@@ -174,6 +174,21 @@ births = st.lists(st.none() | st.integers(-25 * 366, 0).map(lambda d: date(2026,
                   min_size=12, max_size=12)
 
 
+def _resident_id(born: date | None, kind: str) -> str | None:
+    """A valid resident ID carrying the birth date, another one, or none."""
+    from deidflow.identifiers import resident_id_check_char
+
+    if kind == "none" or born is None:
+        return None
+    day = born if kind in ("same", "lower-x") else born - timedelta(days=3)
+    for serial in range(100, 200):  # one whose check character is X, for the lower-case spelling
+        first17 = f"110105{day:%Y%m%d}{serial}"
+        check = resident_id_check_char(first17)
+        if kind != "lower-x" or check == "X":
+            return first17 + (check.lower() if kind == "lower-x" else check)
+    return None
+
+
 def _when(hours: int, zone: str | None) -> pd.Timestamp:
     """The run's moment plus some hours, written in a zone (None: a naive China time)."""
     moment = RUN + pd.Timedelta(hours=hours)
@@ -184,8 +199,9 @@ def _when(hours: int, zone: str | None) -> pd.Timestamp:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(consent_events, births, st.booleans(),
-       st.sets(st.sampled_from(["demographics", "labs", "notes"]), min_size=1), st.booleans())
-def test_gate_matches_the_reference(specs, birth_days, abroad, categories, age_rule):
+       st.sets(st.sampled_from(["demographics", "labs", "notes"]), min_size=1), st.booleans(),
+       st.lists(st.sampled_from(["none", "same", "other", "lower-x"]), min_size=12, max_size=12))
+def test_gate_matches_the_reference(specs, birth_days, abroad, categories, age_rule, id_kinds):
     rows = [
         event(f"e{i}", SPELLINGS[x["spelling"]](f"s{x['subject']}"),
               consent_id=f"c{x['subject']}-{x['consent']}",
@@ -201,7 +217,8 @@ def test_gate_matches_the_reference(specs, birth_days, abroad, categories, age_r
     # Naive times are China time for the reference; the frame holds them as UTC.
     events = frame([dict(r, recorded_at=reference.china(r["recorded_at"])) for r in rows])
     subjects = pd.DataFrame({"subject_id": [f"s{i}" for i in range(12)],
-                             "birth_date": [d.isoformat() if d else None for d in birth_days]})
+                             "birth_date": [d.isoformat() if d else None for d in birth_days],
+                             "resident_id": [_resident_id(d, k) for d, k in zip(birth_days, id_kinds)]})
     snap = ConsentSnapshot.from_events(events, RUN)
     gate = consent_gate(snap, subjects, purpose="ai-model-training", recipient_id="shanghai-ai-lab",
                         categories=sorted(categories), abroad=abroad, as_of=RUN, age_rule=age_rule)

@@ -318,14 +318,18 @@ def import_cohort(
                                separate=separate, cross_border=cross_border)
         reg = open_registry(registry, policy)
         try:
-            return reg.redacted_url, reg.append_events(events, source=str(ids))
+            # A subject's grant under this form is recorded once, whenever the command runs
+            # again (without --signed-at its time is now, so the content would differ).
+            known = reg.recorded_event_ids(events["event_id"].tolist())
+            fresh = events.loc[~events["event_id"].isin(known)]
+            result = reg.append_events(fresh, source=str(ids))
+            return reg.redacted_url, len(events), result.new
         finally:
             reg.dispose()
 
-    url, result = _cli()._run(go)
+    url, read, new = _cli()._run(go)
     _cli().out.print(
-        f"{ids}: {result.read:,} grants read, {result.new:,} new, "
-        f"{result.already_recorded:,} already recorded  → {url}",
+        f"{ids}: {read:,} grants read, {new:,} new, {read - new:,} already recorded  → {url}",
         highlight=False,
     )
 

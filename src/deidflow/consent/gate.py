@@ -80,7 +80,8 @@ REASONS: tuple[str, ...] = (
     "minor_without_guardian",
     "birth_date_mismatch",
 )
-_PASSED = REASONS.index("birth_date_mismatch")  # the consent checks come before it
+_PASSED = REASONS.index("birth_date_mismatch")  # a consent that passed every check
+_ALLOWED = len(REASONS)
 MINOR_AGE = 14  # PIPL art. 28, 31
 #: The private log's reason for a withdrawal that matches no subject of the extract.
 ORPHAN_WITHDRAWAL = "orphan_withdrawal"
@@ -201,9 +202,10 @@ def consent_gate(
                                 birth, run_date, as_of_local, want, abroad=abroad, age_rule=age_rule)
     stage, orphans = verdict
 
-    code = stage.astype(np.int8)  # REASONS index of the reason, _PASSED = allowed
+    code = stage.astype(np.int8)  # REASONS index of the reason, _ALLOWED = allowed
+    code[code == _PASSED] = _ALLOWED
     code[mismatch] = REASONS.index("birth_date_mismatch")
-    allowed_mask = code == _PASSED
+    allowed_mask = code == _ALLOWED
     ex_code = code[~allowed_mask]
     excluded = pd.DataFrame({
         "subject_id": sub_ids[~allowed_mask],

@@ -566,6 +566,14 @@ class ConsentRegistry:
                 fix="give each subject's consent its own consent id (a consent id is never shared)",
             )
 
+    def recorded_event_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these event ids the registry already holds."""
+        try:
+            with self.engine.connect() as conn:
+                return set(self._existing_digests(conn, list(ids)))
+        except (DBAPIError, SQLAlchemyError) as exc:
+            raise self._unreachable(exc) from None
+
     def _existing_digests(self, conn: sa.Connection, ids: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for start in range(0, len(ids), _INSERT_CHUNK):
