@@ -421,7 +421,10 @@ def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, 
     from deidflow.consent.gate import resident_ids_for
 
     subjects = resident_ids_for(subjects, subject, policy.consent)
-    events = events.loc[subject_mask(events["subject_id"], subjects["subject_id"])]
+    # The partition's subjects' events, and every withdrawal (one matching no subject is
+    # reported as an orphan withdrawal, not dropped unseen).
+    events = events.loc[subject_mask(events["subject_id"], subjects["subject_id"])
+                        | (events["event"] == "withdrawn").to_numpy()]
     snapshot = ConsentSnapshot.from_events(events, as_of, state.consent.get("registry", "registry"))
     gate = consent_gate(
         snapshot, subjects,

@@ -174,7 +174,7 @@ def test_variant_spellings_of_a_withdrawal_take_effect_or_are_reported(tmp_path,
     assert consent["orphan_withdrawals"] == 1
     review = (rel / "review.html").read_text(encoding="utf-8")
     assert "Withdrawals matching no subject of the extract" in review
-    logs = list((env.root / "private").rglob("consent-exclusions*.csv"))
+    logs = list((env.root / "private" / "exclusions").glob(f"{rel.name}*.csv"))
     assert logs, list((env.root / "private").rglob("*"))
     log = pd.read_csv(logs[0], dtype=str)
     assert c.lower() in set(log.loc[log["reason"] == "orphan_withdrawal", "subject_id"])
