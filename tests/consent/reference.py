@@ -79,9 +79,10 @@ def _items(value) -> set[str]:
 
 
 def _day(value) -> date | None:
-    if value is None or (isinstance(value, float) and value != value) or value is pd.NaT:
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    return pd.Timestamp(value).date()
+    ts = pd.Timestamp(value)
+    return None if pd.isna(ts) else ts.date()
 
 
 def evaluate(events: list[dict], subjects: list[dict], *, as_of, purpose: str, recipient: str,
