@@ -7,6 +7,12 @@ Both importers produce the same canonical event frame (``registry.EVENT_COLUMNS`
 file is listed (up to ten), so one run shows what to correct. Nothing is imported from a file
 with any malformed entry.
 
+Every importer (and `cohort`) also applies the shared checks of `_checked_events`: subject and
+guardian ids are stored in canonical form (`subject_ids`), and refused when they hold control
+or format characters or mix scripts; an event dated more than `CLOCK_SKEW` in the future is
+refused (a time without an offset is China time); a consent id may belong to one subject only;
+a guardian may not be the subject, nor under 18 when the consent was signed.
+
 CSV (``data_samples/consents.csv``)
     event_id, subject_id, event (granted|amended|withdrawn), recorded_at (ISO 8601; without an
     offset it is read as +08:00), grantor (self|guardian), guardian_name, guardian_id
@@ -35,7 +41,9 @@ FHIR Consent (a JSON ``Bundle`` of ``Consent`` resources, or one ``Consent``)
     recorded_at          dateTime                         date (falls back to
                          (falls back to meta.lastUpdated) meta.lastUpdated)
     grantor              performer: a RelatedPerson        grantor: same rule
-                         reference → guardian, else self
+                         (reference type, or a contained
+                         RelatedPerson) → guardian, else
+                         self (a contained Patient: self)
     guardian name / id   reference.display / reference.identifier.value, or the contained
                          RelatedPerson's name[0].text / identifier[0].value
     purposes             provision.purpose[].code         provision.purpose[].code
