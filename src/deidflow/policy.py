@@ -186,6 +186,9 @@ class Keys(Strict):
         None, description="hospital-held AES-SIV key for reversible pseudonyms"
     )
     signing_key_file: str = ".deidflow/keys/signing.key"
+    # Trust anchor (deidflow.manifest.trust): a file listing the hospital's signing keys with
+    # owner and role. `deidflow verify --policy` uses it; a run refuses a signing key not in it.
+    trust_file: str | None = Field(None, description="trust file of the hospital's signing keys")
 
 
 class Output(Strict):
