@@ -35,7 +35,7 @@ from deidflow.io import (
     InputTable, as_arrow, check_links, check_subject_ids, prepare_staging, publish, read_released_csv,
     read_table, read_work, staging_dir, write_frame, write_work,
 )
-from deidflow.policy import LoadedPolicy, Role, load_policy
+from deidflow.policy import LoadedPolicy, Role, load_policy, override_record
 
 STATE = "state.json"
 
@@ -799,7 +799,7 @@ def released_table(stage: Path, name: str, fmt: str, engine: str, columns: list[
 
 def finish_transform(work: Path) -> str:
     """Add up the partitions' counts, write the aggregates. Returns the staging directory."""
-    from deidflow.techniques.aggregate import small_cell_table
+    from deidflow.techniques.aggregate import published_table
 
     state = RunState.load(work)
     loaded = _loaded(state)
@@ -827,7 +827,7 @@ def finish_transform(work: Path) -> str:
     state.aggregates = []
     for agg in policy.aggregates:
         frame = _released(work, stage, state.engine, policy.output.format, agg.table, list(agg.by))
-        table, summary = small_cell_table(frame, list(agg.by), policy.limits.small_cell)
+        table, summary = published_table(frame, list(agg.by), policy.limits.small_cell)
         write_frame(table, stage / "aggregates" / f"{agg.name}.csv", "csv")
         state.aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by), **_plain(summary)})
     state.columns = columns
@@ -1165,6 +1165,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
         software=Software(deidflow=_deidflow_version(), python=platform.python_version(),
                           packages=versions),
         flow_run_id=state.flow_run_id,
+        limits_override=override_record(policy),
     )
 
 
