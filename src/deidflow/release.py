@@ -146,6 +146,9 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         as_of = as_of.replace(tzinfo=timezone.utc)
     from deidflow.keys import KeyRing
 
+    from deidflow.manifest.signing import check_signing_files
+
+    check_signing_files(loaded)  # both signing files, now: not at publish after the whole run
     KeyRing.from_policy(loaded)  # a bad or open key file fails now, not after the gate and search
     if engine == "dask":
         from deidflow.partitions import partition_count
