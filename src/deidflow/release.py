@@ -980,14 +980,10 @@ def validate(work: Path) -> dict[str, Any]:
     state.validation = _plain(report.as_dict())
     state.save(work)
     if not report.success:
-        failed = [e for e in state.validation.get("expectations", []) if not e.get("success")]
-        lines = "; ".join(e.get("explanation", e.get("type", "?")) for e in failed) or "see the validation report"
-        raise GateFailed(
-            f"the validation gate failed, nothing was published: {lines}",
-            key="limits",
-            fix="relax the policy only if the data-sharing agreement allows it; otherwise "
-            "generalise or suppress more (see the validation report for the failing check)",
-        )
+        from deidflow.validation.advice import gate_failure, keep_report
+
+        kept = keep_report(stage / "validation" / "validation.json", _private_dir(loaded), state.run_id)
+        raise gate_failure(policy, state.validation, kept)
     return {"success": True, "expectations": len(state.validation.get("expectations", []))}
 
 
