@@ -261,7 +261,26 @@ def read_table(name: str, spec: Table, loaded: LoadedPolicy) -> InputTable:
             file=str(path),
             fix="export the table's data, or remove the table from the policy",
         )
+    _check_nul(name, spec, path, frame)
     return InputTable(name=name, path=path, sha256=digest, frame=frame)
+
+
+def _check_nul(name: str, spec: Table, path: Path, frame: pd.DataFrame) -> None:
+    """A NUL character in free text (a stray byte of a database export) is refused here,
+    where file and row are known, not later in the scrubber, which separates notes by NUL."""
+    from deidflow.policy import Role
+
+    for col, cspec in spec.columns.items():
+        if cspec.role is not Role.free_text or col not in frame.columns:
+            continue
+        bad = frame[col].astype("string").str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
+        if bad.any():
+            raise InputError(
+                f"{int(bad.sum())} row(s) of free text hold a NUL character (first shown)",
+                file=str(path), key=f"tables.{name}.columns.{col}", column=col,
+                row=int(np.argmax(bad)) + 2,
+                fix="remove the NUL characters from the export (e.g. `tr -d '\\000'`), then rerun",
+            )
 
 
 def _check_columns(name: str, spec: Table, path: Path, frame: pd.DataFrame) -> None:

@@ -168,7 +168,7 @@ def announce_key_created(what: str, path: Path, fingerprint: str, backup: str) -
 
     text = (f"created {what} at {path} (mode 0600, fingerprint {fingerprint}). "
             f"Back it up {backup}.")
-    log.warning("%s", text)
+    log.info("%s", text)  # stderr below is what the operator sees; the log is for the record
     print(f"deidflow: {text}", file=sys.stderr, flush=True)
 
 

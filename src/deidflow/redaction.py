@@ -13,6 +13,7 @@ operator sees the error once, as deidflow prints it.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import traceback
@@ -63,16 +64,18 @@ def no_values_in_failures(fn: F) -> F:
 
 class _NoTracebackForUserErrors(logging.Filter):
     """Drop the traceback Prefect attaches to a failed run's log record when the failure is
-    deidflow's own error: the message says what and where; the traceback adds only noise."""
+    deidflow's own error or the filesystem's (full, read-only, not writable): the message says
+    what and where, the CLI says how to fix it, and a traceback would only bury that."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, DeidflowError):
+        if isinstance(exc, DeidflowError) or (isinstance(exc, OSError) and exc.errno in _STORAGE):
             record.exc_info = None
             record.exc_text = None
         return True
 
 
+_STORAGE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 _FILTER = _NoTracebackForUserErrors()
 
 

@@ -247,3 +247,37 @@ def test_a_gate_failure_names_the_column_and_the_fix_and_keeps_its_report(tmp_pa
     notes = pd.read_csv(env.data / "notes.csv", dtype="string", keep_default_na=False)
     text = kept[0].read_text(encoding="utf-8")
     assert not any(t in text for t in notes["text"].head(200) if len(t) > 12)
+
+
+# --- a read-only private directory is not a full disk ----------------------------------------------
+
+READ_ONLY = r"""
+import errno, os, sys
+private = sys.argv[1]
+real_mkdir = os.mkdir
+def mkdir(path, *args, **kwargs):  # the private directory's filesystem is mounted read-only
+    if os.path.abspath(os.fspath(path)).startswith(private):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+    return real_mkdir(path, *args, **kwargs)
+os.mkdir = mkdir
+from deidflow.cli import app
+app(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("prefect", PATHS)
+def test_a_read_only_private_directory_is_reported_as_such(tmp_path, small_extract, prefect):
+    env = make_env(tmp_path / "root", small_extract)
+    child = {k: v for k, v in os.environ.items() if k != "DEIDFLOW_PSEUDONYM_KEY"}
+    child.update({"PREFECT_HOME": str(env.root / "prefect"), "COLUMNS": "250"})
+    args = ["release", str(env.policy)] + ([] if prefect else ["--no-prefect"])
+    cwd = env.root / "elsewhere"
+    cwd.mkdir()
+    proc = subprocess.run([sys.executable, "-c", READ_ONLY, str(env.private), *args], cwd=cwd, env=child,
+                          capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    flat = _flat(out.split("error:", 1)[-1])
+    assert "Read-onlyfilesystem" in flat and "read-onlyornot-writabledirectory" in flat
+    assert "freespace" not in flat and "Traceback" not in out
+    assert not env.releases.exists() or not any(env.releases.iterdir())
