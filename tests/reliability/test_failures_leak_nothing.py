@@ -107,6 +107,17 @@ def _make(root: Path, extract: Path, make) -> Path:
     return make(Env(root, data, policy))
 
 
+def written_by(base: Path, policies: dict[str, Path]) -> list[Path]:
+    """Every file the failing runs wrote: Prefect's home, and each case's root except its
+    inputs (the extract copy) and its key file."""
+    out = files_under(base / "prefect")
+    for policy in policies.values():
+        root = Path(policy).parent
+        out += [p for p in files_under(root)
+                if p.relative_to(root).parts[0] not in ("extract", "keys") and p != Path(policy)]
+    return out
+
+
 def _needles(extract: Path) -> dict[str, bytes]:
     """Input identifiers long enough not to occur by chance, the planted cell, the key."""
     out = {"planted name": PLANTED_NAME.encode(), "planted resident id": PLANTED_ID.encode(),
@@ -131,7 +142,7 @@ def _decoded(raw: bytes) -> bytes:
         return raw
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # shared with test_secrets.py, which scans it for key material
 def failed_runs(tmp_path_factory, extract):
     base = tmp_path_factory.mktemp("failures")
     cases = [(c.id, c.make) for c in CATALOGUE] + [(m.__name__, m) for m in PLANTED_CASES]
