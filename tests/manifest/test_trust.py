@@ -175,3 +175,53 @@ def test_no_anchor_is_an_error_not_a_fallback(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("DEIDFLOW_TRUST_FILE", raising=False)
     with pytest.raises(TrustError, match="no trusted signing key"):
         resolve_anchors(cwd=tmp_path)
+
+
+def _policy_with_trust(tmp_path: Path, trust: bool) -> Path:
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "configs" / "release.yaml").read_text(encoding="utf-8")
+    text = text.replace("signing_key_file: ../.deidflow/keys/signing.key",
+                        "signing_key_file: keys/signing.key" + ("\n  trust_file: trust.yaml" if trust else ""))
+    text = text.replace("file: hierarchies/", f"file: {repo / 'configs' / 'hierarchies'}/")
+    p = tmp_path / "policy.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_a_run_refuses_a_signing_key_missing_from_the_policy_trust_file(tmp_path: Path):
+    from deidflow.errors import KeyCustodyError
+    from deidflow.manifest.signing import check_signing_files
+    from deidflow.policy import load_policy
+
+    hospital, _ = generate_signing_keys(tmp_path / "hospital" / "h.key")
+    (tmp_path / "trust.yaml").write_text(
+        f"keys:\n  - owner: data office\n    public_key: {hospital.with_suffix('.pub')}\n", "utf-8")
+    loaded = load_policy(_policy_with_trust(tmp_path, trust=True))
+    with pytest.raises(KeyCustodyError) as info:
+        check_signing_files(loaded)  # makes keys/signing.* (announced), which is not trusted
+    assert info.value.key == "keys.trust_file" and "not an executor key" in info.value.message
+    (tmp_path / "trust.yaml").write_text(
+        f"keys:\n  - owner: data office\n    public_key: {tmp_path / 'keys' / 'signing.pub'}\n", "utf-8")
+    assert check_signing_files(loaded) == tmp_path / "keys" / "signing.key"
+    # and `verify --policy` trusts exactly that file
+    anchors = resolve_anchors(policy=loaded.path)
+    assert [k.owner for k in anchors.keys] == ["data office"]
+
+
+def test_check_signing_files_announces_and_refuses_a_mismatched_pair(tmp_path: Path, capsys):
+    from deidflow.errors import KeyCustodyError
+    from deidflow.manifest.signing import check_signing_files
+    from deidflow.policy import load_policy
+
+    loaded = load_policy(_policy_with_trust(tmp_path, trust=False))
+    check_signing_files(loaded)
+    err = capsys.readouterr().err
+    assert "created release signing key pair at" in err and "Back it up" in err
+    assert str(tmp_path / "keys" / "signing.key") in err
+    (tmp_path / "keys" / "signing.pub").unlink()
+    check_signing_files(loaded)  # the public half is rewritten from the private key
+    assert "public signing key (from the private key)" in capsys.readouterr().err
+    other, other_pub = generate_signing_keys(tmp_path / "other" / "o.key")
+    shutil.copy(other_pub, tmp_path / "keys" / "signing.pub")
+    with pytest.raises(KeyCustodyError, match="is not the public half"):
+        check_signing_files(loaded)

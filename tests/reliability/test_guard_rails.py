@@ -281,3 +281,30 @@ def test_a_read_only_private_directory_is_reported_as_such(tmp_path, small_extra
     assert "Read-onlyfilesystem" in flat and "read-onlyornot-writabledirectory" in flat
     assert "freespace" not in flat and "Traceback" not in out
     assert not env.releases.exists() or not any(env.releases.iterdir())
+
+
+def test_a_forged_copy_of_a_real_release_is_not_verified(overridden, tmp_path):
+    """A real release (from either path), its data changed and re-signed with a stranger's key
+    shipped inside: `verify` against the hospital's key exits 1; `releases list` says untrusted."""
+    from deidflow.manifest.seal import write_manifest
+    from deidflow.manifest.signing import generate_signing_keys
+    from deidflow.manifest.statement import record_from_statement
+    from deidflow.manifest.verify import read_statement
+
+    env, release, _, _ = overridden
+    out = tmp_path / "out"
+    forged = out / release.name
+    shutil.copytree(release, forged)
+    stranger, _ = generate_signing_keys(tmp_path / "mallory" / "m.key")
+    record = record_from_statement(read_statement(forged))
+    (forged / "data" / "patients.csv").write_bytes((forged / "data" / "patients.csv").read_bytes() + b"\n")
+    (forged / "review.html").unlink()
+    (forged / "signer.pub").unlink()
+    write_manifest(forged, record, stranger)
+    proc = deidflow(env, "verify", str(forged), "--policy", str(env.policy))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "not signed by a trusted executor key" in proc.stderr
+    proc = deidflow(env, "verify", str(forged), "--public-key", str(forged / "signer.pub"))
+    assert proc.returncode == 2 and "inside the release being checked" in proc.stderr
+    proc = deidflow(env, "releases", "list", str(out), "--policy", str(env.policy))
+    assert proc.returncode == 0 and "untrusted" in proc.stdout and "verified" not in proc.stdout.split("signatures checked")[0]
