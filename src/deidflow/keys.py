@@ -158,6 +158,10 @@ def rotate_master_key(path: str | Path) -> tuple[str, str]:
     os.replace(tmp, p)  # atomic: readers see the old key or the new one, never a partial file
     new_fp = fingerprint_of(new)
     log.warning("rotated pseudonym key %s: %s -> %s (retired copy kept)", p, old_fp, new_fp)
+    announce_key_created(
+        f"new pseudonym master key (the old one kept as {retired.name})", p, new_fp,
+        "with the hospital's key custodian, offline, together with the retired key: past "
+        "releases need the old one, future ones this one")
     return old_fp, new_fp
 
 

@@ -44,6 +44,7 @@ def test_keys_init_writes_a_0600_pair_and_prints_the_key_id(tmp_path: Path):
     pub = key.with_suffix(".pub")
     assert load_signing_key(key).public_key().public_bytes_raw() == load_public_key(pub).public_bytes_raw()
     assert "key id       sha256:" in res.stdout
+    assert "key custodian, offline" in res.stdout  # where its backup belongs
     assert "PRIVATE" not in res.output  # the key itself is never printed
 
 

@@ -54,6 +54,8 @@ def keys_init(
     out.print(f"public key   {public}  (give this to recipients so they can verify)", soft_wrap=True)
     out.print(f"key id       {kid}", soft_wrap=True)
     out.print(f"fingerprint  {short_key_id(kid)}", soft_wrap=True)
+    out.print("backup       copy the private key to the hospital's key custodian, offline (never "
+              "beside the releases); without it no new release verifies under this key", soft_wrap=True)
 
 
 _PUBLIC_KEY_HELP = "The hospital's public key (.pub), given to you separately; repeatable."

@@ -141,10 +141,16 @@ def check_signing_files(loaded) -> Path:
 
 
 def ensure_signing_key(private_key_path: Path) -> Path:
-    """The signing key path, creating the key pair on first use (as `keys init` would)."""
+    """The signing key path, creating the key pair on first use (as `keys init` would) and
+    saying so (a release checks both files at its start: `check_signing_files`)."""
     private_key_path = Path(private_key_path)
     if not private_key_path.exists():
+        from deidflow.keys import announce_key_created
+
         generate_signing_keys(private_key_path)
+        announce_key_created("release signing key pair", private_key_path,
+                             key_id(load_signing_key(private_key_path).public_key()),
+                             "with the hospital's key custodian, offline; give the .pub to recipients")
     load_signing_key(private_key_path)  # custody checks now, not at the end of a long run
     return private_key_path
 
