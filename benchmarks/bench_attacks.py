@@ -47,7 +47,7 @@ QIS = ["birth_date", "sex", "region_code", "ethnicity"]
 FINER = {
     r"  k: 6 ": "  l: 2\n  k: 3 ",
     r"  model: controlled ": "  model: enclave ",
-    r"max_overall_risk: 0\.05": "max_overall_risk: 0.34",
+    r"max_overall_risk: 0\.05": "max_overall_risk: 0.34\n  override: {reason: \"attack benchmark: finer classes on purpose\"}",
     r"suppression_budget: 0\.02": "suppression_budget: 0.4",
     r"hierarchy: \{kind: date, min_level: 1\}": "hierarchy: {kind: date, min_level: 4}",
     r"\n  encounters:\n": "\n      dx: {role: sensitive, technique: keep, category: diagnoses}\n\n  encounters:\n",

@@ -26,6 +26,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from deidflow import release as stages
+from deidflow.redaction import no_values_in_failures, safe_task
+
+task = safe_task(task)  # what a failed task leaves in Prefect's state and logs names no value
 
 # A flow run's process exits when its run is over. With Prefect and Great Expectations loaded
 # the interpreter's last garbage collection at exit walks and frees ~400k objects for 1-1.5 s
@@ -85,6 +88,7 @@ def each_partition(fn, work: str, parts: list[int], engine: str) -> list:
     return list(fn.map(unmapped(work), parts).result())
 
 
+@no_values_in_failures
 def _release(policy_path: str, as_of: datetime | None, engine: str) -> dict:
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]

@@ -103,7 +103,15 @@ def _storage_error(exc: BaseException) -> DeidflowError | None:
     not a bug in deidflow, wherever the write happened (pyarrow, SQLite, GX, our own files)."""
     import errno
 
-    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        # not a full disk: say so, or the operator frees space and gets the same failure
+        return DeidflowError(
+            f"cannot write: {os.strerror(exc.errno)} (a read-only or not-writable directory)",
+            file=exc.filename,
+            fix="make the policy's output.directory and output.private_directory writable for "
+            "this user (or point the policy at writable ones), then rerun; nothing partial was kept",
+        )
+    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return None
     return DeidflowError(
         f"cannot write: {os.strerror(exc.errno)}",

@@ -261,7 +261,26 @@ def read_table(name: str, spec: Table, loaded: LoadedPolicy) -> InputTable:
             file=str(path),
             fix="export the table's data, or remove the table from the policy",
         )
+    _check_nul(name, spec, path, frame)
     return InputTable(name=name, path=path, sha256=digest, frame=frame)
+
+
+def _check_nul(name: str, spec: Table, path: Path, frame: pd.DataFrame) -> None:
+    """A NUL character in free text (a stray byte of a database export) is refused here,
+    where file and row are known, not later in the scrubber, which separates notes by NUL."""
+    from deidflow.policy import Role
+
+    for col, cspec in spec.columns.items():
+        if cspec.role is not Role.free_text or col not in frame.columns:
+            continue
+        bad = frame[col].astype("string").str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
+        if bad.any():
+            raise InputError(
+                f"{int(bad.sum())} row(s) of free text hold a NUL character (first shown)",
+                file=str(path), key=f"tables.{name}.columns.{col}", column=col,
+                row=int(np.argmax(bad)) + 2,
+                fix="remove the NUL characters from the export (e.g. `tr -d '\\000'`), then rerun",
+            )
 
 
 def _check_columns(name: str, spec: Table, path: Path, frame: pd.DataFrame) -> None:
@@ -446,9 +465,37 @@ def fsync_tree(root: Path) -> None:
                 os.close(fd)
 
 
+def confine(path: Path) -> Path:
+    """Refuse to write `path` unless it lies inside the run's directory it names: no '..'
+    component, and once symbolic links are resolved still inside the nearest staging
+    directory (.staging-<id>) or run work directory (the one holding state.json) above it.
+    Policy names are checked when the policy is loaded; this is the last line behind that."""
+    path = Path(path)
+    if ".." in path.parts:
+        raise InputError(
+            "refusing to write outside the run's directories (the path climbs with '..')",
+            file=str(path), fix="table, aggregate and column names may not contain '/' or '..'",
+        )
+    for parent in path.parents:
+        if parent.name.startswith(".staging-") or (parent / "state.json").is_file():
+            root = os.path.realpath(parent)
+            real = os.path.realpath(path)
+            if os.path.commonpath([root, real]) != root:
+                raise InputError(
+                    "refusing to write outside the run's directories (a symbolic link leads out)",
+                    file=str(path), fix="remove the symbolic link from the output or private directory",
+                )
+            break
+    return path
+
+
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str = "csv") -> Path:
-    """Write one released table deterministically (same frame ⇒ same bytes)."""
+    """Write one released table deterministically (same frame ⇒ same bytes). Text that a
+    spreadsheet would run as a formula is neutralised in CSV (`neutralise_formulas`)."""
+    confine(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt != "parquet":
+        frame = neutralise_formulas(frame)
     try:
         if fmt == "parquet":
             frame.to_parquet(path, index=False)
@@ -505,6 +552,7 @@ def write_work(frame: pd.DataFrame, path: Path, keep: np.ndarray | pd.Series | N
     """A run's private intermediate table (optionally only the rows where `keep`) as an
     uncompressed Arrow IPC file: written and read back at memory speed, unlike Parquet, and it
     lives only as long as the run's work directory."""
+    confine(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     if keep is not None:
@@ -538,3 +586,43 @@ def read_work(path: Path, columns: list[str] | None = None, keep: np.ndarray | N
     return pd.DataFrame({n: (pd.Series(pd.arrays.ArrowStringArray(table.column(n)), copy=False)
                              if n in text else rest[n]) for n in table.column_names},
                         index=pd.RangeIndex(table.num_rows))
+
+
+# --- spreadsheet formula injection ---------------------------------------------------------------
+#
+# OWASP's rule for CSV exports: a cell starting with = + - @, a tab or a carriage return is run
+# as a formula by Excel, LibreOffice and Google Sheets (=HYPERLINK(…), =cmd|…!A1); prefixing a
+# single quote makes it text. Numeric columns are written as numbers and never prefixed, so a
+# negative lab value stays -1.5 and sums in a spreadsheet. In a text column a cell that is only
+# a signed decimal number (-3, +1.5, -2e-3) is also left alone: a spreadsheet reads it as that
+# number, and no formula can hide in it. Everything else starting with a trigger gets the quote.
+# Parquet is not opened by spreadsheets and is written as is.
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every text cell that a spreadsheet would evaluate prefixed by "'" (the
+    frame itself is not changed; columns without such a cell are not copied)."""
+    out = None
+    for col in frame.columns:
+        values = frame[col]
+        if not (pd.api.types.is_string_dtype(values.dtype) or values.dtype == object):
+            continue
+        text = values.astype("string") if values.dtype == object else values
+        risky = text.str.slice(0, 1).isin(FORMULA_TRIGGERS).fillna(False).to_numpy(dtype=bool, copy=True)
+        if not risky.any():
+            continue
+        # the number test only on the few cells that start with a trigger
+        idx = np.flatnonzero(risky)
+        number = text.iloc[idx].str.match(_PLAIN_NUMBER).fillna(False).to_numpy(dtype=bool)
+        risky[idx[number]] = False
+        if not risky.any():
+            continue
+        if out is None:
+            out = frame.copy(deep=False)
+        fixed = text.copy()
+        fixed.iloc[np.flatnonzero(risky)] = "'" + text.iloc[np.flatnonzero(risky)]
+        out[col] = fixed.astype(values.dtype) if values.dtype != object else fixed.astype(object).where(values.notna(), values)
+    return frame if out is None else out

@@ -158,7 +158,49 @@ def rotate_master_key(path: str | Path) -> tuple[str, str]:
     os.replace(tmp, p)  # atomic: readers see the old key or the new one, never a partial file
     new_fp = fingerprint_of(new)
     log.warning("rotated pseudonym key %s: %s -> %s (retired copy kept)", p, old_fp, new_fp)
+    announce_key_created(
+        f"new pseudonym master key (the old one kept as {retired.name})", p, new_fp,
+        "with the hospital's key custodian, offline, together with the retired key: past "
+        "releases need the old one, future ones this one")
     return old_fp, new_fp
+
+
+def announce_key_created(what: str, path: Path, fingerprint: str, backup: str) -> None:
+    """Tell the operator, on stderr and in the log, that a key was made and where its backup
+    belongs (a key made silently is a key nobody backs up)."""
+    import sys
+
+    text = (f"created {what} at {path} (mode 0600, fingerprint {fingerprint}). "
+            f"Back it up {backup}.")
+    log.info("%s", text)  # stderr below is what the operator sees; the log is for the record
+    print(f"deidflow: {text}", file=sys.stderr, flush=True)
+
+
+def _refuse_new_key_after_releases(loaded: "LoadedPolicy", path: Path) -> None:
+    """A missing key file where the registry records earlier releases: the key was lost or
+    moved, not never made. A new key would give the recipient's subjects new pseudonyms."""
+    import sqlalchemy as sa
+
+    from deidflow.consent.registry import ConsentRegistry, registry_url_for, release_subjects
+
+    registry = ConsentRegistry(registry_url_for(loaded))
+    try:
+        with registry.engine.connect() as conn:
+            earlier = conn.execute(
+                sa.select(release_subjects.c.release_id).distinct().limit(3)
+            ).scalars().all()
+    finally:
+        registry.dispose()
+    if earlier:
+        raise KeyCustodyError(
+            f"pseudonym key file is missing, but the consent registry records earlier releases "
+            f"({', '.join(earlier)}{', …' if len(earlier) == 3 else ''}) made with a key; a new "
+            "key would re-key the recipient's data",
+            file=str(path),
+            key="keys.pseudonym_key_file",
+            fix="restore the key file from the key custodian's backup (mode 0600), or set "
+            f"{loaded.policy.keys.pseudonym_key_env}; use `rotate_master_key` only to re-key on purpose",
+        )
 
 
 class KeyRing:
@@ -223,14 +265,14 @@ class KeyRing:
         path = loaded.resolve(keys.pseudonym_key_file)
         created = False
         if not path.exists():
+            _refuse_new_key_after_releases(loaded, path)
             master = create_key_file(path)
             created = True
-            log.warning(
-                "created a new pseudonym master key at %s (mode 0600, fingerprint %s). Back it "
-                "up with the hospital's key custodian: without it, pseudonyms of this release "
-                "cannot be reproduced. See docs/keys.md.",
-                path,
-                fingerprint_of(master),
+            announce_key_created(
+                "pseudonym master key", path, fingerprint_of(master),
+                "with the hospital's key custodian, offline (e.g. an encrypted medium in the "
+                "safe), never beside the releases: without it the pseudonyms of this release "
+                "cannot be reproduced and later releases to the recipient would not link",
             )
         else:
             master = read_key_file(path)

@@ -13,6 +13,7 @@ import os
 
 import difflib
 import hashlib
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -143,6 +144,14 @@ class Table(Strict):
     columns: dict[str, Column] = Field(min_length=1)
 
 
+class LimitsOverride(Strict):
+    """Limits weaker than GB/T 42460 for this release model, accepted only with a reason. The
+    override is shown on the review page's headline and recorded in the manifest."""
+
+    reason: str = Field(min_length=10, description="why the agreement allows weaker limits")
+    approved_by: str | None = Field(None, description="who approved the departure")
+
+
 class Limits(Strict):
     k: int = Field(6, ge=1, description="GB/T 39725: k > 5 for health data")
     l: int | None = Field(None, ge=1)
@@ -155,6 +164,7 @@ class Limits(Strict):
     max_overall_risk: float = Field(0.05, gt=0, le=1)
     suppression_budget: float = Field(0.02, ge=0, lt=1)
     small_cell: int = Field(5, ge=1, description="aggregates: cells below this are suppressed")
+    override: LimitsOverride | None = None
 
 
 class Aggregate(Strict):
@@ -192,6 +202,9 @@ class Keys(Strict):
         None, description="hospital-held AES-SIV key for reversible pseudonyms"
     )
     signing_key_file: str = ".deidflow/keys/signing.key"
+    # Trust anchor (deidflow.manifest.trust): a file listing the hospital's signing keys with
+    # owner and role. `deidflow verify --policy` uses it; a run refuses a signing key not in it.
+    trust_file: str | None = Field(None, description="trust file of the hospital's signing keys")
 
 
 class Output(Strict):
@@ -392,6 +405,8 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
             fix=_fix_for(first, _siblings(first["loc"])),
         ) from None
     _check_techniques(policy, source)
+    _check_path_names(policy, source)
+    _check_floors(policy, source)
     return policy
 
 
@@ -424,6 +439,105 @@ def load_policy(path: str | Path) -> LoadedPolicy:
             "policy file is not UTF-8", file=str(p), fix="save the policy as UTF-8"
         ) from None
     policy = parse_policy(text, source=str(p))
-    return LoadedPolicy(
+    loaded = LoadedPolicy(
         policy=policy, path=p.resolve(), text=text, sha256=hashlib.sha256(raw).hexdigest()
     )
+    _check_directories(loaded)
+    return loaded
+
+
+# --- names that become paths ---------------------------------------------------------------------
+#
+# Table and aggregate names name files and directories of the release, the staging and the
+# private work directory (data/<table>.csv, gated/<table>/…); column names name files of the
+# validation report. A name with "/", ".." or a control character would write outside them.
+
+TABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}")
+COLUMN_NAME = re.compile(r"[^\W][\w\-]{0,127}")  # letters (CJK too), digits, _ and -
+
+
+def _check_path_names(policy: Policy, source: str) -> None:
+    def bad(key: str, name: str, what: str, pattern: re.Pattern[str]) -> None:
+        if not pattern.fullmatch(name):
+            raise PolicyError(
+                f"{what} name {name!r} is not allowed: it names files of the release",
+                file=source, key=key,
+                fix=f"use {'ASCII letters, digits, _ and -' if pattern is TABLE_NAME else 'letters, digits, _ and -'}"
+                " (no '/', '..', spaces or dots), at most "
+                f"{64 if pattern is TABLE_NAME else 128} characters",
+            )
+
+    for tname, table in policy.tables.items():
+        bad(f"tables.{tname}", tname, "table", TABLE_NAME)
+        for cname in table.columns:
+            bad(f"tables.{tname}.columns.{cname}", cname, "column", COLUMN_NAME)
+    for i, agg in enumerate(policy.aggregates):
+        bad(f"aggregates[{i}].name", agg.name, "aggregate", TABLE_NAME)
+    bad("subject_table", policy.subject_table, "table", TABLE_NAME)
+
+
+def _check_directories(loaded: LoadedPolicy) -> None:
+    """The private directory (exclusion logs with raw ids, the run's raw work files) must not
+    sit inside the output directory, whose releases are shipped; nor may they be one."""
+    out = Path(os.path.realpath(loaded.resolve(loaded.policy.output.directory)))
+    private = Path(os.path.realpath(loaded.resolve(loaded.policy.output.private_directory)))
+    if private == out or out in private.parents:
+        raise PolicyError(
+            f"output.private_directory ({private}) is inside output.directory ({out}): the "
+            "exclusion log and the run's raw work files would sit beside what is shipped",
+            file=str(loaded.path), key="output.private_directory",
+            fix="put the private directory outside the output directory, e.g. "
+            "private_directory: .deidflow/private and directory: releases",
+        )
+    if private in out.parents:
+        raise PolicyError(
+            f"output.directory ({out}) is inside output.private_directory ({private})",
+            file=str(loaded.path), key="output.directory",
+            fix="keep the two directories apart",
+        )
+
+
+# --- limits floors (GB/T 42460) ------------------------------------------------------------------
+
+K_FLOOR = 2  # k = 1 is no anonymity at all: every record may be unique
+OVERALL_RISK_FLOOR = 0.05  # GB/T 42460-2023: overall re-identification risk R <= 0.05
+
+
+def limit_departures(policy: Policy) -> list[str]:
+    """Each limit weaker than GB/T 42460 allows for the policy's release model, as
+    'key: value > floor' (empty when the limits meet it)."""
+    lim = policy.limits
+    tau = policy.release.model.class_risk_threshold
+    out = []
+    if lim.k < K_FLOOR:
+        out.append(f"limits.k: {lim.k} < {K_FLOOR}")
+    if lim.max_class_risk is not None and lim.max_class_risk > tau:
+        out.append(
+            f"limits.max_class_risk: {lim.max_class_risk:g} > τ = {tau:g} "
+            f"({policy.release.model.value} model)"
+        )
+    if lim.max_overall_risk > OVERALL_RISK_FLOOR:
+        out.append(f"limits.max_overall_risk: {lim.max_overall_risk:g} > {OVERALL_RISK_FLOOR:g}")
+    return out
+
+
+def _check_floors(policy: Policy, source: str) -> None:
+    departures = limit_departures(policy)
+    if departures and policy.limits.override is None:
+        raise PolicyError(
+            "limits weaker than GB/T 42460 allows for the "
+            f"{policy.release.model.value} release model: " + "; ".join(departures),
+            file=source, key=departures[0].split(":")[0],
+            fix="raise the limit to the floor; only if the data-sharing agreement allows weaker "
+            "limits, add 'limits: {override: {reason: \"…\", approved_by: \"…\"}}' (it is "
+            "shown on the review page and recorded in the manifest)",
+        )
+
+
+def override_record(policy: Policy) -> dict[str, Any] | None:
+    """What the manifest records of a limits override (None when the limits meet the floors)."""
+    departures = limit_departures(policy)
+    if not departures or policy.limits.override is None:
+        return None
+    return {"reason": policy.limits.override.reason, "approved_by": policy.limits.override.approved_by,
+            "departures": departures}

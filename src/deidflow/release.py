@@ -35,7 +35,7 @@ from deidflow.io import (
     InputTable, as_arrow, check_links, check_subject_ids, prepare_staging, publish, read_released_csv,
     read_table, read_work, staging_dir, write_frame, write_work,
 )
-from deidflow.policy import LoadedPolicy, Role, load_policy
+from deidflow.policy import LoadedPolicy, Role, load_policy, override_record
 
 STATE = "state.json"
 
@@ -146,6 +146,9 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     as_of = run_as_of(as_of, started, dry_run=dry_run)  # now; a past date only for a dry run
     from deidflow.keys import KeyRing
 
+    from deidflow.manifest.signing import check_signing_files
+
+    check_signing_files(loaded)  # both signing files, now: not at publish after the whole run
     KeyRing.from_policy(loaded)  # a bad or open key file fails now, not after the gate and search
     if engine == "dask":
         from deidflow.partitions import partition_count
@@ -817,7 +820,7 @@ def released_table(stage: Path, name: str, fmt: str, engine: str, columns: list[
 
 def finish_transform(work: Path) -> str:
     """Add up the partitions' counts, write the aggregates. Returns the staging directory."""
-    from deidflow.techniques.aggregate import small_cell_table
+    from deidflow.techniques.aggregate import published_table
 
     state = RunState.load(work)
     loaded = _loaded(state)
@@ -845,7 +848,7 @@ def finish_transform(work: Path) -> str:
     state.aggregates = []
     for agg in policy.aggregates:
         frame = _released(work, stage, state.engine, policy.output.format, agg.table, list(agg.by))
-        table, summary = small_cell_table(frame, list(agg.by), policy.limits.small_cell)
+        table, summary = published_table(frame, list(agg.by), policy.limits.small_cell)
         write_frame(table, stage / "aggregates" / f"{agg.name}.csv", "csv")
         state.aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by), **_plain(summary)})
     state.columns = columns
@@ -995,14 +998,10 @@ def validate(work: Path) -> dict[str, Any]:
     state.validation = _plain(report.as_dict())
     state.save(work)
     if not report.success:
-        failed = [e for e in state.validation.get("expectations", []) if not e.get("success")]
-        lines = "; ".join(e.get("explanation", e.get("type", "?")) for e in failed) or "see the validation report"
-        raise GateFailed(
-            f"the validation gate failed, nothing was published: {lines}",
-            key="limits",
-            fix="relax the policy only if the data-sharing agreement allows it; otherwise "
-            "generalise or suppress more (see the validation report for the failing check)",
-        )
+        from deidflow.validation.advice import gate_failure, keep_report
+
+        kept = keep_report(stage / "validation" / "validation.json", _private_dir(loaded), state.run_id)
+        raise gate_failure(policy, state.validation, kept)
     return {"success": True, "expectations": len(state.validation.get("expectations", []))}
 
 
@@ -1186,6 +1185,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
         software=Software(deidflow=_deidflow_version(), python=platform.python_version(),
                           packages=versions),
         flow_run_id=state.flow_run_id,
+        limits_override=override_record(policy),
     )
 
 

@@ -19,7 +19,7 @@ def test_release_command_prints_summary(env):
         assert word in res.output
     rel = next(env.releases.iterdir())
     assert str(rel.name) in res.output.replace("\n", "")
-    ver = runner.invoke(app, ["verify", str(rel)])
+    ver = runner.invoke(app, ["verify", str(rel), "--policy", str(env.policy)])
     assert ver.exit_code == 0, ver.output
 
 

@@ -48,7 +48,7 @@ def test_release_end_to_end(env):
     rel = summary.release_dir
     assert rel is not None and rel.is_dir()
     assert (rel / "manifest.json").is_file() and (rel / "review.html").is_file()
-    assert verify_release(rel).ok
+    assert verify_release(rel, env.root / "keys" / "signing.pub").ok
 
     loaded = load_policy(env.policy)
     k = loaded.policy.limits.k

@@ -44,6 +44,7 @@ def test_keys_init_writes_a_0600_pair_and_prints_the_key_id(tmp_path: Path):
     pub = key.with_suffix(".pub")
     assert load_signing_key(key).public_key().public_bytes_raw() == load_public_key(pub).public_bytes_raw()
     assert "key id       sha256:" in res.stdout
+    assert "key custodian, offline" in res.stdout  # where its backup belongs
     assert "PRIVATE" not in res.output  # the key itself is never printed
 
 
@@ -132,33 +133,45 @@ def test_releases_list_without_verifying_reads_records_only(releases: Path):
     assert entries[OLD_ID].status == "expired-retention-due"
 
 
-def test_releases_due_lists_only_what_passed_retention(releases: Path):
-    res = runner.invoke(app, ["releases", "due", str(releases)], env={"COLUMNS": "200"})
+def _pin(signing_key: Path) -> list[str]:
+    return ["--public-key", str(signing_key.with_suffix(".pub"))]
+
+
+def _anchors(signing_key: Path):
+    from deidflow.manifest.trust import resolve_anchors
+
+    return resolve_anchors(public_keys=[signing_key.with_suffix(".pub")])
+
+
+def test_releases_due_lists_only_what_passed_retention(releases: Path, signing_key: Path):
+    res = runner.invoke(app, ["releases", "due", str(releases), *_pin(signing_key)], env={"COLUMNS": "200"})
     assert res.exit_code == 0
     lines = [line for line in res.stdout.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(OLD_ID) and "2025-01-10" in lines[0]
 
 
-def test_purge_refuses_a_release_inside_its_retention(releases: Path):
+def test_purge_refuses_a_release_inside_its_retention(releases: Path, signing_key: Path):
     rid = make_record().release_id
-    res = runner.invoke(app, ["releases", "purge", rid, "--root", str(releases)])
+    res = runner.invoke(app, ["releases", "purge", rid, "--root", str(releases), *_pin(signing_key)])
     assert res.exit_code == 2
     assert "must be kept until 2029-03-14" in res.stderr and "PIPL art. 56" in res.stderr
     assert (releases / rid / "manifest.json").is_file()
 
 
-def test_purge_refuses_a_tampered_release_whatever_its_dates(releases: Path):
-    res = runner.invoke(app, ["releases", "purge", "dsa-2026-018-20260401T1000Z", "--root", str(releases)])
+def test_purge_refuses_a_tampered_release_whatever_its_dates(releases: Path, signing_key: Path):
+    res = runner.invoke(app, ["releases", "purge", "dsa-2026-018-20260401T1000Z", "--root", str(releases),
+                              *_pin(signing_key)])
     assert res.exit_code == 2 and "tampered" in res.stderr
     assert (releases / "dsa-2026-018-20260401T1000Z").is_dir()
 
 
-def test_purge_refuses_an_unknown_release(releases: Path):
-    res = runner.invoke(app, ["releases", "purge", "nope", "--root", str(releases)])
+def test_purge_refuses_an_unknown_release(releases: Path, signing_key: Path):
+    res = runner.invoke(app, ["releases", "purge", "nope", "--root", str(releases), *_pin(signing_key)])
     assert res.exit_code == 2 and "no release 'nope'" in res.stderr
 
 
-def test_purge_deletes_an_expired_release_and_its_exclusion_log(releases: Path, tmp_path: Path):
+def test_purge_deletes_an_expired_release_and_its_exclusion_log(releases: Path, tmp_path: Path,
+                                                                signing_key: Path):
     private = tmp_path / "private"
     (private / "exclusions").mkdir(parents=True)
     log = private / "exclusions" / f"{OLD_ID}.csv"
@@ -166,7 +179,8 @@ def test_purge_deletes_an_expired_release_and_its_exclusion_log(releases: Path, 
     other_log = private / "exclusions" / f"{make_record().release_id}.csv"
     other_log.write_text("subject_id,reason\n", "utf-8")
     res = runner.invoke(
-        app, ["releases", "purge", OLD_ID, "--root", str(releases), "--private", str(private)],
+        app, ["releases", "purge", OLD_ID, "--root", str(releases), "--private", str(private),
+              *_pin(signing_key)],
         env={"COLUMNS": "300"},
     )
     assert res.exit_code == 0, res.output
@@ -175,22 +189,31 @@ def test_purge_deletes_an_expired_release_and_its_exclusion_log(releases: Path, 
     assert f"deleted {releases / OLD_ID}" in res.stdout
 
 
-def test_retention_counts_from_creation_even_if_the_record_says_less(releases: Path):
+def test_retention_counts_from_creation_even_if_the_record_says_less(releases: Path, signing_key: Path):
     """purge uses max(retention_until, created_at + 3 years): at 2025-01-09 the 2022 release is
     still kept, at 2025-01-10 it may go."""
-    index = ReleaseIndex(releases)
+    index = ReleaseIndex(releases, anchors=_anchors(signing_key))
     with pytest.raises(RetentionError, match="2025-01-10"):
         index.purge(OLD_ID, now=datetime(2025, 1, 9, 23, 59, tzinfo=timezone.utc))
     assert index.purge(OLD_ID, now=datetime(2025, 1, 10, 8, 0, tzinfo=timezone.utc)) == [releases / OLD_ID]
 
 
-def test_a_copied_release_is_never_purged_by_its_signed_id(releases: Path, tmp_path: Path):
+def test_a_copied_release_is_never_purged_by_its_signed_id(releases: Path, tmp_path: Path, signing_key: Path):
     """Two directories claiming one signed id: purge goes by directory and refuses the copy."""
     import shutil
 
     shutil.copytree(releases / OLD_ID, releases / "copy-of-old")
-    entries = {e.path.name: e for e in ReleaseIndex(releases).releases()}
+    entries = {e.path.name: e for e in ReleaseIndex(releases, anchors=_anchors(signing_key)).releases()}
     assert any("differs from the signed release id" in p for p in entries["copy-of-old"].problems)
     with pytest.raises(RetentionError, match="renamed or copied"):
-        ReleaseIndex(releases).purge("copy-of-old")
+        ReleaseIndex(releases, anchors=_anchors(signing_key)).purge("copy-of-old")
     assert (releases / "copy-of-old").is_dir()
+
+
+def test_purge_without_a_trusted_key_refuses(releases: Path, tmp_path: Path, monkeypatch):
+    """An expired release whose signer is not anchored cannot be purged: its dates are unproven."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DEIDFLOW_TRUST_FILE", raising=False)
+    res = runner.invoke(app, ["releases", "purge", OLD_ID, "--root", str(releases)])
+    assert res.exit_code == 2 and "no trusted signing key" in res.stderr
+    assert (releases / OLD_ID).is_dir()

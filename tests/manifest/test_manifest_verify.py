@@ -48,8 +48,8 @@ def test_untouched_release_verifies_anchored_and_not(release: Path, signing_key:
     assert anchored.ok and anchored.trust_anchored, anchored.messages()
     assert anchored.subjects_checked == len(RELEASED)
     assert anchored.record is not None and anchored.record.agreement_id == "DSA-2026-017"
-    shipped = verify_release(release)
-    assert shipped.ok and not shipped.trust_anchored
+    shipped = verify_release(release)  # integrity only: never "ok"
+    assert shipped.integrity_ok and not shipped.trust_anchored and not shipped.ok
     assert "trust NOT anchored" in shipped.summary()
 
 
@@ -151,10 +151,10 @@ def test_resigned_by_another_key_fails_only_when_trust_is_anchored(
     (release / "data" / "patients.csv").write_text("patient_id\nx\n", "utf-8")
     os.remove(release / "review.html")  # review names the original key; seal would refuse
     write_manifest(release, record, other)
-    assert verify_release(release).ok  # self-consistent...
+    assert verify_release(release).integrity_ok  # self-consistent...
     report = verify_release(release, signing_key.with_suffix(".pub"))
     assert not report.ok and not report.signature_valid
-    assert any("no signature by key" in m for m in report.messages())
+    assert any("not signed by a trusted executor key" in m for m in report.messages())
 
 
 def test_removed_file_fails_naming_it(release: Path):
@@ -227,9 +227,9 @@ def test_cli_verify_ok_exits_0(release: Path, signing_key: Path):
 
 
 @pytest.mark.parametrize("name", ["data/patients.csv", "manifest.json"])
-def test_cli_verify_tampered_exits_1_naming_the_file(release: Path, name: str):
+def test_cli_verify_tampered_exits_1_naming_the_file(release: Path, name: str, signing_key: Path):
     _flip(release / name, 200)
-    res = runner.invoke(app, ["verify", str(release)])
+    res = runner.invoke(app, ["verify", str(release), "--public-key", str(signing_key.with_suffix(".pub"))])
     assert res.exit_code == 1
     assert "verification FAILED" in res.stderr
     assert f"{name}:" in res.stderr
@@ -243,7 +243,7 @@ def test_cli_verify_missing_public_key_is_a_user_error(release: Path, tmp_path: 
     assert "Traceback" not in res.output
 
 
-def test_cli_verify_real_process_exit_code(release: Path):
+def test_cli_verify_real_process_exit_code(release: Path, signing_key: Path):
     """The installed console script, not the in-process runner: exit status as a shell sees it."""
     import subprocess
     import sys
@@ -251,7 +251,8 @@ def test_cli_verify_real_process_exit_code(release: Path):
     exe = Path(sys.executable).with_name("deidflow")
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "deidflow.cli"]
     _flip(release / "validation.json", 10)
-    proc = subprocess.run([*cmd, "verify", str(release)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*cmd, "verify", str(release), "-k", str(signing_key.with_suffix(".pub"))],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "validation.json: changed since signing" in proc.stderr
 

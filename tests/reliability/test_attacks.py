@@ -165,7 +165,7 @@ def diverse(tmp_path_factory, small_extract):
         # an enclave release (class risk up to 1/3) with room to suppress: finer classes, so
         # the attack below has more to work with than the baseline's few large classes
         r"  model: controlled ": "  model: enclave ",
-        r"max_overall_risk: 0\.05": "max_overall_risk: 0.34",
+        r"max_overall_risk: 0\.05": "max_overall_risk: 0.34\n  override: {reason: \"attack test: finer classes on purpose\"}",
         r"suppression_budget: 0\.02": "suppression_budget: 0.4",
         # birth date withheld, region kept at district level: classes of a few subjects each
         r"hierarchy: \{kind: date, min_level: 1\}": "hierarchy: {kind: date, min_level: 4}",

@@ -276,6 +276,18 @@ def qi_value_not_in_hierarchy(env: Env) -> Path:
     return env.policy
 
 
+def nul_in_note(env: Env) -> Path:
+    """A stray NUL byte of a database export inside one note."""
+    import_consents(env.policy, env.data)
+    def fn(lines: list[str]) -> list[str]:
+        at = len(lines[6].split(",", 4)[4]) // 2 + len(",".join(lines[6].split(",", 4)[:4])) + 1
+        lines[6] = lines[6][:at] + "\x00" + lines[6][at:]  # inside the note's text
+        return lines
+
+    _edit_csv(env.data / "notes.csv", fn)
+    return env.policy
+
+
 def key_file_open_permissions(env: Env) -> Path:
     import_consents(env.policy, env.data)
     os.chmod(env.root / "keys" / "pseudonym.key", 0o644)
@@ -346,8 +358,10 @@ CATALOGUE = [
          column="resident_id", tags=("late",)),
     Case(impossible_event_date, InputError, "not dates", column="admit_date", tags=("late",)),
     Case(mixed_types_region, InputError, "not 6-digit", column="region_code", tags=("late",)),
-    Case(qi_value_not_in_hierarchy, InputError, "missing from the hierarchy.*火星族", file="ethnicity.csv",
+    Case(qi_value_not_in_hierarchy, InputError, r"1 distinct value\(s\) .* missing from the hierarchy \(not shown", file="ethnicity.csv",
          column="ethnicity", tags=("late",)),
+    Case(nul_in_note, InputError, "NUL character", file="notes.csv", column="text", row=7,
+         key="tables.notes.columns.text"),
     Case(key_file_open_permissions, KeyCustodyError, "accessible by group or others", file="pseudonym.key",
          tags=("late",)),
     Case(key_file_not_hex, KeyCustodyError, "not a hexadecimal key", file="pseudonym.key", tags=("late",)),

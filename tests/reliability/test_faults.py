@@ -84,7 +84,7 @@ def test_killed_runs_leave_no_release_and_the_next_run_is_byte_identical(tmp_pat
     assert data_digests(release) == data_digests(baseline.release_dir)
     from deidflow.manifest.verify import verify_release
 
-    assert verify_release(release).ok
+    assert verify_release(release, env.root / "keys" / "signing.pub").ok
 
 
 def test_interrupted_publish_still_records_the_release(tmp_path, small_extract, monkeypatch):

@@ -8,6 +8,11 @@ registry and the private directory, the run's console output at -v, the decoded 
 payload (the DSSE envelope is base64, so a scan of manifest.json alone sees nothing), the derived
 keys, exact-cell matches of short identifiers (two-character names, postcodes) in every released
 table, raw subject and encounter ids, and error messages about bad keys.
+
+Failing runs are scanned too: every case of the bad-input catalogue, on both paths, through one
+Prefect server (`failed_runs`, from test_failures_leak_nothing.py), for the master key and every
+key derived from it in Prefect's database, its decoded result storage, everything written and
+everything printed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from deidflow.keys import KeyRing
 from deidflow.policy import load_policy
 
 from .conftest import SECRET_HEX, Baseline, files_under
+from .test_failures_leak_nothing import _decoded, failed_runs, written_by  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -129,3 +135,17 @@ def test_key_errors_never_echo_the_key(tmp_path, monkeypatch, baseline: Baseline
     ring = KeyRing.from_policy(loaded)
     for shown in (repr(ring), str(ring)):
         assert SECRET_HEX not in shown and SECRET_HEX[:16] not in shown
+
+
+def test_no_key_material_after_failing_runs(failed_runs, baseline: Baseline):
+    """The same key scan after every bad-input case failed, on both paths: what Prefect stored
+    (database, result storage decoded), what the runs wrote and what they printed."""
+    base, policies, results, stderr = failed_runs
+    needles = _key_needles(baseline)  # same recipient and agreement as every case's policy
+    written = written_by(base, policies)
+    assert any(p.suffix == ".db" for p in written)
+    blobs = [(str(p.relative_to(base)), _decoded(p.read_bytes())) for p in written]
+    blobs += [("console output", (stderr + "".join(r["output"] for r in results)).encode())]
+    for where, blob in blobs:
+        for label, needle in needles.items():
+            assert needle not in blob, f"{label} key material in {where}"

@@ -54,29 +54,61 @@ def keys_init(
     out.print(f"public key   {public}  (give this to recipients so they can verify)", soft_wrap=True)
     out.print(f"key id       {kid}", soft_wrap=True)
     out.print(f"fingerprint  {short_key_id(kid)}", soft_wrap=True)
+    out.print("backup       copy the private key to the hospital's key custodian, offline (never "
+              "beside the releases); without it no new release verifies under this key", soft_wrap=True)
+
+
+_PUBLIC_KEY_HELP = "The hospital's public key (.pub), given to you separately; repeatable."
+_TRUST_HELP = "A trust file listing the hospital's signing keys with their owners and roles."
+_POLICY_HELP = "A release policy: trust its keys.trust_file, else its signing key's .pub."
+
+
+def _anchors(public_key: list[Path] | None, trust: Path | None, policy: Path | None):
+    from deidflow.manifest.trust import resolve_anchors
+
+    return resolve_anchors(public_keys=public_key or (), trust_file=trust, policy=policy)
 
 
 def verify(
     release_dir: Path = typer.Argument(..., help="A release directory (holding manifest.json)."),
-    public_key: Optional[Path] = typer.Option(
-        None, "--public-key", "-k", help="The hospital's public key (.pub). Without it, trust is not anchored."
+    public_key: Optional[list[Path]] = typer.Option(None, "--public-key", "-k", help=_PUBLIC_KEY_HELP),
+    trust: Optional[Path] = typer.Option(None, "--trust", help=_TRUST_HELP),
+    policy: Optional[Path] = typer.Option(None, "--policy", help=_POLICY_HELP),
+    shipped_key: bool = typer.Option(
+        False, "--shipped-key",
+        help="Check integrity with the key shipped inside the release (signer.pub). Proves "
+        "nothing about who signed: exits 1 even when every file matches.",
     ),
 ) -> None:
-    """Recompute every file's SHA-256 and check the manifest's signature."""
-    from deidflow.manifest.signing import load_public_key
+    """Recompute every file's SHA-256 and check that a key the hospital trusts signed it.
+
+    Trusted keys come from --public-key, --trust, --policy, $DEIDFLOW_TRUST_FILE, or
+    .deidflow/trust.yaml / .deidflow/keys/signing.pub in the working directory. Exit 0 only
+    for an intact release signed by a trusted key; 1 otherwise; 2 for an operator error."""
     from deidflow.manifest.verify import verify_release
 
     if not release_dir.is_dir():
         _guard(lambda: _raise(DeidflowError(
             "not a directory", file=str(release_dir),
             fix="pass the release directory (the one holding manifest.json)")))
-    if public_key is not None:
-        # A wrong --public-key path is the operator's error (exit 2 with the fix), not
-        # evidence that the release was tampered with (exit 1).
-        _guard(lambda: load_public_key(public_key))
-    report = _guard(lambda: verify_release(release_dir, public_key))
+    if shipped_key:
+        if public_key or trust or policy:
+            _guard(lambda: _raise(DeidflowError(
+                "--shipped-key checks with the release's own key; it cannot be combined with "
+                "trusted keys", key="--shipped-key", fix="drop --shipped-key to verify who signed")))
+        report = _guard(lambda: verify_release(release_dir))
+        colour = "yellow" if report.integrity_ok else "bold red"
+        err.print(f"[{colour}]{report.summary() if report.integrity_ok else 'verification FAILED'}[/]",
+                  highlight=False, soft_wrap=True)
+        for line in report.messages():
+            err.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    # A missing or malformed trust anchor, or one inside the release, is the operator's to fix
+    # (exit 2), not evidence about the release (exit 1).
+    anchors = _guard(lambda: _anchors(public_key, trust, policy))
+    report = _guard(lambda: verify_release(release_dir, anchors=anchors))
     if report.ok:
-        out.print(f"[green]{report.summary()}[/]", highlight=False)
+        out.print(f"[green]{report.summary()}[/]", highlight=False, soft_wrap=True)
         if report.record is not None:
             r = report.record
             out.print(
@@ -93,22 +125,43 @@ def verify(
     raise typer.Exit(1)
 
 
+def _index_anchors(public_key, trust, policy):
+    """Trusted keys for a listing; none found lists releases as untrusted (never verified)."""
+    from deidflow.manifest.trust import TrustError
+
+    try:
+        return _anchors(public_key, trust, policy), None
+    except TrustError as exc:
+        if public_key or trust or policy:
+            raise
+        return None, exc.message
+
+
 @releases_app.command("list")
 def releases_list(
     root: Path = typer.Argument(Path("releases"), help="The output directory of releases."),
-    public_key: Optional[Path] = typer.Option(None, "--public-key", "-k", help="Public key to verify with."),
+    public_key: Optional[list[Path]] = typer.Option(None, "--public-key", "-k", help=_PUBLIC_KEY_HELP),
+    trust: Optional[Path] = typer.Option(None, "--trust", help=_TRUST_HELP),
+    policy: Optional[Path] = typer.Option(None, "--policy", help=_POLICY_HELP),
     check: bool = typer.Option(True, "--verify/--no-verify", help="Recompute digests (slower on large releases)."),
 ) -> None:
-    """Past releases with their integrity and retention status."""
+    """Past releases with their integrity and retention status ("verified" = intact and signed
+    by a trusted key)."""
     from deidflow.manifest.retention import ReleaseIndex
 
-    entries = _guard(lambda: ReleaseIndex(root, public_key_path=public_key).releases(verify=check))
+    anchors, no_anchor = _guard(lambda: _index_anchors(public_key, trust, policy)) if check else (None, None)
+
+    def entries_of():
+        return ReleaseIndex(root, anchors=anchors).releases(verify=check)
+
+    entries = _guard(entries_of)
     t = Table(title=f"releases under {root}", title_justify="left")
     for col in ("release", "created", "recipient", "agreement", "status", "keep until"):
         # fold, never truncate: a release id cut to "dsa-2026-0…" identifies nothing
         t.add_column(col, overflow="fold")
     for x in entries:
-        colour = {"verified": "green", "tampered": "bold red", "unsigned": "red"}.get(x.status, "yellow")
+        colour = {"verified": "green", "tampered": "bold red", "unsigned": "red",
+                  "untrusted": "bold red"}.get(x.status, "yellow")
         t.add_row(
             x.path.name,  # what `releases purge` takes; a differing signed id is listed below
             _day(x.created_at),
@@ -123,22 +176,28 @@ def releases_list(
             out.print(f"{x.path.name}: {problem}", highlight=False, markup=False, soft_wrap=True)
     if not entries:
         out.print("no releases found")
-    elif check and public_key is None:
+    elif no_anchor:
         out.print(
-            "integrity checked against each release's own signer.pub; pass --public-key "
-            "with the hospital's key to prove who signed",
-            soft_wrap=True,
+            f"[yellow]{no_anchor}.[/] No release is shown as verified; pass --public-key, "
+            "--trust or --policy with the hospital's keys.", soft_wrap=True, highlight=False,
         )
+    elif anchors is not None:
+        out.print(f"signatures checked against trusted keys from {anchors.origin}",
+                  soft_wrap=True, highlight=False, markup=False)
 
 
 @releases_app.command("due")
 def releases_due(
     root: Path = typer.Argument(Path("releases"), help="The output directory of releases."),
+    public_key: Optional[list[Path]] = typer.Option(None, "--public-key", "-k", help=_PUBLIC_KEY_HELP),
+    trust: Optional[Path] = typer.Option(None, "--trust", help=_TRUST_HELP),
+    policy: Optional[Path] = typer.Option(None, "--policy", help=_POLICY_HELP),
 ) -> None:
-    """Releases whose retention period (at least 3 years) has passed."""
+    """Releases whose retention period (at least 3 years) has passed (signed by a trusted key:
+    the dates of any other release cannot be trusted)."""
     from deidflow.manifest.retention import ReleaseIndex
 
-    due = _guard(lambda: ReleaseIndex(root).due())
+    due = _guard(lambda: ReleaseIndex(root, anchors=_anchors(public_key, trust, policy)).due())
     for x in due:
         out.print(f"{x.release_id}\tkept until {_day(x.retention_until)}\t{x.path}")
     if not due:
@@ -152,11 +211,19 @@ def releases_purge(
     private_root: Optional[Path] = typer.Option(
         None, "--private", help="The policy's output.private_directory (its exclusions/<release_id>.csv is deleted too)."
     ),
+    public_key: Optional[list[Path]] = typer.Option(None, "--public-key", "-k", help=_PUBLIC_KEY_HELP),
+    trust: Optional[Path] = typer.Option(None, "--trust", help=_TRUST_HELP),
+    policy: Optional[Path] = typer.Option(None, "--policy", help=_POLICY_HELP),
 ) -> None:
-    """Delete a release whose retention period has passed; refuses anything younger."""
+    """Delete a release whose retention period has passed; refuses anything younger, and any
+    release not signed by a trusted key (its dates cannot be trusted)."""
     from deidflow.manifest.retention import ReleaseIndex
 
-    removed = _guard(lambda: ReleaseIndex(root, private_root).purge(release_id))
+    def go():
+        anchors = _anchors(public_key, trust, policy)
+        return ReleaseIndex(root, private_root, anchors=anchors).purge(release_id)
+
+    removed = _guard(go)
     for p in removed:
         out.print(f"deleted {p}")
 

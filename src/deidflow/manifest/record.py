@@ -166,6 +166,9 @@ class ReleaseRecord(_Frozen):
     counts: Counts
     software: Software
     flow_run_id: str | None = None
+    # Limits weaker than GB/T 42460 accepted by the policy's limits.override: its reason,
+    # approver and each departure ("limits.k: 1 < 2"). None when the limits meet the floors.
+    limits_override: dict[str, Any] | None = None
 
     @field_validator("created_at", "started_at", "finished_at", "retention_until")
     @classmethod

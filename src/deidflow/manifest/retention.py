@@ -19,6 +19,7 @@ from pathlib import Path
 from deidflow.errors import DeidflowError
 from deidflow.manifest.record import MIN_RETENTION_YEARS, add_years
 from deidflow.manifest.statement import MANIFEST_NAME
+from deidflow.manifest.trust import TrustAnchors
 from deidflow.manifest.verify import VerifyReport, verify_release
 
 #: `deidflow recheck` writes <output>/deletion-notices/<release_id>/ beside the releases
@@ -34,7 +35,7 @@ class RetentionError(DeidflowError):
 class ReleaseEntry:
     release_id: str
     path: Path
-    integrity: str  # verified | tampered | unsigned | not-checked
+    integrity: str  # verified | untrusted | tampered | unsigned | not-checked
     created_at: datetime | None = None
     recipient: str | None = None
     agreement_id: str | None = None
@@ -44,7 +45,7 @@ class ReleaseEntry:
 
     @property
     def status(self) -> str:
-        if self.integrity in ("tampered", "unsigned"):
+        if self.integrity in ("tampered", "unsigned", "untrusted"):
             return self.integrity
         if self.retention_due:
             return "expired-retention-due"
@@ -59,10 +60,13 @@ class ReleaseIndex:
         root: Path,
         private_root: Path | None = None,
         public_key_path: Path | None = None,
+        anchors: "TrustAnchors | None" = None,
     ) -> None:
         self.root = Path(root)
         self.private_root = Path(private_root) if private_root else None
         self.public_key_path = public_key_path
+        # "verified" needs a trusted key; without anchors a release is at best "untrusted"
+        self.anchors = anchors
 
     def releases(self, now: datetime | None = None, *, verify: bool = True) -> list[ReleaseEntry]:
         now = _now(now)
@@ -133,9 +137,9 @@ class ReleaseIndex:
             return ReleaseEntry(path.name, path, "unsigned", problems=("manifest.json missing",))
         report: VerifyReport | None = None
         if verify:
-            report = verify_release(path, self.public_key_path)
+            report = verify_release(path, self.public_key_path, anchors=self.anchors)
             record = report.record
-            integrity = "verified" if report.ok else "tampered"
+            integrity = "verified" if report.ok else "untrusted" if report.untrusted_only else "tampered"
         else:
             from deidflow.manifest.verify import read_record_unverified
 

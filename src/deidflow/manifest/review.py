@@ -133,9 +133,14 @@ def _verdicts(record: ReleaseRecord, fingerprint: str) -> str:
     exps = v.get("expectations") or []
     failed = sum(1 for x in exps if isinstance(x, Mapping) and not x.get("success"))
     risk_after = record.risk.after
+    shortfalls = gbt42460_shortfalls(record)
+    # A release that does not meet GB/T 42460 never shows a green PASSED: its validation
+    # passed only against the weaker limits the policy's override allowed.
+    green = passed and not shortfalls
+    label = "PASSED" if green else "passed only under overridden limits" if passed else "FAILED"
     parts = [
-        f'<div class="verdict {"pass" if passed else "fail"}">Validation: '
-        f'{"PASSED" if passed else "FAILED"} ({len(exps) - failed}/{len(exps)} checks)</div>',
+        f'<div class="verdict {"pass" if green else "fail"}">Validation: '
+        f'{label} ({len(exps) - failed}/{len(exps)} checks)</div>',
         f'<div class="verdict info">Signed by key {e(short_key_id(fingerprint))}</div>',
         f'<div class="verdict info">Released: {_n(sum(record.counts.released.values()))} rows, '
         f"{_n(record.counts.excluded_for_consent)} excluded for consent, "
@@ -143,7 +148,32 @@ def _verdicts(record: ReleaseRecord, fingerprint: str) -> str:
     ]
     if "k" in risk_after:
         parts.append(f'<div class="verdict info">k after = {e(_fmt(risk_after["k"]))}</div>')
+    if shortfalls:
+        ov = record.limits_override or {}
+        why = (f' Override reason: {e(ov.get("reason", ""))}'
+               + (f' (approved by {e(ov["approved_by"])})' if ov.get("approved_by") else "")
+               if ov else " No override was recorded.")
+        parts.insert(0, '<div class="verdict fail">Does NOT meet GB/T 42460 for the '
+                     f'{e(record.release_model)} model: {e("; ".join(shortfalls))}.{why}</div>')
     return "".join(parts)
+
+
+def gbt42460_shortfalls(record: ReleaseRecord) -> list[str]:
+    """How the release falls short of GB/T 42460 for its model: the policy's overridden
+    limits, and what the release reached (k, class risk Rb, overall risk R) beyond the floors."""
+    out = list((record.limits_override or {}).get("departures", []))
+    after = record.risk.after
+    tau = _TAU.get(record.release_model)
+    k = after.get("k")
+    if isinstance(k, (int, float)) and k < 2:
+        out.append(f"k reached {_fmt(k)} < 2")
+    rb = after.get("max_class_risk")
+    if tau is not None and isinstance(rb, (int, float)) and rb > tau + 1e-12:
+        out.append(f"class risk reached {_fmt(rb)} > τ = {_fmt(tau)}")
+    r = after.get("overall_risk")
+    if isinstance(r, (int, float)) and r > 0.05 + 1e-12:
+        out.append(f"overall risk reached {_fmt(r)} > 0.05")
+    return out
 
 
 def _agreement(r: ReleaseRecord) -> str:

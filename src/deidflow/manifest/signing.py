@@ -92,11 +92,65 @@ def generate_signing_keys(private_key_path: Path) -> tuple[Path, Path]:
     return private_key_path, public_path
 
 
+def check_signing_files(loaded) -> Path:
+    """Both halves of the policy's signing key, checked before any stage runs (a run must not
+    get to publish and only then find it cannot sign):
+
+    - both present: custody checked, and the .pub must be the private key's public half;
+    - signing.key missing beside signing.pub: an error (the private half was lost or moved;
+      a new pair would orphan the key recipients trust);
+    - signing.pub missing: written from the private key;
+    - neither: a new pair is made now, announced with where its backup belongs.
+
+    When the policy names a trust file, the key must be a trusted executor key in it."""
+    from deidflow.keys import announce_key_created
+    from deidflow.manifest.trust import check_release_signer_trusted
+
+    private = loaded.resolve(loaded.policy.keys.signing_key_file)
+    public = public_key_path_for(private)
+    backup = ("with the hospital's key custodian, offline; give the .pub to recipients (and put "
+              "it in the trust file) so that `deidflow verify` can prove who signed")
+    if not private.exists() and public.exists():
+        raise KeyCustodyError(
+            f"the signing key is missing, but its public half {public.name} is there: the private "
+            "key was lost or moved",
+            file=str(private),
+            key="keys.signing_key_file",
+            fix="restore the private key from the key custodian's backup (mode 0600); only if it "
+            f"is lost for good, move {public} away and rerun to make a new pair (recipients then "
+            "need the new public key)",
+        )
+    if not private.exists():
+        generate_signing_keys(private)
+        key = load_signing_key(private)
+        announce_key_created("release signing key pair", private, key_id(key.public_key()), backup)
+    key = load_signing_key(private)
+    if not public.exists():
+        public.write_bytes(public_key_pem(key.public_key()))
+        announce_key_created("public signing key (from the private key)", public,
+                             key_id(key.public_key()), backup)
+    elif key_id(load_public_key(public)) != key_id(key.public_key()):
+        raise KeyCustodyError(
+            f"{public.name} is not the public half of {private.name}",
+            file=str(public),
+            key="keys.signing_key_file",
+            fix="restore the matching pair from backup; recipients verify with the .pub",
+        )
+    check_release_signer_trusted(loaded, key.public_key())
+    return private
+
+
 def ensure_signing_key(private_key_path: Path) -> Path:
-    """The signing key path, creating the key pair on first use (as `keys init` would)."""
+    """The signing key path, creating the key pair on first use (as `keys init` would) and
+    saying so (a release checks both files at its start: `check_signing_files`)."""
     private_key_path = Path(private_key_path)
     if not private_key_path.exists():
+        from deidflow.keys import announce_key_created
+
         generate_signing_keys(private_key_path)
+        announce_key_created("release signing key pair", private_key_path,
+                             key_id(load_signing_key(private_key_path).public_key()),
+                             "with the hospital's key custodian, offline; give the .pub to recipients")
     load_signing_key(private_key_path)  # custody checks now, not at the end of a long run
     return private_key_path
 

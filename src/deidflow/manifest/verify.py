@@ -1,8 +1,9 @@
 """Verify a release directory against its signed manifest.
 
-A recipient runs this with the public key the hospital gave them (trust anchored). Without
-one, the key shipped in the release (signer.pub) is used: that proves the files match what
-*someone* signed, not who, and the report says so.
+A release verifies only when its signature checks out under a key the hospital trusts
+(`deidflow.manifest.trust`: a public key given separately, a trust file, or the policy's
+key). Checked with the key shipped in the release (signer.pub) the files can be shown to match
+what *someone* signed, not who: that is `integrity_ok`, never `ok`.
 
 Every check runs even after one fails, so the report names everything that changed:
 manifest format, signature, each changed / missing / extra file.
@@ -28,6 +29,7 @@ from deidflow.manifest.signing import (
     short_key_id,
     strict_b64decode,
 )
+from deidflow.manifest.trust import REQUIRED_ROLES, KeyRole, TrustAnchors, resolve_anchors
 from deidflow.manifest.statement import (
     MANIFEST_NAME,
     PREDICATE_TYPE,
@@ -59,9 +61,13 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     subjects_checked: int = 0
     record: ReleaseRecord | None = None
+    signer_owner: str | None = None  # owner of the trusted key that signed, from the trust anchors
+    trust_origin: str | None = None  # where the trusted keys came from
+    untrusted: str | None = None  # why the signer is not trusted (None once it is)
 
     @property
-    def ok(self) -> bool:
+    def integrity_ok(self) -> bool:
+        """Files match a manifest whose signature is valid — under *some* key."""
         return (
             self.signature_valid
             and not self.problems
@@ -70,9 +76,29 @@ class VerifyReport:
             and not self.extra
         )
 
+    @property
+    def untrusted_only(self) -> bool:
+        """Nothing wrong with the files or the envelope except that no trusted key signed it
+        (a forgery re-signed with its own key looks like this)."""
+        return (
+            not self.trust_anchored
+            and self.untrusted is not None
+            and not self.problems
+            and not self.changed
+            and not self.missing
+            and not self.extra
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Intact and signed by a key the hospital trusts: the only state to accept."""
+        return self.integrity_ok and self.trust_anchored
+
     def messages(self) -> list[str]:
         """One line per finding, each naming the file it is about."""
         out = list(self.problems)
+        if self.untrusted and not self.trust_anchored:
+            out.append(self.untrusted)
         out += [
             f"{c.name}: changed since signing (sha256 signed {c.expected_sha256[:16]}…, "
             f"found {c.found_sha256[:16]}…)"
@@ -83,17 +109,17 @@ class VerifyReport:
         return out
 
     def summary(self) -> str:
+        who = short_key_id(self.keyid or "")
         if self.ok:
-            who = short_key_id(self.keyid or "")
-            anchor = (
-                "with the public key you supplied"
-                if self.trust_anchored
-                else "with the key shipped inside the release (trust NOT anchored: pass the "
-                "hospital's public key to prove who signed)"
-            )
             return (
                 f"verified: {self.subjects_checked} files match manifest.json, signed by key "
-                f"{who}, checked {anchor}"
+                f"{who} ({self.signer_owner}), a trusted key from {self.trust_origin}"
+            )
+        if self.integrity_ok:
+            return (
+                f"NOT verified: {self.subjects_checked} files match manifest.json signed by key "
+                f"{who}, but that key was shipped inside the release (trust NOT anchored): who signed is "
+                "unproven"
             )
         return "verification FAILED:\n  " + "\n  ".join(self.messages())
 
@@ -106,9 +132,23 @@ class VerifyReport:
             )
 
 
-def verify_release(release_dir: Path, public_key_path: Path | None = None) -> VerifyReport:
+def verify_release(
+    release_dir: Path,
+    public_key_path: Path | None = None,
+    *,
+    anchors: TrustAnchors | None = None,
+) -> VerifyReport:
+    """Check `release_dir` against its manifest and the trusted keys: `anchors`, or the one
+    key at `public_key_path`. With neither, the shipped signer.pub is used and the report can
+    at best be `integrity_ok` (never `ok`). A trusted key file inside the release is refused
+    (TrustError)."""
     release_dir = Path(release_dir)
     report = VerifyReport(release_dir=release_dir)
+    if anchors is None and public_key_path is not None:
+        anchors = resolve_anchors(public_keys=[Path(public_key_path)])
+    if anchors is not None:
+        anchors.refuse_inside(release_dir)
+        report.trust_origin = anchors.origin
     manifest = release_dir / MANIFEST_NAME
     if not release_dir.is_dir():
         report.problems.append(f"{release_dir}: not a directory")
@@ -121,7 +161,14 @@ def verify_release(release_dir: Path, public_key_path: Path | None = None) -> Ve
     statement = _read_statement(envelope, report) if envelope else None
 
     if envelope is not None:
-        _check_signature(release_dir, envelope, public_key_path, report)
+        if anchors is not None:
+            _check_trusted_signature(release_dir, envelope, anchors, report)
+        else:
+            _check_signature(release_dir, envelope, None, report)
+            report.untrusted = (
+                f"{PUBLIC_KEY_NAME}: checked with the key shipped inside the release; a forger "
+                "re-signs with their own key, so this proves nothing about who signed"
+            )
     if statement is not None:
         _check_subjects(release_dir, statement, report)
         try:
@@ -224,6 +271,42 @@ def _check_signature(
             f"{MANIFEST_NAME}: {check.reason} (key from {source}); the manifest was changed "
             "after signing or was signed by another key"
         )
+
+
+def _check_trusted_signature(
+    release_dir: Path, envelope: dict[str, Any], anchors: TrustAnchors, report: VerifyReport
+) -> None:
+    """Valid signatures by trusted keys, one per required role; an untrusted signer is named."""
+    valid_roles: set[KeyRole] = set()
+    for sig in envelope["signatures"]:
+        trusted = anchors.by_id(str(sig.get("keyid")))
+        if trusted is None:
+            continue
+        try:
+            check = check_signature(envelope, trusted.public_key)
+        except (ValueError, KeyError, TypeError) as exc:
+            report.problems.append(f"{MANIFEST_NAME}: signature cannot be checked ({exc})")
+            return
+        if not check.valid:
+            report.problems.append(
+                f"{MANIFEST_NAME}: {check.reason} (trusted key of {trusted.owner}); the manifest "
+                "was changed after signing"
+            )
+            return
+        valid_roles.add(trusted.role)
+        if report.keyid is None or trusted.role is KeyRole.executor:
+            report.keyid, report.signer_owner = trusted.key_id, trusted.owner
+    report.signature_valid = bool(valid_roles)
+    missing = [r for r in REQUIRED_ROLES if r not in valid_roles]
+    if not missing:
+        report.trust_anchored = True
+        return
+    signers = ", ".join(short_key_id(k) for k in report.signer_keyids) or "none"
+    trusted = ", ".join(f"{short_key_id(k.key_id)} ({k.owner}, {k.role.value})" for k in anchors.keys)
+    report.untrusted = (
+        f"{MANIFEST_NAME}: not signed by a trusted {'/'.join(r.value for r in missing)} key: "
+        f"signed by {signers}; trusted keys from {anchors.origin}: {trusted}"
+    )
 
 
 def _check_subjects(release_dir: Path, statement: dict[str, Any], report: VerifyReport) -> None:

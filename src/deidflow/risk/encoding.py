@@ -52,20 +52,21 @@ def encode(
     source: str | None = None,
 ) -> EncodedQI:
     """Encode `values` with a level table (or a function that builds one for the distinct
-    values). A value the table lacks is an error naming the column and the value."""
+    values). A value the table lacks is an error naming the column and how many values are
+    missing — never the values: a cell typed into the wrong column may be a name or an ID."""
     codes, uniques = _factorize_as_text(values)
     table = level_table(uniques) if callable(level_table) else level_table
     table = table.copy()
     table.index = table.index.astype(str)
     missing = uniques.difference(table.index)
     if len(missing):
-        shown = ", ".join(repr(v) for v in list(missing[:5]))
         raise InputError(
-            f"{len(missing)} value(s) are missing from the hierarchy, e.g. {shown}",
+            f"{len(missing)} distinct value(s) of the column are missing from the hierarchy "
+            "(not shown here: a value in the wrong column may identify a person)",
             file=source,
             column=name,
-            fix="add a row for each value to the hierarchy (one row per value, one column "
-            "per level), or correct the data",
+            fix=f"compare the distinct values of column '{name}' in the input with the hierarchy "
+            "and add a row for each (one row per value, one column per level), or correct the data",
         )
     rows = table.loc[uniques]
     maps, labels = [], []

@@ -13,6 +13,12 @@ outside the null space's support) gets another complementary suppression, until 
 The table is long: one row per group with its count, then the margins with "(total)" in the
 summed-over columns. Every hidden count is an empty cell, primary or complementary alike, so the
 table does not say which hidden cells are the small ones.
+
+A label can disclose on its own: "rare diagnosis X" listed beside a hidden count still says
+that someone released has X. `published_table` (what a release writes) therefore also
+publishes as "(suppressed)" every label — a value of the first column, or a combination of the
+others — seen only beside hidden counts, its margin included, and lists the identical lines
+that leaves once.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import pandas as pd
 from deidflow.errors import InputError
 
 TOTAL = "(total)"
+SUPPRESSED = "(suppressed)"
 AUDIT_MAX_WORK = 2e8  # lines^2 x hidden cells ~ cost of one thin SVD; ~1-2 s per audit at the limit
 
 
@@ -129,10 +136,11 @@ def small_cell_table(frame: pd.DataFrame, by: list[str], threshold: int = 5) -> 
         raise InputError(f"small-cell threshold must be a positive integer (got {threshold!r})",
                          key="limits.small_cell", fix="e.g. small_cell: 5")
     labels = frame[by].astype("string")
-    clash = [b for b in by if labels[b].eq(TOTAL).any()]
+    clash = [b for b in by if labels[b].isin([TOTAL, SUPPRESSED]).any()]
     if clash:
         raise InputError(
-            f"column(s) {clash} hold the value {TOTAL!r}, which marks the totals of an aggregate",
+            f"column(s) {clash} hold the value {TOTAL!r} or {SUPPRESSED!r}, which mark the totals "
+            "and hidden labels of an aggregate",
             fix="rename that category before release, or aggregate by another column",
         )
     two_d = len(by) > 1
@@ -184,3 +192,38 @@ def small_cell_table(frame: pd.DataFrame, by: list[str], threshold: int = 5) -> 
     if not audited:
         summary["audited"] = False
     return out, summary
+
+
+def hide_disclosive_labels(table: pd.DataFrame, by: list[str]) -> tuple[pd.DataFrame, int]:
+    """`table` (from `small_cell_table`) with each label seen only beside hidden counts, its
+    margin included, replaced by "(suppressed)"; identical hidden lines are kept once. Returns
+    the table and how many lines had a label hidden."""
+    hidden = table["count"].isna().to_numpy()
+    out = table.copy()
+    first = table[by[0]]
+    rest = table[by[1:]].astype("string").fillna("\x00").agg("\x1f".join, axis=1) if len(by) > 1 else None
+    mask = np.zeros(len(table), dtype=bool)
+    # first column's labels: every line with that value (cells and its row margin) hidden
+    alone = pd.Series(hidden).groupby(first.fillna("\x00").to_numpy()).transform("all").to_numpy()
+    row_alone = alone & first.ne(TOTAL).fillna(True).to_numpy()
+    out.loc[row_alone, by[0]] = SUPPRESSED
+    mask |= row_alone
+    if rest is not None:
+        alone = pd.Series(hidden).groupby(rest.to_numpy()).transform("all").to_numpy()
+        col_alone = alone & ~table[by[1:]].eq(TOTAL).all(axis=1).to_numpy()
+        for b in by[1:]:
+            out.loc[col_alone, b] = SUPPRESSED
+        mask |= col_alone
+    if not mask.any():
+        return table, 0
+    dup = out.duplicated(keep="first").to_numpy() & mask
+    return out.loc[~dup].reset_index(drop=True), int(mask.sum())
+
+
+def published_table(frame: pd.DataFrame, by: list[str], threshold: int = 5) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """What a release writes for an aggregate: `small_cell_table` with disclosive labels hidden."""
+    table, summary = small_cell_table(frame, by, threshold)
+    table, n = hide_disclosive_labels(table, by)
+    summary["labels_hidden"] = n
+    summary["cells"] = int(len(table))
+    return table, summary

@@ -163,6 +163,9 @@ def _outcome(table: str, er: Any) -> ExpectationOutcome:
     columns = columns or list(kwargs.get("quasi_identifiers") or [])
     if kwargs.get("subject_column") and not columns:
         columns = [kwargs["subject_column"]]
+    if isinstance(result.get("columns_with_identifiers"), dict) and result["columns_with_identifiers"]:
+        # the columns that still hold identifiers: what the failure's policy key names
+        columns = [str(c) for c in result["columns_with_identifiers"]]
     raised, message = _exception(er)
     if raised:
         return ExpectationOutcome(
