@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deidflow import identifiers as ids
 from deidflow.errors import InputError, KeyCustodyError, PolicyError
 from deidflow.policy import Column, Role
 from deidflow.techniques import _zh_names as words
@@ -54,36 +55,16 @@ _D = "[0-9]"  # ASCII digits only: RE2 (pyarrow) treats \d differently on non-AS
 _NB = r"(?<![0-9].)"
 _NA = r"(?![0-9])"
 
-# 18-digit resident ID shaped by GB 11643: region (first digit 1-9), birth date 18xx-20xx with
-# a real month and day, sequence, check character. The shape alone is a strong signal: an
-# 18-digit number with a birth date in the middle is an ID whatever its check digit says
-# (most IDs typed into notes by hand carry a wrong one: 887 of 975 in the MultiPriv set).
-_ID18 = (
-    rf"[1-9](?:{_S}{_D}){{5}}{_S}(?:1{_S}[89]|2{_S}0){_S}{_D}{_S}{_D}"
-    rf"{_S}(?:0{_S}[1-9]|1{_S}[0-2]){_S}(?:0{_S}[1-9]|[12]{_S}{_D}|3{_S}[01])"
-    rf"(?:{_S}{_D}){{3}}{_S}[0-9Xx]"
-)
-# 15-digit first-generation ID: region, YYMMDD, sequence.
-_ID15 = rf"[1-9]{_D}{{5}}{_D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{_D}|3[01]){_D}{{3}}"
-# Any 15/18-character ID after an ID label, whatever its shape.
-_ID_LABEL = r"(?:公民身份号码|身份证号码|身份证号|身份证|身份号码|证件号码|证件号|ID号|ID)"
-_ID_ANY = rf"{_D}(?:{_S}{_D}){{14}}(?:(?:{_S}{_D}){{2}}{_S}[0-9Xx])?"  # 15 or 18
-_MOBILE = rf"(?:(?:\+|00)?86{_S})?1{_S}[3-9](?:{_S}{_D}){{9}}"
-_LANDLINE = (
-    rf"(?:[（(]0{_D}{{2,3}}[)）]|0{_D}{{2,3}})[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?"
-    rf"|[48]00{_S}{_D}{{3}}{_S}{_D}{{4}}"
-)
-_EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+# The identifier shapes and labels come from `deidflow.identifiers`, their one home.
+_ID18, _ID15, _ID_ANY = ids.ID18, ids.ID15, ids.ID_ANY
+_ID_LABEL = ids.alternation(ids.ID_LABELS)
+_MOBILE = ids.MOBILE
+_LANDLINE = ids.LANDLINE
+_EMAIL = ids.EMAIL
 _BANK_CARD = rf"{_D}{{16,19}}|{_D}{{4}}(?:[ \-]{_D}{{4}}){{3}}(?:[ \-]?{_D}{{1,3}})?"
-_LABEL_TAIL = r"(?:码)?[:：\s]{0,3}(?:为|是)?[:：\s]{0,3}"
-_INSURANCE_LABEL = (
-    r"(?:医疗保险卡号|医疗保险号|社会保障卡号|医保卡号|医保编号|医保账号|医保号|社保卡号|社保号"
-    r"|参保编号|参保号)"
-)
-_RECORD_LABEL = (
-    r"(?:病历号|病案号|住院号|门诊号|登记号|就诊卡号|就诊号|档案号|患者编号|病人编号|患者ID|病人ID"
-    r"|检查号|影像号|MRN|MRN:)"
-)
+_LABEL_TAIL = ids.LABEL_TAIL
+_INSURANCE_LABEL = ids.alternation(ids.INSURANCE_LABELS)
+_RECORD_LABEL = ids.alternation(ids.RECORD_LABELS)
 _CODE = r"[A-Za-z0-9][A-Za-z0-9\-]{3,31}"
 _YEAR = rf"(?:1{_NB}9|2{_NB}0){_D}{{2}}"
 _DATE_ISO = rf"{_YEAR}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"
@@ -176,12 +157,9 @@ _DETECTORS: dict[str, list[str]] = {
         rf"8{_NB}6{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}",
         rf"1{_NB}{_S}[3-9](?:{_S}{_D}){{9}}{_NA}",
     ],
-    "landline": [
-        rf"[（(]0{_D}{{2,3}}[)）] ?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}",
-        rf"0{_NB}{_D}{{2,3}}[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}",
-        rf"[48]{_NB}00{_S}{_D}{{3}}{_S}{_D}{{4}}{_NA}",
-    ],
+    "landline": ids.RECOGNISERS["landline"].alternatives(),
     "ssn": [_SSN],
+    **{k: ids.RECOGNISERS[k].alternatives() for k in ("passport", "permit", "wechat", "qq", "plate", "ip", "age", "employer")},
     "date": [_DATE_ISO, _DATE_ZH, _DATE_ZH_NUM, _DATE_MD],
     "address": [_ADDRESS_CORE, _ADDRESS_EN],
     "name": [
@@ -218,8 +196,17 @@ PLACEHOLDERS: dict[str, str] = {
     "bank_card": "[卡号]",
     "ssn": "[证件号]",
     "date": "[日期]",
+    **{k: ids.RECOGNISERS[k].placeholder for k in ("passport", "permit", "wechat", "qq", "plate", "ip")},
+    "employer": "[单位]",
+    "age": "[90岁以上]",
     "other": "[标识符]",
 }
+# Shortest value taken after a label: a bed number may be one digit (床号：3), an insurance
+# number is longer than a count, a resident ID after its label at least 14 characters.
+_MIN_LABELLED = {"record_no": 1, "insurance_no": 4, "resident_id": 14}
+# Kinds found by their `identifiers.Recogniser` alone (one finditer each), beside the
+# tuned combined scans above; landlines are found by both.
+_RECOGNISER_KINDS = ("landline", "passport", "permit", "wechat", "qq", "plate", "ip", "age")
 KINDS: tuple[str, ...] = tuple(PLACEHOLDERS)
 """Kinds a span can have (the generic detectors plus `other` for known values of no kind)."""
 
@@ -244,6 +231,9 @@ _DIGIT_FIRST: list[tuple[str, str]] = [
     ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"),
     ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}} ?年 ?(?:0?[1-9]|1[0-2]) ?月(?: ?(?:0?[1-9]|[12]{_D}|3[01]) ?[日号])?"),
     ("date", r"(?<!年.)[0-9]?月[0-3]?[0-9][日号]"),
+    # compact dates (20230609, also exact dates of birth): a year 19xx/20xx, a real month
+    # and day, and nothing more of a number around it
+    ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{_D}|3[01]){_NA}"),
     ("mobile", rf"(?:(?<=0)086|(?<=8)6){_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}"),
     ("mobile", rf"(?<=1){_S}[3-9](?:{_S}{_D}){{9}}{_NA}"),
     ("landline", rf"(?<=0){_D}{{2,3}}[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}"),
@@ -252,9 +242,9 @@ _DIGIT_FIRST: list[tuple[str, str]] = [
 ]
 # One scan for every labelled number (身份证号, 医保卡号, 病案号…): the label says the kind.
 _LABELS: dict[str, str] = {
-    **{w: "resident_id" for w in _ID_LABEL[3:-1].split("|")},
-    **{w: "insurance_no" for w in _INSURANCE_LABEL[3:-1].split("|")},
-    **{w: "record_no" for w in _RECORD_LABEL[3:-1].split("|")},
+    **{w: "record_no" for w in ids.RECORD_LABELS},
+    **{w: "insurance_no" for w in ids.INSURANCE_LABELS},
+    **{w: "resident_id" for w in ids.ID_LABELS},
 }
 _LABELLED = (
     f"(?P<label>{_alternation(_LABELS)}){_LABEL_TAIL}"
@@ -282,13 +272,15 @@ def _firsts(items: Iterable[str]) -> str:
 # the group holding the identifier or None for the whole match). They run as ONE regex whose
 # first character class is the union: one scan instead of ten.
 _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
+    ("employer", _firsts(ids.EMPLOYER_LABELS),
+     _rest(ids.EMPLOYER_LABELS) + _LABEL_TAIL + r"(?P<v>[^，。；;,、\n\x00\s]{2,30})", "v"),
     ("label", _firsts(_LABELS),
      f"(?P<label>{_rest(_LABELS)}){_LABEL_TAIL}"
-     r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){3,31})(?![A-Za-z0-9])", "v"),
+     r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){0,31})(?![A-Za-z0-9])", "v"),
     # any 15/18-digit number up to 8 characters after an ID label: exactly what the
     # validation gate flags (证件号（护照）：…), so the gate never finds what the scrubber left
-    ("resident_id", _firsts(_ID_LABEL[3:-1].split("|")),
-     _rest(_ID_LABEL[3:-1].split("|")) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
+    ("resident_id", _firsts(ids.ID_LABELS),
+     _rest(ids.ID_LABELS) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
     ("mobile", "+", rf"86{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
     ("landline", "（(", rf"0{_D}{{2,3}}[)）] ?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}", None),
     # 二〇二五年三月七日, found from its second character (〇, 零 or 九 are rare; 一 and 二 are not)
@@ -310,6 +302,10 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     ("name", "MDP", rf"{_rest(['Mr', 'Mrs', 'Ms', 'Miss', 'Dr', 'Prof'])}\.? (?P<v>{_NAME_EN})", "v"),
     ("name", "PpNn", rf"(?:(?<=[Pp])atient|(?<=[Nn])ame)[:：]? ?(?P<v>{_NAME_EN})(?=[ ,.;:，。]|$)", "v"),
 ]
+# Companies named without a label (…在杭州某某科技有限公司上班): found from the legal
+# suffix, grown backwards over the name up to a word that ends a sentence part.
+_ORG_SUFFIX = re.compile(r"(?:有限责任公司|股份有限公司|有限公司|集团公司|集团)")
+_ORG_BACK = re.compile(r"[^，。；;,、：:（）()\s\x00在于到去的是从向了职任供]{2,16}\Z")
 _EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}\Z")
 
@@ -367,7 +363,7 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
                 i = m.lastgroup[1:]
                 k = _LABELS[big[m.start():m.end(f"label{i}")]]
                 v = m.group(f"v{i}")
-                if k in kinds and (len(v) >= 14 if k == "resident_id" else len(v) >= 4):
+                if k in kinds and len(v) >= _MIN_LABELLED[k]:
                     append((m.start(f"v{i}"), m.end(f"v{i}"), _KIND_CODE[k]))
             elif group is None:
                 append((m.start(), m.end(), _KIND_CODE[kind]))
@@ -375,6 +371,16 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
                 append((m.start() - 1, m.end(), _KIND_CODE[kind]))
             else:
                 append((m.start(group), m.end(group), _KIND_CODE[kind]))
+    for kind in _RECOGNISER_KINDS:
+        if kind in kinds:
+            code = _KIND_CODE[kind]
+            out.extend((a, b, code) for a, b in ids.RECOGNISERS[kind].find(big))
+    if "employer" in kinds:
+        code = _KIND_CODE["employer"]
+        for m in _ORG_SUFFIX.finditer(big):
+            back = _ORG_BACK.search(big, max(0, m.start() - 16), m.start())
+            if back:
+                append((back.start(), m.end(), code))
     if "email" in kinds and "@" in big:
         code = _KIND_CODE["email"]
         for m in _EMAIL_DOMAIN.finditer(big):
@@ -470,7 +476,7 @@ def known_variants(kind: str, value: str) -> tuple[str, set[str]]:
     """(span kind, the strings to look for) for one known identifier of a subject. The kind
     of the structured column is used where it is a scrub kind (name, mobile…); otherwise the
     value's shape decides."""
-    v = str(value).strip()
+    v = ids.fold(str(value)).strip()
     k = kind if kind in _KIND_CODE else None
     compact = re.sub(r"[ \-]", "", v)
     if k is None:
@@ -558,7 +564,12 @@ def detect_spans(
     starts = np.zeros(len(texts), dtype=np.int64)
     if len(texts) > 1:
         starts[1:] = np.cumsum(lengths[:-1] + 1)
-    big = _SEP.join(texts)
+    # Matched on the folded text (full-width digits, odd spaces and dashes as ASCII): the fold
+    # keeps every character's offset, so the spans are offsets in the original notes.
+    joined = _SEP.join(texts)
+    big = ids.fold(joined)
+    if big is not joined:
+        texts = big.split(_SEP)
     spans = _generic_spans(big, tuple(k for k in kinds if k != "known"))
     if "address" in kinds:
         spans = _extend_addresses(big, spans)
@@ -647,6 +658,9 @@ _CITY = re.compile(
 def _generalise_date(span: str, level: str) -> str:
     """2025-03-07 → 2025-03 (month) or 2025 (year); 2025年3月7日 → 2025年3月 or 2025年;
     3月7日 → 3月 (month; a year cannot be given). Unparsed forms become the placeholder."""
+    if len(span) == 8 and span.isdigit():  # 20230609
+        year, month = span[:4], int(span[4:6])
+        return year if level == "year" else f"{year}-{month:02d}"
     m = _DATE_PARTS.search(span)
     if m is None:
         return PLACEHOLDERS["date"]
@@ -770,11 +784,12 @@ def _scrub_chunk(
     offsets = np.zeros(len(values), dtype=np.int64)
     offsets[1:] = np.cumsum(lengths[:-1] + 1)
     big = _SEP.join(values)
+    folded = ids.fold(big)  # what the detectors read; the replacement slices the original
     spans = spans.sort_values(["row", "start"], kind="stable")
     g_start = (offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()).tolist()
     g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
     span_kinds = spans["kind"].tolist()
-    span_text = [big[s:e] for s, e in zip(g_start, g_end)]
+    span_text = [folded[s:e] for s, e in zip(g_start, g_end)]
     repl: list[str] = []
     pseudo_at, pseudo_kind, pseudo_value = [], [], []
     for i, (kind, text, canonical) in enumerate(zip(span_kinds, span_text, spans["canonical"].tolist())):
@@ -965,7 +980,13 @@ def find_identifiers(texts: pd.Series, known: Iterable[str] | None = None) -> pd
     number, an e-mail address, or any of the `known` literal strings (e.g. every patient name
     in the structured tables). Vectorised: pyarrow's RE2 engine runs one combined regex over
     the column, and the known literals as alternations of a few thousand each."""
-    s = texts.astype("string[pyarrow]")
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # NFKC first (pyarrow's own normalisation, not the scrubber's fold): a full-width
+    # １３８１２３４５６７８ is the same mobile
+    arr = pa.array(texts.astype("string").to_numpy(dtype=object, na_value=None), type=pa.string())
+    s = pd.Series(pc.utf8_normalize(arr, "NFKC"), index=texts.index, dtype="string[pyarrow]")
     hit = s.str.contains(_DIRECT_RE2, regex=True).fillna(False).astype(bool)
     if known is not None:
         literals = sorted({str(k) for k in known if k is not None and len(str(k)) >= 2},
