@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -78,8 +78,31 @@ _ALNUM = "[0-9A-Za-z]"
 
 
 def alternation(words: tuple[str, ...] | list[str]) -> str:
-    """Longest first, so that 身份证号码 wins over 身份证."""
-    return "(?:" + "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True)) + ")"
+    """A regex matching any of `words`, longest first (身份证号码 wins over 身份证), written
+    as a trie: Python's `re` tries alternatives one by one, and a flat list of 700 labels
+    is 700 tries at every position where a trie is one character test per branch."""
+    trie: dict = {}
+    for w in set(words):
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+    return _trie_regex(trie)
+
+
+def _trie_regex(node: dict) -> str:
+    branches = []
+    for ch in sorted((c for c in node if c), key=lambda c: -_depth(node[c])):
+        branches.append(re.escape(ch) + _trie_regex(node[ch]))
+    ends = "" in node
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 and not ends else "(?:" + "|".join(branches) + ")"
+    return body + "?" if ends and not body.startswith("(?:") else (f"(?:{body})?" if ends else body)
+
+
+def _depth(node: dict) -> int:
+    return 1 + max((_depth(v) for k, v in node.items() if k), default=0)
 
 
 @dataclass(frozen=True)
@@ -101,7 +124,7 @@ class Recogniser:
     edge: str = _ALNUM
     check: Callable[[str], bool] | None = None
     gloss: str = ""
-    shapes: tuple[str, ...] = field(default=())
+    starts: str = ""  # every character a `pattern` match can begin with (for `scan`)
 
     def python(self) -> _Either:
         """Free-text form (compiled); the identifier is the group `v`."""
@@ -131,8 +154,14 @@ class Recogniser:
     def find(self, text: str) -> list[tuple[int, int]]:
         """(start, end) of every value in `text` (already folded), validated."""
         out = []
-        for m in self.python().finditer(text):
-            s, e = m.span("v")
+        edge = _edge(self.edge)
+        n = len(text)
+        for m in _scan(self).finditer(text):
+            s, e = m.span(m.lastgroup)
+            # the edges are tested here rather than as a look-behind in front of the
+            # pattern, which would stop `re` from skipping in C to the first characters
+            if (s > 0 and edge(text[s - 1])) or (e < n and edge(text[e])):
+                continue
             if self.check is None or self.check(text[s:e]):
                 out.append((s, e))
         return out
@@ -161,6 +190,23 @@ def _python(r: Recogniser) -> _Either:
 
     body = re.sub(r"\(\?P<v>", rename, body)
     return _Either(re.compile(body), n)
+
+
+@lru_cache(maxsize=None)
+def _edge(cls: str) -> Callable[[str], bool]:
+    return re.compile(cls).fullmatch  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=None)
+def _scan(r: Recogniser) -> re.Pattern[str]:
+    """The scanning form `find` runs: the alternatives without their edge look-arounds,
+    each value a group of its own (a, b)."""
+    parts = []
+    if r.pattern is not None:
+        parts.append(f"(?P<a>{r.pattern})")
+    if r.labels:
+        parts.append(f"{alternation(r.labels)}{LABEL_TAIL}(?P<b>{r.after_label or r.pattern})")
+    return re.compile("|".join(parts))
 
 
 class _Either:
@@ -254,16 +300,16 @@ MAC = r"[0-9A-Fa-f]{2}(?:[:\-][0-9A-Fa-f]{2}){5}"
 RECOGNISERS: dict[str, Recogniser] = {
     r.kind: r
     for r in (
-        Recogniser("resident_id", "[身份证号]", pattern=f"{ID18}|{ID15}", labels=ID_LABELS,
+        Recogniser("resident_id", "[身份证号]", pattern=f"{ID18}|{ID15}", starts="123456789", labels=ID_LABELS,
                    after_label=ID_ANY, edge="[0-9]", check=_resident_id_ok,
                    gloss="居民身份证号 (GB 11643): 18 or 15 digits with a birth date"),
-        Recogniser("mobile", "[电话]", pattern=MOBILE, edge="[0-9]",
+        Recogniser("mobile", "[电话]", pattern=MOBILE, starts="+081", edge="[0-9]",
                    gloss="mainland mobile, +86/0086 optional, any grouping"),
-        Recogniser("landline", "[电话]", pattern=LANDLINE, labels=LANDLINE_LABELS,
+        Recogniser("landline", "[电话]", pattern=LANDLINE, starts="(（0+48", labels=LANDLINE_LABELS,
                    after_label=rf"{D}{{7,8}}|{D}{{3,4}}[ \-]{D}{{4}}", edge="[0-9]",
                    gloss="fixed line with area code in any bracket/dash/space spelling; fax"),
-        Recogniser("email", "[邮箱]", pattern=EMAIL, edge=r"[A-Za-z0-9._%+\-]", gloss="e-mail"),
-        Recogniser("passport", "[证件号]", pattern=PASSPORT,
+        Recogniser("email", "[邮箱]", pattern=EMAIL, starts="", edge=r"[A-Za-z0-9._%+\-]", gloss="e-mail"),
+        Recogniser("passport", "[证件号]", pattern=PASSPORT, starts="DdEeGgPpSs",
                    labels=("护照号码", "护照号", "护照"), after_label=r"[A-Za-z]{0,2}[0-9]{6,10}",
                    gloss="passport E/G + 8 digits, E + letter + 7 digits"),
         Recogniser("permit", "[证件号]", pattern=None, labels=PERMIT_LABELS,
@@ -275,11 +321,11 @@ RECOGNISERS: dict[str, Recogniser] = {
                    gloss="WeChat id after its label"),
         Recogniser("qq", "[社交账号]", pattern=None, labels=("QQ号码", "QQ号", "QQ", "qq", "扣扣"),
                    after_label=r"[1-9][0-9]{4,11}", edge="[0-9]", gloss="QQ number after its label"),
-        Recogniser("plate", "[车牌号]", pattern=PLATE, labels=("车牌号码", "车牌号", "车牌", "车架号", "VIN"),
+        Recogniser("plate", "[车牌号]", pattern=PLATE, starts=PLATE_PROVINCES, labels=("车牌号码", "车牌号", "车牌", "车架号", "VIN"),
                    after_label=rf"{PLATE}|{VIN}", gloss="licence plate (京A12345, new-energy), VIN"),
-        Recogniser("ip", "[网络标识]", pattern=rf"{IPV4_OCTET}(?:\.{IPV4_OCTET}){{3}}|{URL}|{MAC}",
+        Recogniser("ip", "[网络标识]", starts="0123456789hwABCDEFabcdef", pattern=rf"{IPV4_OCTET}(?:\.{IPV4_OCTET}){{3}}|{URL}|{MAC}",
                    edge="[0-9A-Za-z.]", gloss="IPv4, URL, MAC address"),
-        Recogniser("age", "[90岁以上]", pattern=r"(?:9[0-9]|1[0-2][0-9]) ?(?:周岁|岁)",
+        Recogniser("age", "[90岁以上]", starts="91", pattern=r"(?:9[0-9]|1[0-2][0-9]) ?(?:周岁|岁)",
                    labels=("年龄", "年纪", "享年"), after_label=r"(?:9[0-9]|1[0-2][0-9])(?: ?(?:周岁|岁))?",
                    edge="[0-9]", gloss="ages over 89 (HIPAA's 90+; GB/T 42460 Annex B age)"),
         Recogniser("employer", "[单位]", pattern=None, labels=EMPLOYER_LABELS,
@@ -296,6 +342,45 @@ RECOGNISERS: dict[str, Recogniser] = {
 
 def whole_value(kind: str) -> str:
     return RECOGNISERS[kind].whole()
+
+
+@lru_cache(maxsize=32)
+def _combined(kinds: tuple[str, ...]) -> tuple[re.Pattern[str], dict[str, Recogniser]]:
+    """One regex for the shapes and labels of `kinds`, opened by a look-ahead on the union of
+    the characters they can start with, so that `re` skips to candidates in C."""
+    parts, groups, firsts = [], {}, set()
+    for i, kind in enumerate(kinds):
+        r = RECOGNISERS[kind]
+        if r.pattern is not None:
+            if not r.starts:
+                raise ValueError(f"{kind}: starts is needed to scan for its shape")
+            parts.append(f"(?P<s{i}>{r.pattern})")
+            groups[f"s{i}"] = r
+            firsts |= set(r.starts)
+        if r.labels:
+            parts.append(f"{alternation(r.labels)}{LABEL_TAIL}(?P<l{i}>{r.after_label or r.pattern})")
+            groups[f"l{i}"] = r
+            firsts |= {w[0] for w in r.labels}
+    cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(firsts))
+    return re.compile(f"(?=[{cls}])(?:" + "|".join(parts) + ")"), groups
+
+
+def scan(text: str, kinds: tuple[str, ...]) -> list[tuple[int, int, str]]:
+    """(start, end, kind) of every identifier of `kinds` in `text` (already folded): one
+    pass for them all, then each candidate's edges and check."""
+    rx, groups = _combined(tuple(kinds))
+    n = len(text)
+    out = []
+    for m in rx.finditer(text):
+        g = m.lastgroup
+        r = groups[g]
+        s, e = m.span(g)
+        edge = _edge(r.edge)
+        if (s > 0 and edge(text[s - 1])) or (e < n and edge(text[e])):
+            continue
+        if r.check is None or r.check(text[s:e]):
+            out.append((s, e, r.kind))
+    return out
 
 
 # GB 11643-1999: weights 2^(17-i) mod 11 for the first 17 digits; check = map[sum mod 11].

@@ -250,14 +250,30 @@ _LABELLED = (
     f"(?P<label>{_alternation(_LABELS)}){_LABEL_TAIL}"
     r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){3,31})(?![A-Za-z0-9])"
 )
+# Every labelled number (身份证号, 医保卡号, 病理号, 床号…) in one scan of its own: the
+# labels as a trie let `re` skip in C to the characters a label can start with.
+_LABEL_RX = re.compile(
+    f"(?P<label>{ids.alternation(list(_LABELS))}){_LABEL_TAIL}"
+    r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){0,31})(?![A-Za-z0-9])"
+)
+_EMPLOYER_RX = re.compile(
+    ids.alternation(ids.EMPLOYER_LABELS) + _LABEL_TAIL + r"(?P<v>[^，。；;,、\n\x00\s]{2,30})")
 _FREE_GUARD = rf"(?<=[{_SINGLE_FREE}])(?<![担现出兼继升就调委聘信]任)"
 
 
 def _rest(items: Iterable[str]) -> str:
     """An alternation of words with each word's first character already consumed by the
     shared first-character class: (?:(?<=患)者|(?<=病)人|…), longest first."""
-    ordered = sorted(set(items), key=len, reverse=True)
-    return "(?:" + "|".join(f"(?<={re.escape(w[0])}){re.escape(w[1:])}" for w in ordered) + ")"
+    by_first: dict[str, list[str]] = {}
+    for w in set(items):
+        by_first.setdefault(w[0], []).append(w[1:])
+    parts = []
+    for first, rests in sorted(by_first.items()):
+        rest = ids.alternation([r for r in rests if r]) if any(rests) else ""
+        if "" in rests and rest:
+            rest = f"(?:{rest})?"
+        parts.append(f"(?<={re.escape(first)}){rest}")
+    return "(?:" + "|".join(parts) + ")"
 
 
 def _class_escape(chars: str) -> str:
@@ -272,11 +288,6 @@ def _firsts(items: Iterable[str]) -> str:
 # the group holding the identifier or None for the whole match). They run as ONE regex whose
 # first character class is the union: one scan instead of ten.
 _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
-    ("employer", _firsts(ids.EMPLOYER_LABELS),
-     _rest(ids.EMPLOYER_LABELS) + _LABEL_TAIL + r"(?P<v>[^，。；;,、\n\x00\s]{2,30})", "v"),
-    ("label", _firsts(_LABELS),
-     f"(?P<label>{_rest(_LABELS)}){_LABEL_TAIL}"
-     r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){0,31})(?![A-Za-z0-9])", "v"),
     # any 15/18-digit number up to 8 characters after an ID label: exactly what the
     # validation gate flags (证件号（护照）：…), so the gate never finds what the scrubber left
     ("resident_id", _firsts(ids.ID_LABELS),
@@ -323,8 +334,7 @@ def _compiled(kinds: tuple[str, ...]) -> tuple[Any, Any]:
             groups[f"a{i}"] = k
             parts.append(f"(?P<a{i}>{p})")
         digit = re.compile(rf"[0-9]{_NB}(?:" + "|".join(parts) + ")")
-    selected = [alt for alt in _OTHER_FIRST
-                if alt[0] in kinds or (alt[0] == "label" and set(kinds) & set(_LABELS.values()))]
+    selected = [alt for alt in _OTHER_FIRST if alt[0] in kinds]
     others = None
     other_groups: dict[str, tuple[str, str | None]] = {}
     if selected:
@@ -359,22 +369,23 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
     if other is not None:
         for m in other.finditer(big):
             kind, group = other_groups[m.lastgroup]
-            if kind == "label":
-                i = m.lastgroup[1:]
-                k = _LABELS[big[m.start():m.end(f"label{i}")]]
-                v = m.group(f"v{i}")
-                if k in kinds and len(v) >= _MIN_LABELLED[k]:
-                    append((m.start(f"v{i}"), m.end(f"v{i}"), _KIND_CODE[k]))
-            elif group is None:
+            if group is None:
                 append((m.start(), m.end(), _KIND_CODE[kind]))
             elif group == "back1":
                 append((m.start() - 1, m.end(), _KIND_CODE[kind]))
             else:
                 append((m.start(group), m.end(group), _KIND_CODE[kind]))
-    for kind in _RECOGNISER_KINDS:
-        if kind in kinds:
-            code = _KIND_CODE[kind]
-            out.extend((a, b, code) for a, b in ids.RECOGNISERS[kind].find(big))
+    if set(kinds) & {"record_no", "insurance_no", "resident_id"}:
+        for m in _LABEL_RX.finditer(big):
+            k = _LABELS[m.group("label")]
+            if k in kinds and len(m.group("v")) >= _MIN_LABELLED[k]:
+                append((m.start("v"), m.end("v"), _KIND_CODE[k]))
+    if "employer" in kinds:
+        code = _KIND_CODE["employer"]
+        out.extend((m.start("v"), m.end("v"), code) for m in _EMPLOYER_RX.finditer(big))
+    by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
+    if by_recogniser:
+        out.extend((a, b, _KIND_CODE[k]) for a, b, k in ids.scan(big, by_recogniser))
     if "employer" in kinds:
         code = _KIND_CODE["employer"]
         for m in _ORG_SUFFIX.finditer(big):
