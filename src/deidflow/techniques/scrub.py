@@ -43,6 +43,7 @@ from deidflow import identifiers as ids
 from deidflow.errors import InputError, KeyCustodyError, PolicyError
 from deidflow.policy import Column, Role
 from deidflow.techniques import _zh_names as words
+from deidflow.techniques import names
 from deidflow.techniques.base import ApplyContext, Technique
 
 # --- building blocks -----------------------------------------------------------------------
@@ -409,6 +410,22 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
     return out
 
 
+def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The names read by `techniques.names` added, and every name span checked against the
+    clinical vocabulary (患者安返病房 keeps 安返; 王伟高血压 ends at 伟)."""
+    code = _KIND_CODE["name"]
+    out = []
+    for s, e, k in spans:
+        if k == code:
+            e2 = names.plausible(big, s, e)
+            if e2 is None:
+                continue
+            e = e2
+        out.append((s, e, k))
+    out.extend((s, e, code) for s, e in names.find_names(big))
+    return out
+
+
 def _extend_addresses(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     """Grow each Chinese address core (中山路123号) backwards over the place words before it
     (黑龙江省哈尔滨市南岗区), stopping at words that end a sentence part (住, 于, 在, ：, ，)."""
@@ -584,6 +601,8 @@ def detect_spans(
     spans = _generic_spans(big, tuple(k for k in kinds if k != "known"))
     if "address" in kinds:
         spans = _extend_addresses(big, spans)
+    if "name" in kinds:
+        spans = _checked_names(big, spans)
 
     # A name found in context is a name wherever else it occurs in the same note.
     name_code = _KIND_CODE["name"]
