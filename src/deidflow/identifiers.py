@@ -254,7 +254,7 @@ MOBILE = rf"(?:(?:\+|00)?86{S})?1{S}[3-9](?:{S}{D}){{9}}"
 # a local number of 7-8 digits, optionally grouped, optional extension; 400/800 numbers.
 _AREA = rf"(?:[(（]0?{D}{{2,3}}[)）]|0{D}{{2,3}}|(?:\+|00)86{S}[(（]?0?{D}{{2,3}}[)）]?)"
 LANDLINE = (
-    rf"{_AREA}{S}{D}{{3,4}}{S}{D}{{4}}(?:(?:转|-|ext\.?){D}{{1,5}})?"
+    rf"{_AREA}{S}(?:{D}{{3,4}}{S}{D}{{4}}|{D}{{4}}{S}{D}{{3}})(?:(?:转|-|ext\.?){D}{{1,5}})?"
     rf"|[48]00{S}{D}{{3}}{S}{D}{{4}}"
 )
 LANDLINE_LABELS = ("联系电话", "办公电话", "家庭电话", "固定电话", "固话", "座机", "电话", "传真",
@@ -306,7 +306,7 @@ RECOGNISERS: dict[str, Recogniser] = {
         Recogniser("mobile", "[电话]", pattern=MOBILE, starts="+081", edge="[0-9]",
                    gloss="mainland mobile, +86/0086 optional, any grouping"),
         Recogniser("landline", "[电话]", pattern=LANDLINE, starts="(（0+48", labels=LANDLINE_LABELS,
-                   after_label=rf"{D}{{7,8}}|{D}{{3,4}}[ \-]{D}{{4}}", edge="[0-9]",
+                   after_label=rf"{LANDLINE}|{D}{{7,8}}|{D}{{4}}[ \-]{D}{{4}}", edge="[0-9]",
                    gloss="fixed line with area code in any bracket/dash/space spelling; fax"),
         Recogniser("email", "[邮箱]", pattern=EMAIL, starts="", edge=r"[A-Za-z0-9._%+\-]", gloss="e-mail"),
         Recogniser("passport", "[证件号]", pattern=PASSPORT, starts="DdEeGgPpSs",

@@ -55,6 +55,8 @@ def _model() -> tuple[frozenset[str], frozenset[str], dict[str, tuple[str, ...]]
 _BOUNDARY = frozenset("，,。.；;：:、！!？?（）()[]【】<>《》“”\"'‘’ \t\n\r\x00/|-—")
 _SOFT = frozenset(words.SOFT_GIVEN)
 _FUNCTION = frozenset(words.FUNCTION_GIVEN)
+# Verbs that follow a name: after one, 和/有 closed the name (之妻麻凤和陪护, 其子雷浩和代诉).
+_VERBS_AFTER = frozenset("陪说称述示签去到回离转送请问答讲听看叫找让给做需该嘱行予诉已代")
 # Characters before a lone surname that make "surname + title" a person (请李主任会诊,
 # 由王医生), besides punctuation and the start of the text.
 _BEFORE_LONE = frozenset("请由与和及同向给对被让嘱经找问叫跟为随找报告知")
@@ -111,8 +113,9 @@ def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
         c = text[p]
         if c not in given or _clinical_at(text, p) or _ENDERS_RX.match(text, p):
             break  # 王伟高血压, 王伟医师: the name ends before the word
-        if slot == 1 and c in _FUNCTION and not _ends_name(text, p + 1):
-            break  # 王伟和李娜, 李明有高血压
+        if slot == 1 and c in _FUNCTION and not (_ends_name(text, p + 1) or (
+                p + 1 < n and text[p + 1] in _VERBS_AFTER)):
+            break  # 王伟和李娜, 李明有高血压; but 之妻麻凤和陪护
         if slot == 1 and c in _SOFT and _clinical_at(text, p + 1):
             break
         k = p + 1
@@ -151,9 +154,10 @@ def find_names(text: str) -> list[tuple[int, int]]:
             if e != t:
                 continue
             if e - s == len(text[s:_surname_end(text, s) or s]):  # surname alone
-                if text[s] in words.FUNCTION_SURNAMES:
-                    continue  # 由医生告知
                 before = text[s - 1] if s > 0 else "\x00"
+                if text[s] in words.PREPOSITION_SURNAMES and not (
+                        before in _BOUNDARY and text[s] in "于都那应相初时但来"):
+                    continue  # 由医生告知; but 。于大夫查房
                 if not (before in _BOUNDARY or before in _BEFORE_LONE or not ("\u4e00" <= before <= "\u9fff")):
                     continue
             out.append((s, e))
