@@ -71,6 +71,7 @@ _CONTEXT_RX = re.compile(
     r"[:：\s]{0,2}(?:为|是|叫|名叫|系)?[:：\s]{0,1}"
 )
 _TITLE_RX = re.compile(ids.alternation(words.TITLES))
+_SEX_AFTER_RX = re.compile(r"[，,（( ][男女](?:[，,、）) ]|性)")
 
 
 def _clinical_at(text: str, i: int) -> bool:
@@ -142,6 +143,16 @@ def find_names(text: str) -> list[tuple[int, int]]:
                 i = e + 1
                 continue
             break
+    for m in _SEX_AFTER_RX.finditer(text):
+        # 王春生，男，66岁 / 欧阳明月（女，3岁）: a name at the start of a line or sentence
+        t = m.start()
+        for back in (4, 3, 2):
+            s = t - back
+            if s < 0 or not (s == 0 or text[s - 1] in _BOUNDARY or text[s - 1] in "者"):
+                continue
+            if name_at(text, s) == t:
+                out.append((s, t))
+                break
     for m in _TITLE_RX.finditer(text):
         t = m.start()
         for back in (4, 3, 2, 1):
