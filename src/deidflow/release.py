@@ -672,6 +672,11 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     # Each subject's known identifiers, for the scrubber: built only if a column is scrubbed.
     scrubbed = any(c.technique == "scrub" for t in policy.tables.values() for c in t.columns.values())
     known = known_identifiers(subject_raw, loaded) if scrubbed else None
+    if known is not None:  # every direct identifier of every table (attending doctors…)
+        from deidflow.techniques.scrub import known_from_tables
+
+        known = known_from_tables(known, policy, lambda t, cols, i: _gated_part(work, t, i, cols),
+                                  index, state.partitions)
 
     # The memory engine applies a table's columns on a few threads: the techniques' work is in
     # numpy, Arrow and cryptography calls that release the GIL (two CMAC columns on two threads

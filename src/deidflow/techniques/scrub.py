@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -547,12 +548,64 @@ def _known_table(known: pd.DataFrame | None) -> dict[str, list[tuple[str, int, s
     for sid, kind, value in zip(frame["subject_id"].astype(str), frame["kind"].astype(str),
                                 frame["value"].astype(str)):
         k, variants = known_variants(kind, value)
+        if sid == EVERYONE:
+            # in every note only the whole value (and its spellings): 王某 or a given name
+            # alone of some doctor would scrub words in everybody's notes
+            v = ids.fold(value).strip()
+            compact = re.sub(r"[ \-]", "", v)
+            variants = {v} if k == "name" else {x for x in variants if len(x) >= len(compact)}
         code = _KIND_CODE[k]
         entries = table.setdefault(sid, [])
         entries.extend((var, code, value.strip()) for var in variants)
     for entries in table.values():
         entries.sort(key=lambda t: -len(t[0]))
     return table
+
+
+EVERYONE = "*"
+"""subject_id of the known values searched in every note (staff, contacts of any subject)."""
+EVERYONE_MAX = 50_000
+"""Most distinct values searched in every note (one trie regex); past it, other tables'
+values are known for their own subject's notes only."""
+
+
+@lru_cache(maxsize=8)
+def _everyone_regex(entries: tuple[tuple[str, int], ...]) -> tuple[re.Pattern[str], dict[str, int]]:
+    codes = {v: c for v, c in entries}
+    return re.compile(ids.alternation(list(codes))), codes
+
+
+def known_from_tables(known: pd.DataFrame, policy: Any, read: Any, index: int, partitions: int) -> pd.DataFrame:
+    """`known` (the subject table's values per subject) with every direct identifier of every
+    other table of the release: per subject from this partition's rows (`read(table, columns,
+    partition)`), and, while there are at most EVERYONE_MAX distinct values over all
+    partitions, for every note (`EVERYONE`): the attending doctor of one patient is named in
+    another patient's note."""
+    parts = [known]
+    everyone: dict[str, str] = {}
+    for name, tspec in policy.tables.items():
+        if name == policy.subject_table:
+            continue
+        cols = [c for c, cs in tspec.columns.items() if cs.role is Role.direct_identifier]
+        if not cols:
+            continue
+        link = tspec.subject_column
+        frame = read(name, [link, *cols], index)
+        for col in cols:
+            part = pd.DataFrame({"subject_id": frame[link].astype("string"), "kind": col,
+                                 "value": frame[col].astype("string")}).dropna()
+            parts.append(part.drop_duplicates())
+        for i in range(partitions):
+            if len(everyone) > EVERYONE_MAX:
+                break
+            other = frame if i == index else read(name, cols, i)
+            for col in cols:
+                for v in other[col].dropna().astype(str).unique():
+                    everyone.setdefault(v, col)
+    if 0 < len(everyone) <= EVERYONE_MAX:
+        parts.append(pd.DataFrame({"subject_id": EVERYONE, "kind": list(everyone.values()),
+                                   "value": list(everyone)}))
+    return pd.concat(parts, ignore_index=True).astype("string")
 
 
 def _find_all(text: str, needle: str, offset: int, code: int, out: list, canon: list | None,
@@ -623,6 +676,15 @@ def detect_spans(
     if "known" in kinds and subject_ids is not None and (known is not None or table is not None):
         if table is None:
             table = _known_table(known)
+        glob = table.get(EVERYONE)
+        if glob:
+            rx, codes = _everyone_regex(tuple((v, c) for v, c, _ in glob))
+            for m in rx.finditer(big):
+                v = m.group()
+                if v[0].isdigit() and ((m.start() > 0 and big[m.start() - 1].isdigit())
+                                       or (m.end() < len(big) and big[m.end()].isdigit())):
+                    continue
+                spans.append((m.start(), m.end(), codes[v]))
         for row, sid in enumerate(subject_ids):
             entries = table.get(str(sid))
             if not entries:
@@ -1031,3 +1093,99 @@ def find_identifiers(texts: pd.Series, known: Iterable[str] | None = None) -> pd
             found = s[rest].str.contains(pat, regex=True).fillna(False).astype(bool)
             hit.loc[found.index[found.to_numpy()]] = True
     return pd.Series(hit.to_numpy(dtype=bool), index=texts.index)
+
+
+# --- one CSV file, for trying the scrubber before a release ---------------------------------
+
+SAFE_DEFAULTS: dict[str, Any] = {"replace": "placeholder", "dates": "month", "kinds": list(DETECTORS)}
+"""The scrubbing of `deidflow scrub` without a policy: every detector, typed placeholders,
+dates cut to the month."""
+
+
+def _read_text(path: Path, encoding: str) -> tuple[str, str]:
+    """The file's text and the codec it was read with; a clear error for a file that is not
+    in the encoding asked for (auto: UTF-8, then GB18030)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", file=str(path), fix="pass the path of a CSV file") from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a CSV file", file=str(path), fix="pass the path of a CSV file") from None
+    codecs = ("utf-8-sig", "gb18030") if encoding.lower() == "auto" else (encoding,)
+    for codec in codecs:
+        try:
+            return raw.decode(codec), codec
+        except LookupError:
+            raise InputError(f"unknown encoding '{encoding}'", file=str(path),
+                             fix="use --encoding utf-8, gb18030, gbk or auto") from None
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            bad = exc
+    raise InputError(
+        f"does not decode as {' or '.join(codecs)} (first bad byte on line {line})",
+        file=str(path), row=line,
+        fix="re-save the file as UTF-8, or pass its real encoding with --encoding (e.g. gb18030)",
+    ) from bad
+
+
+def scrub_settings(policy_path: Path | None, column: str) -> tuple[dict[str, Any], bytes | None]:
+    """The scrub parameters a release would use for `column` (the policy's scrubbed column of
+    that name, else its first scrubbed column) and the text key if they pseudonymise; the safe
+    defaults without a policy."""
+    if policy_path is None:
+        return dict(SAFE_DEFAULTS), None
+    from deidflow.policy import load_policy
+
+    loaded = load_policy(policy_path)
+    specs = [(c, s) for t in loaded.policy.tables.values() for c, s in t.columns.items()
+             if s.technique == "scrub"]
+    if not specs:
+        raise PolicyError("the policy scrubs no column", file=str(policy_path),
+                          fix="give a free-text column 'technique: scrub', or omit --policy for the safe defaults")
+    spec = next((s for c, s in specs if c == column), specs[0][1])
+    Scrub().check(column, spec)
+    params = {"replace": spec.params.get("replace", "placeholder"), "dates": spec.params.get("dates"),
+              "kinds": list(spec.params.get("kinds", DETECTORS))}
+    key = None
+    if Scrub()._uses_key(spec):
+        from deidflow.keys import KeyRing
+
+        key = KeyRing.from_policy(loaded).derive(str(spec.params.get("scope", "scrub")), purpose="scrub")
+    return params, key
+
+
+def scrub_csv(source: Path, column: str, out: Path, *, policy: Path | None = None,
+              encoding: str = "auto") -> dict[str, int]:
+    """Scrub one column of a CSV file as a release would, keeping every other column, every
+    value's text and the row order; write `out` (UTF-8) atomically. Returns the number of
+    spans replaced per kind (never a value)."""
+    import csv
+    import io
+    import os
+
+    params, key = scrub_settings(policy, column)
+    text, _ = _read_text(source, encoding)
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.ParserError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise InputError("not a well-formed CSV file (a row has more fields than the header)",
+                         file=str(source), row=int(m.group(1)) if m else None,
+                         fix="quote fields that hold commas or line breaks, then rerun") from None
+    except pd.errors.EmptyDataError:
+        raise InputError("the file is empty", file=str(source), fix="pass a CSV file with a header row") from None
+    if column not in frame.columns:
+        raise InputError(f"no column '{column}' (columns: {', '.join(map(str, frame.columns))})",
+                         file=str(source), column=column,
+                         fix="pass the free-text column's header with --column")
+    scrubbed, counts = scrub_texts(frame[column], kinds=params["kinds"], replace=params["replace"],
+                                   dates=params["dates"], key=key)
+    frame[column] = scrubbed.fillna("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        frame.to_csv(tmp, index=False, encoding="utf-8", quoting=csv.QUOTE_MINIMAL)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counts
