@@ -984,10 +984,16 @@ def validate(work: Path) -> dict[str, Any]:
     if not report.success:
         failed = [e for e in state.validation.get("expectations", []) if not e.get("success")]
         lines = "; ".join(e.get("explanation", e.get("type", "?")) for e in failed) or "see the validation report"
+        from deidflow.validation import direct  # identifiers left: the scrubber's to fix
+
+        scrub_fix = direct.gate_fix(e.get("type", "") for e in failed)
+        if scrub_fix:
+            direct.write_leak_log(_private_dir(loaded) / "gate" / f"{state.release_id}.json",
+                                  direct.leak_rows(tables, failed, known))
         raise GateFailed(
             f"the validation gate failed, nothing was published: {lines}",
-            key="limits",
-            fix="relax the policy only if the data-sharing agreement allows it; otherwise "
+            key=None if scrub_fix else "limits",
+            fix=scrub_fix or "relax the policy only if the data-sharing agreement allows it; otherwise "
             "generalise or suppress more (see the validation report for the failing check)",
         )
     return {"success": True, "expectations": len(state.validation.get("expectations", []))}

@@ -308,13 +308,28 @@ def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = 
     # the scrubber's generic detectors; the input's own strings by hashed windows
     hit = np.array(find_identifiers(texts.to_pandas(), None), dtype=bool)  # a writable copy
     if known:
+        # the second opinion (`validation.direct`): the input's own values, as written and
+        # normalised, independent of the scrubber's recognisers
+        from deidflow.validation import direct
+
         rest = np.flatnonzero(~hit)
-        hit[rest] = known.substring_hits(texts.take(pa.array(rest)))
+        hit[rest] = direct.known_hits(texts.take(pa.array(rest)), known)
     if not hit.any():
         return {"rows": 0, "kinds": []}
+    from deidflow.validation import direct
+
+    found = texts.filter(pa.array(hit))
+    by_kind = {k: count_rows(_spread(hit, m)) for k, m in direct.kinds_of(found, known).items()}
     return {"rows": count_rows(hit),
-            "kinds": identifier_kinds(texts.filter(pa.array(hit)), known,
-                                      whole_value=whole_value)}
+            "kinds": sorted(by_kind) or identifier_kinds(found, known, whole_value=whole_value),
+            "by_kind": by_kind}
+
+
+def _spread(hit: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A mask over the hit values, as a mask over all values."""
+    out = np.zeros(len(hit), dtype=bool)
+    out[np.flatnonzero(hit)[mask]] = True
+    return out
 
 
 def identifier_kinds(texts: Any, known: StringSet, *, whole_value: bool = False,
@@ -637,8 +652,10 @@ class ExpectNoDirectIdentifiers(DeidflowExpectation):
         if not bad:
             return (f"direct identifiers: none found in {result.get('columns_checked', 0)} "
                     "column(s) checked")
-        parts = [f"'{c}': {h['rows']} row(s) with {', '.join(h['kinds'])}" for c, h in bad.items()]
-        return "direct identifiers left: " + "; ".join(parts)
+        from deidflow.validation import direct
+
+        return ("direct identifiers left: " + "; ".join(direct.explain(c, h) for c, h in bad.items())
+                + " (fix the scrubbing settings, not the risk limits)")
 
 
 class ExpectSubjectsToBeConsented(DeidflowExpectation):
