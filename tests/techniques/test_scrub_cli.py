@@ -54,7 +54,7 @@ def test_scrubs_one_column_and_keeps_the_rest(elsewhere):
 
 def test_policy_settings_are_the_release_settings(elsewhere, tmp_path):
     policy = (REPO / "configs" / "release.yaml").read_text(encoding="utf-8")
-    policy = policy.replace("params: {replace: placeholder, dates: month}", "params: {replace: placeholder, dates: year}")
+    policy = policy.replace("dates: shift, shift_days: 30, ages: remove", "dates: year")
     (tmp_path / "policy.yaml").write_text(policy.replace("../data_samples/", str(REPO / "data_samples") + "/"),
                                           encoding="utf-8")
     res = run("scrub", "notes.csv", "--column", "text", "--out", "o.csv", "--policy",

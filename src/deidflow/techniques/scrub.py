@@ -413,6 +413,64 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
     return out
 
 
+# An age in a note: 66岁, 3 周岁, 年龄：66, 年龄 66岁 (months and days of infants too).
+_ANY_AGE = re.compile(
+    r"(?<![0-9.])[0-9]{1,3} ?(?:周岁|岁(?:[0-9]{1,2}个?月)?|个月)|(?<=年龄[:：])[0-9]{1,3}(?![0-9.])"
+    r"|(?<=年龄)[0-9]{1,3}(?![0-9.])")
+_AGE_NUMBER = re.compile(r"[0-9]{1,3}")
+
+
+def _age_text(span: str, ages: Any) -> str:
+    """An age mention replaced: removed ("[年龄]"), or cut to a band of `ages` years (60-69岁;
+    90 and over as 90岁以上)."""
+    if ages == "remove":
+        return "[年龄]"
+    m = _AGE_NUMBER.search(span)
+    if m is None:
+        return "[年龄]"
+    width = int(ages)
+    if "月" in span and "岁" not in span:  # an infant's months: under one year
+        return f"0-{width - 1}岁"
+    years = int(m.group())
+    if years >= 90:
+        return "90岁以上"
+    lo = years // width * width
+    return f"{lo}-{min(lo + width - 1, 89)}岁"
+
+
+_ISO_LIKE = re.compile(r"((?:19|20)[0-9]{2})\s?[年\-/.]\s?([0-9]{1,2})\s?[月\-/.]\s?([0-9]{1,2})")
+_MONTH_DAY = re.compile(r"([0-9]{1,2})月([0-9]{1,2})[日号]")
+
+
+def _shift_date(span: str, offset: int) -> str:
+    """A date in a note moved by its subject's offset (the same as the structured dates), in
+    the spelling it had (2023-06-09, 2023年6月9日, 20230609, 6月9日); a date without a day
+    (2023年6月) becomes the placeholder, since it cannot be moved consistently."""
+    import datetime as dt
+
+    try:
+        if len(span) == 8 and span.isdigit():
+            d = dt.date(int(span[:4]), int(span[4:6]), int(span[6:]))
+            return (d + dt.timedelta(days=int(offset))).strftime("%Y%m%d")
+        m = _ISO_LIKE.search(span)
+        if m:
+            d = dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+            n = d + dt.timedelta(days=int(offset))
+            if "年" in span:
+                return f"{n.year}年{n.month}月{n.day}日"
+            sep = next(c for c in span[4:] if c in "-/.")
+            if len(m.group(2)) == 2:
+                return f"{n.year}{sep}{n.month:02d}{sep}{n.day:02d}"
+            return f"{n.year}{sep}{n.month}{sep}{n.day}"
+        m = _MONTH_DAY.search(span)
+        if m:  # no year: moved within a non-leap year
+            n = dt.date(2001, int(m.group(1)), int(m.group(2))) + dt.timedelta(days=int(offset))
+            return f"{n.month}月{n.day}日"
+    except ValueError:
+        pass
+    return PLACEHOLDERS["date"]
+
+
 def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     """The names read by `techniques.names` added, and every name span checked against the
     clinical vocabulary (患者安返病房 keeps 安返; 王伟高血压 ends at 伟)."""
@@ -631,6 +689,7 @@ def detect_spans(
     known: pd.DataFrame | None = None,
     *,
     table: dict[str, list[tuple[str, int, str]]] | None = None,
+    all_ages: bool = False,
 ) -> pd.DataFrame:
     """Every identifier span in `texts`, merged: columns row, start, end (offsets in the
     note), kind, canonical (the structured value a known match stands for, else None).
@@ -654,6 +713,9 @@ def detect_spans(
     if big is not joined:
         texts = big.split(_SEP)
     spans = _generic_spans(big, tuple(k for k in kinds if k != "known"))
+    if all_ages:  # ages are quasi-identifiers: every one, not only those over 89
+        code = _KIND_CODE["age"]
+        spans.extend((m.start(), m.end(), code) for m in _ANY_AGE.finditer(big))
     if "address" in kinds:
         spans = _extend_addresses(big, spans)
     if "name" in kinds:
@@ -739,7 +801,7 @@ def _merge(spans: list[tuple[int, int, int]], starts: np.ndarray,
 
 MODES = ("placeholder", "pseudonym", "generalise")
 GENERALISABLE = ("date", "address")
-DATE_LEVELS = ("keep", "month", "year", "placeholder", "pseudonym")
+DATE_LEVELS = ("keep", "month", "year", "placeholder", "pseudonym", "shift")
 
 _DATE_PARTS = re.compile(r"((?:19|20)[0-9]{2})\s?[年\-/.]\s?([0-9]{1,2})|(?<![0-9])([0-9]{1,2})月")
 _CITY = re.compile(
@@ -823,13 +885,21 @@ def scrub_texts(
     subject_ids: pd.Series | None = None,
     known: pd.DataFrame | None = None,
     key: bytes | None = None,
+    ages: Any = "keep",
+    date_offsets: np.ndarray | None = None,
 ) -> tuple[pd.Series, dict[str, int]]:
     """Scrubbed copy of `texts` (nulls stay null) and the number of spans replaced per kind.
 
     `replace` is one mode for every kind or a mapping kind → mode (with an optional
-    `default`); `dates` (month, year, placeholder, pseudonym, keep) overrides the mode for
-    dates. `key` is needed when any kind is pseudonymised.
+    `default`); `dates` (month, year, placeholder, pseudonym, keep, shift) overrides the
+    mode for dates; `shift` moves each date by the row's `date_offsets` (days). `ages`: keep
+    (only those over 89 become "[90岁以上]"), remove, or a band width in years. `key` is
+    needed when any kind is pseudonymised.
     """
+    if dates == "shift" and date_offsets is None:
+        raise PolicyError("dates: shift needs each note's date offset",
+                          fix="run the scrubber inside a release (it passes the subject's offset), "
+                          "or choose dates: month, year or placeholder")
     modes = _modes(replace, dates)
     kinds = tuple(k for k in kinds if not (k == "date" and dates == "keep"))
     present = texts.notna().to_numpy()
@@ -847,7 +917,8 @@ def scrub_texts(
     for lo in range(0, len(values), CHUNK):
         part, part_counts = _scrub_chunk(
             values[lo:lo + CHUNK], None if sids is None else sids[lo:lo + CHUNK], kinds, modes,
-            dates, table, key, texts.name,
+            dates, table, key, texts.name, ages,
+            None if date_offsets is None else np.asarray(date_offsets)[lo:lo + CHUNK],
         )
         scrubbed.extend(part)
         for kind, n in part_counts.items():
@@ -867,9 +938,11 @@ def _scrub_chunk(
     table: dict[str, list[tuple[str, int, str]]] | None,
     key: bytes | None,
     column: Any,
+    ages: Any = "keep",
+    shifts: np.ndarray | None = None,
 ) -> tuple[list[str], dict[str, int]]:
     """One chunk of notes scrubbed: detection, replacement texts, one pass of slicing."""
-    spans = detect_spans(values, kinds, sids, None, table=table)
+    spans = detect_spans(values, kinds, sids, None, table=table, all_ages=ages != "keep")
     counts = {str(k): int(n) for k, n in spans["kind"].value_counts().items()}
     if spans.empty:
         return values, counts
@@ -883,12 +956,17 @@ def _scrub_chunk(
     g_start = (offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()).tolist()
     g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
     span_kinds = spans["kind"].tolist()
+    span_rows = spans["row"].tolist()
     span_text = [folded[s:e] for s, e in zip(g_start, g_end)]
     repl: list[str] = []
     pseudo_at, pseudo_kind, pseudo_value = [], [], []
     for i, (kind, text, canonical) in enumerate(zip(span_kinds, span_text, spans["canonical"].tolist())):
         mode = modes.get(kind, modes["default"])
-        if kind == "date" and dates in ("month", "year"):
+        if kind == "age" and ages != "keep":
+            repl.append(_age_text(text, ages))
+        elif kind == "date" and dates == "shift" and shifts is not None:
+            repl.append(_shift_date(text, int(shifts[span_rows[i]])))
+        elif kind == "date" and dates in ("month", "year"):
             repl.append(_generalise_date(text, dates))
         elif mode == "generalise" and kind == "address":
             repl.append(_generalise_address(text))
@@ -933,6 +1011,23 @@ def _modes(replace: Mapping[str, str] | str, dates: str | None) -> dict[str, str
 # --- the technique ----------------------------------------------------------------------------
 
 
+def _not_covered(p: Mapping[str, Any]) -> list[str]:
+    """Quasi-identifiers a scrubbed note may still carry, which the risk the manifest claims
+    (computed on the structured quasi-identifiers) does not count: said plainly."""
+    out = ["sex words (男, 女) and the clinical content of the notes"]
+    if p.get("ages", "keep") == "keep":
+        out.append("ages under 90 as written (set params.ages: remove or a band width)")
+    elif p.get("ages") != "remove":
+        out.append(f"ages in {p['ages']}-year bands")
+    if p.get("dates") in (None, "keep"):
+        out.append("dates as written")
+    elif p.get("dates") in ("month", "year"):
+        out.append(f"the true {p['dates']} of dates (not shifted: set params.dates: shift)")
+    elif p.get("dates") == "shift":
+        out.append("dates shifted by each subject's offset, as the structured dates")
+    return out
+
+
 class Scrub(Technique):
     """Find identifiers in free text and replace each span (placeholder, keyed pseudonym, or a
     generalised value), matching every note against its own subject's known identifiers.
@@ -946,7 +1041,7 @@ class Scrub(Technique):
 
     name = "scrub"
     roles = frozenset({Role.free_text})
-    allowed_params = frozenset({"replace", "dates", "kinds", "scope"})
+    allowed_params = frozenset({"replace", "dates", "kinds", "scope", "ages", "shift_days", "shift_scope"})
 
     def check(self, column: str, spec: Column) -> None:
         super().check(column, spec)
@@ -1000,6 +1095,22 @@ class Scrub(Technique):
                 f"column '{column}': params.scope must be a non-empty string",
                 fix="omit it (scrub) or name the pseudonym scope, e.g. scope: notes",
             )
+        ages = p.get("ages", "keep")
+        if ages not in ("keep", "remove") and not (isinstance(ages, int) and not isinstance(ages, bool)
+                                                  and 1 <= ages <= 50):
+            raise PolicyError(
+                f"column '{column}': params.ages must be keep, remove or a band width in years "
+                f"(got {ages!r})",
+                fix="ages: remove (every age becomes [年龄]) or e.g. ages: 10 (66岁 → 60-69岁)",
+            )
+        if dates == "shift":
+            days = p.get("shift_days")
+            if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650:
+                raise PolicyError(
+                    f"column '{column}': dates: shift needs params.shift_days, the max_days of the "
+                    "structured dates' date_shift (the same offset moves both)",
+                    fix="e.g. dates: shift, shift_days: 30 (as note_date: date_shift max_days: 30)",
+                )
 
     def _uses_key(self, spec: Column) -> bool:
         replace = spec.params.get("replace", "placeholder")
@@ -1017,8 +1128,24 @@ class Scrub(Technique):
                     fix="load it with KeyRing.from_policy(loaded) and pass it in the ApplyContext",
                 )
             key = ctx.keyring.derive(str(p.get("scope", "scrub")), purpose="scrub")
+        offsets = None
+        if p.get("dates") == "shift":
+            # the same keyed per-subject offset as the date_shift technique: a note's dates
+            # move with the subject's structured dates, never back to the true month
+            from deidflow.techniques import dateshift
+
+            if ctx.keyring is None:
+                raise KeyCustodyError(
+                    "shifting dates in free text needs the key ring", column=ctx.column,
+                    fix="load it with KeyRing.from_policy(loaded) and pass it in the ApplyContext",
+                )
+            dkey = ctx.keyring.derive(str(p.get("shift_scope", dateshift.DEFAULT_SCOPE)),
+                                      purpose="date_shift", algorithm=dateshift.ALGORITHM)
+            offsets = dateshift.subject_offsets(ctx.subject_ids, dkey, int(p["shift_days"]), memo=ctx.memo)
         out, counts = scrub_texts(
             values,
+            ages=p.get("ages", "keep"),
+            date_offsets=offsets,
             kinds=p.get("kinds", DETECTORS),
             replace=p.get("replace", "placeholder"),
             dates=p.get("dates"),
@@ -1038,8 +1165,13 @@ class Scrub(Technique):
                 "replace": p.get("replace", "placeholder"),
                 "dates": p.get("dates"),
                 "kinds": list(p.get("kinds", DETECTORS)),
+                "ages": p.get("ages", "keep"),
             },
+            # what the scrubber leaves that the risk figures of the manifest do not count
+            "not_covered_by_risk": _not_covered(p),
         }
+        if p.get("dates") == "shift":
+            out["params"]["shift_days"] = p["shift_days"]
         if self._uses_key(spec):
             scope = str(p.get("scope", "scrub"))
             out["params"]["scope"] = scope
@@ -1145,7 +1277,11 @@ def scrub_settings(policy_path: Path | None, column: str) -> tuple[dict[str, Any
     spec = next((s for c, s in specs if c == column), specs[0][1])
     Scrub().check(column, spec)
     params = {"replace": spec.params.get("replace", "placeholder"), "dates": spec.params.get("dates"),
-              "kinds": list(spec.params.get("kinds", DETECTORS))}
+              "kinds": list(spec.params.get("kinds", DETECTORS)), "ages": spec.params.get("ages", "keep")}
+    if params["dates"] == "shift":
+        # one CSV has no subject to take the offset from: the dates are cut to the month,
+        # which is never finer than what the release writes
+        params["dates"] = "month"
     key = None
     if Scrub()._uses_key(spec):
         from deidflow.keys import KeyRing
@@ -1179,7 +1315,7 @@ def scrub_csv(source: Path, column: str, out: Path, *, policy: Path | None = Non
                          file=str(source), column=column,
                          fix="pass the free-text column's header with --column")
     scrubbed, counts = scrub_texts(frame[column], kinds=params["kinds"], replace=params["replace"],
-                                   dates=params["dates"], key=key)
+                                   dates=params["dates"], key=key, ages=params.get("ages", "keep"))
     frame[column] = scrubbed.fillna("")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

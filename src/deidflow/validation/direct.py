@@ -34,12 +34,23 @@ SCRUB_FIX = (
 )
 
 
+# The groupings people write numbers in (mobile 3-4-4, resident ID 6-8-4 and 6-4-4-4), joined
+# back. Only these: joining every digit run across a dash would turn 2024-01-26 into 20240126,
+# which holds many a six-digit postcode.
+_GROUPINGS = (
+    (r"(^|[^0-9])(1[3-9][0-9])[ \-]+([0-9]{4})[ \-]+([0-9]{4})([^0-9]|$)", r"\1\2\3\4\5"),
+    (r"(^|[^0-9])([0-9]{6})[ \-]+([0-9]{8})[ \-]+([0-9]{3}[0-9Xx])([^0-9]|$)", r"\1\2\3\4\5"),
+    (r"(^|[^0-9])([0-9]{6})[ \-]+([0-9]{4})[ \-]+([0-9]{4})[ \-]+([0-9]{3}[0-9Xx])([^0-9]|$)",
+     r"\1\2\3\4\5\6"),
+)
+
+
 def normalised(texts: Any) -> pa.Array:
-    """NFKC, and spaces or dashes between two digits removed (138 1234-5678 → 13812345678)."""
+    """NFKC, and mobile and ID numbers written in groups joined (138 1234-5678 → 13812345678)."""
     arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, type=pa.string())
     arr = pc.utf8_normalize(arr, "NFKC")
-    for _ in range(2):  # "1 2 3": the second pass joins what the first one's overlap left
-        arr = pc.replace_substring_regex(arr, r"([0-9])[ \-]+([0-9])", r"\1\2")
+    for pattern, joined in _GROUPINGS:
+        arr = pc.replace_substring_regex(arr, pattern, joined)
     return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
