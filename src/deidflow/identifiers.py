@@ -323,8 +323,8 @@ RECOGNISERS: dict[str, Recogniser] = {
                    after_label=r"[1-9][0-9]{4,11}", edge="[0-9]", gloss="QQ number after its label"),
         Recogniser("plate", "[车牌号]", pattern=PLATE, starts=PLATE_PROVINCES, labels=("车牌号码", "车牌号", "车牌", "车架号", "VIN"),
                    after_label=rf"{PLATE}|{VIN}", gloss="licence plate (京A12345, new-energy), VIN"),
-        Recogniser("ip", "[网络标识]", starts="0123456789hwABCDEFabcdef", pattern=rf"{IPV4_OCTET}(?:\.{IPV4_OCTET}){{3}}|{URL}|{MAC}",
-                   edge="[0-9A-Za-z.]", gloss="IPv4, URL, MAC address"),
+        Recogniser("ip", "[网络标识]", starts="0123456789hw", pattern=rf"{IPV4_OCTET}(?:\.{IPV4_OCTET}){{3}}|{URL}|{MAC}",
+                   edge="[0-9A-Za-z.]", gloss="IPv4, URL, MAC address (those starting with a digit)"),
         Recogniser("age", "[90岁以上]", starts="91", pattern=r"(?:9[0-9]|1[0-2][0-9]) ?(?:周岁|岁)",
                    labels=("年龄", "年纪", "享年"), after_label=r"(?:9[0-9]|1[0-2][0-9])(?: ?(?:周岁|岁))?",
                    edge="[0-9]", gloss="ages over 89 (HIPAA's 90+; GB/T 42460 Annex B age)"),
@@ -345,33 +345,39 @@ def whole_value(kind: str) -> str:
 
 
 @lru_cache(maxsize=32)
-def _combined(kinds: tuple[str, ...]) -> tuple[re.Pattern[str], dict[str, Recogniser]]:
-    """One regex for the shapes and labels of `kinds`, opened by a look-ahead on the union of
-    the characters they can start with, so that `re` skips to candidates in C."""
-    parts, groups, firsts = [], {}, set()
+def _combined(kinds: tuple[str, ...]) -> tuple[list[re.Pattern[str]], dict[str, Recogniser]]:
+    """Two regexes for `kinds`: their labels (a trie, which `re` skips to in C), and their
+    shapes, opened by a look-ahead on the characters the shapes can start with."""
+    shapes, labels, groups, firsts, label_firsts = [], [], {}, set(), set()
     for i, kind in enumerate(kinds):
         r = RECOGNISERS[kind]
         if r.pattern is not None:
             if not r.starts:
                 raise ValueError(f"{kind}: starts is needed to scan for its shape")
-            parts.append(f"(?P<s{i}>{r.pattern})")
+            shapes.append(f"(?P<s{i}>{r.pattern})")
             groups[f"s{i}"] = r
             firsts |= set(r.starts)
         if r.labels:
-            parts.append(f"{alternation(r.labels)}{LABEL_TAIL}(?P<l{i}>{r.after_label or r.pattern})")
+            labels.append(f"{alternation(r.labels)}{LABEL_TAIL}(?P<l{i}>{r.after_label or r.pattern})")
             groups[f"l{i}"] = r
-            firsts |= {w[0] for w in r.labels}
-    cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(firsts))
-    return re.compile(f"(?=[{cls}])(?:" + "|".join(parts) + ")"), groups
+            label_firsts |= {w[0] for w in r.labels}
+    out = []
+    if labels:
+        cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(label_firsts))
+        out.append(re.compile(f"(?=[{cls}])(?:" + "|".join(labels) + ")"))
+    if shapes:
+        cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(firsts))
+        out.append(re.compile(f"(?=[{cls}])(?:" + "|".join(shapes) + ")"))
+    return out, groups
 
 
 def scan(text: str, kinds: tuple[str, ...]) -> list[tuple[int, int, str]]:
     """(start, end, kind) of every identifier of `kinds` in `text` (already folded): one
     pass for them all, then each candidate's edges and check."""
-    rx, groups = _combined(tuple(kinds))
+    rxs, groups = _combined(tuple(kinds))
     n = len(text)
     out = []
-    for m in rx.finditer(text):
+    for m in (m for rx in rxs for m in rx.finditer(text)):
         g = m.lastgroup
         r = groups[g]
         s, e = m.span(g)

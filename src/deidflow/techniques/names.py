@@ -52,6 +52,8 @@ def _model() -> tuple[frozenset[str], frozenset[str], dict[str, tuple[str, ...]]
     return given, single, {c: tuple(sorted(ws, key=len, reverse=True)) for c, ws in clinical.items()}
 
 
+_GIVEN, _SINGLE, _CLINICAL = _model()
+CLINICAL_FIRSTS = frozenset(_CLINICAL)  # a span holding none of these holds no clinical word
 _BOUNDARY = frozenset("，,。.；;：:、！!？?（）()[]【】<>《》“”\"'‘’ \t\n\r\x00/|-—")
 _SOFT = frozenset(words.SOFT_GIVEN)
 _FUNCTION = frozenset(words.FUNCTION_GIVEN)
@@ -75,8 +77,8 @@ _SEX_AFTER_RX = re.compile(r"[，,（( ][男女](?:[，,、）) ]|性)")
 
 
 def _clinical_at(text: str, i: int) -> bool:
-    ws = _model()[2].get(text[i]) if i < len(text) else None
-    return bool(ws) and any(text.startswith(w, i) for w in ws)
+    ws = _CLINICAL.get(text[i]) if i < len(text) else None
+    return ws is not None and any(text.startswith(w, i) for w in ws)
 
 
 def _ends_name(text: str, p: int) -> bool:
@@ -84,11 +86,19 @@ def _ends_name(text: str, p: int) -> bool:
     return p >= len(text) or text[p] in _BOUNDARY or _ENDERS_RX.match(text, p) is not None
 
 
+_COMPOUND_BY_FIRST: dict[str, tuple[str, ...]] = {}
+for _c in _COMPOUNDS:
+    _COMPOUND_BY_FIRST[_c[0]] = (*_COMPOUND_BY_FIRST.get(_c[0], ()), _c)
+
+
 def _surname_end(text: str, i: int) -> int | None:
-    for c in _COMPOUNDS:
+    if i >= len(text):
+        return None
+    ch = text[i]
+    for c in _COMPOUND_BY_FIRST.get(ch, ()):
         if text.startswith(c, i):
             return i + len(c)
-    if i < len(text) and text[i] in _model()[1]:
+    if ch in _SINGLE:
         return i + 1
     return None
 
@@ -96,7 +106,7 @@ def _surname_end(text: str, i: int) -> int | None:
 def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
     """End of the name whose surname starts at `i`, or None. `lone`: a surname alone counts
     (before a title: 李主任)."""
-    given, _, _ = _model()
+    given = _GIVEN
     j = _surname_end(text, i)
     if j is None or _clinical_at(text, i):
         return None

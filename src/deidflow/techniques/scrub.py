@@ -477,7 +477,7 @@ def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[in
     code = _KIND_CODE["name"]
     out = []
     for s, e, k in spans:
-        if k == code:
+        if k == code and not names.CLINICAL_FIRSTS.isdisjoint(big[s:e]):
             e2 = names.plausible(big, s, e)
             if e2 is None:
                 continue
