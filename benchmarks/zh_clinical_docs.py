@@ -270,6 +270,53 @@ TEMPLATES = {
     },
 }
 
+# A second held-out split, written after the first read of `eval` (and after two fixes it
+# prompted): new templates and seed over the eval name pools, read once.
+POOLS["eval2"] = POOLS["eval"]
+TEMPLATES["eval2"] = {
+    "门诊病历": [
+        "就诊时间：{date}  门诊号 {rec:门诊号}\n{patient}（男，{age90}）主诉腹痛2天。查体：{phrase}，{eponym}。\n"
+        "诊断：{disease}（{icd}）。处方：{drug} {dose}。\n患者本人手机 {mobile}，座机 {landline}。\n医生：{doctor}",
+    ],
+    "出院小结": [
+        "【出院小结】{hospital}{department}\n患者姓名 {patient}，身份证 {rid}，住院号 {rec:住院号}。\n"
+        "经{doctor_title}及{doctor}主治医师共同诊治，{phrase}。化验：{lab}。\n出院医嘱：{drug} {dose}；{phrase}。\n"
+        "患者配偶{relative}已签字，工作单位：{employer}。出院日期：{date}",
+    ],
+    "检验报告": [
+        "检验报告（{department}）\n病人：{patient}  床号：{rec:床号}  标本编号：{rec:标本编号}\n"
+        "检测结果：{lab}；{lab}。\n检验员：{nurse}    审核人：{doctor}    报告时间：{date}",
+    ],
+    "护理记录": [
+        "护理交班记录\n{date} 夜班：{phrase}，{lab}，遵嘱{drug} {dose}。\n患者女儿{relative}陪护（联系方式：{mobile}）。\n"
+        "交班护士：{nurse}  接班护士：{nurse}",
+    ],
+    "会诊意见": [
+        "多学科会诊纪要  {date}\n参加人员：{doctor}、{doctor}、{doctor}\n主持人：{doctor_title}\n"
+        "意见：{disease}，{eponym}，建议{drug} {dose}。记录：{nurse}",
+    ],
+    "转诊单": [
+        "上转单\n转出单位：{hospital}  患者：{spaced}  年龄：{age90}\n护照号码：{passport}  台胞证：{permit}\n"
+        "医保卡号：{ins}\n诊断：{disease} {icd}。转诊医生签名：{sign}  联系电话：{landline}",
+    ],
+    "手术记录": [
+        "手术记录\n主刀医师：{doctor}  助手：{doctor}、{doctor}  洗手护士：{nurse}\n麻醉方式：全麻  麻醉医师：{doctor}\n"
+        "术中{phrase}。切除标本送病理（病理号 {rec:病理号}）。术后{drug} {dose}。手术日期：{date}",
+    ],
+    "随访记录": [
+        "出院后随访\n随访日期：{date}  随访医生：{doctor}\n患者{patient}，{age90}，{phrase}。其孙{relative}代为回答，"
+        "微信 {wechat}，QQ {qq}，邮箱 {email}。\n家庭住址附近停车场车牌 {plate}。",
+    ],
+    "知情同意书": [
+        "输血治疗知情同意书\n受血者：{patient}  身份证号码：{rid}\n医师签名：{sign}  受血者签名：{sign}  "
+        "见证人：{relative}\n签署日期：{date}",
+    ],
+    "病程记录": [
+        "日常病程记录 {date}\n今日{doctor_title}查房，{phrase}，{lab}。{doctor}医师补充：{eponym}待排。\n"
+        "HIS号：{rec:HIS号}  终端IP {ip}\n记录医师：{sign}",
+    ],
+}
+
 _SLOT = re.compile(r"\{([a-z_0-9]+)(?::([^}]+))?\}")
 NAME_ROLES = {"patient": "patient", "doctor": "staff", "nurse": "staff", "relative": "relative",
               "sign": "signature", "doctor_title": "staff (surname + title)", "spaced": "patient (spaced)"}
@@ -360,7 +407,7 @@ def generate(split: str, n: int, seed: int) -> list[tuple[str, list[tuple[int, i
     return docs
 
 
-SEEDS = {"tune": 11, "eval": 2027}
+SEEDS = {"tune": 11, "eval": 2027, "eval2": 90210}
 
 
 def score(docs, detected) -> dict[str, dict[str, list[int]]]:

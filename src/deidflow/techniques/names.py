@@ -81,6 +81,31 @@ def _clinical_at(text: str, i: int) -> bool:
     return ws is not None and any(text.startswith(w, i) for w in ws)
 
 
+def _clinical_end(text: str, i: int) -> int:
+    """End of the longest clinical word starting at i (i if none)."""
+    for w in _CLINICAL.get(text[i], ()):
+        if text.startswith(w, i):
+            return i + len(w)
+    return i
+
+
+def extend_lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Names after a name and a list comma (王伟、李娜、张敏), whatever found the first one."""
+    out = []
+    todo = [e for _, e in spans]
+    seen = set(todo)
+    n = len(text)
+    while todo:
+        e = todo.pop()
+        if e < n and text[e] == "、":
+            e2 = name_at(text, e + 1)
+            if e2 is not None and e2 not in seen:
+                out.append((e + 1, e2))
+                seen.add(e2)
+                todo.append(e2)
+    return out
+
+
 def _ends_name(text: str, p: int) -> bool:
     """Whether the text clearly ends a name at p (end, punctuation, a title or role word)."""
     return p >= len(text) or text[p] in _BOUNDARY or _ENDERS_RX.match(text, p) is not None
@@ -169,8 +194,9 @@ def find_names(text: str) -> list[tuple[int, int]]:
             s = t - back
             if s < 0:
                 continue
-            if back > 1 and text[s] in words.FUNCTION_SURNAMES and _surname_end(text, s + 1):
-                continue  # 由王伟医师: the name starts at 王
+            if (back > 1 and text[s] in words.FUNCTION_SURNAMES and _surname_end(text, s + 1)
+                    and not (s > 0 and text[s - 1] in _BEFORE_LONE)):
+                continue  # 由王伟医师: the name starts at 王 (but 及相桂珍主治医师: at 相)
             e = name_at(text, s, lone=True)
             if e != t:
                 continue
@@ -179,8 +205,8 @@ def find_names(text: str) -> list[tuple[int, int]]:
                 if text[s] in words.PREPOSITION_SURNAMES and not (
                         before in _BOUNDARY and text[s] in "于都那应相初时但来"):
                     continue  # 由医生告知; but 。于大夫查房
-                if not (before in _BOUNDARY or before in _BEFORE_LONE or not ("\u4e00" <= before <= "\u9fff")):
-                    continue
+                if any(_clinical_at(text, q) and _clinical_end(text, q) > s for q in (s - 1, s - 2) if q >= 0):
+                    continue  # 值班医生, 主管护士, 进修医生: the surname is the end of a word
             out.append((s, e))
             break
     return out

@@ -484,6 +484,7 @@ def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[in
             e = e2
         out.append((s, e, k))
     out.extend((s, e, code) for s, e in names.find_names(big))
+    out.extend((s, e, code) for s, e in names.extend_lists(big, [(s, e) for s, e, k in out if k == code]))
     return out
 
 
