@@ -198,7 +198,7 @@ def generated_table(split: str, n: int) -> pd.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--notes", type=int, default=20000)
-    ap.add_argument("--split", default="eval", choices=["eval", "eval2", "tune"])
+    ap.add_argument("--split", default="eval", choices=["eval", "eval2", "eval3", "tune"])
     ap.add_argument("--docs", type=int, default=600)
     args = ap.parse_args()
     pd.set_option("display.width", 160)

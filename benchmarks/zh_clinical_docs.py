@@ -317,6 +317,45 @@ TEMPLATES["eval2"] = {
     ],
 }
 
+# A third held-out split, written after every change prompted by eval and eval2: other
+# documents (急诊, 儿科, 产科, 病理, 影像, 死亡讨论, 体检, 药房), read once for the report.
+POOLS["eval3"] = POOLS["eval"]
+TEMPLATES["eval3"] = {
+    "急诊病历": [
+        "急诊病历\n来院方式：120送入  来院时间：{date}\n{patient}，男，{age90}，突发胸痛2小时。既往{disease}。\n"
+        "陪同者：{relative}（儿子），电话{mobile}\n急诊医师：{doctor}  分诊护士：{nurse}\n初步处理：{drug} {dose}。",
+    ],
+    "儿科病历": [
+        "儿科门诊  {date}\n患儿{patient}，女，{age90}，发热3天。母亲{relative}代诉：{phrase}。\n"
+        "家长联系方式：{landline} / {email}\n就读学校：{employer}\n诊断：{disease}（{icd}）  接诊：{doctor}医生",
+    ],
+    "产科记录": [
+        "产程记录\n孕妇姓名：{patient}  住院号：{rec:住院号}  床号：{rec:床号}\n{date} 宫口开全，{phrase}。\n"
+        "接生者：{nurse}  助产士：{nurse}  上级医师：{doctor_title}\n新生儿父亲：{relative}，身份证{rid}",
+    ],
+    "病理报告": [
+        "{hospital}病理诊断报告书\n病理号：{rec:病理号}  送检科室：{department}  送检医生：{doctor}\n"
+        "患者：{spaced}  性别：女  年龄：{age90}\n病理诊断：{disease}。\n诊断医师：{doctor}  复核医师：{doctor}  {date}",
+    ],
+    "影像报告": [
+        "CT检查报告  检查号：{rec:检查号}  影像号：{rec:影像号}\n姓名：{patient}  科别：{department}\n"
+        "所见：{phrase}，{eponym}。\n报告医生：{doctor}  审核医生：{doctor_title}  检查日期：{date}",
+    ],
+    "死亡病例讨论": [
+        "死亡病例讨论记录\n讨论时间：{date}  主持人：{doctor}\n参加人员：{doctor}、{doctor}、{nurse}\n"
+        "死者{patient}，{age90}，因{disease}抢救无效死亡。{doctor_title}发言：{phrase}。家属{relative}已告知，"
+        "护照{passport}，港澳通行证{permit}。",
+    ],
+    "体检报告": [
+        "健康体检报告\n体检编号：{rec:体检编号}  单位：{employer}\n受检人：{patient}  手机：{mobile}  微信：{wechat}\n"
+        "{lab}；{lab}。\n主检医师：{doctor}  日期：{date}  QQ：{qq}  车辆：{plate}  IP：{ip}  医保：{ins}",
+    ],
+    "药房记录": [
+        "静脉用药调配记录  {date}\n患者：{patient}  病区：{department}\n药品：{drug} {dose}\n"
+        "审方药师：{doctor}  调配：{nurse}  核对：{nurse}  签收：{sign}",
+    ],
+}
+
 _SLOT = re.compile(r"\{([a-z_0-9]+)(?::([^}]+))?\}")
 NAME_ROLES = {"patient": "patient", "doctor": "staff", "nurse": "staff", "relative": "relative",
               "sign": "signature", "doctor_title": "staff (surname + title)", "spaced": "patient (spaced)"}
@@ -407,7 +446,7 @@ def generate(split: str, n: int, seed: int) -> list[tuple[str, list[tuple[int, i
     return docs
 
 
-SEEDS = {"tune": 11, "eval": 2027, "eval2": 90210}
+SEEDS = {"tune": 11, "eval": 2027, "eval2": 90210, "eval3": 31337}
 
 
 def score(docs, detected) -> dict[str, dict[str, list[int]]]:

@@ -73,6 +73,8 @@ _CONTEXT_RX = re.compile(
     r"[:：\s]{0,2}(?:为|是|叫|名叫|系)?[:：\s]{0,1}"
 )
 _TITLE_RX = re.compile(ids.alternation(words.TITLES))
+_LABEL_COLON_RX = re.compile(r"[\u4e00-\u9fff][：:][ \u3000]{0,2}")
+_VALUE_END = frozenset(" \t\n\r\x00，,。；;、（）()/|")
 _SEX_AFTER_RX = re.compile(r"[，,（( ][男女](?:[，,、）) ]|性)")
 
 
@@ -178,6 +180,13 @@ def find_names(text: str) -> list[tuple[int, int]]:
                 i = e + 1
                 continue
             break
+    for m in _LABEL_COLON_RX.finditer(text):
+        # 审方药师：王伟 / 接生者：李娜  — any label, then a value that is exactly a name:
+        # a surname, given-name characters, and the end of the value
+        i = m.end()
+        e = name_at(text, i)
+        if e is not None and (e >= n or text[e] in _VALUE_END):
+            out.append((i, e))
     for m in _SEX_AFTER_RX.finditer(text):
         # 王春生，男，66岁 / 欧阳明月（女，3岁）: a name at the start of a line or sentence
         t = m.start()

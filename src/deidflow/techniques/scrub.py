@@ -259,7 +259,12 @@ _LABEL_RX = re.compile(
     r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){0,31})(?![A-Za-z0-9])"
 )
 _EMPLOYER_RX = re.compile(
-    ids.alternation(ids.EMPLOYER_LABELS) + _LABEL_TAIL + r"(?P<v>[^，。；;,、\n\x00\s]{2,30})")
+    "(?:" + ids.alternation(ids.EMPLOYER_LABELS) + _LABEL_TAIL
+    # a bare 单位： is the person's work unit only as a label of its own (not 转出单位：)
+    + r"|(?<![\u4e00-\u9fff])单位[:：][ \u3000]{0,2})(?P<v>[^，。；;,、\n\x00\s]{2,30})")
+_ANY_NUMBER_LABEL = re.compile(
+    r"(?<=[\u4e00-\u9fffA-Za-z])(?:编号|号码|号|ID|No\.?)[:：][ \u3000]{0,2}"
+    r"(?P<v>[A-Za-z0-9][A-Za-z0-9\-]{3,31})(?![A-Za-z0-9])")
 _FREE_GUARD = rf"(?<=[{_SINGLE_FREE}])(?<![担现出兼继升就调委聘信]任)"
 
 
@@ -387,6 +392,11 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
     if "employer" in kinds:
         code = _KIND_CODE["employer"]
         out.extend((m.start("v"), m.end("v"), code) for m in _EMPLOYER_RX.finditer(big))
+    if "record_no" in kinds:
+        # any other numbered label (体检编号：TJ2023001, 会员号：…): a code holding a digit
+        code = _KIND_CODE["record_no"]
+        out.extend((m.start("v"), m.end("v"), code) for m in _ANY_NUMBER_LABEL.finditer(big)
+                   if any(c.isdigit() for c in m.group("v")))
     by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
     if by_recogniser:
         out.extend((a, b, _KIND_CODE[k]) for a, b, k in ids.scan(big, by_recogniser))
