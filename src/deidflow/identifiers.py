@@ -125,6 +125,7 @@ class Recogniser:
     check: Callable[[str], bool] | None = None
     gloss: str = ""
     starts: str = ""  # every character a `pattern` match can begin with (for `scan`)
+    guard: str = ""  # a cheap Python look-ahead every `pattern` match satisfies (for `scan`)
 
     def python(self) -> _Either:
         """Free-text form (compiled); the identifier is the group `v`."""
@@ -305,7 +306,8 @@ RECOGNISERS: dict[str, Recogniser] = {
                    gloss="居民身份证号 (GB 11643): 18 or 15 digits with a birth date"),
         Recogniser("mobile", "[电话]", pattern=MOBILE, starts="+081", edge="[0-9]",
                    gloss="mainland mobile, +86/0086 optional, any grouping"),
-        Recogniser("landline", "[电话]", pattern=LANDLINE, starts="(（0+48", labels=LANDLINE_LABELS,
+        Recogniser("landline", "[电话]", pattern=LANDLINE, starts="(（0+48",
+                   guard=r"(?=[(（+]|0[0-9]|[48]00)", labels=LANDLINE_LABELS,
                    after_label=rf"{LANDLINE}|{D}{{7,8}}|{D}{{4}}[ \-]{D}{{4}}", edge="[0-9]",
                    gloss="fixed line with area code in any bracket/dash/space spelling; fax"),
         Recogniser("email", "[邮箱]", pattern=EMAIL, starts="", edge=r"[A-Za-z0-9._%+\-]", gloss="e-mail"),
@@ -323,9 +325,10 @@ RECOGNISERS: dict[str, Recogniser] = {
                    after_label=r"[1-9][0-9]{4,11}", edge="[0-9]", gloss="QQ number after its label"),
         Recogniser("plate", "[车牌号]", pattern=PLATE, starts=PLATE_PROVINCES, labels=("车牌号码", "车牌号", "车牌", "车架号", "VIN"),
                    after_label=rf"{PLATE}|{VIN}", gloss="licence plate (京A12345, new-energy), VIN"),
-        Recogniser("ip", "[网络标识]", starts="0123456789hw", pattern=rf"{IPV4_OCTET}(?:\.{IPV4_OCTET}){{3}}|{URL}|{MAC}",
+        Recogniser("ip", "[网络标识]", starts="0123456789hw",
+                   guard=r"(?=[0-9]{1,3}\.[0-9]|https?:|www\.|[0-9A-Fa-f]{2}[:\-])", pattern=rf"{IPV4_OCTET}(?:\.{IPV4_OCTET}){{3}}|{URL}|{MAC}",
                    edge="[0-9A-Za-z.]", gloss="IPv4, URL, MAC address (those starting with a digit)"),
-        Recogniser("age", "[90岁以上]", starts="91", pattern=r"(?:9[0-9]|1[0-2][0-9]) ?(?:周岁|岁)",
+        Recogniser("age", "[90岁以上]", starts="91", guard=r"(?=9[0-9]|1[0-2][0-9])", pattern=r"(?:9[0-9]|1[0-2][0-9]) ?(?:周岁|岁)",
                    labels=("年龄", "年纪", "享年"), after_label=r"(?:9[0-9]|1[0-2][0-9])(?: ?(?:周岁|岁))?",
                    edge="[0-9]", gloss="ages over 89 (HIPAA's 90+; GB/T 42460 Annex B age)"),
         Recogniser("employer", "[单位]", pattern=None, labels=EMPLOYER_LABELS,
@@ -354,7 +357,7 @@ def _combined(kinds: tuple[str, ...]) -> tuple[list[re.Pattern[str]], dict[str, 
         if r.pattern is not None:
             if not r.starts:
                 raise ValueError(f"{kind}: starts is needed to scan for its shape")
-            shapes.append(f"(?P<s{i}>{r.pattern})")
+            shapes.append(f"{r.guard}(?P<s{i}>{r.pattern})")
             groups[f"s{i}"] = r
             firsts |= set(r.starts)
         if r.labels:

@@ -305,9 +305,7 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     ("date", "〇零九", r"(?<=[一二].)[〇零一二三四五六七八九]{2}年[一二三四五六七八九十]{1,2}月"
                      r"(?:[一二三四五六七八九十]{1,3}[日号])?", "back1"),
     ("address", "路街巷弄村里苑园区道同寓厦场", _ADDRESS_CORE[len("[路街巷弄村里苑园区道同寓厦场]"):], None),
-    ("name", _firsts(words.NAME_BEFORE),
-     _rest(words.NAME_BEFORE) + r"[:：\s]{0,2}(?:为|是|叫|名叫)?"
-     rf"(?P<v>(?:{_COMPOUND}|[{_SINGLE_ANCHORED}]){_GIVEN}{{1,2}})", "v"),
+    # names after context words: techniques/names.py (model-based, with boundaries)
     # 王某某 / 王先生 (the surname alone) / 王小明 followed by a word that follows names
     ("name", _SINGLE_ANCHORED,
      rf"(?:{_FREE_GUARD}(?:某某|某){_GIVEN}?|(?=先生|女士|小姐)|{_FREE_GUARD}{_GIVEN}{{1,2}}{_NAME_AFTER})", None),
