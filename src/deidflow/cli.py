@@ -205,6 +205,23 @@ def _print_summary(s) -> None:
 
 
 @app.command()
+def scrub(
+    source: Path = typer.Argument(..., metavar="INPUT.csv", help="A CSV file with a free-text column."),
+    column: str = typer.Option(..., "--column", help="The free-text column to scrub."),
+    out: Path = typer.Option(..., "--out", help="Where to write the scrubbed copy (CSV, UTF-8)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Scrub as this release policy does "
+                                          "(default: every detector, placeholders, dates to the month)."),
+    encoding: str = typer.Option("auto", "--encoding", help="utf-8, gb18030, gbk or auto."),
+) -> None:
+    """Scrub one column of a CSV file as a release would; every other column and the row order kept."""
+    from deidflow.techniques.scrub import scrub_csv
+
+    counts = _run(lambda: scrub_csv(source, column, out, policy=policy, encoding=encoding))
+    found = ", ".join(f"{k} {n}" for k, n in sorted(counts.items())) or "nothing"
+    console.print(f"scrubbed '{column}' → {out}  (replaced: {found})", highlight=False, markup=False)
+
+
+@app.command()
 def check(policy: Path = typer.Argument(..., help="The release policy (YAML).")) -> None:
     """Check a policy and its input tables without releasing anything."""
     from deidflow.io import read_tables

@@ -1,19 +1,401 @@
-"""Chinese personal identifiers: resident ID numbers (GB 11643-1999), mobile numbers and
-GB/T 2260 administrative division codes. Vectorised where the data is a column."""
+"""The one home of identifier definitions: what a resident ID, a mobile number, a passport
+or a WeChat id looks like, for every part of deidflow that needs to know.
+
+Each identifier type is one small `Recogniser` (in the spirit of Presidio's): the pattern
+parts of the value, the label words that announce it, and a checksum or validation where
+one exists. Every form the code needs is generated from it: a Python `re` pattern for free
+text (`python()`), an anchored whole-value pattern (`whole()`) and an RE2 pattern for
+pyarrow (`re2()`). The scrubber (`techniques/scrub.py`) and the validation gate
+(`validation/expectations.py`) both import them, so "what a mobile number is" has one answer.
+
+Text is matched after `fold()`: the one-character NFKC forms (full-width digits and
+letters, ideographic space, compatibility ideographs) and the dash family, each mapped to
+one character, so every offset found in the folded text is an offset in the original.
+
+Also here: the GB 11643-1999 check digit (vectorised for columns) and the parts a resident
+ID carries (birth date, sex, GB/T 2260 region).
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+
+# --- text folding -------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _fold_table() -> tuple[dict[int, str], re.Pattern[str]]:
+    """code point -> its one-character NFKC form (BMP), plus the dash family -> "-", and a
+    regex matching any character the table changes (to skip texts that need nothing)."""
+    table: dict[int, str] = {}
+    for cp in range(0x80, 0x10000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        n = unicodedata.normalize("NFKC", c)
+        if len(n) == 1 and n != c and n != "\x00":
+            table[cp] = n
+    for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d":
+        table[ord(c)] = "-"
+    for c in "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000":
+        table[ord(c)] = " "
+    # Keep what the detectors read as Chinese punctuation: NFKC would turn the full-width
+    # comma, colon and brackets into ASCII, which the patterns accept anyway; folding them
+    # changes nothing a detector needs and keeps the CJK punctuation the name rules read.
+    for c in "，：；（）！？":
+        table.pop(ord(c), None)
+    ranges: list[tuple[int, int]] = []
+    for cp in sorted(table):
+        if ranges and cp == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    cls = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                  for a, b in ranges)
+    return table, re.compile(f"[{cls}]")
+
+
+def fold(text: str) -> str:
+    """`text` with full-width forms, odd spaces and dashes folded to one character each
+    (１３８１２３４５６７８ -> 13812345678): same length, same offsets."""
+    table, needs = _fold_table()
+    return text.translate(table) if needs.search(text) else text
+
+
+# --- recognisers ----------------------------------------------------------------------------
+
+D = "[0-9]"  # ASCII digits only: RE2 (pyarrow) reads \\d differently on non-ASCII text
+S = r"[ \-]?"  # one optional separator inside a number: 138-1234-5678, 110105 1990 0101 1234
+LABEL_TAIL = r"(?:码)?[:：\s]{0,3}(?:为|是)?[:：\s]{0,3}"
+_ALNUM = "[0-9A-Za-z]"
+
+
+def alternation(words: tuple[str, ...] | list[str]) -> str:
+    """A regex matching any of `words`, longest first (身份证号码 wins over 身份证), written
+    as a trie: Python's `re` tries alternatives one by one, and a flat list of 700 labels
+    is 700 tries at every position where a trie is one character test per branch."""
+    trie: dict = {}
+    for w in set(words):
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+    return _trie_regex(trie)
+
+
+def _trie_regex(node: dict) -> str:
+    branches = []
+    for ch in sorted((c for c in node if c), key=lambda c: -_depth(node[c])):
+        branches.append(re.escape(ch) + _trie_regex(node[ch]))
+    ends = "" in node
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 and not ends else "(?:" + "|".join(branches) + ")"
+    return body + "?" if ends and not body.startswith("(?:") else (f"(?:{body})?" if ends else body)
+
+
+def _depth(node: dict) -> int:
+    return 1 + max((_depth(v) for k, v in node.items() if k), default=0)
+
+
+@dataclass(frozen=True)
+class Recogniser:
+    """One identifier type.
+
+    `pattern`: the value itself, in the regex subset both Python `re` and RE2 accept (no
+    look-arounds, [0-9] not \\d); None where the value has no shape of its own and is only
+    recognised after a label. `labels`: the words that announce the value (身份证号, 微信);
+    after one, `after_label` (a looser value pattern) is taken. `edge`: characters that may
+    not touch the value (a mobile is not the middle of a longer number). `check`: validation
+    of a candidate (a checksum), applied by `find`."""
+
+    kind: str
+    placeholder: str
+    pattern: str | None = None
+    labels: tuple[str, ...] = ()
+    after_label: str | None = None
+    edge: str = _ALNUM
+    check: Callable[[str], bool] | None = None
+    gloss: str = ""
+    starts: str = ""  # every character a `pattern` match can begin with (for `scan`)
+    guard: str = ""  # a cheap Python look-ahead every `pattern` match satisfies (for `scan`)
+
+    def python(self) -> _Either:
+        """Free-text form (compiled); the identifier is the group `v`."""
+        return _python(self)
+
+    def alternatives(self) -> list[str]:
+        """The free-text form as Python `re` source, one string per alternative (shape;
+        after a label), each with the identifier as group `v`."""
+        return _parts(self)
+
+    def whole(self) -> str:
+        """Anchored whole-value form (Python `re` and RE2), spaces around allowed."""
+        if self.pattern is None:
+            raise ValueError(f"{self.kind} has no shape of its own")
+        return rf"^\s*(?:{self.pattern})\s*$"
+
+    def re2(self) -> str:
+        """Search form for RE2 (pyarrow `match_substring_regex`): no look-arounds; the
+        edges are consumed characters instead."""
+        parts = []
+        if self.pattern is not None:
+            parts.append(rf"(?:^|[^{self.edge[1:-1]}])(?:{self.pattern})(?:[^{self.edge[1:-1]}]|$)")
+        if self.labels:
+            parts.append(rf"{alternation(self.labels)}{LABEL_TAIL}(?:{self.after_label or self.pattern})")
+        return "|".join(parts)
+
+    def find(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) of every value in `text` (already folded), validated."""
+        out = []
+        edge = _edge(self.edge)
+        n = len(text)
+        for m in _scan(self).finditer(text):
+            s, e = m.span(m.lastgroup)
+            # the edges are tested here rather than as a look-behind in front of the
+            # pattern, which would stop `re` from skipping in C to the first characters
+            if (s > 0 and edge(text[s - 1])) or (e < n and edge(text[e])):
+                continue
+            if self.check is None or self.check(text[s:e]):
+                out.append((s, e))
+        return out
+
+
+def _parts(r: Recogniser) -> list[str]:
+    parts = []
+    if r.pattern is not None:
+        parts.append(rf"(?<!{r.edge})(?P<v>{r.pattern})(?!{r.edge})")
+    if r.labels:
+        value = r.after_label or r.pattern
+        parts.append(rf"{alternation(r.labels)}{LABEL_TAIL}(?P<v>{value})(?!{r.edge})")
+    return parts
+
+
+@lru_cache(maxsize=None)
+def _python(r: Recogniser) -> _Either:
+    body = "|".join(_parts(r))
+    # a group name may occur once in a Python pattern: the second alternative's is v2
+    n = 0
+
+    def rename(_m: re.Match[str]) -> str:
+        nonlocal n
+        n += 1
+        return "(?P<v>" if n == 1 else f"(?P<v{n}>"
+
+    body = re.sub(r"\(\?P<v>", rename, body)
+    return _Either(re.compile(body), n)
+
+
+@lru_cache(maxsize=None)
+def _edge(cls: str) -> Callable[[str], bool]:
+    return re.compile(cls).fullmatch  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=None)
+def _scan(r: Recogniser) -> re.Pattern[str]:
+    """The scanning form `find` runs: the alternatives without their edge look-arounds,
+    each value a group of its own (a, b)."""
+    parts = []
+    if r.pattern is not None:
+        parts.append(f"(?P<a>{r.pattern})")
+    if r.labels:
+        parts.append(f"{alternation(r.labels)}{LABEL_TAIL}(?P<b>{r.after_label or r.pattern})")
+    return re.compile("|".join(parts))
+
+
+class _Either:
+    """A compiled pattern whose identifier group is `v`, `v2`, … (one per alternative)."""
+
+    def __init__(self, pattern: re.Pattern[str], groups: int) -> None:
+        self.pattern = pattern
+        self.names = ["v"] + [f"v{i}" for i in range(2, groups + 1)]
+
+    def finditer(self, text: str):
+        for m in self.pattern.finditer(text):
+            yield _Match(m, next(g for g in self.names if m.group(g) is not None))
+
+
+class _Match:
+    def __init__(self, m: re.Match[str], group: str) -> None:
+        self.m, self.group = m, group
+
+    def span(self, _name: str = "v") -> tuple[int, int]:
+        return self.m.span(self.group)
+
+
+def _resident_id_ok(value: str) -> bool:
+    """A GB 11643 shape with a real birth date. The check digit is *not* required: most IDs
+    typed by hand into notes carry a wrong one (887 of 975 in MultiPriv)."""
+    v = re.sub(r"[ \-]", "", value).upper()
+    if len(v) == 15:
+        return True
+    return len(v) == 18 and v[:17].isdigit() and v[17] in "0123456789X"
+
+
+# Resident ID, 18 characters: region (first digit 1-9), birth date 18xx-20xx with a real
+# month and day, sequence, check character; separators allowed between any two digits.
+ID18 = (
+    rf"[1-9](?:{S}{D}){{5}}{S}(?:1{S}[89]|2{S}0){S}{D}{S}{D}"
+    rf"{S}(?:0{S}[1-9]|1{S}[0-2]){S}(?:0{S}[1-9]|[12]{S}{D}|3{S}[01])"
+    rf"(?:{S}{D}){{3}}{S}[0-9Xx]"
+)
+ID15 = rf"[1-9]{D}{{5}}{D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{D}|3[01]){D}{{3}}"
+ID_ANY = rf"{D}(?:{S}{D}){{14}}(?:(?:{S}{D}){{2}}{S}[0-9Xx])?"  # 15 or 18, any shape
+ID_LABELS = ("公民身份号码", "身份证号码", "身份证号", "身份证", "身份号码", "证件号码", "证件号",
+             "ID号", "ID")
+MOBILE = rf"(?:(?:\+|00)?86{S})?1{S}[3-9](?:{S}{D}){{9}}"
+# Landlines: area code in brackets or with a leading 0 (+86 and 0086 dropping the 0),
+# a local number of 7-8 digits, optionally grouped, optional extension; 400/800 numbers.
+_AREA = rf"(?:[(（]0?{D}{{2,3}}[)）]|0{D}{{2,3}}|(?:\+|00)86{S}[(（]?0?{D}{{2,3}}[)）]?)"
+LANDLINE = (
+    rf"{_AREA}{S}(?:{D}{{3,4}}{S}{D}{{4}}|{D}{{4}}{S}{D}{{3}})(?:(?:转|-|ext\.?){D}{{1,5}})?"
+    rf"|[48]00{S}{D}{{3}}{S}{D}{{4}}"
+)
+LANDLINE_LABELS = ("联系电话", "办公电话", "家庭电话", "固定电话", "固话", "座机", "电话", "传真",
+                   "Tel", "TEL", "Fax", "FAX")
+EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+IPV4_OCTET = rf"(?:25[0-5]|2[0-4]{D}|1{D}{D}|[1-9]?{D})"
+_CODE = r"[A-Za-z0-9][A-Za-z0-9\-]{0,31}"
+
+# Labels after which a number identifies a person's record, specimen, bed, device, card…
+# (any label of these stems followed by 号/编号/号码/ID/No).
+RECORD_STEMS = (
+    "病历", "病案", "住院", "门诊", "急诊", "登记", "就诊卡", "就诊", "档案", "患者", "病人", "检查",
+    "影像", "放射", "超声", "彩超", "B超", "心电图", "心电", "内镜", "胃镜", "肠镜", "CT", "MRI", "MR",
+    "DR", "PET", "X线", "病理", "标本", "样本", "检验", "化验", "条码", "申请单", "送检", "HIS",
+    "LIS", "PACS", "EMR", "床", "床位", "手术", "麻醉", "输血", "血袋", "处方", "医嘱", "发票",
+    "收费", "挂号", "流水", "预约", "随访", "转诊", "会诊", "透析", "健康档案", "健康卡", "就诊卡",
+    "诊疗卡", "医疗卡", "居民健康卡", "IC卡", "账户", "账", "帐", "会员", "订单", "快递", "工",
+    "员工", "学", "设备", "设备序列", "序列", "IMEI", "MAC", "驾驶证", "驾照", "军官证", "士兵证",
+    "警官证", "居住证", "工作证", "学生证", "车架", "VIN", "报告单", "报告", "病区床",
+)
+RECORD_LABELS = tuple(
+    f"{stem}{tail}" for stem in RECORD_STEMS for tail in ("号", "编号", "号码", "ID", "No.", "NO.", "No", "NO")
+) + ("MRN", "病历编号", "住院号", "床号", "ID号")
+INSURANCE_LABELS = ("医疗保险卡号", "医疗保险号", "社会保障卡号", "社会保障号", "医保卡号", "医保编号",
+                    "医保账号", "医保号", "社保卡号", "社保号", "参保编号", "参保号", "新农合号",
+                    "农合号", "医保卡", "社保卡", "医保：", "医保:", "社保：", "社保:")
+PASSPORT = r"[EeGgDdSsPp][0-9]{8}|[Ee][A-HJ-NP-Za-hj-np-z][0-9]{7}"
+PERMIT = r"[CcWw][0-9A-Za-z][0-9]{7}|[HhMm][0-9]{8}(?:[0-9]{2})?|[Tt][0-9]{8}|[Ll][0-9]{8}"
+PERMIT_LABELS = (
+    "港澳居民来往内地通行证", "往来港澳通行证", "港澳通行证", "回乡证", "台湾居民来往大陆通行证",
+    "台胞证", "大陆居民往来台湾通行证", "往来台湾通行证", "入台证", "港澳台居民居住证",
+    "外国人永久居留身份证", "永久居留证", "通行证",
+)
+PLATE_PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+PLATE = rf"[{PLATE_PROVINCES}][A-HJ-NP-Z][·• ]?(?:[A-HJ-NP-Z0-9]{{4}}[0-9]|[DF][A-HJ-NP-Z0-9][0-9]{{4}}|[0-9]{{5}}[DF])"
+VIN = r"[A-HJ-NPR-Z0-9]{8}[0-9X][A-HJ-NPR-Z0-9]{2}[0-9]{6}"
+URL = r"(?:https?://|www\.)[A-Za-z0-9.\-]+(?:/[A-Za-z0-9._~%/?#=&+\-]*)?"
+EMPLOYER_LABELS = ("工作单位", "单位名称", "所在单位", "工作地点", "就职于", "任职于", "供职于",
+                   "工作于", "就读于", "毕业于", "就读学校", "所在学校", "学校名称", "学校", "雇主",
+                   "服务单位", "受雇于")
+MAC = r"[0-9A-Fa-f]{2}(?:[:\-][0-9A-Fa-f]{2}){5}"
+
+RECOGNISERS: dict[str, Recogniser] = {
+    r.kind: r
+    for r in (
+        Recogniser("resident_id", "[身份证号]", pattern=f"{ID18}|{ID15}", starts="123456789", labels=ID_LABELS,
+                   after_label=ID_ANY, edge="[0-9]", check=_resident_id_ok,
+                   gloss="居民身份证号 (GB 11643): 18 or 15 digits with a birth date"),
+        Recogniser("mobile", "[电话]", pattern=MOBILE, starts="+081", edge="[0-9]",
+                   gloss="mainland mobile, +86/0086 optional, any grouping"),
+        Recogniser("landline", "[电话]", pattern=LANDLINE, starts="(（0+48",
+                   guard=r"(?=[(（+]|0[0-9]|[48]00)", labels=LANDLINE_LABELS,
+                   after_label=rf"{LANDLINE}|{D}{{7,8}}|{D}{{4}}[ \-]{D}{{4}}", edge="[0-9]",
+                   gloss="fixed line with area code in any bracket/dash/space spelling; fax"),
+        Recogniser("email", "[邮箱]", pattern=EMAIL, starts="", edge=r"[A-Za-z0-9._%+\-]", gloss="e-mail"),
+        Recogniser("passport", "[证件号]", pattern=PASSPORT, starts="DdEeGgPpSs",
+                   labels=("护照号码", "护照号", "护照"), after_label=r"[A-Za-z]{0,2}[0-9]{6,10}",
+                   gloss="passport E/G + 8 digits, E + letter + 7 digits"),
+        Recogniser("permit", "[证件号]", pattern=None, labels=PERMIT_LABELS,
+                   after_label=rf"(?:号码|号)?[:：\s]{{0,3}}(?:{PERMIT}|[A-Za-z]?[0-9]{{8,10}})",
+                   gloss="HK/Macau/Taiwan travel and home-return permits, residence permits"),
+        Recogniser("wechat", "[社交账号]", pattern=None,
+                   labels=("微信号", "微信ID", "微信", "WeChat", "wechat", "weixin", "VX", "vx", "wx"),
+                   after_label=r"[A-Za-z][A-Za-z0-9_\-]{5,19}|1[3-9][0-9]{9}",
+                   gloss="WeChat id after its label"),
+        Recogniser("qq", "[社交账号]", pattern=None, labels=("QQ号码", "QQ号", "QQ", "qq", "扣扣"),
+                   after_label=r"[1-9][0-9]{4,11}", edge="[0-9]", gloss="QQ number after its label"),
+        Recogniser("plate", "[车牌号]", pattern=PLATE, starts=PLATE_PROVINCES, labels=("车牌号码", "车牌号", "车牌", "车架号", "VIN"),
+                   after_label=rf"{PLATE}|{VIN}", gloss="licence plate (京A12345, new-energy), VIN"),
+        Recogniser("ip", "[网络标识]", starts="0123456789hw",
+                   guard=r"(?=[0-9]{1,3}\.[0-9]|https?:|www\.|[0-9A-Fa-f]{2}[:\-])", pattern=rf"{IPV4_OCTET}(?:\.{IPV4_OCTET}){{3}}|{URL}|{MAC}",
+                   edge="[0-9A-Za-z.]", gloss="IPv4, URL, MAC address (those starting with a digit)"),
+        Recogniser("age", "[90岁以上]", starts="91", guard=r"(?=9[0-9]|1[0-2][0-9])", pattern=r"(?:9[0-9]|1[0-2][0-9]) ?(?:周岁|岁)",
+                   labels=("年龄", "年纪", "享年"), after_label=r"(?:9[0-9]|1[0-2][0-9])(?: ?(?:周岁|岁))?",
+                   edge="[0-9]", gloss="ages over 89 (HIPAA's 90+; GB/T 42460 Annex B age)"),
+        Recogniser("employer", "[单位]", pattern=None, labels=EMPLOYER_LABELS,
+                   after_label=r"[^，。；;,、\n\x00\s]{2,30}", edge="[\x00]",
+                   gloss="employer or school after its label (GB/T 39725 10.2(b) work unit)"),
+        Recogniser("insurance_no", "[医保号]", pattern=None, labels=INSURANCE_LABELS,
+                   after_label=_CODE, gloss="medical-insurance / social-security numbers after a label"),
+        Recogniser("record_no", "[病历号]", pattern=None, labels=RECORD_LABELS,
+                   after_label=_CODE, gloss="record, specimen, imaging, bed, device… numbers after a label"),
+    )
+}
+"""Every identifier type with a shape or a label, by kind."""
+
+
+def whole_value(kind: str) -> str:
+    return RECOGNISERS[kind].whole()
+
+
+@lru_cache(maxsize=32)
+def _combined(kinds: tuple[str, ...]) -> tuple[list[re.Pattern[str]], dict[str, Recogniser]]:
+    """Two regexes for `kinds`: their labels (a trie, which `re` skips to in C), and their
+    shapes, opened by a look-ahead on the characters the shapes can start with."""
+    shapes, labels, groups, firsts, label_firsts = [], [], {}, set(), set()
+    for i, kind in enumerate(kinds):
+        r = RECOGNISERS[kind]
+        if r.pattern is not None:
+            if not r.starts:
+                raise ValueError(f"{kind}: starts is needed to scan for its shape")
+            shapes.append(f"{r.guard}(?P<s{i}>{r.pattern})")
+            groups[f"s{i}"] = r
+            firsts |= set(r.starts)
+        if r.labels:
+            labels.append(f"{alternation(r.labels)}{LABEL_TAIL}(?P<l{i}>{r.after_label or r.pattern})")
+            groups[f"l{i}"] = r
+            label_firsts |= {w[0] for w in r.labels}
+    out = []
+    if labels:
+        cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(label_firsts))
+        out.append(re.compile(f"(?=[{cls}])(?:" + "|".join(labels) + ")"))
+    if shapes:
+        cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(firsts))
+        out.append(re.compile(f"(?=[{cls}])(?:" + "|".join(shapes) + ")"))
+    return out, groups
+
+
+def scan(text: str, kinds: tuple[str, ...]) -> list[tuple[int, int, str]]:
+    """(start, end, kind) of every identifier of `kinds` in `text` (already folded): one
+    pass for them all, then each candidate's edges and check."""
+    rxs, groups = _combined(tuple(kinds))
+    n = len(text)
+    out = []
+    for m in (m for rx in rxs for m in rx.finditer(text)):
+        g = m.lastgroup
+        r = groups[g]
+        s, e = m.span(g)
+        edge = _edge(r.edge)
+        if (s > 0 and edge(text[s - 1])) or (e < n and edge(text[e])):
+            continue
+        if r.check is None or r.check(text[s:e]):
+            out.append((s, e, r.kind))
+    return out
+
 
 # GB 11643-1999: weights 2^(17-i) mod 11 for the first 17 digits; check = map[sum mod 11].
 ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
 CHECK_CHARS = np.array(list("10X98765432"))
 
-RESIDENT_ID_RE = re.compile(r"^\d{17}[\dXx]$")
-MOBILE_RE = re.compile(r"^(?:\+?86[- ]?)?1[3-9]\d{9}$")
 
 
 def resident_id_check_char(first17: str) -> str:
@@ -63,5 +445,5 @@ def resident_id_parts(ids: pd.Series) -> pd.DataFrame:
 
 def valid_mobiles(values: pd.Series) -> pd.Series:
     """True where the value is a mainland China mobile number (optionally +86-prefixed)."""
-    s = values.astype("string").str.replace(r"[\s-]", "", regex=True)
-    return s.str.fullmatch(r"(?:\+?86)?1[3-9]\d{9}").fillna(False).astype(bool)
+    s = values.astype("string").str.strip()
+    return s.str.fullmatch(RECOGNISERS["mobile"].pattern).fillna(False).astype(bool)

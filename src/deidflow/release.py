@@ -693,6 +693,11 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     # Each subject's known identifiers, for the scrubber: built only if a column is scrubbed.
     scrubbed = any(c.technique == "scrub" for t in policy.tables.values() for c in t.columns.values())
     known = known_identifiers(subject_raw, loaded) if scrubbed else None
+    if known is not None:  # every direct identifier of every table (attending doctors…)
+        from deidflow.techniques.scrub import known_from_tables
+
+        known = known_from_tables(known, policy, lambda t, cols, i: _gated_part(work, t, i, cols),
+                                  index, state.partitions)
 
     # The memory engine applies a table's columns on a few threads: the techniques' work is in
     # numpy, Arrow and cryptography calls that release the GIL (two CMAC columns on two threads
@@ -998,8 +1003,13 @@ def validate(work: Path) -> dict[str, Any]:
     state.validation = _plain(report.as_dict())
     state.save(work)
     if not report.success:
+        from deidflow.validation import direct  # identifiers left: the scrubber's to fix
         from deidflow.validation.advice import gate_failure, keep_report
 
+        failed = [e for e in state.validation.get("expectations", []) if not e.get("success")]
+        if direct.gate_fix(e.get("type", "") for e in failed):
+            direct.write_leak_log(_private_dir(loaded) / "gate" / f"{state.release_id}.json",
+                                  direct.leak_rows(tables, failed, known))
         kept = keep_report(stage / "validation" / "validation.json", _private_dir(loaded), state.run_id)
         raise gate_failure(policy, state.validation, kept)
     return {"success": True, "expectations": len(state.validation.get("expectations", []))}

@@ -151,3 +151,24 @@ def test_note_keeping_a_phone_number_fails_the_gate(env):
         run_release(policy)
     assert "identifier" in info.value.message.lower()
     assert _leftovers(env) == []
+
+
+def test_identifier_left_in_a_note_points_at_the_scrubber_and_logs_rows(env):
+    """The gate names table, column, kind and count; its fix is about scrubbing, never the
+    risk limits; the row numbers go to the private gate log, no value anywhere."""
+    import json
+
+    from deidflow.policy import load_policy
+
+    policy = write_policy(env.root, env.data, name="keepnotes2.yaml", edits={
+        r"technique: scrub, params: \{[^}]*\}": "technique: scrub, params: {kinds: [name]}"})
+    with pytest.raises(GateFailed) as info:
+        run_release(policy)
+    err = info.value
+    assert "'text'" in err.message and "mobile" in err.message
+    assert "scrub" in (err.fix or "") and "relax" not in (err.fix or "") and err.key != "limits"
+    loaded = load_policy(policy)
+    logs = list((loaded.resolve(loaded.policy.output.private_directory) / "gate").glob("*.json"))
+    assert len(logs) == 1 and (logs[0].stat().st_mode & 0o777) == 0o600
+    rows = json.loads(logs[0].read_text())["rows_with_direct_identifiers"]
+    assert rows["notes"]["text"] and all(isinstance(r, int) for r in rows["notes"]["text"])

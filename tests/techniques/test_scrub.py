@@ -409,3 +409,50 @@ def test_chunks_give_the_same_result_as_one_pass(monkeypatch):
     assert parts.tolist() == whole.tolist() and part_counts == whole_counts
     empty, counts = scrub([])
     assert len(empty) == 0 and counts == {}
+
+
+# --- quasi-identifiers in notes (issue 15) ------------------------------------------------------
+
+
+def test_ages_removed_or_banded_and_over_89_always_grouped():
+    text = ["患者，男，66岁，年龄：92，3个月时发病", "女，45 周岁"]
+    removed = scrub(text, ages="remove")[0].tolist()
+    assert removed == ["患者，男，[年龄]，年龄：[年龄]，[年龄]时发病", "女，[年龄]"]
+    banded = scrub(text, ages=10)[0].tolist()
+    assert banded == ["患者，男，60-69岁，年龄：90岁以上，0-9岁时发病", "女，40-49岁"]
+    kept = scrub(text)[0].tolist()
+    assert kept == ["患者，男，66岁，年龄：[90岁以上]，3个月时发病", "女，45 周岁"]
+
+
+@given(st.integers(-180, 180).filter(bool), st.dates(min_value=pd.Timestamp("1950-01-01").date(),
+                                                      max_value=pd.Timestamp("2030-12-31").date()))
+@settings(max_examples=100, deadline=None)
+def test_note_dates_move_by_the_subjects_offset_in_every_spelling(offset, day):
+    import numpy as np
+
+    moved = (pd.Timestamp(day) + pd.Timedelta(days=offset))
+    text = f"{day:%Y-%m-%d}入院，{day.year}年{day.month}月{day.day}日手术，{day:%Y%m%d}出院"
+    out = scrub([text], dates="shift", date_offsets=np.array([offset]), kinds=["date"])[0][0]
+    assert out == (f"{moved:%Y-%m-%d}入院，{moved.year}年{moved.month}月{moved.day}日手术，"
+                   f"{moved:%Y%m%d}出院")
+
+
+def test_shift_without_offsets_is_refused():
+    with pytest.raises(PolicyError, match="offset"):
+        scrub(["2024-01-02"], dates="shift")
+
+
+def test_release_shifts_note_dates_with_the_structured_dates():
+    from deidflow.techniques.dateshift import ALGORITHM, DEFAULT_SCOPE, subject_offsets
+
+    ring = KeyRing(b"\x07" * 32, recipient_id="r", agreement_id="a")
+    ids_ = pd.Series(["P1", "P2"], dtype="string")
+    spec = Column(role="free_text", technique="scrub",
+                  params={"dates": "shift", "shift_days": 30, "ages": "remove"})
+    ctx = ApplyContext(table="notes", column="text", subject_ids=ids_, keyring=ring)
+    out = registry.get("scrub").apply(pd.Series(["2024-03-01就诊，66岁", "2024-03-01就诊"], dtype="string"), spec, ctx)
+    off = subject_offsets(ids_, ring.derive(DEFAULT_SCOPE, purpose="date_shift", algorithm=ALGORITHM), 30)
+    want = [(pd.Timestamp("2024-03-01") + pd.Timedelta(days=int(o))).strftime("%Y-%m-%d") for o in off]
+    assert out.tolist() == [f"{want[0]}就诊，[年龄]", f"{want[1]}就诊"]
+    described = registry.get("scrub").describe(spec, ctx)
+    assert any("shifted" in x for x in described["not_covered_by_risk"])

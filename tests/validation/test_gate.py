@@ -151,7 +151,8 @@ def test_note_keeping_a_phone_number_fails(tmp_path):
     report = run(tmp_path, "phone", tabs=tabs)
     assert not report.success
     assert failed(report) == {"expect_no_direct_identifiers":
-                              "direct identifiers left: 'text': 1 row(s) with mobile"}
+                              "direct identifiers left: 'text': 1 row(s) with mobile 1 "
+                              "(fix the scrubbing settings, not the risk limits)"}
     assert [e.table for e in report.failures] == ["notes"]
 
 

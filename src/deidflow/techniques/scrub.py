@@ -34,14 +34,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from deidflow import identifiers as ids
 from deidflow.errors import InputError, KeyCustodyError, PolicyError
 from deidflow.policy import Column, Role
 from deidflow.techniques import _zh_names as words
+from deidflow.techniques import names
 from deidflow.techniques.base import ApplyContext, Technique
 
 # --- building blocks -----------------------------------------------------------------------
@@ -54,36 +57,16 @@ _D = "[0-9]"  # ASCII digits only: RE2 (pyarrow) treats \d differently on non-AS
 _NB = r"(?<![0-9].)"
 _NA = r"(?![0-9])"
 
-# 18-digit resident ID shaped by GB 11643: region (first digit 1-9), birth date 18xx-20xx with
-# a real month and day, sequence, check character. The shape alone is a strong signal: an
-# 18-digit number with a birth date in the middle is an ID whatever its check digit says
-# (most IDs typed into notes by hand carry a wrong one: 887 of 975 in the MultiPriv set).
-_ID18 = (
-    rf"[1-9](?:{_S}{_D}){{5}}{_S}(?:1{_S}[89]|2{_S}0){_S}{_D}{_S}{_D}"
-    rf"{_S}(?:0{_S}[1-9]|1{_S}[0-2]){_S}(?:0{_S}[1-9]|[12]{_S}{_D}|3{_S}[01])"
-    rf"(?:{_S}{_D}){{3}}{_S}[0-9Xx]"
-)
-# 15-digit first-generation ID: region, YYMMDD, sequence.
-_ID15 = rf"[1-9]{_D}{{5}}{_D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{_D}|3[01]){_D}{{3}}"
-# Any 15/18-character ID after an ID label, whatever its shape.
-_ID_LABEL = r"(?:公民身份号码|身份证号码|身份证号|身份证|身份号码|证件号码|证件号|ID号|ID)"
-_ID_ANY = rf"{_D}(?:{_S}{_D}){{14}}(?:(?:{_S}{_D}){{2}}{_S}[0-9Xx])?"  # 15 or 18
-_MOBILE = rf"(?:(?:\+|00)?86{_S})?1{_S}[3-9](?:{_S}{_D}){{9}}"
-_LANDLINE = (
-    rf"(?:[（(]0{_D}{{2,3}}[)）]|0{_D}{{2,3}})[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?"
-    rf"|[48]00{_S}{_D}{{3}}{_S}{_D}{{4}}"
-)
-_EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+# The identifier shapes and labels come from `deidflow.identifiers`, their one home.
+_ID18, _ID15, _ID_ANY = ids.ID18, ids.ID15, ids.ID_ANY
+_ID_LABEL = ids.alternation(ids.ID_LABELS)
+_MOBILE = ids.MOBILE
+_LANDLINE = ids.LANDLINE
+_EMAIL = ids.EMAIL
 _BANK_CARD = rf"{_D}{{16,19}}|{_D}{{4}}(?:[ \-]{_D}{{4}}){{3}}(?:[ \-]?{_D}{{1,3}})?"
-_LABEL_TAIL = r"(?:码)?[:：\s]{0,3}(?:为|是)?[:：\s]{0,3}"
-_INSURANCE_LABEL = (
-    r"(?:医疗保险卡号|医疗保险号|社会保障卡号|医保卡号|医保编号|医保账号|医保号|社保卡号|社保号"
-    r"|参保编号|参保号)"
-)
-_RECORD_LABEL = (
-    r"(?:病历号|病案号|住院号|门诊号|登记号|就诊卡号|就诊号|档案号|患者编号|病人编号|患者ID|病人ID"
-    r"|检查号|影像号|MRN|MRN:)"
-)
+_LABEL_TAIL = ids.LABEL_TAIL
+_INSURANCE_LABEL = ids.alternation(ids.INSURANCE_LABELS)
+_RECORD_LABEL = ids.alternation(ids.RECORD_LABELS)
 _CODE = r"[A-Za-z0-9][A-Za-z0-9\-]{3,31}"
 _YEAR = rf"(?:1{_NB}9|2{_NB}0){_D}{{2}}"
 _DATE_ISO = rf"{_YEAR}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"
@@ -176,12 +159,9 @@ _DETECTORS: dict[str, list[str]] = {
         rf"8{_NB}6{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}",
         rf"1{_NB}{_S}[3-9](?:{_S}{_D}){{9}}{_NA}",
     ],
-    "landline": [
-        rf"[（(]0{_D}{{2,3}}[)）] ?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}",
-        rf"0{_NB}{_D}{{2,3}}[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}",
-        rf"[48]{_NB}00{_S}{_D}{{3}}{_S}{_D}{{4}}{_NA}",
-    ],
+    "landline": ids.RECOGNISERS["landline"].alternatives(),
     "ssn": [_SSN],
+    **{k: ids.RECOGNISERS[k].alternatives() for k in ("passport", "permit", "wechat", "qq", "plate", "ip", "age", "employer")},
     "date": [_DATE_ISO, _DATE_ZH, _DATE_ZH_NUM, _DATE_MD],
     "address": [_ADDRESS_CORE, _ADDRESS_EN],
     "name": [
@@ -218,8 +198,17 @@ PLACEHOLDERS: dict[str, str] = {
     "bank_card": "[卡号]",
     "ssn": "[证件号]",
     "date": "[日期]",
+    **{k: ids.RECOGNISERS[k].placeholder for k in ("passport", "permit", "wechat", "qq", "plate", "ip")},
+    "employer": "[单位]",
+    "age": "[90岁以上]",
     "other": "[标识符]",
 }
+# Shortest value taken after a label: a bed number may be one digit (床号：3), an insurance
+# number is longer than a count, a resident ID after its label at least 14 characters.
+_MIN_LABELLED = {"record_no": 1, "insurance_no": 4, "resident_id": 14}
+# Kinds found by their `identifiers.Recogniser` alone (one finditer each), beside the
+# tuned combined scans above; landlines are found by both.
+_RECOGNISER_KINDS = ("landline", "passport", "permit", "wechat", "qq", "plate", "ip", "age")
 KINDS: tuple[str, ...] = tuple(PLACEHOLDERS)
 """Kinds a span can have (the generic detectors plus `other` for known values of no kind)."""
 
@@ -244,6 +233,9 @@ _DIGIT_FIRST: list[tuple[str, str]] = [
     ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"),
     ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}} ?年 ?(?:0?[1-9]|1[0-2]) ?月(?: ?(?:0?[1-9]|[12]{_D}|3[01]) ?[日号])?"),
     ("date", r"(?<!年.)[0-9]?月[0-3]?[0-9][日号]"),
+    # compact dates (20230609, also exact dates of birth): a year 19xx/20xx, a real month
+    # and day, and nothing more of a number around it
+    ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{_D}|3[01]){_NA}"),
     ("mobile", rf"(?:(?<=0)086|(?<=8)6){_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}"),
     ("mobile", rf"(?<=1){_S}[3-9](?:{_S}{_D}){{9}}{_NA}"),
     ("landline", rf"(?<=0){_D}{{2,3}}[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}"),
@@ -252,22 +244,43 @@ _DIGIT_FIRST: list[tuple[str, str]] = [
 ]
 # One scan for every labelled number (身份证号, 医保卡号, 病案号…): the label says the kind.
 _LABELS: dict[str, str] = {
-    **{w: "resident_id" for w in _ID_LABEL[3:-1].split("|")},
-    **{w: "insurance_no" for w in _INSURANCE_LABEL[3:-1].split("|")},
-    **{w: "record_no" for w in _RECORD_LABEL[3:-1].split("|")},
+    **{w: "record_no" for w in ids.RECORD_LABELS},
+    **{w: "insurance_no" for w in ids.INSURANCE_LABELS},
+    **{w: "resident_id" for w in ids.ID_LABELS},
 }
 _LABELLED = (
     f"(?P<label>{_alternation(_LABELS)}){_LABEL_TAIL}"
     r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){3,31})(?![A-Za-z0-9])"
 )
+# Every labelled number (身份证号, 医保卡号, 病理号, 床号…) in one scan of its own: the
+# labels as a trie let `re` skip in C to the characters a label can start with.
+_LABEL_RX = re.compile(
+    f"(?P<label>{ids.alternation(list(_LABELS))}){_LABEL_TAIL}"
+    r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){0,31})(?![A-Za-z0-9])"
+)
+_EMPLOYER_RX = re.compile(
+    "(?:" + ids.alternation(ids.EMPLOYER_LABELS) + _LABEL_TAIL
+    # a bare 单位： is the person's work unit only as a label of its own (not 转出单位：)
+    + r"|(?<![\u4e00-\u9fff])单位[:：][ \u3000]{0,2})(?P<v>[^，。；;,、\n\x00\s]{2,30})")
+_ANY_NUMBER_LABEL = re.compile(
+    r"(?<=[\u4e00-\u9fffA-Za-z])(?:编号|号码|号|ID|No\.?)[:：][ \u3000]{0,2}"
+    r"(?P<v>[A-Za-z0-9][A-Za-z0-9\-]{3,31})(?![A-Za-z0-9])")
 _FREE_GUARD = rf"(?<=[{_SINGLE_FREE}])(?<![担现出兼继升就调委聘信]任)"
 
 
 def _rest(items: Iterable[str]) -> str:
     """An alternation of words with each word's first character already consumed by the
     shared first-character class: (?:(?<=患)者|(?<=病)人|…), longest first."""
-    ordered = sorted(set(items), key=len, reverse=True)
-    return "(?:" + "|".join(f"(?<={re.escape(w[0])}){re.escape(w[1:])}" for w in ordered) + ")"
+    by_first: dict[str, list[str]] = {}
+    for w in set(items):
+        by_first.setdefault(w[0], []).append(w[1:])
+    parts = []
+    for first, rests in sorted(by_first.items()):
+        rest = ids.alternation([r for r in rests if r]) if any(rests) else ""
+        if "" in rests and rest:
+            rest = f"(?:{rest})?"
+        parts.append(f"(?<={re.escape(first)}){rest}")
+    return "(?:" + "|".join(parts) + ")"
 
 
 def _class_escape(chars: str) -> str:
@@ -282,22 +295,17 @@ def _firsts(items: Iterable[str]) -> str:
 # the group holding the identifier or None for the whole match). They run as ONE regex whose
 # first character class is the union: one scan instead of ten.
 _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
-    ("label", _firsts(_LABELS),
-     f"(?P<label>{_rest(_LABELS)}){_LABEL_TAIL}"
-     r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){3,31})(?![A-Za-z0-9])", "v"),
     # any 15/18-digit number up to 8 characters after an ID label: exactly what the
     # validation gate flags (证件号（护照）：…), so the gate never finds what the scrubber left
-    ("resident_id", _firsts(_ID_LABEL[3:-1].split("|")),
-     _rest(_ID_LABEL[3:-1].split("|")) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
+    ("resident_id", _firsts(ids.ID_LABELS),
+     _rest(ids.ID_LABELS) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
     ("mobile", "+", rf"86{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
     ("landline", "（(", rf"0{_D}{{2,3}}[)）] ?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}", None),
     # 二〇二五年三月七日, found from its second character (〇, 零 or 九 are rare; 一 and 二 are not)
     ("date", "〇零九", r"(?<=[一二].)[〇零一二三四五六七八九]{2}年[一二三四五六七八九十]{1,2}月"
                      r"(?:[一二三四五六七八九十]{1,3}[日号])?", "back1"),
     ("address", "路街巷弄村里苑园区道同寓厦场", _ADDRESS_CORE[len("[路街巷弄村里苑园区道同寓厦场]"):], None),
-    ("name", _firsts(words.NAME_BEFORE),
-     _rest(words.NAME_BEFORE) + r"[:：\s]{0,2}(?:为|是|叫|名叫)?"
-     rf"(?P<v>(?:{_COMPOUND}|[{_SINGLE_ANCHORED}]){_GIVEN}{{1,2}})", "v"),
+    # names after context words: techniques/names.py (model-based, with boundaries)
     # 王某某 / 王先生 (the surname alone) / 王小明 followed by a word that follows names
     ("name", _SINGLE_ANCHORED,
      rf"(?:{_FREE_GUARD}(?:某某|某){_GIVEN}?|(?=先生|女士|小姐)|{_FREE_GUARD}{_GIVEN}{{1,2}}{_NAME_AFTER})", None),
@@ -310,6 +318,10 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     ("name", "MDP", rf"{_rest(['Mr', 'Mrs', 'Ms', 'Miss', 'Dr', 'Prof'])}\.? (?P<v>{_NAME_EN})", "v"),
     ("name", "PpNn", rf"(?:(?<=[Pp])atient|(?<=[Nn])ame)[:：]? ?(?P<v>{_NAME_EN})(?=[ ,.;:，。]|$)", "v"),
 ]
+# Companies named without a label (…在杭州某某科技有限公司上班): found from the legal
+# suffix, grown backwards over the name up to a word that ends a sentence part.
+_ORG_SUFFIX = re.compile(r"(?:有限责任公司|股份有限公司|有限公司|集团公司|集团)")
+_ORG_BACK = re.compile(r"[^，。；;,、：:（）()\s\x00在于到去的是从向了职任供]{2,16}\Z")
 _EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}\Z")
 
@@ -327,8 +339,7 @@ def _compiled(kinds: tuple[str, ...]) -> tuple[Any, Any]:
             groups[f"a{i}"] = k
             parts.append(f"(?P<a{i}>{p})")
         digit = re.compile(rf"[0-9]{_NB}(?:" + "|".join(parts) + ")")
-    selected = [alt for alt in _OTHER_FIRST
-                if alt[0] in kinds or (alt[0] == "label" and set(kinds) & set(_LABELS.values()))]
+    selected = [alt for alt in _OTHER_FIRST if alt[0] in kinds]
     others = None
     other_groups: dict[str, tuple[str, str | None]] = {}
     if selected:
@@ -363,18 +374,36 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
     if other is not None:
         for m in other.finditer(big):
             kind, group = other_groups[m.lastgroup]
-            if kind == "label":
-                i = m.lastgroup[1:]
-                k = _LABELS[big[m.start():m.end(f"label{i}")]]
-                v = m.group(f"v{i}")
-                if k in kinds and (len(v) >= 14 if k == "resident_id" else len(v) >= 4):
-                    append((m.start(f"v{i}"), m.end(f"v{i}"), _KIND_CODE[k]))
-            elif group is None:
+            if group is None:
                 append((m.start(), m.end(), _KIND_CODE[kind]))
             elif group == "back1":
                 append((m.start() - 1, m.end(), _KIND_CODE[kind]))
             else:
                 append((m.start(group), m.end(group), _KIND_CODE[kind]))
+    if set(kinds) & {"record_no", "insurance_no", "resident_id"}:
+        for m in _LABEL_RX.finditer(big):
+            k = _LABELS[m.group("label")]
+            if k == "resident_id" and len(m.group("v")) < _MIN_LABELLED[k]:
+                k = "record_no"  # ID号：20230012 is a record number, not a resident ID
+            if k in kinds and len(m.group("v")) >= _MIN_LABELLED[k]:
+                append((m.start("v"), m.end("v"), _KIND_CODE[k]))
+    if "employer" in kinds:
+        code = _KIND_CODE["employer"]
+        out.extend((m.start("v"), m.end("v"), code) for m in _EMPLOYER_RX.finditer(big))
+    if "record_no" in kinds:
+        # any other numbered label (体检编号：TJ2023001, 会员号：…): a code holding a digit
+        code = _KIND_CODE["record_no"]
+        out.extend((m.start("v"), m.end("v"), code) for m in _ANY_NUMBER_LABEL.finditer(big)
+                   if any(c.isdigit() for c in m.group("v")))
+    by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
+    if by_recogniser:
+        out.extend((a, b, _KIND_CODE[k]) for a, b, k in ids.scan(big, by_recogniser))
+    if "employer" in kinds:
+        code = _KIND_CODE["employer"]
+        for m in _ORG_SUFFIX.finditer(big):
+            back = _ORG_BACK.search(big, max(0, m.start() - 16), m.start())
+            if back:
+                append((back.start(), m.end(), code))
     if "email" in kinds and "@" in big:
         code = _KIND_CODE["email"]
         for m in _EMAIL_DOMAIN.finditer(big):
@@ -389,6 +418,81 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
             fwd = _DOT_NAME_AFTER.match(big, dot + 1)
             if back and fwd:
                 append((back.start(), fwd.end(), code))
+    return out
+
+
+# An age in a note: 66岁, 3 周岁, 年龄：66, 年龄 66岁 (months and days of infants too).
+_ANY_AGE = re.compile(
+    r"(?<![0-9.])[0-9]{1,3} ?(?:周岁|岁(?:[0-9]{1,2}个?月)?|个月)|(?<=年龄[:：])[0-9]{1,3}(?![0-9.])"
+    r"|(?<=年龄)[0-9]{1,3}(?![0-9.])")
+_AGE_NUMBER = re.compile(r"[0-9]{1,3}")
+
+
+def _age_text(span: str, ages: Any) -> str:
+    """An age mention replaced: removed ("[年龄]"), or cut to a band of `ages` years (60-69岁;
+    90 and over as 90岁以上)."""
+    if ages == "remove":
+        return "[年龄]"
+    m = _AGE_NUMBER.search(span)
+    if m is None:
+        return "[年龄]"
+    width = int(ages)
+    if "月" in span and "岁" not in span:  # an infant's months: under one year
+        return f"0-{width - 1}岁"
+    years = int(m.group())
+    if years >= 90:
+        return "90岁以上"
+    lo = years // width * width
+    return f"{lo}-{min(lo + width - 1, 89)}岁"
+
+
+_ISO_LIKE = re.compile(r"((?:19|20)[0-9]{2})\s?[年\-/.]\s?([0-9]{1,2})\s?[月\-/.]\s?([0-9]{1,2})")
+_MONTH_DAY = re.compile(r"([0-9]{1,2})月([0-9]{1,2})[日号]")
+
+
+def _shift_date(span: str, offset: int) -> str:
+    """A date in a note moved by its subject's offset (the same as the structured dates), in
+    the spelling it had (2023-06-09, 2023年6月9日, 20230609, 6月9日); a date without a day
+    (2023年6月) becomes the placeholder, since it cannot be moved consistently."""
+    import datetime as dt
+
+    try:
+        if len(span) == 8 and span.isdigit():
+            d = dt.date(int(span[:4]), int(span[4:6]), int(span[6:]))
+            return (d + dt.timedelta(days=int(offset))).strftime("%Y%m%d")
+        m = _ISO_LIKE.search(span)
+        if m:
+            d = dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+            n = d + dt.timedelta(days=int(offset))
+            if "年" in span:
+                return f"{n.year}年{n.month}月{n.day}日"
+            sep = next(c for c in span[4:] if c in "-/.")
+            if len(m.group(2)) == 2:
+                return f"{n.year}{sep}{n.month:02d}{sep}{n.day:02d}"
+            return f"{n.year}{sep}{n.month}{sep}{n.day}"
+        m = _MONTH_DAY.search(span)
+        if m:  # no year: moved within a non-leap year
+            n = dt.date(2001, int(m.group(1)), int(m.group(2))) + dt.timedelta(days=int(offset))
+            return f"{n.month}月{n.day}日"
+    except ValueError:
+        pass
+    return PLACEHOLDERS["date"]
+
+
+def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The names read by `techniques.names` added, and every name span checked against the
+    clinical vocabulary (患者安返病房 keeps 安返; 王伟高血压 ends at 伟)."""
+    code = _KIND_CODE["name"]
+    out = []
+    for s, e, k in spans:
+        if k == code and not names.CLINICAL_FIRSTS.isdisjoint(big[s:e]):
+            e2 = names.plausible(big, s, e)
+            if e2 is None:
+                continue
+            e = e2
+        out.append((s, e, k))
+    out.extend((s, e, code) for s, e in names.find_names(big))
+    out.extend((s, e, code) for s, e in names.extend_lists(big, [(s, e) for s, e, k in out if k == code]))
     return out
 
 
@@ -470,7 +574,7 @@ def known_variants(kind: str, value: str) -> tuple[str, set[str]]:
     """(span kind, the strings to look for) for one known identifier of a subject. The kind
     of the structured column is used where it is a scrub kind (name, mobile…); otherwise the
     value's shape decides."""
-    v = str(value).strip()
+    v = ids.fold(str(value)).strip()
     k = kind if kind in _KIND_CODE else None
     compact = re.sub(r"[ \-]", "", v)
     if k is None:
@@ -511,12 +615,64 @@ def _known_table(known: pd.DataFrame | None) -> dict[str, list[tuple[str, int, s
     for sid, kind, value in zip(frame["subject_id"].astype(str), frame["kind"].astype(str),
                                 frame["value"].astype(str)):
         k, variants = known_variants(kind, value)
+        if sid == EVERYONE:
+            # in every note only the whole value (and its spellings): 王某 or a given name
+            # alone of some doctor would scrub words in everybody's notes
+            v = ids.fold(value).strip()
+            compact = re.sub(r"[ \-]", "", v)
+            variants = {v} if k == "name" else {x for x in variants if len(x) >= len(compact)}
         code = _KIND_CODE[k]
         entries = table.setdefault(sid, [])
         entries.extend((var, code, value.strip()) for var in variants)
     for entries in table.values():
         entries.sort(key=lambda t: -len(t[0]))
     return table
+
+
+EVERYONE = "*"
+"""subject_id of the known values searched in every note (staff, contacts of any subject)."""
+EVERYONE_MAX = 50_000
+"""Most distinct values searched in every note (one trie regex); past it, other tables'
+values are known for their own subject's notes only."""
+
+
+@lru_cache(maxsize=8)
+def _everyone_regex(entries: tuple[tuple[str, int], ...]) -> tuple[re.Pattern[str], dict[str, int]]:
+    codes = {v: c for v, c in entries}
+    return re.compile(ids.alternation(list(codes))), codes
+
+
+def known_from_tables(known: pd.DataFrame, policy: Any, read: Any, index: int, partitions: int) -> pd.DataFrame:
+    """`known` (the subject table's values per subject) with every direct identifier of every
+    other table of the release: per subject from this partition's rows (`read(table, columns,
+    partition)`), and, while there are at most EVERYONE_MAX distinct values over all
+    partitions, for every note (`EVERYONE`): the attending doctor of one patient is named in
+    another patient's note."""
+    parts = [known]
+    everyone: dict[str, str] = {}
+    for name, tspec in policy.tables.items():
+        if name == policy.subject_table:
+            continue
+        cols = [c for c, cs in tspec.columns.items() if cs.role is Role.direct_identifier]
+        if not cols:
+            continue
+        link = tspec.subject_column
+        frame = read(name, [link, *cols], index)
+        for col in cols:
+            part = pd.DataFrame({"subject_id": frame[link].astype("string"), "kind": col,
+                                 "value": frame[col].astype("string")}).dropna()
+            parts.append(part.drop_duplicates())
+        for i in range(partitions):
+            if len(everyone) > EVERYONE_MAX:
+                break
+            other = frame if i == index else read(name, cols, i)
+            for col in cols:
+                for v in other[col].dropna().astype(str).unique():
+                    everyone.setdefault(v, col)
+    if 0 < len(everyone) <= EVERYONE_MAX:
+        parts.append(pd.DataFrame({"subject_id": EVERYONE, "kind": list(everyone.values()),
+                                   "value": list(everyone)}))
+    return pd.concat(parts, ignore_index=True).astype("string")
 
 
 def _find_all(text: str, needle: str, offset: int, code: int, out: list, canon: list | None,
@@ -542,6 +698,7 @@ def detect_spans(
     known: pd.DataFrame | None = None,
     *,
     table: dict[str, list[tuple[str, int, str]]] | None = None,
+    all_ages: bool = False,
 ) -> pd.DataFrame:
     """Every identifier span in `texts`, merged: columns row, start, end (offsets in the
     note), kind, canonical (the structured value a known match stands for, else None).
@@ -558,10 +715,20 @@ def detect_spans(
     starts = np.zeros(len(texts), dtype=np.int64)
     if len(texts) > 1:
         starts[1:] = np.cumsum(lengths[:-1] + 1)
-    big = _SEP.join(texts)
+    # Matched on the folded text (full-width digits, odd spaces and dashes as ASCII): the fold
+    # keeps every character's offset, so the spans are offsets in the original notes.
+    joined = _SEP.join(texts)
+    big = ids.fold(joined)
+    if big is not joined:
+        texts = big.split(_SEP)
     spans = _generic_spans(big, tuple(k for k in kinds if k != "known"))
+    if all_ages:  # ages are quasi-identifiers: every one, not only those over 89
+        code = _KIND_CODE["age"]
+        spans.extend((m.start(), m.end(), code) for m in _ANY_AGE.finditer(big))
     if "address" in kinds:
         spans = _extend_addresses(big, spans)
+    if "name" in kinds:
+        spans = _checked_names(big, spans)
 
     # A name found in context is a name wherever else it occurs in the same note.
     name_code = _KIND_CODE["name"]
@@ -580,6 +747,15 @@ def detect_spans(
     if "known" in kinds and subject_ids is not None and (known is not None or table is not None):
         if table is None:
             table = _known_table(known)
+        glob = table.get(EVERYONE)
+        if glob:
+            rx, codes = _everyone_regex(tuple((v, c) for v, c, _ in glob))
+            for m in rx.finditer(big):
+                v = m.group()
+                if v[0].isdigit() and ((m.start() > 0 and big[m.start() - 1].isdigit())
+                                       or (m.end() < len(big) and big[m.end()].isdigit())):
+                    continue
+                spans.append((m.start(), m.end(), codes[v]))
         for row, sid in enumerate(subject_ids):
             entries = table.get(str(sid))
             if not entries:
@@ -634,7 +810,7 @@ def _merge(spans: list[tuple[int, int, int]], starts: np.ndarray,
 
 MODES = ("placeholder", "pseudonym", "generalise")
 GENERALISABLE = ("date", "address")
-DATE_LEVELS = ("keep", "month", "year", "placeholder", "pseudonym")
+DATE_LEVELS = ("keep", "month", "year", "placeholder", "pseudonym", "shift")
 
 _DATE_PARTS = re.compile(r"((?:19|20)[0-9]{2})\s?[年\-/.]\s?([0-9]{1,2})|(?<![0-9])([0-9]{1,2})月")
 _CITY = re.compile(
@@ -647,6 +823,9 @@ _CITY = re.compile(
 def _generalise_date(span: str, level: str) -> str:
     """2025-03-07 → 2025-03 (month) or 2025 (year); 2025年3月7日 → 2025年3月 or 2025年;
     3月7日 → 3月 (month; a year cannot be given). Unparsed forms become the placeholder."""
+    if len(span) == 8 and span.isdigit():  # 20230609
+        year, month = span[:4], int(span[4:6])
+        return year if level == "year" else f"{year}-{month:02d}"
     m = _DATE_PARTS.search(span)
     if m is None:
         return PLACEHOLDERS["date"]
@@ -715,13 +894,21 @@ def scrub_texts(
     subject_ids: pd.Series | None = None,
     known: pd.DataFrame | None = None,
     key: bytes | None = None,
+    ages: Any = "keep",
+    date_offsets: np.ndarray | None = None,
 ) -> tuple[pd.Series, dict[str, int]]:
     """Scrubbed copy of `texts` (nulls stay null) and the number of spans replaced per kind.
 
     `replace` is one mode for every kind or a mapping kind → mode (with an optional
-    `default`); `dates` (month, year, placeholder, pseudonym, keep) overrides the mode for
-    dates. `key` is needed when any kind is pseudonymised.
+    `default`); `dates` (month, year, placeholder, pseudonym, keep, shift) overrides the
+    mode for dates; `shift` moves each date by the row's `date_offsets` (days). `ages`: keep
+    (only those over 89 become "[90岁以上]"), remove, or a band width in years. `key` is
+    needed when any kind is pseudonymised.
     """
+    if dates == "shift" and date_offsets is None:
+        raise PolicyError("dates: shift needs each note's date offset",
+                          fix="run the scrubber inside a release (it passes the subject's offset), "
+                          "or choose dates: month, year or placeholder")
     modes = _modes(replace, dates)
     kinds = tuple(k for k in kinds if not (k == "date" and dates == "keep"))
     present = texts.notna().to_numpy()
@@ -739,7 +926,8 @@ def scrub_texts(
     for lo in range(0, len(values), CHUNK):
         part, part_counts = _scrub_chunk(
             values[lo:lo + CHUNK], None if sids is None else sids[lo:lo + CHUNK], kinds, modes,
-            dates, table, key, texts.name,
+            dates, table, key, texts.name, ages,
+            None if date_offsets is None else np.asarray(date_offsets)[lo:lo + CHUNK],
         )
         scrubbed.extend(part)
         for kind, n in part_counts.items():
@@ -759,9 +947,11 @@ def _scrub_chunk(
     table: dict[str, list[tuple[str, int, str]]] | None,
     key: bytes | None,
     column: Any,
+    ages: Any = "keep",
+    shifts: np.ndarray | None = None,
 ) -> tuple[list[str], dict[str, int]]:
     """One chunk of notes scrubbed: detection, replacement texts, one pass of slicing."""
-    spans = detect_spans(values, kinds, sids, None, table=table)
+    spans = detect_spans(values, kinds, sids, None, table=table, all_ages=ages != "keep")
     counts = {str(k): int(n) for k, n in spans["kind"].value_counts().items()}
     if spans.empty:
         return values, counts
@@ -770,16 +960,22 @@ def _scrub_chunk(
     offsets = np.zeros(len(values), dtype=np.int64)
     offsets[1:] = np.cumsum(lengths[:-1] + 1)
     big = _SEP.join(values)
+    folded = ids.fold(big)  # what the detectors read; the replacement slices the original
     spans = spans.sort_values(["row", "start"], kind="stable")
     g_start = (offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()).tolist()
     g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
     span_kinds = spans["kind"].tolist()
-    span_text = [big[s:e] for s, e in zip(g_start, g_end)]
+    span_rows = spans["row"].tolist()
+    span_text = [folded[s:e] for s, e in zip(g_start, g_end)]
     repl: list[str] = []
     pseudo_at, pseudo_kind, pseudo_value = [], [], []
     for i, (kind, text, canonical) in enumerate(zip(span_kinds, span_text, spans["canonical"].tolist())):
         mode = modes.get(kind, modes["default"])
-        if kind == "date" and dates in ("month", "year"):
+        if kind == "age" and ages != "keep":
+            repl.append(_age_text(text, ages))
+        elif kind == "date" and dates == "shift" and shifts is not None:
+            repl.append(_shift_date(text, int(shifts[span_rows[i]])))
+        elif kind == "date" and dates in ("month", "year"):
             repl.append(_generalise_date(text, dates))
         elif mode == "generalise" and kind == "address":
             repl.append(_generalise_address(text))
@@ -824,6 +1020,23 @@ def _modes(replace: Mapping[str, str] | str, dates: str | None) -> dict[str, str
 # --- the technique ----------------------------------------------------------------------------
 
 
+def _not_covered(p: Mapping[str, Any]) -> list[str]:
+    """Quasi-identifiers a scrubbed note may still carry, which the risk the manifest claims
+    (computed on the structured quasi-identifiers) does not count: said plainly."""
+    out = ["sex words (男, 女) and the clinical content of the notes"]
+    if p.get("ages", "keep") == "keep":
+        out.append("ages under 90 as written (set params.ages: remove or a band width)")
+    elif p.get("ages") != "remove":
+        out.append(f"ages in {p['ages']}-year bands")
+    if p.get("dates") in (None, "keep"):
+        out.append("dates as written")
+    elif p.get("dates") in ("month", "year"):
+        out.append(f"the true {p['dates']} of dates (not shifted: set params.dates: shift)")
+    elif p.get("dates") == "shift":
+        out.append("dates shifted by each subject's offset, as the structured dates")
+    return out
+
+
 class Scrub(Technique):
     """Find identifiers in free text and replace each span (placeholder, keyed pseudonym, or a
     generalised value), matching every note against its own subject's known identifiers.
@@ -837,7 +1050,7 @@ class Scrub(Technique):
 
     name = "scrub"
     roles = frozenset({Role.free_text})
-    allowed_params = frozenset({"replace", "dates", "kinds", "scope"})
+    allowed_params = frozenset({"replace", "dates", "kinds", "scope", "ages", "shift_days", "shift_scope"})
 
     def check(self, column: str, spec: Column) -> None:
         super().check(column, spec)
@@ -891,6 +1104,22 @@ class Scrub(Technique):
                 f"column '{column}': params.scope must be a non-empty string",
                 fix="omit it (scrub) or name the pseudonym scope, e.g. scope: notes",
             )
+        ages = p.get("ages", "keep")
+        if ages not in ("keep", "remove") and not (isinstance(ages, int) and not isinstance(ages, bool)
+                                                  and 1 <= ages <= 50):
+            raise PolicyError(
+                f"column '{column}': params.ages must be keep, remove or a band width in years "
+                f"(got {ages!r})",
+                fix="ages: remove (every age becomes [年龄]) or e.g. ages: 10 (66岁 → 60-69岁)",
+            )
+        if dates == "shift":
+            days = p.get("shift_days")
+            if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650:
+                raise PolicyError(
+                    f"column '{column}': dates: shift needs params.shift_days, the max_days of the "
+                    "structured dates' date_shift (the same offset moves both)",
+                    fix="e.g. dates: shift, shift_days: 30 (as note_date: date_shift max_days: 30)",
+                )
 
     def _uses_key(self, spec: Column) -> bool:
         replace = spec.params.get("replace", "placeholder")
@@ -908,8 +1137,24 @@ class Scrub(Technique):
                     fix="load it with KeyRing.from_policy(loaded) and pass it in the ApplyContext",
                 )
             key = ctx.keyring.derive(str(p.get("scope", "scrub")), purpose="scrub")
+        offsets = None
+        if p.get("dates") == "shift":
+            # the same keyed per-subject offset as the date_shift technique: a note's dates
+            # move with the subject's structured dates, never back to the true month
+            from deidflow.techniques import dateshift
+
+            if ctx.keyring is None:
+                raise KeyCustodyError(
+                    "shifting dates in free text needs the key ring", column=ctx.column,
+                    fix="load it with KeyRing.from_policy(loaded) and pass it in the ApplyContext",
+                )
+            dkey = ctx.keyring.derive(str(p.get("shift_scope", dateshift.DEFAULT_SCOPE)),
+                                      purpose="date_shift", algorithm=dateshift.ALGORITHM)
+            offsets = dateshift.subject_offsets(ctx.subject_ids, dkey, int(p["shift_days"]), memo=ctx.memo)
         out, counts = scrub_texts(
             values,
+            ages=p.get("ages", "keep"),
+            date_offsets=offsets,
             kinds=p.get("kinds", DETECTORS),
             replace=p.get("replace", "placeholder"),
             dates=p.get("dates"),
@@ -929,8 +1174,13 @@ class Scrub(Technique):
                 "replace": p.get("replace", "placeholder"),
                 "dates": p.get("dates"),
                 "kinds": list(p.get("kinds", DETECTORS)),
+                "ages": p.get("ages", "keep"),
             },
+            # what the scrubber leaves that the risk figures of the manifest do not count
+            "not_covered_by_risk": _not_covered(p),
         }
+        if p.get("dates") == "shift":
+            out["params"]["shift_days"] = p["shift_days"]
         if self._uses_key(spec):
             scope = str(p.get("scope", "scrub"))
             out["params"]["scope"] = scope
@@ -965,7 +1215,13 @@ def find_identifiers(texts: pd.Series, known: Iterable[str] | None = None) -> pd
     number, an e-mail address, or any of the `known` literal strings (e.g. every patient name
     in the structured tables). Vectorised: pyarrow's RE2 engine runs one combined regex over
     the column, and the known literals as alternations of a few thousand each."""
-    s = texts.astype("string[pyarrow]")
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # NFKC first (pyarrow's own normalisation, not the scrubber's fold): a full-width
+    # １３８１２３４５６７８ is the same mobile
+    arr = pa.array(texts.astype("string").to_numpy(dtype=object, na_value=None), type=pa.string())
+    s = pd.Series(pc.utf8_normalize(arr, "NFKC"), index=texts.index, dtype="string[pyarrow]")
     hit = s.str.contains(_DIRECT_RE2, regex=True).fillna(False).astype(bool)
     if known is not None:
         literals = sorted({str(k) for k in known if k is not None and len(str(k)) >= 2},
@@ -978,3 +1234,103 @@ def find_identifiers(texts: pd.Series, known: Iterable[str] | None = None) -> pd
             found = s[rest].str.contains(pat, regex=True).fillna(False).astype(bool)
             hit.loc[found.index[found.to_numpy()]] = True
     return pd.Series(hit.to_numpy(dtype=bool), index=texts.index)
+
+
+# --- one CSV file, for trying the scrubber before a release ---------------------------------
+
+SAFE_DEFAULTS: dict[str, Any] = {"replace": "placeholder", "dates": "month", "kinds": list(DETECTORS)}
+"""The scrubbing of `deidflow scrub` without a policy: every detector, typed placeholders,
+dates cut to the month."""
+
+
+def _read_text(path: Path, encoding: str) -> tuple[str, str]:
+    """The file's text and the codec it was read with; a clear error for a file that is not
+    in the encoding asked for (auto: UTF-8, then GB18030)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", file=str(path), fix="pass the path of a CSV file") from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a CSV file", file=str(path), fix="pass the path of a CSV file") from None
+    codecs = ("utf-8-sig", "gb18030") if encoding.lower() == "auto" else (encoding,)
+    for codec in codecs:
+        try:
+            return raw.decode(codec), codec
+        except LookupError:
+            raise InputError(f"unknown encoding '{encoding}'", file=str(path),
+                             fix="use --encoding utf-8, gb18030, gbk or auto") from None
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            bad = exc
+    raise InputError(
+        f"does not decode as {' or '.join(codecs)} (first bad byte on line {line})",
+        file=str(path), row=line,
+        fix="re-save the file as UTF-8, or pass its real encoding with --encoding (e.g. gb18030)",
+    ) from bad
+
+
+def scrub_settings(policy_path: Path | None, column: str) -> tuple[dict[str, Any], bytes | None]:
+    """The scrub parameters a release would use for `column` (the policy's scrubbed column of
+    that name, else its first scrubbed column) and the text key if they pseudonymise; the safe
+    defaults without a policy."""
+    if policy_path is None:
+        return dict(SAFE_DEFAULTS), None
+    from deidflow.policy import load_policy
+
+    loaded = load_policy(policy_path)
+    specs = [(c, s) for t in loaded.policy.tables.values() for c, s in t.columns.items()
+             if s.technique == "scrub"]
+    if not specs:
+        raise PolicyError("the policy scrubs no column", file=str(policy_path),
+                          fix="give a free-text column 'technique: scrub', or omit --policy for the safe defaults")
+    spec = next((s for c, s in specs if c == column), specs[0][1])
+    Scrub().check(column, spec)
+    params = {"replace": spec.params.get("replace", "placeholder"), "dates": spec.params.get("dates"),
+              "kinds": list(spec.params.get("kinds", DETECTORS)), "ages": spec.params.get("ages", "keep")}
+    if params["dates"] == "shift":
+        # one CSV has no subject to take the offset from: the dates are cut to the month,
+        # which is never finer than what the release writes
+        params["dates"] = "month"
+    key = None
+    if Scrub()._uses_key(spec):
+        from deidflow.keys import KeyRing
+
+        key = KeyRing.from_policy(loaded).derive(str(spec.params.get("scope", "scrub")), purpose="scrub")
+    return params, key
+
+
+def scrub_csv(source: Path, column: str, out: Path, *, policy: Path | None = None,
+              encoding: str = "auto") -> dict[str, int]:
+    """Scrub one column of a CSV file as a release would, keeping every other column, every
+    value's text and the row order; write `out` (UTF-8) atomically. Returns the number of
+    spans replaced per kind (never a value)."""
+    import csv
+    import io
+    import os
+
+    params, key = scrub_settings(policy, column)
+    text, _ = _read_text(source, encoding)
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.ParserError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise InputError("not a well-formed CSV file (a row has more fields than the header)",
+                         file=str(source), row=int(m.group(1)) if m else None,
+                         fix="quote fields that hold commas or line breaks, then rerun") from None
+    except pd.errors.EmptyDataError:
+        raise InputError("the file is empty", file=str(source), fix="pass a CSV file with a header row") from None
+    if column not in frame.columns:
+        raise InputError(f"no column '{column}' (columns: {', '.join(map(str, frame.columns))})",
+                         file=str(source), column=column,
+                         fix="pass the free-text column's header with --column")
+    scrubbed, counts = scrub_texts(frame[column], kinds=params["kinds"], replace=params["replace"],
+                                   dates=params["dates"], key=key, ages=params.get("ages", "keep"))
+    frame[column] = scrubbed.fillna("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        frame.to_csv(tmp, index=False, encoding="utf-8", quoting=csv.QUOTE_MINIMAL)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counts

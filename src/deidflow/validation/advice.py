@@ -58,11 +58,13 @@ def _advice(policy: Policy, outcome: dict[str, Any]) -> tuple[str, str]:
         role = spec.columns[col].role if spec and col else None
         if role is Role.free_text:
             fix = (f"scrub more in {key} (the notes still hold identifiers: check its "
-                   "params.detectors and name lists) or drop the column; relaxing the risk "
-                   "limits does not remove identifiers")
+                   "params.kinds and name lists, and make every column that holds the value a "
+                   "direct_identifier of its table) or drop the column; the row numbers are in "
+                   "the private gate log; the risk limits do not concern identifiers")
         else:
             fix = (f"drop or pseudonymise the column ({key}: technique drop or pseudonymise; "
-                   "scrub for free text); relaxing the risk limits does not remove identifiers")
+                   "scrub for free text), or set its identifier_check with a reason if the values "
+                   "are not identifiers; the risk limits do not concern identifiers")
         return key, fix
     for marker, limit in _RISK_LIMITS:
         if marker in etype:

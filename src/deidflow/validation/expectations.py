@@ -31,6 +31,7 @@ from great_expectations.expectations.expectation import BatchExpectation
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 
+from deidflow import identifiers as ids
 from deidflow.validation.sets import (  # noqa: F401  (also used from here by the gate and tests)
     Chunks, StringSet, _as_text, _bools, _chunks, _distinct_hashes, _first_bytes, _hash64,
     _last_bytes, _lookup, _rows_with_byte, _signatures, _single, distinct_values, runtime_set,
@@ -193,14 +194,11 @@ def _string_like(s: pd.Series) -> bool:
 # pseudonym, which is random hex: searching it for a phone-shaped digit run inside would flag
 # about 800 of every million pseudonyms (measured), so such columns are checked for being an
 # identifier as a whole, and for equalling an identifier of the input.
-_SEP = r"[ \-]?"
-_WHOLE_ID18 = rf"[1-9](?:{_SEP}[0-9]){{16}}{_SEP}[0-9Xx]"
-_WHOLE_MOBILE = rf"(?:\+?86{_SEP})?1{_SEP}[3-9](?:{_SEP}[0-9]){{9}}"
-_WHOLE_EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+_WHOLE_ID18 = rf"[1-9](?:{ids.S}[0-9]){{16}}{ids.S}[0-9Xx]"
 WHOLE_VALUE_PATTERNS: dict[str, str] = {
-    "resident_id": rf"^\s*{_WHOLE_ID18}\s*$",
-    "mobile": rf"^\s*{_WHOLE_MOBILE}\s*$",
-    "email": rf"^\s*{_WHOLE_EMAIL}\s*$",
+    "resident_id": rf"^\s*{_WHOLE_ID18}\s*$",  # any 18 digits: the check digit decides
+    "mobile": ids.RECOGNISERS["mobile"].whole(),
+    "email": ids.RECOGNISERS["email"].whole(),
 }
 # Kinds named in an explanation: the detectors the gate is about (the scrubber has more, e.g.
 # dates and names, whose patterns would also match harmless generalised text).
@@ -310,13 +308,28 @@ def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = 
     # the scrubber's generic detectors; the input's own strings by hashed windows
     hit = np.array(find_identifiers(texts.to_pandas(), None), dtype=bool)  # a writable copy
     if known:
+        # the second opinion (`validation.direct`): the input's own values, as written and
+        # normalised, independent of the scrubber's recognisers
+        from deidflow.validation import direct
+
         rest = np.flatnonzero(~hit)
-        hit[rest] = known.substring_hits(texts.take(pa.array(rest)))
+        hit[rest] = direct.known_hits(texts.take(pa.array(rest)), known)
     if not hit.any():
         return {"rows": 0, "kinds": []}
+    from deidflow.validation import direct
+
+    found = texts.filter(pa.array(hit))
+    by_kind = {k: count_rows(_spread(hit, m)) for k, m in direct.kinds_of(found, known).items()}
     return {"rows": count_rows(hit),
-            "kinds": identifier_kinds(texts.filter(pa.array(hit)), known,
-                                      whole_value=whole_value)}
+            "kinds": sorted(by_kind) or identifier_kinds(found, known, whole_value=whole_value),
+            "by_kind": by_kind}
+
+
+def _spread(hit: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A mask over the hit values, as a mask over all values."""
+    out = np.zeros(len(hit), dtype=bool)
+    out[np.flatnonzero(hit)[mask]] = True
+    return out
 
 
 def identifier_kinds(texts: Any, known: StringSet, *, whole_value: bool = False,
@@ -639,8 +652,10 @@ class ExpectNoDirectIdentifiers(DeidflowExpectation):
         if not bad:
             return (f"direct identifiers: none found in {result.get('columns_checked', 0)} "
                     "column(s) checked")
-        parts = [f"'{c}': {h['rows']} row(s) with {', '.join(h['kinds'])}" for c, h in bad.items()]
-        return "direct identifiers left: " + "; ".join(parts)
+        from deidflow.validation import direct
+
+        return ("direct identifiers left: " + "; ".join(direct.explain(c, h) for c, h in bad.items())
+                + " (fix the scrubbing settings, not the risk limits)")
 
 
 class ExpectSubjectsToBeConsented(DeidflowExpectation):

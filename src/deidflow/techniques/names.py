@@ -1,0 +1,233 @@
+"""Chinese person names in free text, whoever they name (patient, staff, relatives,
+signatures): where a name is read, and where it ends.
+
+Evidence, beyond the context words of `_zh_names`:
+
+- a surname at the start: the single and compound surnames of `_zh_names` (the 百家姓
+  entries still in use and the most frequent of the 2020 census);
+- given-name characters from a model of real given names: `resources/given_name_chars.csv`
+  (character counts over about 20 million names, MIT; see the README beside it). A
+  character seen fewer than `GIVEN_MIN` times in given names is not read as one;
+- boundaries: a given name ends before a clinical word (`CLINICAL_WORDS`: 王伟高血压), and a
+  character that is also a function word (`SOFT_GIVEN`: 和, 有, 生, 月…) ends a name only
+  where the text clearly ends the name after it (签名：毛春生。) — never before more text
+  (李明有高血压, 王伟和李娜);
+- a clinical word never starts a name (患者安返病房, 主任医师查体, 康复医师).
+
+Names are read after a role or context word (术者：, 签名：, 其子, 患者), before a title (李主任
+is 李; 王伟医师), in lists after one (王伟、李娜), and spelt with spaces (王 伟).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from functools import lru_cache
+from importlib import resources
+
+from deidflow import identifiers as ids
+from deidflow.techniques import _zh_names as words
+
+GIVEN_MIN = 300
+"""Fewest given-name occurrences (of ~32 million) for a character to be read as part of a
+given name: the 2,000 most frequent characters, 99.2 % of all given-name characters."""
+
+
+@lru_cache(maxsize=1)
+def given_name_counts() -> dict[str, int]:
+    """The given-name character model: character -> count in the name corpus."""
+    text = resources.files("deidflow.techniques").joinpath("resources/given_name_chars.csv")
+    with text.open(encoding="utf-8") as f:
+        return {row["char"]: int(row["count"]) for row in csv.DictReader(f)}
+
+
+@lru_cache(maxsize=1)
+def _model() -> tuple[frozenset[str], frozenset[str], dict[str, tuple[str, ...]]]:
+    counts = given_name_counts()
+    given = frozenset(c for c, n in counts.items() if n >= GIVEN_MIN) - set(words.HARD_NOT_GIVEN)
+    single = frozenset(words.SINGLE_SURNAMES)
+    clinical: dict[str, list[str]] = {}
+    for w in set(words.CLINICAL_WORDS):
+        clinical.setdefault(w[0], []).append(w)
+    return given, single, {c: tuple(sorted(ws, key=len, reverse=True)) for c, ws in clinical.items()}
+
+
+_GIVEN, _SINGLE, _CLINICAL = _model()
+CLINICAL_FIRSTS = frozenset(_CLINICAL)  # a span holding none of these holds no clinical word
+_BOUNDARY = frozenset("，,。.；;：:、！!？?（）()[]【】<>《》“”\"'‘’ \t\n\r\x00/|-—")
+_SOFT = frozenset(words.SOFT_GIVEN)
+_FUNCTION = frozenset(words.FUNCTION_GIVEN)
+# Verbs that follow a name: after one, 和/有 closed the name (之妻麻凤和陪护, 其子雷浩和代诉).
+_VERBS_AFTER = frozenset("陪说称述示签去到回离转送请问答讲听看叫找让给做需该嘱行予诉已代")
+# Characters before a lone surname that make "surname + title" a person (请李主任会诊,
+# 由王医生), besides punctuation and the start of the text.
+_BEFORE_LONE = frozenset("请由与和及同向给对被让嘱经找问叫跟为随找报告知")
+_ENDERS = tuple(sorted({*words.TITLES, *words.NAME_AFTER, *words.ROLE_WORDS, "签名", "签字",
+                        "日期", "时间", "审核", "记录"}, key=len, reverse=True))
+_ENDERS_RX = re.compile(ids.alternation(_ENDERS))
+_COMPOUNDS = tuple(words.COMPOUND_SURNAMES)
+
+# A role or context word, then what may stand between it and the name.
+_CONTEXT_RX = re.compile(
+    "(?:" + ids.alternation((*words.ROLE_WORDS, *words.NAME_BEFORE)) + ")"
+    r"[:：\s]{0,2}(?:为|是|叫|名叫|系)?[:：\s]{0,1}"
+)
+_TITLE_RX = re.compile(ids.alternation(words.TITLES))
+# from the colon (rare) rather than from every ideograph: `re` skips to a colon in C
+_LABEL_COLON_RX = re.compile(r"[：:](?<=[\u4e00-\u9fff].)[ \u3000]{0,2}")
+_VALUE_END = frozenset(" \t\n\r\x00，,。；;、（）()/|")
+_SEX_AFTER_RX = re.compile(r"[，,（( ][男女](?:[，,、）) ]|性)")
+
+
+def _clinical_at(text: str, i: int) -> bool:
+    ws = _CLINICAL.get(text[i]) if i < len(text) else None
+    return ws is not None and any(text.startswith(w, i) for w in ws)
+
+
+def _clinical_end(text: str, i: int) -> int:
+    """End of the longest clinical word starting at i (i if none)."""
+    for w in _CLINICAL.get(text[i], ()):
+        if text.startswith(w, i):
+            return i + len(w)
+    return i
+
+
+def extend_lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Names after a name and a list comma (王伟、李娜、张敏), whatever found the first one."""
+    out = []
+    todo = [e for _, e in spans]
+    seen = set(todo)
+    n = len(text)
+    while todo:
+        e = todo.pop()
+        if e < n and text[e] == "、":
+            e2 = name_at(text, e + 1)
+            if e2 is not None and e2 not in seen:
+                out.append((e + 1, e2))
+                seen.add(e2)
+                todo.append(e2)
+    return out
+
+
+def _ends_name(text: str, p: int) -> bool:
+    """Whether the text clearly ends a name at p (end, punctuation, a title or role word)."""
+    return p >= len(text) or text[p] in _BOUNDARY or _ENDERS_RX.match(text, p) is not None
+
+
+_COMPOUND_BY_FIRST: dict[str, tuple[str, ...]] = {}
+for _c in _COMPOUNDS:
+    _COMPOUND_BY_FIRST[_c[0]] = (*_COMPOUND_BY_FIRST.get(_c[0], ()), _c)
+
+
+def _surname_end(text: str, i: int) -> int | None:
+    if i >= len(text):
+        return None
+    ch = text[i]
+    for c in _COMPOUND_BY_FIRST.get(ch, ()):
+        if text.startswith(c, i):
+            return i + len(c)
+    if ch in _SINGLE:
+        return i + 1
+    return None
+
+
+def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
+    """End of the name whose surname starts at `i`, or None. `lone`: a surname alone counts
+    (before a title: 李主任)."""
+    given = _GIVEN
+    j = _surname_end(text, i)
+    if j is None or _clinical_at(text, i):
+        return None
+    if text[i] == "任" and i > 0 and text[i - 1] in "担现出兼继升就调委聘信主责":
+        return None  # 现任, 担任, 主任: the verb, not the surname
+    n = len(text)
+    k = j
+    taken = 0
+    for slot in range(2):
+        p = k
+        if p < n and text[p] == " " and p + 1 < n and text[p + 1] != " ":
+            p += 1  # 王 伟, 王 小 明
+        if p >= n:
+            break
+        c = text[p]
+        if c not in given or _clinical_at(text, p) or _ENDERS_RX.match(text, p):
+            break  # 王伟高血压, 王伟医师: the name ends before the word
+        if slot == 1 and c in _FUNCTION and not (_ends_name(text, p + 1) or (
+                p + 1 < n and text[p + 1] in _VERBS_AFTER)):
+            break  # 王伟和李娜, 李明有高血压; but 之妻麻凤和陪护
+        if slot == 1 and c in _SOFT and _clinical_at(text, p + 1):
+            break
+        k = p + 1
+        taken += 1
+    if taken == 0 and not lone:
+        return None
+    return k
+
+
+def find_names(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every name read from the evidence above in `text` (folded)."""
+    out: list[tuple[int, int]] = []
+    n = len(text)
+    for m in _CONTEXT_RX.finditer(text):
+        i = m.end()
+        while i < n:
+            e = name_at(text, i)
+            if e is None:
+                break
+            out.append((i, e))
+            # a list of names after one role word: 王伟、李娜 / 王伟和李娜
+            if e < n and text[e] in "、/" or (e < n and text[e] in "和与及" and e + 1 < n
+                                             and _surname_end(text, e + 1) is not None):
+                i = e + 1
+                continue
+            break
+    for m in _LABEL_COLON_RX.finditer(text):
+        # 审方药师：王伟 / 接生者：李娜  — any label, then a value that is exactly a name:
+        # a surname, given-name characters, and the end of the value
+        i = m.end()
+        e = name_at(text, i)
+        if e is not None and (e >= n or text[e] in _VALUE_END):
+            out.append((i, e))
+    for m in _SEX_AFTER_RX.finditer(text):
+        # 王春生，男，66岁 / 欧阳明月（女，3岁）: a name at the start of a line or sentence
+        t = m.start()
+        for back in (4, 3, 2):
+            s = t - back
+            if s < 0 or not (s == 0 or text[s - 1] in _BOUNDARY or text[s - 1] in "者"):
+                continue
+            if name_at(text, s) == t:
+                out.append((s, t))
+                break
+    for m in _TITLE_RX.finditer(text):
+        t = m.start()
+        for back in (4, 3, 2, 1):
+            s = t - back
+            if s < 0 or (text[s] not in _SINGLE and text[s] not in _COMPOUND_BY_FIRST):
+                continue
+            if (back > 1 and text[s] in words.FUNCTION_SURNAMES and _surname_end(text, s + 1)
+                    and not (s > 0 and text[s - 1] in _BEFORE_LONE)):
+                continue  # 由王伟医师: the name starts at 王 (but 及相桂珍主治医师: at 相)
+            e = name_at(text, s, lone=True)
+            if e != t:
+                continue
+            if e - s == len(text[s:_surname_end(text, s) or s]):  # surname alone
+                before = text[s - 1] if s > 0 else "\x00"
+                if text[s] in words.PREPOSITION_SURNAMES and not (
+                        before in _BOUNDARY and text[s] in "于都那应相初时但来"):
+                    continue  # 由医生告知; but 。于大夫查房
+                if any(_clinical_at(text, q) and _clinical_end(text, q) > s for q in (s - 1, s - 2) if q >= 0):
+                    continue  # 值班医生, 主管护士, 进修医生: the surname is the end of a word
+            out.append((s, e))
+            break
+    return out
+
+
+def plausible(text: str, s: int, e: int) -> int | None:
+    """A name span from another detector checked against the boundaries: None where a
+    clinical word starts it (患者安返病房), else its end cut before a clinical word inside."""
+    if _clinical_at(text, s) or (s + 1 < e and text[s] in words.FUNCTION_SURNAMES and _clinical_at(text, s)):
+        return None
+    for p in range(s + 1, e):
+        if _clinical_at(text, p):
+            return p if p - s >= 2 else None
+    return e

@@ -1,0 +1,136 @@
+"""The gate's second opinion on direct identifiers in released text, independent of the
+scrubber's recognisers: every known direct-identifier value of the input, searched in every
+released text after a normalisation of its own (pyarrow NFKC, separators between digits
+removed), so a full-width or regrouped copy of a patient's mobile is still that mobile.
+
+Also here: what a failure of the direct-identifier check tells the user (table, column,
+identifier type, count; the fix points at the scrubbing settings, never at the risk
+limits), and the private log of the row numbers that hold a leak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+DIRECT_TYPE = "expect_no_direct_identifiers"
+KNOWN_KIND = "known identifier of the input"
+
+SCRUB_FIX = (
+    "a direct identifier is in released text: this is a scrubbing problem, not a risk limit. "
+    "Check the free-text column's scrub settings in the policy (params.kinds must include every "
+    "detector; params.replace), make sure the column that holds the value is a "
+    "direct_identifier of its table (its values are then scrubbed from every note), and try "
+    "`deidflow scrub` on a sample of the notes; the row numbers are in the private gate log "
+    "(output.private_directory/gate/)"
+)
+
+
+# The groupings people write numbers in (mobile 3-4-4, resident ID 6-8-4 and 6-4-4-4), joined
+# back. Only these: joining every digit run across a dash would turn 2024-01-26 into 20240126,
+# which holds many a six-digit postcode.
+_GROUPINGS = (
+    (r"(^|[^0-9])(1[3-9][0-9])[ \-]+([0-9]{4})[ \-]+([0-9]{4})([^0-9]|$)", r"\1\2\3\4\5"),
+    (r"(^|[^0-9])([0-9]{6})[ \-]+([0-9]{8})[ \-]+([0-9]{3}[0-9Xx])([^0-9]|$)", r"\1\2\3\4\5"),
+    (r"(^|[^0-9])([0-9]{6})[ \-]+([0-9]{4})[ \-]+([0-9]{4})[ \-]+([0-9]{3}[0-9Xx])([^0-9]|$)",
+     r"\1\2\3\4\5\6"),
+)
+
+
+def normalised(texts: Any) -> pa.Array:
+    """NFKC, and mobile and ID numbers written in groups joined (138 1234-5678 → 13812345678)."""
+    arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, type=pa.string())
+    arr = pc.utf8_normalize(arr, "NFKC")
+    for pattern, joined in _GROUPINGS:
+        arr = pc.replace_substring_regex(arr, pattern, joined)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def known_hits(texts: Any, known: Any) -> np.ndarray:
+    """True where a text holds a known identifier of the input, as written or normalised."""
+    arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), type=pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    hit = np.asarray(known.substring_hits(arr), dtype=bool).copy()
+    rest = np.flatnonzero(~hit)
+    if rest.size:
+        hit[rest] = known.substring_hits(normalised(arr.take(pa.array(rest))))
+    return hit
+
+
+def kinds_of(texts: pa.Array, known: Any) -> dict[str, np.ndarray]:
+    """For the texts that hold an identifier: which kind each holds (a text may hold several),
+    by the recognisers of `identifiers` on the NFKC text, and the known values."""
+    from deidflow.techniques.scrub import IDENTIFIER_PATTERNS
+
+    values = normalised(texts).to_pylist()
+    out: dict[str, np.ndarray] = {}
+    for kind in ("resident_id", "mobile", "landline", "email", "passport", "permit", "wechat", "qq",
+                 "plate", "ip", "insurance_no", "record_no"):
+        rx = IDENTIFIER_PATTERNS[kind]
+        mask = np.fromiter((isinstance(v, str) and rx.search(v) is not None for v in values),
+                           dtype=bool, count=len(values))
+        if mask.any():
+            out[kind] = mask
+    if known:
+        mask = known_hits(texts, known)
+        if mask.any():
+            out[KNOWN_KIND] = mask
+    return out
+
+
+def explain(column: str, hit: Mapping[str, Any]) -> str:
+    by_kind = hit.get("by_kind") or {}
+    if by_kind:
+        detail = ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items(), key=lambda kv: -kv[1]))
+    else:
+        detail = ", ".join(hit.get("kinds", []))
+    return f"'{column}': {hit['rows']} row(s) with {detail}"
+
+
+def gate_fix(failed_types: Iterable[str]) -> str | None:
+    """The fix of a failed gate when a direct-identifier check failed (else None)."""
+    return SCRUB_FIX if DIRECT_TYPE in set(failed_types) else None
+
+
+def leak_rows(tables: Mapping[str, Any], failed: Iterable[Mapping[str, Any]], known: Any) -> dict[str, Any]:
+    """Row numbers (0-based, in the released table) of every text value that holds a direct
+    identifier, in the tables whose direct-identifier check failed."""
+    from deidflow.techniques.scrub import find_identifiers
+    from deidflow.validation.sets import StringSet
+
+    if known is not None and not isinstance(known, StringSet):
+        known = StringSet(known)
+    out: dict[str, dict[str, list[int]]] = {}
+    for table in dict.fromkeys(e.get("table") for e in failed if e.get("type") == DIRECT_TYPE):
+        frame = tables[table] if table is not None else None
+        if not isinstance(frame, pd.DataFrame):
+            continue
+        for col in frame.columns:
+            values = frame[col]
+            if not (pd.api.types.is_string_dtype(values) or pd.api.types.is_object_dtype(values)):
+                continue
+            s = values.astype("string")
+            hit = np.array(find_identifiers(s).to_numpy(dtype=bool), dtype=bool)
+            if known:
+                hit |= known_hits(pa.array(s.fillna("").to_numpy(dtype=object), type=pa.string()), known)
+            if hit.any():
+                out.setdefault(str(table), {})[str(col)] = np.flatnonzero(hit).tolist()
+    return out
+
+
+def write_leak_log(path: Path, rows: Mapping[str, Any]) -> Path:
+    """The private gate log (0600): row numbers only, never a value."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"rows_with_direct_identifiers": rows}, f, ensure_ascii=False, indent=1)
+    return path

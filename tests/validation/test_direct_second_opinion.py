@@ -1,0 +1,47 @@
+"""The gate's independent check: the input's own identifier values found in released text
+however they are written (full-width, regrouped), whatever the scrubber's recognisers say;
+and the explanation names column, kind and count."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+from deidflow.validation import direct
+from deidflow.validation.expectations import identifier_hits
+from deidflow.validation.sets import StringSet
+
+
+def test_known_values_are_found_normalised():
+    known = StringSet(["13812345678", "王小明", "YB20230001"])
+    texts = pa.array(["电话１３８１２３４５６７８", "电话138 1234-5678", "医保YB20230001", "主治王小明",
+                      "电话13812345679", "无", None])
+    assert direct.known_hits(texts, known).tolist() == [True, True, True, True, False, False, False]
+
+
+def test_a_leak_the_recognisers_miss_is_still_caught_and_named():
+    # a staff name has no shape: only the known value finds it
+    known = StringSet(["夏莹", "13812345678"])
+    notes = pd.Series(["记录医师：夏莹", "记录医师：[姓名]", "联系１３８ １２３４ ５６７８", "记录医师：夏莹"],
+                      dtype="string")
+    hits = identifier_hits(notes, known)
+    assert hits["rows"] == 3
+    assert hits["by_kind"][direct.KNOWN_KIND] == 3 and hits["by_kind"]["mobile"] == 1
+    text = direct.explain("text", hits)
+    assert text.startswith("'text': 3 row(s) with known identifier of the input 3, mobile 1")
+    assert "夏莹" not in text and "138" not in text
+
+
+def test_the_fix_points_at_scrubbing_not_risk():
+    fix = direct.gate_fix(["expect_no_direct_identifiers", "expect_subjects_to_be_k_anonymous"])
+    assert "scrub" in fix and "relax" not in fix
+    assert direct.gate_fix(["expect_subjects_to_be_k_anonymous"]) is None
+
+
+def test_leak_rows_name_rows_only(tmp_path):
+    frame = pd.DataFrame({"text": ["无", "电话13812345678", "夏莹查房", None], "n": [1, 2, 3, 4]})
+    rows = direct.leak_rows({"notes": frame}, [{"type": direct.DIRECT_TYPE, "table": "notes"}],
+                            StringSet(["夏莹"]))
+    assert rows == {"notes": {"text": [1, 2]}}
+    path = direct.write_leak_log(tmp_path / "gate" / "r.json", rows)
+    assert (path.stat().st_mode & 0o777) == 0o600 and "夏莹" not in path.read_text()
