@@ -377,6 +377,8 @@ def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], st
     subject = derive_columns(frames[policy.subject_table], subj_spec, as_of=as_of)
     bcol = policy.consent.birth_date_column
     birth = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT  # a bad date stops us now
+    if bcol is None:  # the policy states the data holds no minors (policy.Consent): adults
+        birth = pd.Timestamp("1900-01-01")
     # Each row's subject row, as the link check found it (`_InputTables.rows`,
     # `partitions.PartitionFrames.rows`); looked up here only for a mapping without them.
     known = getattr(frames, "rows", {})
@@ -500,15 +502,16 @@ def _categories(loaded: LoadedPolicy) -> list[str]:
 COUNT = "__count"
 
 
-def _search_columns(loaded: LoadedPolicy) -> tuple[list[str], str | None]:
+def _search_columns(loaded: LoadedPolicy) -> tuple[list[str], list[str]]:
+    """The quasi-identifiers the search generalises and the sensitive columns it measures
+    (every one the gate checks: `risk.limits`)."""
+    from deidflow.risk.limits import RiskLimits
+
     policy = loaded.policy
     spec = policy.tables[policy.subject_table]
     qis = [c for c in policy.quasi_identifiers()
            if spec.columns[c].technique == "generalise" and spec.columns[c].hierarchy is not None]
-    scol = None
-    if policy.limits.l is not None or policy.limits.t is not None:
-        scol = policy.sensitive_columns()[0]
-    return qis, scol
+    return qis, list(RiskLimits.from_policy(policy).measured_sensitive_columns())
 
 
 def frequency_partition(work: Path, index: int) -> str:
@@ -516,8 +519,8 @@ def frequency_partition(work: Path, index: int) -> str:
     group-by's map side). Returns the path of the partial table."""
     state = RunState.load(work)
     loaded = _loaded(state)
-    qis, scol = _search_columns(loaded)
-    cols = qis + ([scol] if scol else [])
+    qis, scols = _search_columns(loaded)
+    cols = qis + scols
     subject = _gated_part(work, loaded.policy.subject_table, index, cols or None)
     frame = subject[cols].astype("string").fillna(NA) if cols else pd.DataFrame(index=subject.index)
     freq = (frame.groupby(cols, sort=True).size().rename(COUNT).reset_index() if cols and len(frame)
@@ -559,35 +562,23 @@ def search(work: Path) -> dict[str, Any]:
             fix="check the consent registry (deidflow consent status) and the policy's purpose, "
             "recipient and data categories",
         )
-    qi_cols, scol = _search_columns(loaded)
-    freq = _merged_frequencies(work, state, qi_cols + ([scol] if scol else []))
+    qi_cols, scols = _search_columns(loaded)
+    freq = _merged_frequencies(work, state, qi_cols + scols)
     counts = freq[COUNT].to_numpy(dtype=np.int64)
     qis = []
     for col in qi_cols:
         enc = encode_qi(col, freq[col].mask(freq[col] == NA), spec.columns[col].hierarchy, loaded.base_dir)
         qis.append(replace(enc, codes=np.repeat(enc.codes, counts)))
-    sensitive = None
-    if scol:
-        sensitive = np.repeat(pd.factorize(freq[scol], sort=True)[0], counts)
+    sensitives = {c: np.repeat(pd.factorize(freq[c], sort=True)[0], counts) for c in scols}
     bounds = {}
     for q in qis:
         h = spec.columns[q.name].hierarchy
         top = q.n_levels - 1
         bounds[q.name] = (h.min_level, top if h.max_level is None else min(top, h.max_level))
-    result = lattice_search(
-        qis,
-        k=policy.limits.k,
-        suppression_budget=policy.limits.suppression_budget,
-        l=policy.limits.l,
-        l_variant=policy.limits.l_variant,
-        c=policy.limits.c,
-        sensitive=sensitive,
-        t=policy.limits.t,
-        max_class_risk=policy.max_class_risk,
-        max_overall_risk=policy.limits.max_overall_risk,
-        release_model=policy.release.model.value,
-        level_bounds=bounds,
-    )
+    from deidflow.risk.limits import RiskLimits
+
+    result = lattice_search(qis, **RiskLimits.from_policy(policy).search_kwargs(),
+                            sensitives=sensitives, level_bounds=bounds)
     # Back from rows to combinations: a combination is suppressed when the search suppressed
     # any of its rows (all rows of a combination share a class, so the search suppresses
     # whole combinations; "any" keeps it fail-closed if one ever did not).
@@ -595,7 +586,7 @@ def search(work: Path) -> dict[str, Any]:
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.array([], dtype=np.int64)
     sup_rows = np.add.reduceat(mask.astype(np.int64), starts) if len(counts) else np.array([], dtype=np.int64)
     sup_combo = sup_rows > 0
-    freq.loc[sup_combo, qi_cols + ([scol] if scol else [])].to_parquet(work / "suppressed-combos.parquet")
+    freq.loc[sup_combo, qi_cols + scols].to_parquet(work / "suppressed-combos.parquet")
     state.search = {
         "levels": {k: int(v) for k, v in result.levels.items()},
         "suppressed_subjects": int(counts[sup_combo].sum()),
@@ -604,6 +595,7 @@ def search(work: Path) -> dict[str, Any]:
         "after": _plain(result.after.as_dict()),
         "utility": _plain(getattr(result, "utility", {})),
         "nodes_evaluated": int(getattr(result, "nodes_evaluated", 0)),
+        "sensitive_after": _plain(result.sensitive_after),
     }
     state.save(work)
     return {"levels": state.search["levels"], "suppressed": state.search["suppressed_subjects"],

@@ -68,14 +68,31 @@ def encode(
             "per level), or correct the data",
         )
     rows = table.loc[uniques]
-    maps, labels = [], []
+    per_value, labels = [], []
     for col in rows.columns:
         lvl_codes, lvl_labels = pd.factorize(rows[col].astype(str).to_numpy(), sort=True)
-        maps.append(lvl_codes.astype(np.int32))
+        per_value.append(lvl_codes.astype(np.int32))
         labels.append(np.asarray(lvl_labels, dtype=object))
+    # Level 0 may already merge distinct values (ages 91 and 97 are both "90+" at every
+    # level): the codes are those of level 0, so that maps[0] is the identity and every
+    # level is a function of the level-0 code, which the search's lattice relies on.
+    level0 = per_value[0]
+    maps = []
+    for lvl, lvl_codes in enumerate(per_value):
+        m = np.zeros(len(labels[0]), dtype=np.int32)
+        m[level0] = lvl_codes
+        if not np.array_equal(m[level0], lvl_codes):
+            raise InputError(
+                f"values with the same level-0 label get different labels at level {lvl}",
+                file=source,
+                column=name,
+                fix="every value with the same label at one level must have the same label "
+                "at every higher level",
+            )
+        maps.append(m)
     return EncodedQI(
         name=name,
-        codes=codes.astype(np.int32),
+        codes=level0[codes].astype(np.int32),
         maps=tuple(maps),
         labels=tuple(labels),
     )

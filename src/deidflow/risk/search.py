@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,8 @@ class SearchResult:
     nodes_evaluated: int
     lattice_size: int = 0
     limits: dict = field(default_factory=dict)
+    # l and t of each sensitive attribute after the search (the report holds the worst)
+    sensitive_after: dict = field(default_factory=dict)
 
     @property
     def n_suppressed(self) -> int:
@@ -84,9 +86,8 @@ class _Node:
     levels: np.ndarray
     codes: np.ndarray  # (J, q) int32
     sizes: np.ndarray  # (J,) int64
-    pair_class: np.ndarray | None = None
-    pair_value: np.ndarray | None = None
-    pair_count: np.ndarray | None = None
+    # One (class, value, count) triple of arrays per sensitive attribute measured.
+    pairs: list = field(default_factory=list)
 
 
 @dataclass
@@ -167,25 +168,28 @@ def _rollup(base: _Node, levels: np.ndarray, lat: _Lattice, with_pairs: bool) ->
     codes = np.stack([c[rep] for c in cols], axis=1).astype(np.int32)
     node = _Node(levels=levels.copy(), codes=codes, sizes=sizes)
     if with_pairs:
-        n_values = int(base.pair_value.max()) + 1 if len(base.pair_value) else 1
-        pkey = cls[base.pair_class] * n_values + base.pair_value
-        if J * n_values <= 1 << 24:
-            counts = np.bincount(pkey, weights=base.pair_count, minlength=J * n_values)
-            present = np.flatnonzero(counts)
-            node.pair_class, node.pair_value = present // n_values, present % n_values
-            node.pair_count = counts[present].astype(np.int64)
-        else:
-            uniq, inv = np.unique(pkey, return_inverse=True)
-            node.pair_class, node.pair_value = uniq // n_values, uniq % n_values
-            node.pair_count = np.bincount(inv, weights=base.pair_count).astype(np.int64)
+        node.pairs = [_rollup_pairs(cls, J, p) for p in base.pairs]
     return node
+
+
+def _rollup_pairs(cls: np.ndarray, J: int, pairs: tuple) -> tuple:
+    """One sensitive attribute's (class, value, count) pairs regrouped to the classes `cls`."""
+    pair_class, pair_value, pair_count = pairs
+    n_values = int(pair_value.max()) + 1 if len(pair_value) else 1
+    pkey = cls[pair_class] * n_values + pair_value
+    if J * n_values <= 1 << 24:
+        counts = np.bincount(pkey, weights=pair_count, minlength=J * n_values)
+        present = np.flatnonzero(counts)
+        return present // n_values, present % n_values, counts[present].astype(np.int64)
+    uniq, inv = np.unique(pkey, return_inverse=True)
+    return uniq // n_values, uniq % n_values, np.bincount(inv, weights=pair_count).astype(np.int64)
 
 
 class _Criteria:
     """The limits, checked on one grouped node."""
 
     def __init__(self, *, k, l, l_variant, c, t, max_class_risk, max_overall_risk,
-                 release_model, budget_rows, n, n_values, reference):
+                 release_model, budget_rows, n, n_values=(), reference=()):
         self.k = k
         self.min_size = k
         if max_class_risk is not None:  # θ_j = 1/f_j <= max  <=>  f_j >= 1/max
@@ -195,8 +199,9 @@ class _Criteria:
         self.public = release_model == "public"
         self.budget_rows = budget_rows
         self.n = n
-        self.n_values = n_values
-        self.reference = reference
+        # per sensitive attribute: its number of values and its whole-table distribution
+        self.n_values = list(n_values)
+        self.reference = list(reference)
 
     @property
     def needs_sensitive(self) -> bool:
@@ -206,24 +211,28 @@ class _Criteria:
         sizes = node.sizes
         bad = sizes < self.min_size
         if self.needs_sensitive:
-            ft = FrequencyTable(
-                names=(), codes=node.codes, counts=sizes, row_combo=np.zeros(0, np.int64),
-                n_records=int(sizes.sum()), pair_combo=node.pair_class,
-                pair_value=node.pair_value, pair_count=node.pair_count, n_values=self.n_values,
-            )
             g = Grouping(combo_class=np.arange(len(sizes)), sizes=sizes)
             full = self.t is not None or self.l_variant != "distinct"
-            prof = sensitive_profile(ft, g, reference=self.reference,
-                                     recursive_l=self.l or 2, full=full)
-            if self.l is not None:
-                if self.l_variant == "distinct":
-                    bad |= prof.distinct < self.l
-                elif self.l_variant == "entropy":
-                    bad |= prof.entropy < math.log(self.l) - 1e-12
-                else:
-                    bad |= ~(prof.recursive_ratio < self.c)
-            if self.t is not None:
-                bad |= prof.emd_equal > self.t + 1e-12
+            # every sensitive attribute must meet l and t, not only the first (the gate
+            # checks each one: risk/limits.py)
+            for (pc, pv, pn), n_values, reference in zip(node.pairs, self.n_values,
+                                                          self.reference):
+                ft = FrequencyTable(
+                    names=(), codes=node.codes, counts=sizes, row_combo=np.zeros(0, np.int64),
+                    n_records=int(sizes.sum()), pair_combo=pc, pair_value=pv, pair_count=pn,
+                    n_values=n_values,
+                )
+                prof = sensitive_profile(ft, g, reference=reference,
+                                         recursive_l=self.l or 2, full=full)
+                if self.l is not None:
+                    if self.l_variant == "distinct":
+                        bad |= prof.distinct < self.l
+                    elif self.l_variant == "entropy":
+                        bad |= prof.entropy < math.log(self.l) - 1e-12
+                    else:
+                        bad |= ~(prof.recursive_ratio < self.c)
+                if self.t is not None:
+                    bad |= prof.emd_equal > self.t + 1e-12
         suppressed = int(sizes[bad].sum())
         if suppressed > self.budget_rows:
             return _Outcome(False, True, bad, suppressed, math.inf,
@@ -337,10 +346,14 @@ def search(
     release_model: str = "controlled",
     level_bounds: dict[str, tuple[int, int]] | None = None,
     subject_codes=None,
+    sensitives: Mapping[str, np.ndarray] | None = None,
 ) -> SearchResult:
     """The generalisation levels with the least loss that meet the limits, suppressing whole
     classes up to `suppression_budget` (a share of the rows, or of the subjects when
     `subject_codes` gives each row's subject: a subject with many rows then counts once).
+
+    l and t hold on every sensitive attribute: `sensitive` (one, unnamed) and each of
+    `sensitives` (by column name), as the validation gate checks them.
 
     Raises GateFailed, naming the limit, when no node within the bounds meets the limits."""
     n_rows = check_qis(qis)
@@ -350,8 +363,11 @@ def search(
             column=qis[0].name,
             fix="check the extract and the consent gate: no subject was left to release",
         )
-    variant = _validate(k, suppression_budget, l, l_variant, c, t, sensitive, max_class_risk,
-                        max_overall_risk)
+    named = dict(sensitives or {})
+    if sensitive is not None:
+        named = {"sensitive": sensitive, **named}
+    variant = _validate(k, suppression_budget, l, l_variant, c, t, named or None,
+                        max_class_risk, max_overall_risk)
     model = getattr(release_model, "value", release_model)
     class_risk_threshold(model)  # refuses an unknown release model
     lo, hi = _bounds(qis, level_bounds)
@@ -367,24 +383,27 @@ def search(
                                 max_class_risk=max_class_risk,
                                 max_overall_risk=max_overall_risk, model=model, lo=lo, hi=hi,
                                 l=l, t=t)
-    ft = frequency_table(qis, sensitive=sensitive)
+    measured = named if (l is not None or t is not None) else {}
+    # One frequency table per sensitive attribute; their combinations are the same (the same
+    # quasi-identifier codes give the same dense ids), only the pairs differ.
+    fts = {name: frequency_table(qis, sensitive=values) for name, values in measured.items()}
+    ft = next(iter(fts.values())) if fts else frequency_table(qis)
     lat = _Lattice(qis, ft, lo, hi)
-    reference = None
-    if ft.has_sensitive:
-        reference = np.bincount(ft.pair_value, weights=ft.pair_count, minlength=ft.n_values)
-        reference = reference / max(reference.sum(), 1)
+    references = []
+    for f in fts.values():
+        ref = np.bincount(f.pair_value, weights=f.pair_count, minlength=f.n_values)
+        references.append(ref / max(ref.sum(), 1))
     crit = _Criteria(
         k=int(k), l=None if l is None else int(l), l_variant=variant, c=c, t=t,
         max_class_risk=max_class_risk, max_overall_risk=max_overall_risk, release_model=model,
         budget_rows=math.floor(suppression_budget * n_rows + 1e-9), n=ft.n_records,
-        n_values=max(ft.n_values, 1), reference=reference,
+        n_values=[max(f.n_values, 1) for f in fts.values()], reference=references,
     )
     with_pairs = crit.needs_sensitive
     root = _Node(levels=np.zeros(len(qis), dtype=np.int64), codes=ft.codes.astype(np.int64),
                  sizes=ft.counts)
     if with_pairs:
-        root.pair_class, root.pair_value, root.pair_count = (
-            ft.pair_combo, ft.pair_value, ft.pair_count)
+        root.pairs = [(f.pair_combo, f.pair_value, f.pair_count) for f in fts.values()]
     if (lo > 0).any():
         root = _rollup(root, lo.astype(np.int64), lat, with_pairs)
     cache: list[_Node] = [root]
@@ -422,19 +441,45 @@ def search(
     combo_bad = g_bad[g.combo_class]
     suppressed = combo_bad[ft.row_combo]
 
-    before = measure_grouping(ft, group(ft, qis, [0] * len(qis)), qis, [0] * len(qis),
-                              release_model=model, recursive_l=int(l or 2))
-    kept_ft = restrict(ft, ~combo_bad)
-    after = measure_grouping(kept_ft, group(kept_ft, qis, lv), qis, lv,
-                             n_suppressed=int(suppressed.sum()), release_model=model,
-                             recursive_l=int(l or 2))
+    before = _measure_all(fts, ft, qis, [0] * len(qis), None, 0, model, l)
+    after, per_sensitive = _measure_all(fts, ft, qis, lv, ~combo_bad, int(suppressed.sum()),
+                                        model, l, per_column=True)
     utility = _utility(lat, node, out, lv)
     limits = dict(k=int(k), l=l, l_variant=variant if l is not None else None, c=c, t=t,
                   max_class_risk=max_class_risk, max_overall_risk=max_overall_risk,
                   suppression_budget=suppression_budget, release_model=model)
     return SearchResult(levels=levels, suppressed=suppressed, before=before, after=after,
                         utility=utility, nodes_evaluated=evaluated, lattice_size=len(lat.nodes),
-                        limits=limits)
+                        limits=limits, sensitive_after=per_sensitive)
+
+
+def _measure_all(fts, ft, qis, lv, keep_combo, n_suppressed, model, l, *, per_column=False):
+    """The risk report at levels `lv`, with l and t taken over every sensitive attribute: the
+    release's l is the smallest of theirs, its t the largest. With `per_column`, also each
+    attribute's own l and t, for the manifest."""
+    tables = list(fts.items()) or [(None, ft)]
+    reports = {}
+    for name, f in tables:
+        if keep_combo is not None:
+            f = restrict(f, keep_combo)
+        reports[name] = measure_grouping(f, group(f, qis, lv), qis, lv, n_suppressed=n_suppressed,
+                                         release_model=model, recursive_l=int(l or 2))
+    first = next(iter(reports.values()))
+    if len(reports) > 1:
+        def pick(field_name, fn):
+            vals = [getattr(r, field_name) for r in reports.values()]
+            vals = [v for v in vals if v is not None]
+            return fn(vals) if vals else None
+        from dataclasses import replace as _replace
+        first = _replace(first, l_distinct=pick("l_distinct", min), l_entropy=pick("l_entropy", min),
+                         recursive_c=pick("recursive_c", max), t_equal=pick("t_equal", max),
+                         t_ordered=pick("t_ordered", max))
+    if not per_column:
+        return first
+    per = {name: {"l_distinct": r.l_distinct, "l_entropy": r.l_entropy,
+                  "recursive_c": r.recursive_c, "t_equal": r.t_equal}
+           for name, r in reports.items() if name is not None}
+    return first, per
 
 
 def _explore(lat: _Lattice, evaluate) -> tuple[tuple | None, int, str | None]:
@@ -527,10 +572,24 @@ def _fail(qis, lat, crit, hi, with_pairs, root, reason, budget) -> None:
         f"general levels ({', '.join(f'{q.name}={int(v)}' for q, v in zip(qis, hi))}), {detail} "
         f"(k={crit.k}, l={crit.l}, t={crit.t}, overall risk <= {crit.max_overall_risk}, "
         f"suppression budget {budget:.2%})",
-        key="limits",
-        fix="raise limits.suppression_budget, lower k/l or raise t, allow higher max_level in "
-        "the quasi-identifiers' hierarchies, or release to an enclave/controlled model",
+        key="limits.max_overall_risk" if _overall_blocks(detail) else "limits",
+        fix=_fail_fix(detail, crit.max_overall_risk),
     )
+
+
+def _overall_blocks(detail: str) -> bool:
+    return "overall risk" in detail
+
+
+def _fail_fix(detail: str, max_overall_risk) -> str:
+    """What to change, naming the limit that blocked: the overall-risk limit has its own key,
+    which a user cannot guess from 'lower k'."""
+    if _overall_blocks(detail):
+        return (f"the overall risk limit limits.max_overall_risk ({max_overall_risk}) cannot be "
+                "met: raise it if the data-sharing agreement allows (GB/T 42460 uses 0.05 for "
+                "public release), raise limits.suppression_budget, or allow higher max_level")
+    return ("raise limits.suppression_budget, lower k/l or raise t, allow higher max_level in "
+            "the quasi-identifiers' hierarchies, or release to an enclave/controlled model")
 
 
 def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overall_risk, model,
@@ -552,8 +611,7 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     budget_subj = math.floor(budget * n_subj + 1e-9)
     crit = _Criteria(k=k, l=None, l_variant="distinct", c=None, t=None,
                      max_class_risk=max_class_risk, max_overall_risk=max_overall_risk,
-                     release_model=model, budget_rows=budget_subj, n=n_subj, n_values=1,
-                     reference=None)
+                     release_model=model, budget_rows=budget_subj, n=n_subj)
     row_loss = [[lat.loss_of[i][lvl][q.at(lvl)] for lvl in range(q.n_levels)]
                 for i, q in enumerate(qis)]
 
@@ -576,9 +634,8 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
         raise GateFailed(
             f"no generalisation within the hierarchies' bounds meets the limits at patient "
             f"level: {reason} (k={k}, suppression budget {budget:.2%} of {n_subj} subjects)",
-            key="limits",
-            fix="raise limits.suppression_budget, lower k, or allow higher max_level in the "
-            "quasi-identifiers' hierarchies",
+            key="limits.max_overall_risk" if _overall_blocks(reason or "") else "limits",
+            fix=_fail_fix(reason or "", max_overall_risk),
         )
     loss, idx, out, (cls, sizes) = best
     levels = {q.name: int(v) for q, v in zip(qis, lat.nodes[idx])}
