@@ -125,6 +125,34 @@ class DerivedFrom(Strict):
     part: Literal["birth_date", "sex", "region_code", "age"]
 
 
+class IdentifierCheck(Strict):
+    """How the gate's direct-identifier check treats one column, when its ordinary values look
+    like identifiers (15-digit SNOMED CT codes read as old resident IDs, long decimals as
+    mobile numbers). `check: off` skips the column; `allow_formats` exempts values that match
+    one of the regular expressions whole from the generic detectors (known identifiers of the
+    input are still looked for). Either needs a `reason`, which the manifest and the review
+    page show beside the column."""
+
+    check: bool = True  # YAML's on/off
+    allow_formats: list[str] = Field(default_factory=list)
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _explained(self) -> "IdentifierCheck":
+        import re
+
+        if (not self.check or self.allow_formats) and not (self.reason or "").strip():
+            raise ValueError("an identifier_check that turns the check off or allows formats "
+                             "needs 'reason:' (shown to the privacy officer)")
+        for pattern in self.allow_formats:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"allow_formats: {pattern!r} is not a regular expression "
+                                 f"({exc})") from None
+        return self
+
+
 class Column(Strict):
     role: Role
     technique: str = Field(min_length=1, description="a name from the technique registry")
@@ -132,6 +160,7 @@ class Column(Strict):
     hierarchy: Hierarchy | None = None
     category: str | None = Field(None, description="data category that consent must cover")
     derived_from: DerivedFrom | None = None
+    identifier_check: IdentifierCheck | None = None
 
 
 class Table(Strict):
@@ -260,6 +289,21 @@ class Policy(Strict):
             )
         if self.limits.l is not None and not self.sensitive_columns():
             raise ValueError("limits.l is set but no column has role 'sensitive'")
+        return self
+
+    @model_validator(mode="after")
+    def _identifier_checks(self) -> "Policy":
+        """A per-column identifier_check is for ordinary values that look like identifiers;
+        identifiers themselves, link keys and free text are always checked."""
+        for name, table in self.tables.items():
+            for col, spec in table.columns.items():
+                if spec.identifier_check is not None and spec.role in (
+                        Role.direct_identifier, Role.link_key, Role.free_text):
+                    raise ValueError(
+                        f"tables.{name}.columns.{col}: identifier_check cannot be set on a "
+                        f"{spec.role.value} column; it is for sensitive, quasi-identifying or "
+                        "insensitive values that look like identifiers"
+                    )
         return self
 
     # --- views the pipeline uses -------------------------------------------------------------

@@ -674,6 +674,10 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     threads = 1 if state.engine == "dask" else min(4, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="transform")
 
+    from deidflow.column_types import describe_kind, released_kinds
+
+    kinds = released_kinds(work, loaded, lambda t: sorted((work / "gated" / t).glob("part-*.arrow")))
+
     def apply(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> tuple[dict[str, Any], Any]:
         tspec = policy.tables[name]
         technique = registry.get(cspec.technique)
@@ -685,20 +689,28 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         result = technique.apply(frame[col], cspec, ctx)
         entry = {"table": name, "column": col, "role": cspec.role.value,
                  **_plain(technique.describe(cspec, ctx))}
+        if cspec.identifier_check is not None:  # shown in the manifest and review page
+            entry["identifier_check"] = cspec.identifier_check.model_dump()
+        if col in kinds.get(name, {}):
+            entry["released_type"] = describe_kind(kinds[name][col], cspec.technique)
         if ctx.level is not None:
             entry["level"] = int(ctx.level)
         entry["counts"] = dict(ctx.counts)
         return entry, result
 
     try:
-        return _transform_tables(work, index, state, policy, stage, subject_raw, suppressed, pool, apply)
+        return _transform_tables(work, index, state, policy, stage, subject_raw, suppressed, pool, apply,
+                                 kinds)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stage: Path,
                       subject_raw: pd.DataFrame, suppressed: pd.Index, pool: Any,
-                      apply: Callable[..., tuple[dict[str, Any], Any]]) -> dict[str, Any]:
+                      apply: Callable[..., tuple[dict[str, Any], Any]],
+                      kinds: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    from deidflow.column_types import with_kinds
+
     from deidflow.consent.gate import subject_mask
 
     from concurrent.futures import ThreadPoolExecutor
@@ -731,6 +743,8 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
                 if result is not None:
                     out[col] = result
             released = pd.DataFrame(out, index=frame.index)
+            if state.engine == "dask" or fmt == "parquet":  # numbers and dates keep their type
+                released = with_kinds(released, (kinds or {}).get(name, {}))
             rows[name] = int(len(frame))
             if name == policy.subject_table:
                 released_subject = released
@@ -862,6 +876,7 @@ def _known_values(work: Path, loaded: LoadedPolicy) -> Any:
     nulls left in: the gate handles them). The gate keeps their 64-bit hashes, not the strings,
     and reads the strings again only to confirm a hash hit: at 10M subjects they are ~60M
     strings, which held in memory with their index took ~5 GB of the flow process."""
+    from deidflow.validation.known_identifiers import identifying_values
     from deidflow.validation.sets import Chunks
 
     spec = loaded.policy.tables[loaded.policy.subject_table]
@@ -878,7 +893,8 @@ def _known_values(work: Path, loaded: LoadedPolicy) -> Any:
                     # not text in the work file: its text as pandas gives it (as the gate
                     # would have read it), e.g. a mobile column read as integers
                     values = as_arrow(read_work(part, [col])[col])
-                yield values
+                # values too short or too common to identify anyone are not looked for
+                yield identifying_values(values, common=loaded.policy.limits.k)
             del table  # unmaps the part before the next one is read
 
     return Chunks(read)

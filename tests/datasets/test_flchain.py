@@ -57,3 +57,24 @@ def test_l_on_a_later_sensitive_column_is_met_by_the_search(flchain):
     out = released(summary, "flchain")
     ls = recheck_l(out, QIS, ["mgus", "chapter"])
     assert min(ls.values()) >= 2, ls
+
+
+def test_types_survive_the_release(flchain):
+    """Numbers stay numbers in Parquet; a generalised column is text, and the manifest says
+    so for every column."""
+    from deidflow.release import run_release
+
+    policy, data = flchain
+    summary = run_release(policy)
+    out = released(summary, "flchain")
+    assert pd.api.types.is_integer_dtype(out["flc.grp"])
+    assert pd.api.types.is_float_dtype(out["kappa"]) and pd.api.types.is_float_dtype(out["futime"])
+    assert out["kappa"].dropna().isin(data["kappa"].dropna()).all()
+    assert pd.api.types.is_string_dtype(out["age"]) and pd.api.types.is_string_dtype(out["death"])
+    from deidflow.manifest.verify import read_record_unverified
+
+    record = read_record_unverified(summary.release_dir)
+    types = {c.column: c.params.get("released_type") for c in record.columns}
+    assert types["flc.grp"] == "integer" and types["kappa"] == "number"
+    assert "hierarchy's label" in types["age"]
+    assert "released_type" in (summary.release_dir / "review.html").read_text()

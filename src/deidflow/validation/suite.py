@@ -67,6 +67,20 @@ def released_quasi_identifiers(policy: Policy) -> list[str]:
     return [c for c in policy.quasi_identifiers() if c in kept]
 
 
+def identifier_check_settings(spec: Any) -> dict[str, Any]:
+    """The table's per-column identifier_check settings, as the expectation takes them."""
+    unchecked, formats = [], {}
+    for col, cspec in spec.columns.items():
+        ic = cspec.identifier_check
+        if ic is None:
+            continue
+        if not ic.check:
+            unchecked.append(col)
+        elif ic.allow_formats:
+            formats[col] = list(ic.allow_formats)
+    return {"unchecked_columns": unchecked, "allowed_formats": formats}
+
+
 def build_suites(policy: Policy, sets: RunSets) -> dict[str, gx.ExpectationSuite]:
     """One suite per policy table, named `deidflow.<table>`."""
     suites = {}
@@ -91,6 +105,8 @@ def table_expectations(policy: Policy, table: str, sets: RunSets) -> list[Any]:
             whole_value_columns=[c for c in columns if spec.columns[c].role is Role.link_key],
             known_identifiers_ref=sets.known_identifiers_ref,
             n_known_identifiers=sets.n_known_identifiers,
+            table=table,
+            **identifier_check_settings(spec),
         ),
     ]
     if subject in columns:
