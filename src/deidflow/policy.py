@@ -93,12 +93,19 @@ class Hierarchy(Strict):
 
     kind: interval (numeric bands, `widths`), age (bands of `widths`, ages >= `top` grouped),
     date (day → month → quarter → year), region (GB/T 2260 6 → 4 → 2 digits → country),
-    postcode (6 → 4 → 2 → 0 digits), csv (ARX-format file: one row per value, one column per
-    level), mask (replace trailing characters by '*').
+    postcode (Chinese, 6 → 4 → 2 → 0 digits), prefix (any code generalised by its leading
+    characters: postcodes of any country, `keep` per level), csv (ARX-format file: one row per
+    value, one column per level), mask (replace trailing characters by '*').
     """
 
-    kind: Literal["interval", "age", "date", "region", "postcode", "csv", "mask"]
+    kind: Literal["interval", "age", "date", "region", "postcode", "prefix", "csv", "mask"]
     widths: list[float] | None = None
+    # date: a decade level between year and '*' ("1980s"). Opt-in, so that the level numbers
+    # of existing policies and manifests keep their meaning ('*' stays level 4 without it).
+    decade: bool = False
+    # prefix: leading characters kept at each level above 0, e.g. US ZIP codes [3, 1]
+    # ("02134" -> "021**" -> "0****" -> "*"); default: one character fewer per level.
+    keep: list[int] | None = None
     top: float | None = None
     bottom: float | None = None
     file: str | None = None
@@ -114,6 +121,14 @@ class Hierarchy(Strict):
             raise ValueError("an interval hierarchy needs 'widths: [5, 10, 20]' (one per level)")
         if self.max_level is not None and self.max_level < self.min_level:
             raise ValueError("max_level is below min_level")
+        if self.decade and self.kind != "date":
+            raise ValueError("'decade' applies to date hierarchies only")
+        if self.keep is not None:
+            if self.kind != "prefix":
+                raise ValueError("'keep' applies to prefix hierarchies only")
+            if any(k < 0 for k in self.keep) or list(self.keep) != sorted(set(self.keep), reverse=True):
+                raise ValueError("prefix 'keep' must be strictly decreasing counts of leading "
+                                 "characters, e.g. [3, 1]")
         return self
 
 

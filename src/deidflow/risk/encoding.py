@@ -137,13 +137,18 @@ def read_arx_hierarchy(path: str, delimiter: str = ";") -> LevelTable:
         ) from None
     if table.empty:
         raise InputError("hierarchy is empty", file=path, fix="add one row per value")
-    dup = table[0].duplicated()
-    if dup.any():
+    # A row repeated exactly says nothing new (ARX's own FARS hierarchies have one): kept once.
+    # A value with two different rows is ambiguous and refused below.
+    repeat = table.duplicated()
+    conflict = table[0].duplicated() & ~repeat
+    if conflict.any():
+        value = table[0][conflict].iloc[0]
         raise InputError(
-            f"value {table[0][dup].iloc[0]!r} appears twice",
+            f"value {value!r} appears in two rows that differ",
             file=path,
-            row=int(dup.to_numpy().argmax()) + 1,
-            fix="each value may have one row only",
+            row=int(conflict.to_numpy().argmax()) + 1,
+            fix="give each value one row (identical repeated rows are accepted)",
         )
+    table = table[~repeat].reset_index(drop=True)
     table.columns = range(table.shape[1])
     return table.set_index(table[0], drop=False)
