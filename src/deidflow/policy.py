@@ -278,12 +278,8 @@ class Policy(Strict):
                             f"tables.{name}.columns.{col} is a quasi_identifier to generalise "
                             "but has no hierarchy; add e.g. 'hierarchy: {kind: date}'"
                         )
-                    if name != self.subject_table:
-                        raise ValueError(
-                            f"tables.{name}.columns.{col}: generalised quasi-identifiers must "
-                            f"be in the subject table '{self.subject_table}' (risk is measured "
-                            "per subject); date-shift event dates in other tables instead"
-                        )
+                    # In another table it is part of the subject's whole record
+                    # (risk.record): the search generalises it with the subject table's.
                 if spec.role is Role.direct_identifier and spec.technique == "keep":
                     raise ValueError(
                         f"tables.{name}.columns.{col} is a direct_identifier and cannot be kept; "

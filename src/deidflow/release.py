@@ -562,6 +562,12 @@ def search(work: Path) -> dict[str, Any]:
             fix="check the consent registry (deidflow consent status) and the policy's purpose, "
             "recipient and data categories",
         )
+    from deidflow.risk.record import child_quasi_identifiers
+
+    if child_quasi_identifiers(policy):  # quasi-identifiers beyond the subject table
+        from deidflow.whole_record import search_record
+
+        return search_record(work, state, loaded)
     qi_cols, scols = _search_columns(loaded)
     freq = _merged_frequencies(work, state, qi_cols + scols)
     counts = freq[COUNT].to_numpy(dtype=np.int64)
@@ -634,6 +640,11 @@ def begin_transform(work: Path) -> str:
 
 def _suppressed_subjects(subject: pd.DataFrame, work: Path, loaded: LoadedPolicy) -> pd.Series:
     """Boolean per subject row: its combination was suppressed by the search."""
+    if (work / "suppressed-subjects.parquet").is_file():  # the whole-record search's choice
+        ids = pd.read_parquet(work / "suppressed-subjects.parquet")["subject_id"]
+        sid = loaded.policy.tables[loaded.policy.subject_table].subject_column
+        return pd.Series(subject[sid].astype("string").isin(ids).to_numpy(dtype=bool),
+                         index=subject.index)
     combos = pd.read_parquet(work / "suppressed-combos.parquet")
     if combos.empty:
         return pd.Series(False, index=subject.index)
@@ -683,7 +694,8 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         technique = registry.get(cspec.technique)
         ctx = ApplyContext(
             table=name, column=col, subject_ids=frame[tspec.subject_column],
-            keyring=keyring, level=state.search.get("levels", {}).get(col),
+            keyring=keyring, level=state.search.get("levels", {}).get(
+                col if name == policy.subject_table else f"{name}.{col}"),
             frame=frame, known_identifiers=known, base_dir=loaded.base_dir, memo={},
         )
         result = technique.apply(frame[col], cspec, ctx)

@@ -25,7 +25,7 @@ Why it is fast (DESIGN.md, "Search on the frequency table"):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -347,6 +347,7 @@ def search(
     level_bounds: dict[str, tuple[int, int]] | None = None,
     subject_codes=None,
     sensitives: Mapping[str, np.ndarray] | None = None,
+    subject_sensitives: Mapping[str, np.ndarray] | None = None,
 ) -> SearchResult:
     """The generalisation levels with the least loss that meet the limits, suppressing whole
     classes up to `suppression_budget` (a share of the rows, or of the subjects when
@@ -363,7 +364,7 @@ def search(
             column=qis[0].name,
             fix="check the extract and the consent gate: no subject was left to release",
         )
-    named = dict(sensitives or {})
+    named = dict(sensitives or subject_sensitives or {})
     if sensitive is not None:
         named = {"sensitive": sensitive, **named}
     variant = _validate(k, suppression_budget, l, l_variant, c, t, named or None,
@@ -382,7 +383,8 @@ def search(
         return _search_subjects(qis, subject_codes, k=int(k), budget=suppression_budget,
                                 max_class_risk=max_class_risk,
                                 max_overall_risk=max_overall_risk, model=model, lo=lo, hi=hi,
-                                l=l, t=t)
+                                l=None if l is None else int(l), t=t, l_variant=variant, c=c,
+                                sensitives=dict(subject_sensitives or {}))
     measured = named if (l is not None or t is not None) else {}
     # One frequency table per sensitive attribute; their combinations are the same (the same
     # quasi-identifier codes give the same dense ids), only the pairs differ.
@@ -593,15 +595,19 @@ def _fail_fix(detail: str, max_overall_risk) -> str:
 
 
 def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overall_risk, model,
-                     lo, hi, l, t) -> SearchResult:
+                     lo, hi, l, t, l_variant="distinct", c=None, sensitives=None) -> SearchResult:
     """Patient-level search: a subject's footprint is the set of its generalised combinations,
     each subject counts once, and suppression removes whole subjects. The lattice is explored
-    the same way (`_explore`); each node costs one subject grouping over the rows."""
-    if l is not None or t is not None:
+    the same way (`_explore`); each node costs one subject grouping over the rows.
+
+    l and t are measured on `sensitives`: one value code per subject (in order of first
+    appearance in `subject_codes`), over the subjects' classes."""
+    sensitives = dict(sensitives or {})
+    if (l is not None or t is not None) and not sensitives:
         raise PolicyError(
-            "l-diversity and t-closeness are not measured at patient level",
+            "l-diversity or t-closeness at patient level needs one sensitive value per subject",
             key="limits",
-            fix="measure l and t on a one-row-per-subject table, or drop limits.l/limits.t",
+            fix="mark a subject-table column as sensitive, or drop limits.l/limits.t",
         )
     subject = np.asarray(subject_codes)
     ft = frequency_table(qis)
@@ -609,9 +615,24 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     subj_codes, subjects = pd.factorize(pd.Series(subject))
     n_subj = len(subjects)
     budget_subj = math.floor(budget * n_subj + 1e-9)
-    crit = _Criteria(k=k, l=None, l_variant="distinct", c=None, t=None,
+    measured = {name: np.asarray(v, dtype=np.int64) for name, v in sensitives.items()} \
+        if (l is not None or t is not None) else {}
+    references = [np.bincount(v, minlength=int(v.max()) + 1 if len(v) else 1) / max(len(v), 1)
+                  for v in measured.values()]
+    crit = _Criteria(k=k, l=l, l_variant=l_variant, c=c, t=t,
                      max_class_risk=max_class_risk, max_overall_risk=max_overall_risk,
-                     release_model=model, budget_rows=budget_subj, n=n_subj)
+                     release_model=model, budget_rows=budget_subj, n=n_subj,
+                     n_values=[len(r) for r in references], reference=references)
+
+    def subject_pairs(cls: np.ndarray, n_classes: int) -> list:
+        out = []
+        for v in measured.values():
+            nv = int(v.max()) + 1 if len(v) else 1
+            key = cls * nv + v
+            uniq, counts = np.unique(key, return_counts=True)
+            out.append((uniq // nv, uniq % nv, counts.astype(np.int64)))
+        return out
+
     row_loss = [[lat.loss_of[i][lvl][q.at(lvl)] for lvl in range(q.n_levels)]
                 for i, q in enumerate(qis)]
 
@@ -619,7 +640,8 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
         levels = {q.name: int(v) for q, v in zip(qis, lat.nodes[idx])}
         cls, sizes = subject_classes(qis, subject, levels)
         node = _Node(levels=lat.nodes[idx].astype(np.int64),
-                     codes=np.zeros((len(sizes), len(qis)), np.int32), sizes=sizes)
+                     codes=np.zeros((len(sizes), len(qis)), np.int32), sizes=sizes,
+                     pairs=subject_pairs(cls, len(sizes)) if measured else [])
         out = crit.check(node, lat)
         if out.passes:
             # Loss over the rows: each kept row's generalisation loss; suppressed rows count 1.
@@ -646,6 +668,15 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     after = report_from_sizes(sizes[~out.bad], n_suppressed=int(subj_bad.sum()),
                               release_model=model)
     kept = ~out.bad
+    sensitive_after = {}
+    for name, v in measured.items():
+        kept_subj = ~subj_bad
+        per = pd.DataFrame({"c": cls[kept_subj], "v": v[kept_subj]}).groupby("c")["v"].nunique()
+        sensitive_after[name] = {"l_distinct": int(per.min()) if len(per) else None}
+    if sensitive_after:
+        after = replace(after, l_distinct=min(
+            (d["l_distinct"] for d in sensitive_after.values() if d["l_distinct"] is not None),
+            default=None))
     utility = {
         "metric": "loss",
         "loss": loss,
@@ -656,6 +687,7 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     }
     return SearchResult(levels=levels, suppressed=suppressed, before=before, after=after,
                         utility=utility, nodes_evaluated=evaluated, lattice_size=len(lat.nodes),
-                        limits=dict(k=k, max_class_risk=max_class_risk,
+                        limits=dict(k=k, l=l, t=t, max_class_risk=max_class_risk,
                                     max_overall_risk=max_overall_risk, suppression_budget=budget,
-                                    release_model=model, unit="subject"))
+                                    release_model=model, unit="subject"),
+                        sensitive_after=sensitive_after)
