@@ -594,6 +594,31 @@ def _fail_fix(detail: str, max_overall_risk) -> str:
             "the quasi-identifiers' hierarchies, or release to an enclave/controlled model")
 
 
+def _record_classes(row_combo: np.ndarray, g: Grouping, row_subject: np.ndarray,
+                    n_subj: int) -> tuple[np.ndarray, np.ndarray]:
+    """Classes of subjects whose sets of row classes are equal (as `classes.subject_classes`,
+    without going back to the rows' strings): the distinct (subject, class) pairs sorted by
+    subject, each subject's set identified by the wrapping sum of 64-bit mixes of its classes.
+    Returns (class of each subject, size of each class in subjects)."""
+    from deidflow.risk.classes import _mix64
+
+    rc = g.combo_class[row_combo]
+    width = max(g.n_classes, 1)
+    # The rows come sorted by subject, so the keys are nearly sorted already: a stable sort
+    # (timsort) finishes them in about one pass, several times faster than np.unique's hash.
+    pairs = np.sort(row_subject * width + rc, kind="stable")
+    if len(pairs):
+        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
+    pair_subject = pairs // width
+    mixed = _mix64(pairs % width)
+    starts = np.flatnonzero(np.concatenate([[True], pair_subject[1:] != pair_subject[:-1]]))
+    signature = np.add.reduceat(mixed, starts) if len(starts) else np.zeros(0, np.uint64)
+    # every subject has at least one row, so there is one signature per subject, in order
+    assert len(signature) == n_subj
+    cls, uniques = pd.factorize(signature)
+    return cls.astype(np.int64), np.bincount(cls, minlength=len(uniques)).astype(np.int64)
+
+
 def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overall_risk, model,
                      lo, hi, l, t, l_variant="distinct", c=None, sensitives=None) -> SearchResult:
     """Patient-level search: a subject's footprint is the set of its generalised combinations,
@@ -636,9 +661,14 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     row_loss = [[lat.loss_of[i][lvl][q.at(lvl)] for lvl in range(q.n_levels)]
                 for i, q in enumerate(qis)]
 
+    by_subject = np.argsort(subj_codes, kind="stable")
+    row_subject = subj_codes.astype(np.int64)[by_subject]
+    row_combo = ft.row_combo[by_subject]
+
     def evaluate(idx: int):
         levels = {q.name: int(v) for q, v in zip(qis, lat.nodes[idx])}
-        cls, sizes = subject_classes(qis, subject, levels)
+        cls, sizes = _record_classes(row_combo, group(ft, qis, [levels[q.name] for q in qis]),
+                                     row_subject, n_subj)
         node = _Node(levels=lat.nodes[idx].astype(np.int64),
                      codes=np.zeros((len(sizes), len(qis)), np.int32), sizes=sizes,
                      pairs=subject_pairs(cls, len(sizes)) if measured else [])
