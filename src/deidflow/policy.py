@@ -201,6 +201,19 @@ class Limits(Strict):
     small_cell: int = Field(5, ge=1, description="aggregates: cells below this are suppressed")
 
 
+class Utility(Strict):
+    """How the search measures information loss (risk.search.UTILITY_DEFINITIONS).
+
+    aggregate: how per-quasi-identifier losses combine: arithmetic (deidflow's default) or
+    geometric (ARX's default: the geometric mean of loss + 1, minus 1), to reproduce ARX.
+    domain: hierarchy (Iyengar: leaves are counted over the hierarchy's whole domain, so a
+    column's weight does not shift with what the consent gate kept) or data (the values
+    present only)."""
+
+    aggregate: Literal["arithmetic", "geometric"] = "arithmetic"
+    domain: Literal["hierarchy", "data"] = "hierarchy"
+
+
 class Aggregate(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     table: str
@@ -252,6 +265,7 @@ class Policy(Strict):
     subject_table: str
     tables: dict[str, Table] = Field(min_length=1)
     limits: Limits = Limits()
+    utility: Utility = Utility()
     aggregates: list[Aggregate] = Field(default_factory=list)
     consent: Consent = Consent()
     keys: Keys = Keys()

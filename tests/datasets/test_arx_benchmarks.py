@@ -41,6 +41,11 @@ def test_adult_reproduces_arx(tmp_path, monkeypatch, datasets):
     assert not out["id"].isin(data["id"]).any()
     # occupation released as it came in
     assert out["occupation"].isin(data["occupation"]).all()
+    from deidflow.manifest.verify import read_record_unverified
+
+    utility = read_record_unverified(summary.release_dir).risk.utility
+    assert round(utility["precision_arx"], 3) == 0.573 and round(utility["precision"], 3) == 0.563
+    assert utility["loss_aggregate"] == "geometric" and "definitions" in utility
 
 
 @pytest.mark.slow

@@ -27,6 +27,10 @@ class EncodedQI:
     codes: np.ndarray  # int32, per row: the code of the row's value at level 0
     maps: tuple[np.ndarray, ...]  # maps[L][code0] -> code at level L (int32); maps[0] identity
     labels: tuple[np.ndarray, ...]  # labels[L][codeL] -> label (object array of str)
+    # The hierarchy's whole domain (Iyengar's loss counts it, not only the values present):
+    # domain[L][codeL] = leaves of the hierarchy under that label; None = only the data's.
+    domain: tuple[np.ndarray, ...] | None = None
+    domain_size: int | None = None
 
     @property
     def n_levels(self) -> int:
@@ -90,12 +94,29 @@ def encode(
                 "at every higher level",
             )
         maps.append(m)
+    domain, domain_size = _domain(table, rows, labels)
     return EncodedQI(
         name=name,
         codes=level0[codes].astype(np.int32),
         maps=tuple(maps),
         labels=tuple(labels),
+        domain=domain,
+        domain_size=domain_size,
     )
+
+
+def _domain(table: LevelTable, rows: LevelTable, labels: list[np.ndarray]):
+    """Leaves of the whole hierarchy under each label present, when the hierarchy knows
+    values the data lacks (an ARX file covering ages 1 to 100); None when it knows only the
+    data's values (built-in kinds build their tables from the data)."""
+    full = table[~table.index.duplicated()]
+    if len(full) <= len(rows):
+        return None, None
+    out = []
+    for lvl, col in enumerate(full.columns):
+        counts = full[col].astype(str).value_counts()
+        out.append(counts.reindex(labels[lvl]).fillna(1).to_numpy(dtype=np.int64))
+    return tuple(out), int(len(full))
 
 
 def _factorize_as_text(values: pd.Series) -> tuple[np.ndarray, pd.Index]:

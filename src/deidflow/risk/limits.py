@@ -28,6 +28,9 @@ class RiskLimits:
     # the subject table's columns the limits are measured over
     quasi_identifiers: tuple[str, ...]
     sensitive_columns: tuple[str, ...]  # l and t hold on each of them
+    # how the search measures loss (policy `utility`); not a limit, but the search's statement
+    loss_aggregate: str = "arithmetic"
+    loss_domain: str = "hierarchy"
 
     @classmethod
     def from_policy(cls, policy: Policy) -> "RiskLimits":
@@ -41,6 +44,7 @@ class RiskLimits:
             release_model=policy.release.model.value,
             quasi_identifiers=tuple(c for c in policy.quasi_identifiers() if c in released),
             sensitive_columns=tuple(c for c in policy.sensitive_columns() if c in released),
+            loss_aggregate=policy.utility.aggregate, loss_domain=policy.utility.domain,
         )
 
     @property
@@ -56,7 +60,8 @@ class RiskLimits:
         return dict(k=self.k, suppression_budget=self.suppression_budget, l=self.l,
                     l_variant=self.l_variant, c=self.c, t=self.t,
                     max_class_risk=self.max_class_risk,
-                    max_overall_risk=self.max_overall_risk, release_model=self.release_model)
+                    max_overall_risk=self.max_overall_risk, release_model=self.release_model,
+                    loss_aggregate=self.loss_aggregate, loss_domain=self.loss_domain)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -44,7 +44,9 @@ def _with_absent(q: EncodedQI, n_before: int, n_after: int, name: str) -> Encode
     labels = tuple(np.append(lab, np.array([ABSENT], dtype=object)) for lab in q.labels)
     codes = np.concatenate([np.full(n_before, absent0, np.int32), q.codes,
                             np.full(n_after, absent0, np.int32)])
-    return EncodedQI(name=name, codes=codes, maps=maps, labels=labels)
+    domain = None if q.domain is None else tuple(np.append(d, 1) for d in q.domain)
+    return EncodedQI(name=name, codes=codes, maps=maps, labels=labels, domain=domain,
+                     domain_size=q.domain_size)
 
 
 def _tag(sizes: Sequence[int]) -> EncodedQI:

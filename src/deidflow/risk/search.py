@@ -57,6 +57,10 @@ _MAX_NODES = 2_000_000
 # Grouped nodes kept for roll-up (each holds at most one row per distinct combination).
 _CACHE = 128
 L_VARIANTS = ("distinct", "entropy", "recursive")
+# How per-quasi-identifier losses are combined: deidflow's arithmetic mean, or ARX's default.
+LOSS_AGGREGATES = ("arithmetic", "geometric")
+# Iyengar counts the hierarchy's whole domain; "data" counts only the values present.
+LOSS_DOMAINS = ("hierarchy", "data")
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,10 @@ class _Outcome:
 class _Lattice:
     """Level lookups, loss tables and the lower bound for one search."""
 
-    def __init__(self, qis: Sequence[EncodedQI], ft: FrequencyTable, lo: np.ndarray, hi: np.ndarray):
+    def __init__(self, qis: Sequence[EncodedQI], ft: FrequencyTable, lo: np.ndarray, hi: np.ndarray,
+                 *, domain: str = "hierarchy", aggregate: str = "arithmetic"):
         self.qis = qis
+        self.aggregate_name = aggregate
         self.q = len(qis)
         self.n = ft.n_records
         self.lo, self.hi = lo, hi
@@ -115,6 +121,8 @@ class _Lattice:
         self.bound_terms = np.zeros((self.q, max(q.n_levels for q in qis)))
         for i, q in enumerate(qis):
             leaves = q.cardinality(0)
+            whole = domain == "hierarchy" and q.domain is not None
+            domain_leaves = int(q.domain_size) if whole else leaves
             rep = []  # a level-0 representative of every code at each level
             for lvl in range(q.n_levels):
                 r = np.zeros(q.cardinality(lvl), dtype=np.int64)
@@ -136,15 +144,38 @@ class _Lattice:
             per_level = []
             leaf_counts = np.bincount(ft.codes[:, i], weights=ft.counts, minlength=leaves)
             for lvl in range(q.n_levels):
-                under = np.bincount(q.maps[lvl], minlength=q.cardinality(lvl))
-                loss = (under - 1) / (leaves - 1) if leaves > 1 else np.zeros(len(under))
+                # Iyengar: (leaves under the label - 1) / (leaves of the domain - 1), over the
+                # hierarchy's whole domain when it is known, else over the data's values
+                under = (q.domain[lvl] if whole
+                         else np.bincount(q.maps[lvl], minlength=q.cardinality(lvl)))
+                loss = ((under - 1) / (domain_leaves - 1) if domain_leaves > 1
+                        else np.zeros(len(under)))
                 per_level.append(loss)
                 self.bound_terms[i, lvl] = float(leaf_counts @ loss[q.maps[lvl]])
             self.loss_of.append(per_level)
         grids = np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(lo, hi)], indexing="ij")
         self.nodes = np.stack([g.ravel() for g in grids], axis=1).astype(np.int16)
-        denom = max(self.n * self.q, 1)
-        self.bound = self.bound_terms[np.arange(self.q), self.nodes].sum(axis=1) / denom
+        per_qi = self.bound_terms[np.arange(self.q), self.nodes] / max(self.n, 1)
+        self.bound = self.aggregate_rows(per_qi)
+
+    def aggregate_rows(self, per_qi: np.ndarray) -> np.ndarray:
+        """Aggregate per-QI losses (last axis): the arithmetic mean, or ARX's default, the
+        geometric mean of (loss + 1) minus 1. Both grow with every per-QI loss, so a bound
+        aggregated the same way stays a lower bound."""
+        per_qi = np.asarray(per_qi, dtype=float)
+        if self.aggregate_name == "geometric":
+            return np.exp(np.log1p(per_qi).mean(axis=-1)) - 1.0
+        return per_qi.mean(axis=-1)
+
+    def aggregate(self, per_qi: np.ndarray) -> float:
+        return float(self.aggregate_rows(np.asarray(per_qi, dtype=float)[None, :])[0])
+
+    def class_loss_per_qi(self, node: _Node) -> np.ndarray:
+        """(J, q): each class's loss per quasi-identifier."""
+        out = np.zeros((len(node.sizes), self.q))
+        for i in range(self.q):
+            out[:, i] = self.loss_of[i][int(node.levels[i])][node.codes[:, i]]
+        return out
 
     def class_loss(self, node: _Node) -> np.ndarray:
         out = np.zeros(len(node.sizes))
@@ -245,8 +276,9 @@ class _Criteria:
                                 "overall risk R stays above its limit within the budget")
             suppressed = int(sizes[bad].sum())
         kept = ~bad
-        loss = float((sizes[kept] * lat.class_loss(node)[kept]).sum() + suppressed * lat.q)
-        return _Outcome(True, False, bad, suppressed, loss / max(self.n * lat.q, 1))
+        # per quasi-identifier: kept records' loss plus 1 per suppressed record, over n
+        per_qi = (sizes[kept] @ lat.class_loss_per_qi(node)[kept] + suppressed) / max(self.n, 1)
+        return _Outcome(True, False, bad, suppressed, lat.aggregate(per_qi))
 
     def _overall(self, sizes: np.ndarray, bad: np.ndarray, suppressed: int) -> np.ndarray | None:
         """GB/T 42460 overall risk after suppression (Ra = 0 once the at-risk classes are
@@ -348,6 +380,8 @@ def search(
     subject_codes=None,
     sensitives: Mapping[str, np.ndarray] | None = None,
     subject_sensitives: Mapping[str, np.ndarray] | None = None,
+    loss_aggregate: str = "arithmetic",
+    loss_domain: str = "hierarchy",
 ) -> SearchResult:
     """The generalisation levels with the least loss that meet the limits, suppressing whole
     classes up to `suppression_budget` (a share of the rows, or of the subjects when
@@ -369,6 +403,13 @@ def search(
         named = {"sensitive": sensitive, **named}
     variant = _validate(k, suppression_budget, l, l_variant, c, t, named or None,
                         max_class_risk, max_overall_risk)
+    if loss_aggregate not in LOSS_AGGREGATES:
+        raise PolicyError(f"unknown loss aggregate {loss_aggregate!r}", key="utility.aggregate",
+                          fix=f"use one of: {', '.join(LOSS_AGGREGATES)}")
+    if loss_domain not in LOSS_DOMAINS:
+        raise PolicyError(f"unknown loss domain {loss_domain!r}", key="utility.domain",
+                          fix=f"use one of: {', '.join(LOSS_DOMAINS)}")
+    loss_kw = dict(domain=loss_domain, aggregate=loss_aggregate)
     model = getattr(release_model, "value", release_model)
     class_risk_threshold(model)  # refuses an unknown release model
     lo, hi = _bounds(qis, level_bounds)
@@ -384,13 +425,13 @@ def search(
                                 max_class_risk=max_class_risk,
                                 max_overall_risk=max_overall_risk, model=model, lo=lo, hi=hi,
                                 l=None if l is None else int(l), t=t, l_variant=variant, c=c,
-                                sensitives=dict(subject_sensitives or {}))
+                                sensitives=dict(subject_sensitives or {}), loss_kw=loss_kw)
     measured = named if (l is not None or t is not None) else {}
     # One frequency table per sensitive attribute; their combinations are the same (the same
     # quasi-identifier codes give the same dense ids), only the pairs differ.
     fts = {name: frequency_table(qis, sensitive=values) for name, values in measured.items()}
     ft = next(iter(fts.values())) if fts else frequency_table(qis)
-    lat = _Lattice(qis, ft, lo, hi)
+    lat = _Lattice(qis, ft, lo, hi, **loss_kw)
     references = []
     for f in fts.values():
         ref = np.bincount(f.pair_value, weights=f.pair_count, minlength=f.n_values)
@@ -544,23 +585,43 @@ def _explore(lat: _Lattice, evaluate) -> tuple[tuple | None, int, str | None]:
     return best[0], evaluated, reason[0]
 
 
+UTILITY_DEFINITIONS = {
+    "loss": "Iyengar's loss: per quasi-identifier, the mean over records of (leaves under the "
+            "released label - 1) / (leaves of the hierarchy - 1), a suppressed record counting "
+            "1; combined over quasi-identifiers by the aggregate stated",
+    "precision": "deidflow: 1 - mean over quasi-identifiers of level / height, over all records, "
+                 "a suppressed record counting as fully generalised",
+    "precision_arx": "ARX (Sweeney): 1 - mean over quasi-identifiers of level / height, over the "
+                     "released records only",
+    "discernibility": "sum of squared class sizes, plus n for each suppressed record",
+    "average_class_size": "released records / classes",
+}
+
+
 def _utility(lat: _Lattice, node: _Node, out: _Outcome, lv: Sequence[int]) -> dict:
-    """Loss (Iyengar), precision (Sweeney), discernibility and AECS of the chosen node, with
-    suppressed rows counting as fully generalised."""
+    """Loss (Iyengar), precision as deidflow and as ARX define it, discernibility and AECS of
+    the chosen node, each with its definition."""
     sizes = node.sizes
     kept = ~out.bad
     n = lat.n
     heights = np.array([max(q.n_levels - 1, 1) for q in lat.qis], dtype=float)
     gen = float(np.mean(np.asarray(lv) / heights))
     precision = 1.0 - (gen * (n - out.suppressed) + out.suppressed) / max(n, 1)
+    per_qi = (sizes[kept] @ lat.class_loss_per_qi(node)[kept] + out.suppressed) / max(n, 1)
     return {
         "metric": "loss",
         "loss": out.loss,
+        "loss_aggregate": lat.aggregate_name,
+        "loss_arithmetic": float(np.mean(per_qi)),
+        "loss_geometric": float(np.exp(np.log1p(per_qi).mean()) - 1.0),
+        "loss_per_quasi_identifier": {q.name: float(v) for q, v in zip(lat.qis, per_qi)},
         "precision": precision,
+        "precision_arx": 1.0 - gen,
         "discernibility": int((sizes[kept] ** 2).sum() + out.suppressed * n),
         "average_class_size": float(sizes[kept].sum() / max(kept.sum(), 1)),
         "suppressed_rows": int(out.suppressed),
         "classes": int(kept.sum()),
+        "definitions": dict(UTILITY_DEFINITIONS),
     }
 
 
@@ -620,7 +681,8 @@ def _record_classes(row_combo: np.ndarray, g: Grouping, row_subject: np.ndarray,
 
 
 def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overall_risk, model,
-                     lo, hi, l, t, l_variant="distinct", c=None, sensitives=None) -> SearchResult:
+                     lo, hi, l, t, l_variant="distinct", c=None, sensitives=None,
+                     loss_kw=None) -> SearchResult:
     """Patient-level search: a subject's footprint is the set of its generalised combinations,
     each subject counts once, and suppression removes whole subjects. The lattice is explored
     the same way (`_explore`); each node costs one subject grouping over the rows.
@@ -636,7 +698,7 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
         )
     subject = np.asarray(subject_codes)
     ft = frequency_table(qis)
-    lat = _Lattice(qis, ft, lo, hi)
+    lat = _Lattice(qis, ft, lo, hi, **(loss_kw or {}))
     subj_codes, subjects = pd.factorize(pd.Series(subject))
     n_subj = len(subjects)
     budget_subj = math.floor(budget * n_subj + 1e-9)
@@ -675,10 +737,11 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
         out = crit.check(node, lat)
         if out.passes:
             # Loss over the rows: each kept row's generalisation loss; suppressed rows count 1.
-            lost = sum(row_loss[i][levels[q.name]] for i, q in enumerate(qis))
             row_bad = out.bad[cls][subj_codes]
-            out.loss = float(lost[~row_bad].sum() + row_bad.sum() * lat.q) / max(
-                len(subject) * lat.q, 1)
+            n_bad = int(row_bad.sum())
+            per_qi = np.array([row_loss[i][levels[q.name]][~row_bad].sum() + n_bad
+                               for i, q in enumerate(qis)]) / max(len(subject), 1)
+            out.loss = lat.aggregate(per_qi)
         return out, (cls, sizes)
 
     best, evaluated, reason = _explore(lat, evaluate)
@@ -710,6 +773,9 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     utility = {
         "metric": "loss",
         "loss": loss,
+        "loss_aggregate": lat.aggregate_name,
+        "definitions": {"loss": UTILITY_DEFINITIONS["loss"] + "; over the stacked rows of the "
+                        "subjects' records"},
         "discernibility": int((sizes[kept] ** 2).sum() + int(subj_bad.sum()) * n_subj),
         "average_class_size": float(sizes[kept].sum() / max(kept.sum(), 1)),
         "suppressed_subjects": int(subj_bad.sum()),
