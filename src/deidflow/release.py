@@ -722,6 +722,12 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
                       apply: Callable[..., tuple[dict[str, Any], Any]],
                       kinds: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     from deidflow.column_types import with_kinds
+    from deidflow.risk.birth_dates import protect_birth_dates
+
+    bcol = policy.consent.birth_date_column
+    births = (pd.Series(subject_raw[bcol].to_numpy(), index=subject_raw[
+        policy.tables[policy.subject_table].subject_column].astype(str).to_numpy())
+        if bcol and bcol in subject_raw else pd.Series(dtype=object))
 
     from deidflow.consent.gate import subject_mask
 
@@ -755,6 +761,12 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
                 if result is not None:
                     out[col] = result
             released = pd.DataFrame(out, index=frame.index)
+            # event dates that would narrow a birth date below its released level are withheld
+            withheld = protect_birth_dates(released, frame[tspec.subject_column], tspec, policy,
+                                           state.search.get("levels", {}), births)
+            for entry in columns[-len(futures):]:
+                if entry["column"] in withheld:
+                    entry["counts"]["event_dates_withheld"] = withheld[entry["column"]]
             if state.engine == "dask" or fmt == "parquet":  # numbers and dates keep their type
                 released = with_kinds(released, (kinds or {}).get(name, {}))
             rows[name] = int(len(frame))

@@ -100,12 +100,12 @@ def recheck_k(subject: pd.DataFrame, subject_col: str, qis: list[str],
               children: list[tuple[pd.DataFrame, list[str]]] = ()) -> int:
     """k over each subject's whole record: the subject row's QIs plus, per child table, the
     set of (distinct) child-row QI combinations. Two subjects are alike only if all agree."""
-    rec = subject[[subject_col, *qis]].astype(str).set_index(subject_col)
+    rec = subject[[subject_col, *qis]].astype("string").fillna("<NA>").set_index(subject_col)
     sig = rec.apply(lambda r: "\x1f".join(r), axis=1)
     for frame, cols in children:
         if not cols:
             continue
-        combos = frame[[subject_col, *cols]].astype(str).drop_duplicates()
+        combos = frame[[subject_col, *cols]].astype("string").fillna("<NA>").drop_duplicates()
         combos["__c"] = combos[cols].apply(lambda r: "\x1f".join(r), axis=1)
         sets = combos.groupby(subject_col)["__c"].apply(lambda s: "\x1e".join(sorted(s)))
         sig = sig + "\x1d" + sets.reindex(sig.index).fillna("")
@@ -116,7 +116,8 @@ def recheck_l(subject: pd.DataFrame, qis: list[str], sensitive: list[str]) -> di
     """Distinct l of each sensitive column over the classes of `qis` (missing is a value)."""
     out = {}
     for col in sensitive:
-        g = subject[qis].astype(str).assign(__s=subject[col].astype(str))
+        g = subject[qis].astype("string").fillna("<NA>").assign(
+            __s=subject[col].astype("string").fillna("<NA>"))
         out[col] = int(g.groupby(qis, dropna=False)["__s"].nunique().min())
     return out
 
