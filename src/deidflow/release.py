@@ -1007,8 +1007,22 @@ def validate(work: Path) -> dict[str, Any]:
         out_dir=stage / "validation",
     )
     state.validation = _plain(report.as_dict())
+    # k over the whole record, recomputed from the released files (validation.record_check)
+    from deidflow.validation.record_check import check_whole_record
+
+    whole = check_whole_record(policy, lambda t, cols: _released(
+        work, stage, state.engine, policy.output.format, t, cols))
+    passed = report.success and (not whole or whole["ok"])
+    if whole:
+        state.validation["whole_record"] = whole
+        if not whole["ok"]:
+            state.validation["success"] = False
+            state.validation.setdefault("expectations", []).append({
+                "type": "whole_record_k", "success": False,
+                "explanation": f"k over the whole record is {whole['k']}, below "
+                               f"k={whole['k_required']}"})
     state.save(work)
-    if not report.success:
+    if not passed:
         failed = [e for e in state.validation.get("expectations", []) if not e.get("success")]
         lines = "; ".join(e.get("explanation", e.get("type", "?")) for e in failed) or "see the validation report"
         raise GateFailed(

@@ -63,3 +63,27 @@ def test_whole_record_k_over_patients_and_encounters(diabetes):
     assert any(k.startswith("encounters.") for k in record.risk.levels)
     review = (summary.release_dir / "review.html").read_text()
     assert "Risk per table and for the whole record" in review
+
+
+def test_the_gate_rechecks_the_whole_record(diabetes, monkeypatch):
+    """The validation stage recomputes k over the whole record from the released files: a
+    search that forgot the encounters' quasi-identifiers (as before this issue) is stopped
+    there and nothing is published."""
+    from deidflow.errors import GateFailed
+    from deidflow.release import run_release
+    import deidflow.risk.record as record
+
+    policy, _, _ = diabetes
+    original = record.record_search
+
+    def forgetful(frames, subject_columns, subject_table, qi_columns, encode, limits, bounds):
+        res = original(frames, subject_columns, subject_table, qi_columns, encode, limits, bounds)
+        levels = {k: (0 if k.startswith("encounters.") else v) for k, v in res.levels.items()}
+        from dataclasses import replace
+        return replace(res, levels=levels)
+
+    monkeypatch.setattr(record, "record_search", forgetful)
+    with pytest.raises(GateFailed, match="whole record"):
+        run_release(policy)
+    releases = policy.parent / "releases"
+    assert not releases.exists() or not [p for p in releases.iterdir() if not p.name.startswith(".")]

@@ -23,13 +23,20 @@ def identifying_values(values: pa.Array | pa.ChunkedArray, *, common: int) -> pa
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = pc.cast(arr, pa.large_string())
-    arr = pc.utf8_trim_whitespace(arr)
     arr = arr.filter(pc.is_valid(arr))
     if not len(arr):
         return arr
-    length = np.asarray(pc.utf8_length(arr))
-    digits = np.asarray(pc.match_substring_regex(arr, r"^[0-9]+$"))
-    keep = (length >= MIN_CHARS) & ~(digits & (length < MIN_DIGITS))
+    # one byte per character for the short ones that matter (digits, one letter): the byte
+    # length first, and the digit test only on values short enough to be dropped for it
+    length = np.asarray(pc.binary_length(arr))
+    keep = length >= MIN_CHARS
+    short = np.flatnonzero(length < MIN_DIGITS)
+    if len(short):
+        digits = np.asarray(pc.match_substring_regex(arr.take(pa.array(short)), r"^\s*[0-9]+\s*$"))
+        keep[short[digits]] = False
+        # a single character of several bytes (one CJK character) is still one character
+        one = short[np.asarray(pc.utf8_length(arr.take(pa.array(short)))) < MIN_CHARS]
+        keep[one] = False
     if common > 1:
         counts = pc.value_counts(arr)
         frequent = counts.field("values").filter(pc.greater_equal(counts.field("counts"), common))
