@@ -99,9 +99,12 @@ def record_search(
     if len(order) > 1:
         qis.append(_tag(sizes))
         owners.append(None)
-    subject = np.concatenate([frames[t][subject_columns[t]].astype(str).to_numpy(dtype=object)
-                              for t in order])
-    subj_codes, subjects = pd.factorize(pd.Series(subject))
+    # the subject ids as integer codes, once: every grouping below factorises them again, and
+    # integers cost a fraction of strings
+    ids = pd.concat([frames[t][subject_columns[t]].astype("string") for t in order],
+                    ignore_index=True)
+    subj_codes, subjects = pd.factorize(ids)
+    subject = subj_codes.astype(np.int64)
     first = np.unique(subj_codes, return_index=True)[1]  # the subject-table row comes first
     sensitives = {}
     for col in limits.measured_sensitive_columns():
@@ -115,7 +118,7 @@ def record_search(
                  subject_sensitives=sensitives)
     levels = {k: v for k, v in res.levels.items() if k != "__table"}
     bad_rows = np.asarray(res.suppressed, dtype=bool)
-    bad_subjects = np.unique(subject[bad_rows]).astype(str)
+    bad_subjects = np.asarray(subjects.take(np.unique(subject[bad_rows])), dtype=object).astype(str)
     by_table = _by_table(order, qis, owners, levels, subject, bad_rows, starts)
     return RecordSearch(levels=levels, suppressed_subjects=bad_subjects, before=res.before,
                         after=res.after, utility=res.utility, nodes_evaluated=res.nodes_evaluated,

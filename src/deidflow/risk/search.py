@@ -720,8 +720,9 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
             out.append((uniq // nv, uniq % nv, counts.astype(np.int64)))
         return out
 
-    row_loss = [[lat.loss_of[i][lvl][q.at(lvl)] for lvl in range(q.n_levels)]
-                for i, q in enumerate(qis)]
+    # rows per level-0 code of each quasi-identifier: the loss of a node is then a dot product
+    # per quasi-identifier, not a gather over every row for every level
+    all_counts = [np.bincount(q.codes, minlength=q.cardinality(0)) for q in qis]
 
     by_subject = np.argsort(subj_codes, kind="stable")
     row_subject = subj_codes.astype(np.int64)[by_subject]
@@ -739,9 +740,13 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
             # Loss over the rows: each kept row's generalisation loss; suppressed rows count 1.
             row_bad = out.bad[cls][subj_codes]
             n_bad = int(row_bad.sum())
-            per_qi = np.array([row_loss[i][levels[q.name]][~row_bad].sum() + n_bad
-                               for i, q in enumerate(qis)]) / max(len(subject), 1)
-            out.loss = lat.aggregate(per_qi)
+            per_qi = []
+            for i, q in enumerate(qis):
+                lvl = levels[q.name]
+                counts = all_counts[i] if not n_bad else np.bincount(
+                    q.codes[~row_bad], minlength=q.cardinality(0))
+                per_qi.append(float(counts @ lat.loss_of[i][lvl][q.maps[lvl]]) + n_bad)
+            out.loss = lat.aggregate(np.array(per_qi) / max(len(subject), 1))
         return out, (cls, sizes)
 
     best, evaluated, reason = _explore(lat, evaluate)
