@@ -240,6 +240,36 @@ def check(policy: Path = typer.Argument(..., help="The release policy (YAML)."))
     for name, table in tables.items():
         t.add_row(name, f"{table.rows:,}", str(table.path))
     out.print(t)
+    if not _preflight(loaded, tables):
+        raise typer.Exit(2)
+
+
+def _preflight(loaded, tables) -> bool:
+    """Hierarchies against the data and consent coverage (deidflow.preflight); True if both
+    would let a release through."""
+    from deidflow.preflight import check_consent, check_hierarchies
+
+    frames = {name: table.frame for name, table in tables.items()}
+    findings = _run(lambda: check_hierarchies(loaded, frames))
+    h = Table("table", "column", "hierarchy", "levels", "distinct values", "check",
+              title="hierarchies against the data", title_justify="left")
+    for f in findings:
+        h.add_row(f.table, f.column, f.kind, str(f.levels or "—"), f"{f.distinct_values:,}",
+                  "ok" if f.ok else "[red]fails[/]")
+    if findings:
+        out.print(h)
+    for f in findings:
+        if not f.ok:
+            console.print(f"[bold red]error:[/] {f.table}.{f.column}: ", end="")
+            console.print(f.problem, highlight=False, markup=False)
+    cov = _run(lambda: check_consent(loaded, frames[loaded.policy.subject_table]))
+    reasons = ", ".join(f"{k}: {v:,}" for k, v in cov.excluded_by_reason.items()) or "none"
+    out.print(f"consent coverage: {cov.allowed:,} of {cov.subjects:,} subjects would be "
+              f"released (excluded: {reasons})", highlight=False)
+    if cov.problem:
+        console.print("[bold red]error:[/] ", end="")
+        console.print(cov.problem, highlight=False, markup=False)
+    return all(f.ok for f in findings) and cov.ok
 
 
 @app.command()

@@ -94,12 +94,19 @@ class Hierarchy(Strict):
 
     kind: interval (numeric bands, `widths`), age (bands of `widths`, ages >= `top` grouped),
     date (day → month → quarter → year), region (GB/T 2260 6 → 4 → 2 digits → country),
-    postcode (6 → 4 → 2 → 0 digits), csv (ARX-format file: one row per value, one column per
-    level), mask (replace trailing characters by '*').
+    postcode (Chinese, 6 → 4 → 2 → 0 digits), prefix (any code generalised by its leading
+    characters: postcodes of any country, `keep` per level), csv (ARX-format file: one row per
+    value, one column per level), mask (replace trailing characters by '*').
     """
 
-    kind: Literal["interval", "age", "date", "region", "postcode", "csv", "mask"]
+    kind: Literal["interval", "age", "date", "region", "postcode", "prefix", "csv", "mask"]
     widths: list[float] | None = None
+    # date: a decade level between year and '*' ("1980s"). Opt-in, so that the level numbers
+    # of existing policies and manifests keep their meaning ('*' stays level 4 without it).
+    decade: bool = False
+    # prefix: leading characters kept at each level above 0, e.g. US ZIP codes [3, 1]
+    # ("02134" -> "021**" -> "0****" -> "*"); default: one character fewer per level.
+    keep: list[int] | None = None
     top: float | None = None
     bottom: float | None = None
     file: str | None = None
@@ -115,6 +122,14 @@ class Hierarchy(Strict):
             raise ValueError("an interval hierarchy needs 'widths: [5, 10, 20]' (one per level)")
         if self.max_level is not None and self.max_level < self.min_level:
             raise ValueError("max_level is below min_level")
+        if self.decade and self.kind != "date":
+            raise ValueError("'decade' applies to date hierarchies only")
+        if self.keep is not None:
+            if self.kind != "prefix":
+                raise ValueError("'keep' applies to prefix hierarchies only")
+            if any(k < 0 for k in self.keep) or list(self.keep) != sorted(set(self.keep), reverse=True):
+                raise ValueError("prefix 'keep' must be strictly decreasing counts of leading "
+                                 "characters, e.g. [3, 1]")
         return self
 
 
@@ -126,6 +141,34 @@ class DerivedFrom(Strict):
     part: Literal["birth_date", "sex", "region_code", "age"]
 
 
+class IdentifierCheck(Strict):
+    """How the gate's direct-identifier check treats one column, when its ordinary values look
+    like identifiers (15-digit SNOMED CT codes read as old resident IDs, long decimals as
+    mobile numbers). `check: off` skips the column; `allow_formats` exempts values that match
+    one of the regular expressions whole from the generic detectors (known identifiers of the
+    input are still looked for). Either needs a `reason`, which the manifest and the review
+    page show beside the column."""
+
+    check: bool = True  # YAML's on/off
+    allow_formats: list[str] = Field(default_factory=list)
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _explained(self) -> "IdentifierCheck":
+        import re
+
+        if (not self.check or self.allow_formats) and not (self.reason or "").strip():
+            raise ValueError("an identifier_check that turns the check off or allows formats "
+                             "needs 'reason:' (shown to the privacy officer)")
+        for pattern in self.allow_formats:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"allow_formats: {pattern!r} is not a regular expression "
+                                 f"({exc})") from None
+        return self
+
+
 class Column(Strict):
     role: Role
     technique: str = Field(min_length=1, description="a name from the technique registry")
@@ -133,6 +176,7 @@ class Column(Strict):
     hierarchy: Hierarchy | None = None
     category: str | None = Field(None, description="data category that consent must cover")
     derived_from: DerivedFrom | None = None
+    identifier_check: IdentifierCheck | None = None
 
 
 class Table(Strict):
@@ -165,6 +209,19 @@ class Limits(Strict):
     suppression_budget: float = Field(0.02, ge=0, lt=1)
     small_cell: int = Field(5, ge=1, description="aggregates: cells below this are suppressed")
     override: LimitsOverride | None = None
+
+
+class Utility(Strict):
+    """How the search measures information loss (risk.search.UTILITY_DEFINITIONS).
+
+    aggregate: how per-quasi-identifier losses combine: arithmetic (deidflow's default) or
+    geometric (ARX's default: the geometric mean of loss + 1, minus 1), to reproduce ARX.
+    domain: hierarchy (Iyengar: leaves are counted over the hierarchy's whole domain, so a
+    column's weight does not shift with what the consent gate kept) or data (the values
+    present only)."""
+
+    aggregate: Literal["arithmetic", "geometric"] = "arithmetic"
+    domain: Literal["hierarchy", "data"] = "hierarchy"
 
 
 class Aggregate(Strict):
@@ -227,6 +284,7 @@ class Policy(Strict):
     subject_table: str
     tables: dict[str, Table] = Field(min_length=1)
     limits: Limits = Limits()
+    utility: Utility = Utility()
     aggregates: list[Aggregate] = Field(default_factory=list)
     consent: Consent = Consent()
     keys: Keys = Keys()
@@ -253,12 +311,8 @@ class Policy(Strict):
                             f"tables.{name}.columns.{col} is a quasi_identifier to generalise "
                             "but has no hierarchy; add e.g. 'hierarchy: {kind: date}'"
                         )
-                    if name != self.subject_table:
-                        raise ValueError(
-                            f"tables.{name}.columns.{col}: generalised quasi-identifiers must "
-                            f"be in the subject table '{self.subject_table}' (risk is measured "
-                            "per subject); date-shift event dates in other tables instead"
-                        )
+                    # In another table it is part of the subject's whole record
+                    # (risk.record): the search generalises it with the subject table's.
                 if spec.role is Role.direct_identifier and spec.technique == "keep":
                     raise ValueError(
                         f"tables.{name}.columns.{col} is a direct_identifier and cannot be kept; "
@@ -285,6 +339,21 @@ class Policy(Strict):
                 f"consent.resident_id_column '{rcol}' is not a column of the subject table "
                 f"'{self.subject_table}'; name the column holding resident IDs, or leave it out"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _identifier_checks(self) -> "Policy":
+        """A per-column identifier_check is for ordinary values that look like identifiers;
+        identifiers themselves, link keys and free text are always checked."""
+        for name, table in self.tables.items():
+            for col, spec in table.columns.items():
+                if spec.identifier_check is not None and spec.role in (
+                        Role.direct_identifier, Role.link_key, Role.free_text):
+                    raise ValueError(
+                        f"tables.{name}.columns.{col}: identifier_check cannot be set on a "
+                        f"{spec.role.value} column; it is for sensitive, quasi-identifying or "
+                        "insensitive values that look like identifiers"
+                    )
         return self
 
     # --- views the pipeline uses -------------------------------------------------------------

@@ -383,6 +383,8 @@ def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], st
     subject[subj_spec.subject_column] = canonical_column(subject[subj_spec.subject_column])
     bcol = policy.consent.birth_date_column
     birth = _birth_dates(subject, bcol, loaded) if bcol in subject else pd.NaT  # a bad date stops us now
+    if bcol is None:  # the policy states the data holds no minors (policy.Consent): adults
+        birth = pd.Timestamp("1900-01-01")
     # Each row's subject row, as the link check found it (`_InputTables.rows`,
     # `partitions.PartitionFrames.rows`); looked up here only for a mapping without them.
     known = getattr(frames, "rows", {})
@@ -518,15 +520,16 @@ def _categories(loaded: LoadedPolicy) -> list[str]:
 COUNT = "__count"
 
 
-def _search_columns(loaded: LoadedPolicy) -> tuple[list[str], str | None]:
+def _search_columns(loaded: LoadedPolicy) -> tuple[list[str], list[str]]:
+    """The quasi-identifiers the search generalises and the sensitive columns it measures
+    (every one the gate checks: `risk.limits`)."""
+    from deidflow.risk.limits import RiskLimits
+
     policy = loaded.policy
     spec = policy.tables[policy.subject_table]
     qis = [c for c in policy.quasi_identifiers()
            if spec.columns[c].technique == "generalise" and spec.columns[c].hierarchy is not None]
-    scol = None
-    if policy.limits.l is not None or policy.limits.t is not None:
-        scol = policy.sensitive_columns()[0]
-    return qis, scol
+    return qis, list(RiskLimits.from_policy(policy).measured_sensitive_columns())
 
 
 def frequency_partition(work: Path, index: int) -> str:
@@ -534,8 +537,8 @@ def frequency_partition(work: Path, index: int) -> str:
     group-by's map side). Returns the path of the partial table."""
     state = RunState.load(work)
     loaded = _loaded(state)
-    qis, scol = _search_columns(loaded)
-    cols = qis + ([scol] if scol else [])
+    qis, scols = _search_columns(loaded)
+    cols = qis + scols
     subject = _gated_part(work, loaded.policy.subject_table, index, cols or None)
     frame = subject[cols].astype("string").fillna(NA) if cols else pd.DataFrame(index=subject.index)
     freq = (frame.groupby(cols, sort=True).size().rename(COUNT).reset_index() if cols and len(frame)
@@ -580,35 +583,29 @@ def search(work: Path) -> dict[str, Any]:
             fix="check the consent registry (deidflow consent status) and the policy's purpose, "
             "recipient and data categories",
         )
-    qi_cols, scol = _search_columns(loaded)
-    freq = _merged_frequencies(work, state, qi_cols + ([scol] if scol else []))
+    from deidflow.risk.record import child_quasi_identifiers
+
+    if child_quasi_identifiers(policy):  # quasi-identifiers beyond the subject table
+        from deidflow.whole_record import search_record
+
+        return search_record(work, state, loaded)
+    qi_cols, scols = _search_columns(loaded)
+    freq = _merged_frequencies(work, state, qi_cols + scols)
     counts = freq[COUNT].to_numpy(dtype=np.int64)
     qis = []
     for col in qi_cols:
         enc = encode_qi(col, freq[col].mask(freq[col] == NA), spec.columns[col].hierarchy, loaded.base_dir)
         qis.append(replace(enc, codes=np.repeat(enc.codes, counts)))
-    sensitive = None
-    if scol:
-        sensitive = np.repeat(pd.factorize(freq[scol], sort=True)[0], counts)
+    sensitives = {c: np.repeat(pd.factorize(freq[c], sort=True)[0], counts) for c in scols}
     bounds = {}
     for q in qis:
         h = spec.columns[q.name].hierarchy
         top = q.n_levels - 1
         bounds[q.name] = (h.min_level, top if h.max_level is None else min(top, h.max_level))
-    result = lattice_search(
-        qis,
-        k=policy.limits.k,
-        suppression_budget=policy.limits.suppression_budget,
-        l=policy.limits.l,
-        l_variant=policy.limits.l_variant,
-        c=policy.limits.c,
-        sensitive=sensitive,
-        t=policy.limits.t,
-        max_class_risk=policy.max_class_risk,
-        max_overall_risk=policy.limits.max_overall_risk,
-        release_model=policy.release.model.value,
-        level_bounds=bounds,
-    )
+    from deidflow.risk.limits import RiskLimits
+
+    result = lattice_search(qis, **RiskLimits.from_policy(policy).search_kwargs(),
+                            sensitives=sensitives, level_bounds=bounds)
     # Back from rows to combinations: a combination is suppressed when the search suppressed
     # any of its rows (all rows of a combination share a class, so the search suppresses
     # whole combinations; "any" keeps it fail-closed if one ever did not).
@@ -616,7 +613,7 @@ def search(work: Path) -> dict[str, Any]:
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.array([], dtype=np.int64)
     sup_rows = np.add.reduceat(mask.astype(np.int64), starts) if len(counts) else np.array([], dtype=np.int64)
     sup_combo = sup_rows > 0
-    freq.loc[sup_combo, qi_cols + ([scol] if scol else [])].to_parquet(work / "suppressed-combos.parquet")
+    freq.loc[sup_combo, qi_cols + scols].to_parquet(work / "suppressed-combos.parquet")
     state.search = {
         "levels": {k: int(v) for k, v in result.levels.items()},
         "suppressed_subjects": int(counts[sup_combo].sum()),
@@ -625,6 +622,7 @@ def search(work: Path) -> dict[str, Any]:
         "after": _plain(result.after.as_dict()),
         "utility": _plain(getattr(result, "utility", {})),
         "nodes_evaluated": int(getattr(result, "nodes_evaluated", 0)),
+        "sensitive_after": _plain(result.sensitive_after),
     }
     state.save(work)
     return {"levels": state.search["levels"], "suppressed": state.search["suppressed_subjects"],
@@ -663,6 +661,11 @@ def begin_transform(work: Path) -> str:
 
 def _suppressed_subjects(subject: pd.DataFrame, work: Path, loaded: LoadedPolicy) -> pd.Series:
     """Boolean per subject row: its combination was suppressed by the search."""
+    if (work / "suppressed-subjects.parquet").is_file():  # the whole-record search's choice
+        ids = pd.read_parquet(work / "suppressed-subjects.parquet")["subject_id"]
+        sid = loaded.policy.tables[loaded.policy.subject_table].subject_column
+        return pd.Series(subject[sid].astype("string").isin(ids).to_numpy(dtype=bool),
+                         index=subject.index)
     combos = pd.read_parquet(work / "suppressed-combos.parquet")
     if combos.empty:
         return pd.Series(False, index=subject.index)
@@ -708,31 +711,50 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     threads = 1 if state.engine == "dask" else min(4, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="transform")
 
+    from deidflow.column_types import describe_kind, released_kinds
+
+    kinds = released_kinds(work, loaded, lambda t: sorted((work / "gated" / t).glob("part-*.arrow")))
+
     def apply(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> tuple[dict[str, Any], Any]:
         tspec = policy.tables[name]
         technique = registry.get(cspec.technique)
         ctx = ApplyContext(
             table=name, column=col, subject_ids=frame[tspec.subject_column],
-            keyring=keyring, level=state.search.get("levels", {}).get(col),
+            keyring=keyring, level=state.search.get("levels", {}).get(
+                col if name == policy.subject_table else f"{name}.{col}"),
             frame=frame, known_identifiers=known, base_dir=loaded.base_dir, memo={},
         )
         result = technique.apply(frame[col], cspec, ctx)
         entry = {"table": name, "column": col, "role": cspec.role.value,
                  **_plain(technique.describe(cspec, ctx))}
+        if cspec.identifier_check is not None:  # shown in the manifest and review page
+            entry["identifier_check"] = cspec.identifier_check.model_dump()
+        if col in kinds.get(name, {}):
+            entry["released_type"] = describe_kind(kinds[name][col], cspec.technique)
         if ctx.level is not None:
             entry["level"] = int(ctx.level)
         entry["counts"] = dict(ctx.counts)
         return entry, result
 
     try:
-        return _transform_tables(work, index, state, policy, stage, subject_raw, suppressed, pool, apply)
+        return _transform_tables(work, index, state, policy, stage, subject_raw, suppressed, pool, apply,
+                                 kinds)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stage: Path,
                       subject_raw: pd.DataFrame, suppressed: pd.Index, pool: Any,
-                      apply: Callable[..., tuple[dict[str, Any], Any]]) -> dict[str, Any]:
+                      apply: Callable[..., tuple[dict[str, Any], Any]],
+                      kinds: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    from deidflow.column_types import with_kinds
+    from deidflow.risk.birth_dates import protect_birth_dates
+
+    bcol = policy.consent.birth_date_column
+    births = (pd.Series(subject_raw[bcol].to_numpy(), index=subject_raw[
+        policy.tables[policy.subject_table].subject_column].astype(str).to_numpy())
+        if bcol and bcol in subject_raw else pd.Series(dtype=object))
+
     from deidflow.consent.gate import subject_mask
 
     from concurrent.futures import ThreadPoolExecutor
@@ -765,6 +787,14 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
                 if result is not None:
                     out[col] = result
             released = pd.DataFrame(out, index=frame.index)
+            # event dates that would narrow a birth date below its released level are withheld
+            withheld = protect_birth_dates(released, frame[tspec.subject_column], tspec, policy,
+                                           state.search.get("levels", {}), births)
+            for entry in columns[-len(futures):]:
+                if entry["column"] in withheld:
+                    entry["counts"]["event_dates_withheld"] = withheld[entry["column"]]
+            if state.engine == "dask" or fmt == "parquet":  # numbers and dates keep their type
+                released = with_kinds(released, (kinds or {}).get(name, {}))
             rows[name] = int(len(frame))
             if name == policy.subject_table:
                 released_subject = released
@@ -896,6 +926,7 @@ def _known_values(work: Path, loaded: LoadedPolicy) -> Any:
     nulls left in: the gate handles them). The gate keeps their 64-bit hashes, not the strings,
     and reads the strings again only to confirm a hash hit: at 10M subjects they are ~60M
     strings, which held in memory with their index took ~5 GB of the flow process."""
+    from deidflow.validation.known_identifiers import identifying_values
     from deidflow.validation.sets import Chunks
 
     spec = loaded.policy.tables[loaded.policy.subject_table]
@@ -912,7 +943,8 @@ def _known_values(work: Path, loaded: LoadedPolicy) -> Any:
                     # not text in the work file: its text as pandas gives it (as the gate
                     # would have read it), e.g. a mobile column read as integers
                     values = as_arrow(read_work(part, [col])[col])
-                yield values
+                # values too short or too common to identify anyone are not looked for
+                yield identifying_values(values, common=loaded.policy.limits.k)
             del table  # unmaps the part before the next one is read
 
     return Chunks(read)
@@ -1001,8 +1033,22 @@ def validate(work: Path) -> dict[str, Any]:
         out_dir=stage / "validation",
     )
     state.validation = _plain(report.as_dict())
+    # k over the whole record, recomputed from the released files (validation.record_check)
+    from deidflow.validation.record_check import check_whole_record
+
+    whole = check_whole_record(policy, lambda t, cols: _released(
+        work, stage, state.engine, policy.output.format, t, cols))
+    passed = report.success and (not whole or whole["ok"])
+    if whole:
+        state.validation["whole_record"] = whole
+        if not whole["ok"]:
+            state.validation["success"] = False
+            state.validation.setdefault("expectations", []).append({
+                "type": "whole_record_k", "success": False,
+                "explanation": f"k over the whole record is {whole['k']}, below "
+                               f"k={whole['k_required']}"})
     state.save(work)
-    if not report.success:
+    if not passed:
         from deidflow.validation import direct  # identifiers left: the scrubber's to fix
         from deidflow.validation.advice import gate_failure, keep_report
 

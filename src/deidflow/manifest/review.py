@@ -293,6 +293,21 @@ def _treatment(r: ReleaseRecord) -> str:
     )
 
 
+def _risk_by_table(r: ReleaseRecord) -> str:
+    """Risk of each table alone and of the whole record (risk.record), when quasi-identifiers
+    were declared in several tables: a table can look safe alone and not in the record."""
+    by_table = r.risk.after.get("by_table") or {}
+    if not by_table:
+        return ""
+    rows = [[e(t), _num(m.get("k")), _num(m.get("classes")), _num(m.get("unique_subjects")),
+             e(", ".join(m.get("quasi_identifiers", [])))] for t, m in by_table.items()]
+    rows.append(["<strong>whole record</strong>", _num(r.risk.after.get("k")),
+                 _num(r.risk.after.get("classes")), "—",
+                 "the subject row and the set of each table's rows"])
+    return ("<h3>Risk per table and for the whole record</h3>"
+            + _table(["Table", "k", "Classes", "Unique subjects", "Quasi-identifiers"], rows))
+
+
 def _risk(
     r: ReleaseRecord,
     class_sizes: Sequence[int] | None,
@@ -302,9 +317,9 @@ def _risk(
     k_required: int,
 ) -> str:
     before, after = r.risk.before, r.risk.after
-    names = list(dict.fromkeys([*before, *after]))
+    names = [n for n in dict.fromkeys([*before, *after]) if n != "by_table"]
     rows = [[e(n), _num(before.get(n)), _num(after.get(n))] for n in names]
-    out = _table(["Measure", "Before", "After"], rows)
+    out = _table(["Measure", "Before", "After"], rows) + _risk_by_table(r)
     if r.risk.levels:
         out += "<h3>Generalisation level chosen per quasi-identifier</h3>" + _table(
             ["Quasi-identifier", "Level"], [[e(k), _num(v)] for k, v in r.risk.levels.items()]

@@ -27,6 +27,10 @@ class EncodedQI:
     codes: np.ndarray  # int32, per row: the code of the row's value at level 0
     maps: tuple[np.ndarray, ...]  # maps[L][code0] -> code at level L (int32); maps[0] identity
     labels: tuple[np.ndarray, ...]  # labels[L][codeL] -> label (object array of str)
+    # The hierarchy's whole domain (Iyengar's loss counts it, not only the values present):
+    # domain[L][codeL] = leaves of the hierarchy under that label; None = only the data's.
+    domain: tuple[np.ndarray, ...] | None = None
+    domain_size: int | None = None
 
     @property
     def n_levels(self) -> int:
@@ -69,17 +73,51 @@ def encode(
             "and add a row for each (one row per value, one column per level), or correct the data",
         )
     rows = table.loc[uniques]
-    maps, labels = [], []
+    per_value, labels = [], []
     for col in rows.columns:
         lvl_codes, lvl_labels = pd.factorize(rows[col].astype(str).to_numpy(), sort=True)
-        maps.append(lvl_codes.astype(np.int32))
+        per_value.append(lvl_codes.astype(np.int32))
         labels.append(np.asarray(lvl_labels, dtype=object))
+    # Level 0 may already merge distinct values (ages 91 and 97 are both "90+" at every
+    # level): the codes are those of level 0, so that maps[0] is the identity and every
+    # level is a function of the level-0 code, which the search's lattice relies on.
+    level0 = per_value[0]
+    maps = []
+    for lvl, lvl_codes in enumerate(per_value):
+        m = np.zeros(len(labels[0]), dtype=np.int32)
+        m[level0] = lvl_codes
+        if not np.array_equal(m[level0], lvl_codes):
+            raise InputError(
+                f"values with the same level-0 label get different labels at level {lvl}",
+                file=source,
+                column=name,
+                fix="every value with the same label at one level must have the same label "
+                "at every higher level",
+            )
+        maps.append(m)
+    domain, domain_size = _domain(table, rows, labels)
     return EncodedQI(
         name=name,
-        codes=codes.astype(np.int32),
+        codes=level0[codes].astype(np.int32),
         maps=tuple(maps),
         labels=tuple(labels),
+        domain=domain,
+        domain_size=domain_size,
     )
+
+
+def _domain(table: LevelTable, rows: LevelTable, labels: list[np.ndarray]):
+    """Leaves of the whole hierarchy under each label present, when the hierarchy knows
+    values the data lacks (an ARX file covering ages 1 to 100); None when it knows only the
+    data's values (built-in kinds build their tables from the data)."""
+    full = table[~table.index.duplicated()]
+    if len(full) <= len(rows):
+        return None, None
+    out = []
+    for lvl, col in enumerate(full.columns):
+        counts = full[col].astype(str).value_counts()
+        out.append(counts.reindex(labels[lvl]).fillna(1).to_numpy(dtype=np.int64))
+    return tuple(out), int(len(full))
 
 
 def _factorize_as_text(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -121,13 +159,18 @@ def read_arx_hierarchy(path: str, delimiter: str = ";") -> LevelTable:
         ) from None
     if table.empty:
         raise InputError("hierarchy is empty", file=path, fix="add one row per value")
-    dup = table[0].duplicated()
-    if dup.any():
+    # A row repeated exactly says nothing new (ARX's own FARS hierarchies have one): kept once.
+    # A value with two different rows is ambiguous and refused below.
+    repeat = table.duplicated()
+    conflict = table[0].duplicated() & ~repeat
+    if conflict.any():
+        value = table[0][conflict].iloc[0]
         raise InputError(
-            f"value {table[0][dup].iloc[0]!r} appears twice",
+            f"value {value!r} appears in two rows that differ",
             file=path,
-            row=int(dup.to_numpy().argmax()) + 1,
-            fix="each value may have one row only",
+            row=int(conflict.to_numpy().argmax()) + 1,
+            fix="give each value one row (identical repeated rows are accepted)",
         )
+    table = table[~repeat].reset_index(drop=True)
     table.columns = range(table.shape[1])
     return table.set_index(table[0], drop=False)

@@ -25,8 +25,8 @@ Why it is fast (DESIGN.md, "Search on the frequency table"):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,10 @@ _MAX_NODES = 2_000_000
 # Grouped nodes kept for roll-up (each holds at most one row per distinct combination).
 _CACHE = 128
 L_VARIANTS = ("distinct", "entropy", "recursive")
+# How per-quasi-identifier losses are combined: deidflow's arithmetic mean, or ARX's default.
+LOSS_AGGREGATES = ("arithmetic", "geometric")
+# Iyengar counts the hierarchy's whole domain; "data" counts only the values present.
+LOSS_DOMAINS = ("hierarchy", "data")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class SearchResult:
     nodes_evaluated: int
     lattice_size: int = 0
     limits: dict = field(default_factory=dict)
+    # l and t of each sensitive attribute after the search (the report holds the worst)
+    sensitive_after: dict = field(default_factory=dict)
 
     @property
     def n_suppressed(self) -> int:
@@ -84,9 +90,8 @@ class _Node:
     levels: np.ndarray
     codes: np.ndarray  # (J, q) int32
     sizes: np.ndarray  # (J,) int64
-    pair_class: np.ndarray | None = None
-    pair_value: np.ndarray | None = None
-    pair_count: np.ndarray | None = None
+    # One (class, value, count) triple of arrays per sensitive attribute measured.
+    pairs: list = field(default_factory=list)
 
 
 @dataclass
@@ -102,8 +107,10 @@ class _Outcome:
 class _Lattice:
     """Level lookups, loss tables and the lower bound for one search."""
 
-    def __init__(self, qis: Sequence[EncodedQI], ft: FrequencyTable, lo: np.ndarray, hi: np.ndarray):
+    def __init__(self, qis: Sequence[EncodedQI], ft: FrequencyTable, lo: np.ndarray, hi: np.ndarray,
+                 *, domain: str = "hierarchy", aggregate: str = "arithmetic"):
         self.qis = qis
+        self.aggregate_name = aggregate
         self.q = len(qis)
         self.n = ft.n_records
         self.lo, self.hi = lo, hi
@@ -114,6 +121,8 @@ class _Lattice:
         self.bound_terms = np.zeros((self.q, max(q.n_levels for q in qis)))
         for i, q in enumerate(qis):
             leaves = q.cardinality(0)
+            whole = domain == "hierarchy" and q.domain is not None
+            domain_leaves = int(q.domain_size) if whole else leaves
             rep = []  # a level-0 representative of every code at each level
             for lvl in range(q.n_levels):
                 r = np.zeros(q.cardinality(lvl), dtype=np.int64)
@@ -135,15 +144,38 @@ class _Lattice:
             per_level = []
             leaf_counts = np.bincount(ft.codes[:, i], weights=ft.counts, minlength=leaves)
             for lvl in range(q.n_levels):
-                under = np.bincount(q.maps[lvl], minlength=q.cardinality(lvl))
-                loss = (under - 1) / (leaves - 1) if leaves > 1 else np.zeros(len(under))
+                # Iyengar: (leaves under the label - 1) / (leaves of the domain - 1), over the
+                # hierarchy's whole domain when it is known, else over the data's values
+                under = (q.domain[lvl] if whole
+                         else np.bincount(q.maps[lvl], minlength=q.cardinality(lvl)))
+                loss = ((under - 1) / (domain_leaves - 1) if domain_leaves > 1
+                        else np.zeros(len(under)))
                 per_level.append(loss)
                 self.bound_terms[i, lvl] = float(leaf_counts @ loss[q.maps[lvl]])
             self.loss_of.append(per_level)
         grids = np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(lo, hi)], indexing="ij")
         self.nodes = np.stack([g.ravel() for g in grids], axis=1).astype(np.int16)
-        denom = max(self.n * self.q, 1)
-        self.bound = self.bound_terms[np.arange(self.q), self.nodes].sum(axis=1) / denom
+        per_qi = self.bound_terms[np.arange(self.q), self.nodes] / max(self.n, 1)
+        self.bound = self.aggregate_rows(per_qi)
+
+    def aggregate_rows(self, per_qi: np.ndarray) -> np.ndarray:
+        """Aggregate per-QI losses (last axis): the arithmetic mean, or ARX's default, the
+        geometric mean of (loss + 1) minus 1. Both grow with every per-QI loss, so a bound
+        aggregated the same way stays a lower bound."""
+        per_qi = np.asarray(per_qi, dtype=float)
+        if self.aggregate_name == "geometric":
+            return np.exp(np.log1p(per_qi).mean(axis=-1)) - 1.0
+        return per_qi.mean(axis=-1)
+
+    def aggregate(self, per_qi: np.ndarray) -> float:
+        return float(self.aggregate_rows(np.asarray(per_qi, dtype=float)[None, :])[0])
+
+    def class_loss_per_qi(self, node: _Node) -> np.ndarray:
+        """(J, q): each class's loss per quasi-identifier."""
+        out = np.zeros((len(node.sizes), self.q))
+        for i in range(self.q):
+            out[:, i] = self.loss_of[i][int(node.levels[i])][node.codes[:, i]]
+        return out
 
     def class_loss(self, node: _Node) -> np.ndarray:
         out = np.zeros(len(node.sizes))
@@ -167,25 +199,28 @@ def _rollup(base: _Node, levels: np.ndarray, lat: _Lattice, with_pairs: bool) ->
     codes = np.stack([c[rep] for c in cols], axis=1).astype(np.int32)
     node = _Node(levels=levels.copy(), codes=codes, sizes=sizes)
     if with_pairs:
-        n_values = int(base.pair_value.max()) + 1 if len(base.pair_value) else 1
-        pkey = cls[base.pair_class] * n_values + base.pair_value
-        if J * n_values <= 1 << 24:
-            counts = np.bincount(pkey, weights=base.pair_count, minlength=J * n_values)
-            present = np.flatnonzero(counts)
-            node.pair_class, node.pair_value = present // n_values, present % n_values
-            node.pair_count = counts[present].astype(np.int64)
-        else:
-            uniq, inv = np.unique(pkey, return_inverse=True)
-            node.pair_class, node.pair_value = uniq // n_values, uniq % n_values
-            node.pair_count = np.bincount(inv, weights=base.pair_count).astype(np.int64)
+        node.pairs = [_rollup_pairs(cls, J, p) for p in base.pairs]
     return node
+
+
+def _rollup_pairs(cls: np.ndarray, J: int, pairs: tuple) -> tuple:
+    """One sensitive attribute's (class, value, count) pairs regrouped to the classes `cls`."""
+    pair_class, pair_value, pair_count = pairs
+    n_values = int(pair_value.max()) + 1 if len(pair_value) else 1
+    pkey = cls[pair_class] * n_values + pair_value
+    if J * n_values <= 1 << 24:
+        counts = np.bincount(pkey, weights=pair_count, minlength=J * n_values)
+        present = np.flatnonzero(counts)
+        return present // n_values, present % n_values, counts[present].astype(np.int64)
+    uniq, inv = np.unique(pkey, return_inverse=True)
+    return uniq // n_values, uniq % n_values, np.bincount(inv, weights=pair_count).astype(np.int64)
 
 
 class _Criteria:
     """The limits, checked on one grouped node."""
 
     def __init__(self, *, k, l, l_variant, c, t, max_class_risk, max_overall_risk,
-                 release_model, budget_rows, n, n_values, reference):
+                 release_model, budget_rows, n, n_values=(), reference=()):
         self.k = k
         self.min_size = k
         if max_class_risk is not None:  # θ_j = 1/f_j <= max  <=>  f_j >= 1/max
@@ -195,8 +230,9 @@ class _Criteria:
         self.public = release_model == "public"
         self.budget_rows = budget_rows
         self.n = n
-        self.n_values = n_values
-        self.reference = reference
+        # per sensitive attribute: its number of values and its whole-table distribution
+        self.n_values = list(n_values)
+        self.reference = list(reference)
 
     @property
     def needs_sensitive(self) -> bool:
@@ -206,24 +242,28 @@ class _Criteria:
         sizes = node.sizes
         bad = sizes < self.min_size
         if self.needs_sensitive:
-            ft = FrequencyTable(
-                names=(), codes=node.codes, counts=sizes, row_combo=np.zeros(0, np.int64),
-                n_records=int(sizes.sum()), pair_combo=node.pair_class,
-                pair_value=node.pair_value, pair_count=node.pair_count, n_values=self.n_values,
-            )
             g = Grouping(combo_class=np.arange(len(sizes)), sizes=sizes)
             full = self.t is not None or self.l_variant != "distinct"
-            prof = sensitive_profile(ft, g, reference=self.reference,
-                                     recursive_l=self.l or 2, full=full)
-            if self.l is not None:
-                if self.l_variant == "distinct":
-                    bad |= prof.distinct < self.l
-                elif self.l_variant == "entropy":
-                    bad |= prof.entropy < math.log(self.l) - 1e-12
-                else:
-                    bad |= ~(prof.recursive_ratio < self.c)
-            if self.t is not None:
-                bad |= prof.emd_equal > self.t + 1e-12
+            # every sensitive attribute must meet l and t, not only the first (the gate
+            # checks each one: risk/limits.py)
+            for (pc, pv, pn), n_values, reference in zip(node.pairs, self.n_values,
+                                                          self.reference):
+                ft = FrequencyTable(
+                    names=(), codes=node.codes, counts=sizes, row_combo=np.zeros(0, np.int64),
+                    n_records=int(sizes.sum()), pair_combo=pc, pair_value=pv, pair_count=pn,
+                    n_values=n_values,
+                )
+                prof = sensitive_profile(ft, g, reference=reference,
+                                         recursive_l=self.l or 2, full=full)
+                if self.l is not None:
+                    if self.l_variant == "distinct":
+                        bad |= prof.distinct < self.l
+                    elif self.l_variant == "entropy":
+                        bad |= prof.entropy < math.log(self.l) - 1e-12
+                    else:
+                        bad |= ~(prof.recursive_ratio < self.c)
+                if self.t is not None:
+                    bad |= prof.emd_equal > self.t + 1e-12
         suppressed = int(sizes[bad].sum())
         if suppressed > self.budget_rows:
             return _Outcome(False, True, bad, suppressed, math.inf,
@@ -236,8 +276,9 @@ class _Criteria:
                                 "overall risk R stays above its limit within the budget")
             suppressed = int(sizes[bad].sum())
         kept = ~bad
-        loss = float((sizes[kept] * lat.class_loss(node)[kept]).sum() + suppressed * lat.q)
-        return _Outcome(True, False, bad, suppressed, loss / max(self.n * lat.q, 1))
+        # per quasi-identifier: kept records' loss plus 1 per suppressed record, over n
+        per_qi = (sizes[kept] @ lat.class_loss_per_qi(node)[kept] + suppressed) / max(self.n, 1)
+        return _Outcome(True, False, bad, suppressed, lat.aggregate(per_qi))
 
     def _overall(self, sizes: np.ndarray, bad: np.ndarray, suppressed: int) -> np.ndarray | None:
         """GB/T 42460 overall risk after suppression (Ra = 0 once the at-risk classes are
@@ -337,10 +378,17 @@ def search(
     release_model: str = "controlled",
     level_bounds: dict[str, tuple[int, int]] | None = None,
     subject_codes=None,
+    sensitives: Mapping[str, np.ndarray] | None = None,
+    subject_sensitives: Mapping[str, np.ndarray] | None = None,
+    loss_aggregate: str = "arithmetic",
+    loss_domain: str = "hierarchy",
 ) -> SearchResult:
     """The generalisation levels with the least loss that meet the limits, suppressing whole
     classes up to `suppression_budget` (a share of the rows, or of the subjects when
     `subject_codes` gives each row's subject: a subject with many rows then counts once).
+
+    l and t hold on every sensitive attribute: `sensitive` (one, unnamed) and each of
+    `sensitives` (by column name), as the validation gate checks them.
 
     Raises GateFailed, naming the limit, when no node within the bounds meets the limits."""
     n_rows = check_qis(qis)
@@ -350,8 +398,18 @@ def search(
             column=qis[0].name,
             fix="check the extract and the consent gate: no subject was left to release",
         )
-    variant = _validate(k, suppression_budget, l, l_variant, c, t, sensitive, max_class_risk,
-                        max_overall_risk)
+    named = dict(sensitives or subject_sensitives or {})
+    if sensitive is not None:
+        named = {"sensitive": sensitive, **named}
+    variant = _validate(k, suppression_budget, l, l_variant, c, t, named or None,
+                        max_class_risk, max_overall_risk)
+    if loss_aggregate not in LOSS_AGGREGATES:
+        raise PolicyError(f"unknown loss aggregate {loss_aggregate!r}", key="utility.aggregate",
+                          fix=f"use one of: {', '.join(LOSS_AGGREGATES)}")
+    if loss_domain not in LOSS_DOMAINS:
+        raise PolicyError(f"unknown loss domain {loss_domain!r}", key="utility.domain",
+                          fix=f"use one of: {', '.join(LOSS_DOMAINS)}")
+    loss_kw = dict(domain=loss_domain, aggregate=loss_aggregate)
     model = getattr(release_model, "value", release_model)
     class_risk_threshold(model)  # refuses an unknown release model
     lo, hi = _bounds(qis, level_bounds)
@@ -366,25 +424,29 @@ def search(
         return _search_subjects(qis, subject_codes, k=int(k), budget=suppression_budget,
                                 max_class_risk=max_class_risk,
                                 max_overall_risk=max_overall_risk, model=model, lo=lo, hi=hi,
-                                l=l, t=t)
-    ft = frequency_table(qis, sensitive=sensitive)
-    lat = _Lattice(qis, ft, lo, hi)
-    reference = None
-    if ft.has_sensitive:
-        reference = np.bincount(ft.pair_value, weights=ft.pair_count, minlength=ft.n_values)
-        reference = reference / max(reference.sum(), 1)
+                                l=None if l is None else int(l), t=t, l_variant=variant, c=c,
+                                sensitives=dict(subject_sensitives or {}), loss_kw=loss_kw)
+    measured = named if (l is not None or t is not None) else {}
+    # One frequency table per sensitive attribute; their combinations are the same (the same
+    # quasi-identifier codes give the same dense ids), only the pairs differ.
+    fts = {name: frequency_table(qis, sensitive=values) for name, values in measured.items()}
+    ft = next(iter(fts.values())) if fts else frequency_table(qis)
+    lat = _Lattice(qis, ft, lo, hi, **loss_kw)
+    references = []
+    for f in fts.values():
+        ref = np.bincount(f.pair_value, weights=f.pair_count, minlength=f.n_values)
+        references.append(ref / max(ref.sum(), 1))
     crit = _Criteria(
         k=int(k), l=None if l is None else int(l), l_variant=variant, c=c, t=t,
         max_class_risk=max_class_risk, max_overall_risk=max_overall_risk, release_model=model,
         budget_rows=math.floor(suppression_budget * n_rows + 1e-9), n=ft.n_records,
-        n_values=max(ft.n_values, 1), reference=reference,
+        n_values=[max(f.n_values, 1) for f in fts.values()], reference=references,
     )
     with_pairs = crit.needs_sensitive
     root = _Node(levels=np.zeros(len(qis), dtype=np.int64), codes=ft.codes.astype(np.int64),
                  sizes=ft.counts)
     if with_pairs:
-        root.pair_class, root.pair_value, root.pair_count = (
-            ft.pair_combo, ft.pair_value, ft.pair_count)
+        root.pairs = [(f.pair_combo, f.pair_value, f.pair_count) for f in fts.values()]
     if (lo > 0).any():
         root = _rollup(root, lo.astype(np.int64), lat, with_pairs)
     cache: list[_Node] = [root]
@@ -422,19 +484,45 @@ def search(
     combo_bad = g_bad[g.combo_class]
     suppressed = combo_bad[ft.row_combo]
 
-    before = measure_grouping(ft, group(ft, qis, [0] * len(qis)), qis, [0] * len(qis),
-                              release_model=model, recursive_l=int(l or 2))
-    kept_ft = restrict(ft, ~combo_bad)
-    after = measure_grouping(kept_ft, group(kept_ft, qis, lv), qis, lv,
-                             n_suppressed=int(suppressed.sum()), release_model=model,
-                             recursive_l=int(l or 2))
+    before = _measure_all(fts, ft, qis, [0] * len(qis), None, 0, model, l)
+    after, per_sensitive = _measure_all(fts, ft, qis, lv, ~combo_bad, int(suppressed.sum()),
+                                        model, l, per_column=True)
     utility = _utility(lat, node, out, lv)
     limits = dict(k=int(k), l=l, l_variant=variant if l is not None else None, c=c, t=t,
                   max_class_risk=max_class_risk, max_overall_risk=max_overall_risk,
                   suppression_budget=suppression_budget, release_model=model)
     return SearchResult(levels=levels, suppressed=suppressed, before=before, after=after,
                         utility=utility, nodes_evaluated=evaluated, lattice_size=len(lat.nodes),
-                        limits=limits)
+                        limits=limits, sensitive_after=per_sensitive)
+
+
+def _measure_all(fts, ft, qis, lv, keep_combo, n_suppressed, model, l, *, per_column=False):
+    """The risk report at levels `lv`, with l and t taken over every sensitive attribute: the
+    release's l is the smallest of theirs, its t the largest. With `per_column`, also each
+    attribute's own l and t, for the manifest."""
+    tables = list(fts.items()) or [(None, ft)]
+    reports = {}
+    for name, f in tables:
+        if keep_combo is not None:
+            f = restrict(f, keep_combo)
+        reports[name] = measure_grouping(f, group(f, qis, lv), qis, lv, n_suppressed=n_suppressed,
+                                         release_model=model, recursive_l=int(l or 2))
+    first = next(iter(reports.values()))
+    if len(reports) > 1:
+        def pick(field_name, fn):
+            vals = [getattr(r, field_name) for r in reports.values()]
+            vals = [v for v in vals if v is not None]
+            return fn(vals) if vals else None
+        from dataclasses import replace as _replace
+        first = _replace(first, l_distinct=pick("l_distinct", min), l_entropy=pick("l_entropy", min),
+                         recursive_c=pick("recursive_c", max), t_equal=pick("t_equal", max),
+                         t_ordered=pick("t_ordered", max))
+    if not per_column:
+        return first
+    per = {name: {"l_distinct": r.l_distinct, "l_entropy": r.l_entropy,
+                  "recursive_c": r.recursive_c, "t_equal": r.t_equal}
+           for name, r in reports.items() if name is not None}
+    return first, per
 
 
 def _explore(lat: _Lattice, evaluate) -> tuple[tuple | None, int, str | None]:
@@ -497,23 +585,43 @@ def _explore(lat: _Lattice, evaluate) -> tuple[tuple | None, int, str | None]:
     return best[0], evaluated, reason[0]
 
 
+UTILITY_DEFINITIONS = {
+    "loss": "Iyengar's loss: per quasi-identifier, the mean over records of (leaves under the "
+            "released label - 1) / (leaves of the hierarchy - 1), a suppressed record counting "
+            "1; combined over quasi-identifiers by the aggregate stated",
+    "precision": "deidflow: 1 - mean over quasi-identifiers of level / height, over all records, "
+                 "a suppressed record counting as fully generalised",
+    "precision_arx": "ARX (Sweeney): 1 - mean over quasi-identifiers of level / height, over the "
+                     "released records only",
+    "discernibility": "sum of squared class sizes, plus n for each suppressed record",
+    "average_class_size": "released records / classes",
+}
+
+
 def _utility(lat: _Lattice, node: _Node, out: _Outcome, lv: Sequence[int]) -> dict:
-    """Loss (Iyengar), precision (Sweeney), discernibility and AECS of the chosen node, with
-    suppressed rows counting as fully generalised."""
+    """Loss (Iyengar), precision as deidflow and as ARX define it, discernibility and AECS of
+    the chosen node, each with its definition."""
     sizes = node.sizes
     kept = ~out.bad
     n = lat.n
     heights = np.array([max(q.n_levels - 1, 1) for q in lat.qis], dtype=float)
     gen = float(np.mean(np.asarray(lv) / heights))
     precision = 1.0 - (gen * (n - out.suppressed) + out.suppressed) / max(n, 1)
+    per_qi = (sizes[kept] @ lat.class_loss_per_qi(node)[kept] + out.suppressed) / max(n, 1)
     return {
         "metric": "loss",
         "loss": out.loss,
+        "loss_aggregate": lat.aggregate_name,
+        "loss_arithmetic": float(np.mean(per_qi)),
+        "loss_geometric": float(np.exp(np.log1p(per_qi).mean()) - 1.0),
+        "loss_per_quasi_identifier": {q.name: float(v) for q, v in zip(lat.qis, per_qi)},
         "precision": precision,
+        "precision_arx": 1.0 - gen,
         "discernibility": int((sizes[kept] ** 2).sum() + out.suppressed * n),
         "average_class_size": float(sizes[kept].sum() / max(kept.sum(), 1)),
         "suppressed_rows": int(out.suppressed),
         "classes": int(kept.sum()),
+        "definitions": dict(UTILITY_DEFINITIONS),
     }
 
 
@@ -527,48 +635,118 @@ def _fail(qis, lat, crit, hi, with_pairs, root, reason, budget) -> None:
         f"general levels ({', '.join(f'{q.name}={int(v)}' for q, v in zip(qis, hi))}), {detail} "
         f"(k={crit.k}, l={crit.l}, t={crit.t}, overall risk <= {crit.max_overall_risk}, "
         f"suppression budget {budget:.2%})",
-        key="limits",
-        fix="raise limits.suppression_budget, lower k/l or raise t, allow higher max_level in "
-        "the quasi-identifiers' hierarchies, or release to an enclave/controlled model",
+        key="limits.max_overall_risk" if _overall_blocks(detail) else "limits",
+        fix=_fail_fix(detail, crit.max_overall_risk),
     )
 
 
+def _overall_blocks(detail: str) -> bool:
+    return "overall risk" in detail
+
+
+def _fail_fix(detail: str, max_overall_risk) -> str:
+    """What to change, naming the limit that blocked: the overall-risk limit has its own key,
+    which a user cannot guess from 'lower k'."""
+    if _overall_blocks(detail):
+        return (f"the overall risk limit limits.max_overall_risk ({max_overall_risk}) cannot be "
+                "met: raise it if the data-sharing agreement allows (GB/T 42460 uses 0.05 for "
+                "public release), raise limits.suppression_budget, or allow higher max_level")
+    return ("raise limits.suppression_budget, lower k/l or raise t, allow higher max_level in "
+            "the quasi-identifiers' hierarchies, or release to an enclave/controlled model")
+
+
+def _record_classes(row_combo: np.ndarray, g: Grouping, row_subject: np.ndarray,
+                    n_subj: int) -> tuple[np.ndarray, np.ndarray]:
+    """Classes of subjects whose sets of row classes are equal (as `classes.subject_classes`,
+    without going back to the rows' strings): the distinct (subject, class) pairs sorted by
+    subject, each subject's set identified by the wrapping sum of 64-bit mixes of its classes.
+    Returns (class of each subject, size of each class in subjects)."""
+    from deidflow.risk.classes import _mix64
+
+    rc = g.combo_class[row_combo]
+    width = max(g.n_classes, 1)
+    # The rows come sorted by subject, so the keys are nearly sorted already: a stable sort
+    # (timsort) finishes them in about one pass, several times faster than np.unique's hash.
+    pairs = np.sort(row_subject * width + rc, kind="stable")
+    if len(pairs):
+        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
+    pair_subject = pairs // width
+    mixed = _mix64(pairs % width)
+    starts = np.flatnonzero(np.concatenate([[True], pair_subject[1:] != pair_subject[:-1]]))
+    signature = np.add.reduceat(mixed, starts) if len(starts) else np.zeros(0, np.uint64)
+    # every subject has at least one row, so there is one signature per subject, in order
+    assert len(signature) == n_subj
+    cls, uniques = pd.factorize(signature)
+    return cls.astype(np.int64), np.bincount(cls, minlength=len(uniques)).astype(np.int64)
+
+
 def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overall_risk, model,
-                     lo, hi, l, t) -> SearchResult:
+                     lo, hi, l, t, l_variant="distinct", c=None, sensitives=None,
+                     loss_kw=None) -> SearchResult:
     """Patient-level search: a subject's footprint is the set of its generalised combinations,
     each subject counts once, and suppression removes whole subjects. The lattice is explored
-    the same way (`_explore`); each node costs one subject grouping over the rows."""
-    if l is not None or t is not None:
+    the same way (`_explore`); each node costs one subject grouping over the rows.
+
+    l and t are measured on `sensitives`: one value code per subject (in order of first
+    appearance in `subject_codes`), over the subjects' classes."""
+    sensitives = dict(sensitives or {})
+    if (l is not None or t is not None) and not sensitives:
         raise PolicyError(
-            "l-diversity and t-closeness are not measured at patient level",
+            "l-diversity or t-closeness at patient level needs one sensitive value per subject",
             key="limits",
-            fix="measure l and t on a one-row-per-subject table, or drop limits.l/limits.t",
+            fix="mark a subject-table column as sensitive, or drop limits.l/limits.t",
         )
     subject = np.asarray(subject_codes)
     ft = frequency_table(qis)
-    lat = _Lattice(qis, ft, lo, hi)
+    lat = _Lattice(qis, ft, lo, hi, **(loss_kw or {}))
     subj_codes, subjects = pd.factorize(pd.Series(subject))
     n_subj = len(subjects)
     budget_subj = math.floor(budget * n_subj + 1e-9)
-    crit = _Criteria(k=k, l=None, l_variant="distinct", c=None, t=None,
+    measured = {name: np.asarray(v, dtype=np.int64) for name, v in sensitives.items()} \
+        if (l is not None or t is not None) else {}
+    references = [np.bincount(v, minlength=int(v.max()) + 1 if len(v) else 1) / max(len(v), 1)
+                  for v in measured.values()]
+    crit = _Criteria(k=k, l=l, l_variant=l_variant, c=c, t=t,
                      max_class_risk=max_class_risk, max_overall_risk=max_overall_risk,
-                     release_model=model, budget_rows=budget_subj, n=n_subj, n_values=1,
-                     reference=None)
-    row_loss = [[lat.loss_of[i][lvl][q.at(lvl)] for lvl in range(q.n_levels)]
-                for i, q in enumerate(qis)]
+                     release_model=model, budget_rows=budget_subj, n=n_subj,
+                     n_values=[len(r) for r in references], reference=references)
+
+    def subject_pairs(cls: np.ndarray, n_classes: int) -> list:
+        out = []
+        for v in measured.values():
+            nv = int(v.max()) + 1 if len(v) else 1
+            key = cls * nv + v
+            uniq, counts = np.unique(key, return_counts=True)
+            out.append((uniq // nv, uniq % nv, counts.astype(np.int64)))
+        return out
+
+    # rows per level-0 code of each quasi-identifier: the loss of a node is then a dot product
+    # per quasi-identifier, not a gather over every row for every level
+    all_counts = [np.bincount(q.codes, minlength=q.cardinality(0)) for q in qis]
+
+    by_subject = np.argsort(subj_codes, kind="stable")
+    row_subject = subj_codes.astype(np.int64)[by_subject]
+    row_combo = ft.row_combo[by_subject]
 
     def evaluate(idx: int):
         levels = {q.name: int(v) for q, v in zip(qis, lat.nodes[idx])}
-        cls, sizes = subject_classes(qis, subject, levels)
+        cls, sizes = _record_classes(row_combo, group(ft, qis, [levels[q.name] for q in qis]),
+                                     row_subject, n_subj)
         node = _Node(levels=lat.nodes[idx].astype(np.int64),
-                     codes=np.zeros((len(sizes), len(qis)), np.int32), sizes=sizes)
+                     codes=np.zeros((len(sizes), len(qis)), np.int32), sizes=sizes,
+                     pairs=subject_pairs(cls, len(sizes)) if measured else [])
         out = crit.check(node, lat)
         if out.passes:
             # Loss over the rows: each kept row's generalisation loss; suppressed rows count 1.
-            lost = sum(row_loss[i][levels[q.name]] for i, q in enumerate(qis))
             row_bad = out.bad[cls][subj_codes]
-            out.loss = float(lost[~row_bad].sum() + row_bad.sum() * lat.q) / max(
-                len(subject) * lat.q, 1)
+            n_bad = int(row_bad.sum())
+            per_qi = []
+            for i, q in enumerate(qis):
+                lvl = levels[q.name]
+                counts = all_counts[i] if not n_bad else np.bincount(
+                    q.codes[~row_bad], minlength=q.cardinality(0))
+                per_qi.append(float(counts @ lat.loss_of[i][lvl][q.maps[lvl]]) + n_bad)
+            out.loss = lat.aggregate(np.array(per_qi) / max(len(subject), 1))
         return out, (cls, sizes)
 
     best, evaluated, reason = _explore(lat, evaluate)
@@ -576,9 +754,8 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
         raise GateFailed(
             f"no generalisation within the hierarchies' bounds meets the limits at patient "
             f"level: {reason} (k={k}, suppression budget {budget:.2%} of {n_subj} subjects)",
-            key="limits",
-            fix="raise limits.suppression_budget, lower k, or allow higher max_level in the "
-            "quasi-identifiers' hierarchies",
+            key="limits.max_overall_risk" if _overall_blocks(reason or "") else "limits",
+            fix=_fail_fix(reason or "", max_overall_risk),
         )
     loss, idx, out, (cls, sizes) = best
     levels = {q.name: int(v) for q, v in zip(qis, lat.nodes[idx])}
@@ -589,9 +766,21 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     after = report_from_sizes(sizes[~out.bad], n_suppressed=int(subj_bad.sum()),
                               release_model=model)
     kept = ~out.bad
+    sensitive_after = {}
+    for name, v in measured.items():
+        kept_subj = ~subj_bad
+        per = pd.DataFrame({"c": cls[kept_subj], "v": v[kept_subj]}).groupby("c")["v"].nunique()
+        sensitive_after[name] = {"l_distinct": int(per.min()) if len(per) else None}
+    if sensitive_after:
+        after = replace(after, l_distinct=min(
+            (d["l_distinct"] for d in sensitive_after.values() if d["l_distinct"] is not None),
+            default=None))
     utility = {
         "metric": "loss",
         "loss": loss,
+        "loss_aggregate": lat.aggregate_name,
+        "definitions": {"loss": UTILITY_DEFINITIONS["loss"] + "; over the stacked rows of the "
+                        "subjects' records"},
         "discernibility": int((sizes[kept] ** 2).sum() + int(subj_bad.sum()) * n_subj),
         "average_class_size": float(sizes[kept].sum() / max(kept.sum(), 1)),
         "suppressed_subjects": int(subj_bad.sum()),
@@ -599,6 +788,7 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     }
     return SearchResult(levels=levels, suppressed=suppressed, before=before, after=after,
                         utility=utility, nodes_evaluated=evaluated, lattice_size=len(lat.nodes),
-                        limits=dict(k=k, max_class_risk=max_class_risk,
+                        limits=dict(k=k, l=l, t=t, max_class_risk=max_class_risk,
                                     max_overall_risk=max_overall_risk, suppression_budget=budget,
-                                    release_model=model, unit="subject"))
+                                    release_model=model, unit="subject"),
+                        sensitive_after=sensitive_after)

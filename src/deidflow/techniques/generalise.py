@@ -29,7 +29,7 @@ class Generalise(Technique):
             raise PolicyError(
                 f"column '{column}' is generalised but has no hierarchy",
                 fix="add e.g. 'hierarchy: {kind: date}' (kinds: interval, age, date, region, "
-                "postcode, csv, mask)",
+                "postcode, prefix, csv, mask)",
             )
         level = int_param(column, spec.params, "level", None, lo=0, example="level: 1")
         h = spec.hierarchy

@@ -126,7 +126,8 @@ def age_levels(name: str, uniques: pd.Index, h: Hierarchy) -> LevelTable:
 
 
 def date_levels(name: str, uniques: pd.Index, h: Hierarchy) -> LevelTable:
-    """day → month → quarter → year → '*'. Any time of day is dropped at level 0."""
+    """day → month → quarter → year → ('decade', if asked) → '*'. Any time of day is dropped
+    at level 0."""
     is_na = np.asarray(uniques == NA_LABEL)
     d = pd.to_datetime(pd.Series(uniques.where(~is_na, None), dtype=object), errors="coerce",
                        format="mixed")
@@ -143,8 +144,10 @@ def date_levels(name: str, uniques: pd.Index, h: Hierarchy) -> LevelTable:
         d.dt.strftime("%Y-%m").to_numpy(dtype=object),
         (d.dt.year.astype(str) + "-Q" + d.dt.quarter.astype(str)).to_numpy(dtype=object),
         d.dt.year.astype(str).to_numpy(dtype=object),
-        np.full(len(d), SUPPRESSED, dtype=object),
     ]
+    if h.decade:
+        cols.append(((d.dt.year // 10) * 10).astype(str).add("s").to_numpy(dtype=object))
+    cols.append(np.full(len(d), SUPPRESSED, dtype=object))
     return _table(uniques, cols, is_na)
 
 
@@ -173,9 +176,38 @@ def region_levels(name: str, uniques: pd.Index, h: Hierarchy) -> LevelTable:
 
 def postcode_levels(name: str, uniques: pd.Index, h: Hierarchy) -> LevelTable:
     """Chinese postcodes: 6 → 4 → 2 → 0 digits kept ("200031" → "2000**" → "20****" → "*")."""
+    is_na = np.asarray(uniques == NA_LABEL)
+    bad = ~pd.Series(uniques, dtype=object).str.strip().str.fullmatch(r"\d{6}").fillna(False).to_numpy(dtype=bool) & ~is_na
+    if bad.any():
+        raise InputError(
+            f"{int(bad.sum())} distinct value(s) are not 6-digit Chinese postcodes",
+            column=name,
+            fix="for postcodes of another country use the prefix hierarchy, e.g. US ZIP "
+            "codes: 'hierarchy: {kind: prefix, keep: [3, 1]}' (read the column as text to "
+            "keep leading zeros)",
+        )
     s, is_na = _digit_codes(name, uniques, 6, "postcodes")
     cols = [s.to_numpy(dtype=object), (s.str.slice(0, 4) + "**").to_numpy(dtype=object),
             (s.str.slice(0, 2) + "****").to_numpy(dtype=object), np.full(len(s), SUPPRESSED, dtype=object)]
+    return _table(uniques, cols, is_na)
+
+
+def prefix_levels(name: str, uniques: pd.Index, h: Hierarchy) -> LevelTable:
+    """Codes generalised by their leading characters (postcodes of any country, ICD codes):
+    level i keeps `keep[i-1]` leading characters and stars the rest ("02134" -> "021**"),
+    then '*'. Without `keep`, one character fewer per level down to one. Values may differ in
+    length; a value no longer than the characters kept is kept whole at that level."""
+    is_na = np.asarray(uniques == NA_LABEL)
+    s = pd.Series(uniques, dtype=object).where(~is_na, "").astype(str)
+    lengths = s.str.len().to_numpy()
+    longest = int(lengths.max()) if len(lengths) else 0
+    keep = list(h.keep) if h.keep is not None else list(range(longest - 1, 0, -1))
+    cols = [s.to_numpy(dtype=object)]
+    for k in keep:
+        stars = np.maximum(lengths - k, 0)
+        cols.append((s.str.slice(0, k) + pd.Series(stars).map(lambda n: "*" * n).to_numpy()
+                     ).to_numpy(dtype=object))
+    cols.append(np.full(len(s), SUPPRESSED, dtype=object))
     return _table(uniques, cols, is_na)
 
 
@@ -240,6 +272,7 @@ _BUILDERS: dict[str, Callable[[str, pd.Index, Hierarchy], LevelTable]] = {
     "date": date_levels,
     "region": region_levels,
     "postcode": postcode_levels,
+    "prefix": prefix_levels,
     "mask": mask_levels,
 }
 

@@ -279,7 +279,7 @@ def whole_value_identifiers(texts: Any, known: StringSet) -> np.ndarray:
 
 
 def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = False,
-                    ) -> dict[str, Any]:
+                    allowed_formats: list[str] | None = None) -> dict[str, Any]:
     """How many rows of a column hold a direct identifier, and which kinds (never the values).
 
     Free text and other kept columns are searched once per distinct value: the scrubber's
@@ -307,6 +307,8 @@ def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = 
 
     # the scrubber's generic detectors; the input's own strings by hashed windows
     hit = np.array(find_identifiers(texts.to_pandas(), None), dtype=bool)  # a writable copy
+    if allowed_formats:  # the policy's identifier_check: values of an allowed format whole
+        hit &= ~allowed_format_mask(texts, allowed_formats)
     if known:
         # the second opinion (`validation.direct`): the input's own values, as written and
         # normalised, independent of the scrubber's recognisers
@@ -329,6 +331,18 @@ def _spread(hit: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """A mask over the hit values, as a mask over all values."""
     out = np.zeros(len(hit), dtype=bool)
     out[np.flatnonzero(hit)[mask]] = True
+    return out
+
+
+def allowed_format_mask(texts: Any, formats: list[str]) -> np.ndarray:
+    """Which texts match one of `formats` whole (policy `identifier_check.allow_formats`)."""
+    import pyarrow.compute as pc
+
+    arr = _single(_as_text(texts))
+    out = np.zeros(len(arr), dtype=bool)
+    for pattern in formats:
+        m = pc.match_substring_regex(arr, f"^(?:{pattern})$")
+        out |= np.asarray(m.fill_null(False), dtype=bool)
     return out
 
 
@@ -403,7 +417,8 @@ class DirectIdentifierHits(TableMetricProvider):
     policy releases: a column that should not be there is the likeliest place for one."""
 
     metric_name = "deidflow.direct_identifier_hits"
-    value_keys = ("whole_value_columns", "known_identifiers_ref")
+    value_keys = ("whole_value_columns", "known_identifiers_ref", "unchecked_columns",
+                  "allowed_formats")
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics,
@@ -411,7 +426,11 @@ class DirectIdentifierHits(TableMetricProvider):
         df = _frame(execution_engine, metric_domain_kwargs)
         known = _lookup(metric_value_kwargs["known_identifiers_ref"])
         whole = set(metric_value_kwargs["whole_value_columns"])
-        columns = [(str(col), df[col]) for col in df.columns]
+        # The policy's per-column identifier_check: columns turned off are not searched,
+        # allowed formats are exempt from the generic detectors.
+        unchecked = set(metric_value_kwargs.get("unchecked_columns") or [])
+        formats = dict(metric_value_kwargs.get("allowed_formats") or {})
+        columns = [(str(col), df[col]) for col in df.columns if str(col) not in unchecked]
         # Columns are independent and their work is Arrow and numpy calls, which release the
         # GIL: two at a time on two cores. What they import lazily is imported here first, so
         # the threads only call. The set's own lazy parts are idempotent.
@@ -421,7 +440,8 @@ class DirectIdentifierHits(TableMetricProvider):
 
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="identifier-hits") as pool:
             hits = list(pool.map(
-                lambda item: identifier_hits(item[1], known, whole_value=item[0] in whole), columns))
+                lambda item: identifier_hits(item[1], known, whole_value=item[0] in whole,
+                                             allowed_formats=formats.get(item[0])), columns))
         return {col: h for (col, _), h in zip(columns, hits)}
 
 
@@ -631,10 +651,14 @@ class ExpectNoDirectIdentifiers(DeidflowExpectation):
     whole_value_columns: list[str]
     known_identifiers_ref: str
     n_known_identifiers: int
+    table: str = ""  # named in the explanation
+    unchecked_columns: list[str] = []  # policy identifier_check: off
+    allowed_formats: dict[str, list[str]] = {}  # policy identifier_check.allow_formats
 
     metric_dependencies: ClassVar[Tuple[str, ...]] = ("deidflow.direct_identifier_hits",)
     success_keys: ClassVar[Tuple[str, ...]] = (
-        "whole_value_columns", "known_identifiers_ref", "n_known_identifiers")
+        "whole_value_columns", "known_identifiers_ref", "n_known_identifiers",
+        "unchecked_columns", "allowed_formats")
 
     def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
         hits = metrics["deidflow.direct_identifier_hits"]
@@ -654,8 +678,12 @@ class ExpectNoDirectIdentifiers(DeidflowExpectation):
                     "column(s) checked")
         from deidflow.validation import direct
 
-        return ("direct identifiers left: " + "; ".join(direct.explain(c, h) for c, h in bad.items())
-                + " (fix the scrubbing settings, not the risk limits)")
+        where = f" in table '{kwargs['table']}'" if kwargs.get("table") else ""
+        return (f"direct identifiers left{where}: "
+                + "; ".join(direct.explain(c, h) for c, h in bad.items())
+                + " (fix the scrubbing settings, not the risk limits; if these are ordinary "
+                "values that look like identifiers, set the column's identifier_check: "
+                "{allow_formats: [...], reason: ...} or {check: off, reason: ...} in the policy)")
 
 
 class ExpectSubjectsToBeConsented(DeidflowExpectation):

@@ -67,6 +67,20 @@ def released_quasi_identifiers(policy: Policy) -> list[str]:
     return [c for c in policy.quasi_identifiers() if c in kept]
 
 
+def identifier_check_settings(spec: Any) -> dict[str, Any]:
+    """The table's per-column identifier_check settings, as the expectation takes them."""
+    unchecked, formats = [], {}
+    for col, cspec in spec.columns.items():
+        ic = cspec.identifier_check
+        if ic is None:
+            continue
+        if not ic.check:
+            unchecked.append(col)
+        elif ic.allow_formats:
+            formats[col] = list(ic.allow_formats)
+    return {"unchecked_columns": unchecked, "allowed_formats": formats}
+
+
 def build_suites(policy: Policy, sets: RunSets) -> dict[str, gx.ExpectationSuite]:
     """One suite per policy table, named `deidflow.<table>`."""
     suites = {}
@@ -91,6 +105,8 @@ def table_expectations(policy: Policy, table: str, sets: RunSets) -> list[Any]:
             whole_value_columns=[c for c in columns if spec.columns[c].role is Role.link_key],
             known_identifiers_ref=sets.known_identifiers_ref,
             n_known_identifiers=sets.n_known_identifiers,
+            table=table,
+            **identifier_check_settings(spec),
         ),
     ]
     if subject in columns:
@@ -113,19 +129,22 @@ def table_expectations(policy: Policy, table: str, sets: RunSets) -> list[Any]:
 
 
 def risk_expectations(policy: Policy) -> list[Any]:
-    """k, l, class risk and overall risk over the released quasi-identifiers, per subject."""
+    """k, l, class risk and overall risk over the released quasi-identifiers, per subject.
+    The limits, and the sensitive columns l holds on, are those the search met
+    (`risk.limits.RiskLimits`)."""
+    from deidflow.risk.limits import RiskLimits
+
     subject = policy.tables[policy.subject_table].subject_column
-    qi = released_quasi_identifiers(policy)
-    limits = policy.limits
-    kept = set(released_columns(policy, policy.subject_table))
+    limits = RiskLimits.from_policy(policy)
+    qi = list(limits.quasi_identifiers)
     out: list[Any] = [
         dx.ExpectSubjectsToBeKAnonymous(subject_column=subject, quasi_identifiers=qi, k=limits.k),
         dx.ExpectMaxClassRiskToBeAtMost(
-            subject_column=subject, quasi_identifiers=qi, max_class_risk=policy.max_class_risk),
+            subject_column=subject, quasi_identifiers=qi, max_class_risk=limits.max_class_risk),
         dx.ExpectOverallRiskToBeAtMost(
             subject_column=subject, quasi_identifiers=qi,
-            release_model=policy.release.model.value,
-            tau=policy.max_class_risk,
+            release_model=limits.release_model,
+            tau=limits.max_class_risk,
             # GB/T 42460 pr (context risk): 1 for public; the policy has no field for the
             # controlled/enclave attack probabilities, so 1 (the conservative bound) there too.
             pr=1.0,
@@ -133,11 +152,10 @@ def risk_expectations(policy: Policy) -> list[Any]:
         ),
     ]
     if limits.l is not None:
-        for col in policy.sensitive_columns():
-            if col in kept:
-                out.append(dx.ExpectSensitiveColumnToBeLDiverse(
-                    subject_column=subject, quasi_identifiers=qi, sensitive_column=col,
-                    l=limits.l, variant=limits.l_variant, c=float(limits.c or 0.0)))
+        for col in limits.sensitive_columns:
+            out.append(dx.ExpectSensitiveColumnToBeLDiverse(
+                subject_column=subject, quasi_identifiers=qi, sensitive_column=col,
+                l=limits.l, variant=limits.l_variant, c=float(limits.c or 0.0)))
     return out
 
 

@@ -1,0 +1,118 @@
+"""Event dates must not narrow a birth date below the level released for it.
+
+A birth date released as a year (or withheld) is recovered when the subject's records carry
+an event at birth: Synthea's first encounter of a newborn is their birth, so its date-shifted
+start gives the birth date to within the shift (±30 days), whatever the birth date's level.
+In general a released event date E, shifted by at most `max_days`, tells that the subject was
+born before E + max_days, and, to one who knows that a first visit is at birth, when. So an
+event date is released only when its true date (E - max_days at the earliest) lies after the
+end of the subject's released birth interval: no released event can then be the birth event,
+nor bound the birth date inside its interval. The others are withheld (released as missing):
+only events from the subject's birth period (a newborn's first visits) are affected.
+
+The released interval of a birth date generalised to a date hierarchy level ends at the end
+of its day, month, quarter, year or decade; a birth date withheld ('*') is protected to its
+year (HIPAA Safe Harbor keeps years; a finer rule would withhold every event date).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# date hierarchy levels (techniques.hierarchies.date_levels): day, month, quarter, year,
+# [decade], '*'
+_PERIODS = ("day", "month", "quarter", "year")
+
+
+def interval_end(birth: pd.Series, level: int, *, decade: bool, top: int) -> pd.Series:
+    """The last day of each birth date's released interval at `level`."""
+    b = pd.to_datetime(birth, errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
+    b = b.dt.normalize()
+    if level >= top:  # '*': protected to the year
+        level = 3
+    if decade and level == 4:
+        start = pd.to_datetime((b.dt.year // 10 * 10).astype("Int64").astype(str) + "-01-01",
+                               errors="coerce")
+        return start + pd.DateOffset(years=10) - pd.Timedelta(days=1)
+    period = _PERIODS[min(level, 3)]
+    if period == "day":
+        return b
+    freq = {"month": "M", "quarter": "Q", "year": "Y"}[period]
+    return b.dt.to_period(freq).dt.end_time.dt.normalize()
+
+
+def narrowing(event: pd.Series, end: pd.Series, max_days: int) -> np.ndarray:
+    """Which released (shifted) event dates could fall inside the birth interval ending at
+    `end` (their true date, E - max_days at the earliest, not after it)."""
+    e = pd.to_datetime(event, errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
+    return ((e.dt.normalize() - pd.Timedelta(days=int(max_days))) <= end).fillna(False).to_numpy(
+        dtype=bool)
+
+
+def birth_level(policy, levels: dict) -> tuple[int, bool, int] | None:
+    """(level released, decade level present, top level) of the policy's birth-date column
+    when it is a generalised date quasi-identifier; None otherwise."""
+    bcol = policy.consent.birth_date_column
+    spec = policy.tables[policy.subject_table].columns.get(bcol) if bcol else None
+    if spec is None or spec.hierarchy is None or spec.hierarchy.kind != "date":
+        return None
+    if spec.technique == "drop":
+        return (99, spec.hierarchy.decade, 5 if spec.hierarchy.decade else 4)
+    level = levels.get(bcol, spec.params.get("level", 0)) if spec.technique == "generalise" else 0
+    top = 5 if spec.hierarchy.decade else 4
+    return int(level), bool(spec.hierarchy.decade), top
+
+
+def protect_birth_dates(released: pd.DataFrame, subject_ids: pd.Series, table_spec, policy,
+                        levels: dict, births: pd.Series) -> dict[str, int]:
+    """Withhold, in place, the date-shifted event dates of `released` (one table's rows, with
+    `subject_ids` their raw subjects) that would narrow each subject's released birth date.
+    `births` maps raw subject id -> birth date. Returns withheld dates per column.
+
+    Vectorised as text: ISO dates order as their text, so an event narrows when its first ten
+    characters sort before the subject's threshold (interval end - max_days); only the
+    subjects whose threshold is later than the table's earliest event are looked up."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = birth_level(policy, levels)
+    if found is None or not len(births):
+        return {}
+    level, decade, top = found
+    cols = [(c, int(spec.params.get("max_days", 30))) for c, spec in table_spec.columns.items()
+            if spec.technique == "date_shift" and c in released]
+    if not cols:
+        return {}
+    end = interval_end(pd.Series(births.to_numpy()), level, decade=decade, top=top)
+    counts = {}
+    ids = pd.Index(births.index.astype(str))
+    for col, max_days in cols:
+        # released only when its true date (E - max_days at the earliest) is after the end
+        # of the birth interval: no released event can then be the birth event
+        threshold = (end + pd.Timedelta(days=max_days + 1)).dt.strftime("%Y-%m-%d")
+        text = pa.chunked_array([pa.array(released[col].astype("string").array)]) \
+            if not hasattr(released[col].array, "__arrow_array__") \
+            else released[col].array.__arrow_array__()
+        day = pc.utf8_slice_codeunits(text, 0, 10)
+        earliest = pc.min(day).as_py()
+        if earliest is None:
+            continue
+        at_risk = (threshold > earliest).fillna(False).to_numpy(dtype=bool)
+        if not at_risk.any():
+            continue
+        risky = pd.Series(threshold.to_numpy()[at_risk], index=ids[at_risk])
+        row_threshold = pd.Series(subject_ids.astype(str).to_numpy()).map(risky)
+        has = row_threshold.notna().to_numpy()
+        if not has.any():
+            continue
+        idx = np.flatnonzero(has)
+        row_days = pd.Series(day.take(pa.array(idx)).to_pandas(), dtype="string")
+        limit = pd.Series(row_threshold.to_numpy()[idx], dtype="string")
+        bad_rows = idx[(row_days < limit).fillna(False).to_numpy(dtype=bool)]
+        if len(bad_rows):
+            mask = np.zeros(len(released), dtype=bool)
+            mask[bad_rows] = True
+            released[col] = released[col].mask(pd.Series(mask, index=released.index))
+            counts[col] = int(len(bad_rows))
+    return counts

@@ -1,0 +1,35 @@
+"""Event dates that would narrow a birth date below its released level are withheld: every
+event date left has a true date (shifted date - max_days at the earliest) after the end of
+the subject's released birth interval."""
+
+from __future__ import annotations
+
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deidflow.policy import parse_policy
+from deidflow.risk.birth_dates import interval_end, protect_birth_dates
+from tests.integration.conftest import EXAMPLE_POLICY
+
+POLICY = parse_policy(EXAMPLE_POLICY.read_text(encoding="utf-8"))  # birth_date: date QI
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.dates(pd.Timestamp("1990-01-01").date(), pd.Timestamp("2024-12-31").date()),
+                          st.integers(-400, 4000)), min_size=1, max_size=30),
+       st.sampled_from([1, 2, 3, 4]))
+def test_no_released_event_falls_in_the_birth_interval(rows, level):
+    births = pd.Series([str(b) for b, _ in rows], index=[f"S{i}" for i in range(len(rows))])
+    events = [str((pd.Timestamp(b) + pd.Timedelta(days=d)).date()) for b, d in rows]
+    released = pd.DataFrame({"admit_date": pd.array(events, dtype="string")})
+    ids = pd.Series(births.index)
+    protect_birth_dates(released, ids, POLICY.tables["encounters"], POLICY,
+                        {"birth_date": level}, births)
+    end = interval_end(pd.Series(births.to_numpy()), level, decade=False, top=4)
+    left = pd.to_datetime(released["admit_date"])
+    kept = left.notna()
+    assert ((left[kept] - pd.Timedelta(days=30)) > end[kept]).all()
+    # and an event after the interval's end plus the shift is never withheld
+    late = pd.to_datetime(pd.Series(events)) - pd.Timedelta(days=30) > end + pd.Timedelta(days=1)
+    assert kept[late].all()
