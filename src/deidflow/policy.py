@@ -201,6 +201,29 @@ class Schedule(Strict):
     recheck_cron: str | None = "0 3 * * *"
 
 
+class Utility(Strict):
+    """What the recipient's model needs (issue 21): the target column it will predict, so the
+    review page can compare a model trained on the original and on the released data, and,
+    with `search_loss: classification`, so that the search keeps that target predictable
+    (ARX's classification metric) instead of minimising Iyengar's loss."""
+
+    target: str | None = Field(None, min_length=1, description="subject-table column to predict")
+    task: Literal["classification"] = "classification"
+    search_loss: Literal["default", "classification"] = Field(
+        "default", description="classification: the search minimises the classification loss")
+    groups: list[str] | None = Field(
+        None, description="columns to break suppression down by (default: sex, age, region and "
+        "ethnicity columns found by name or hierarchy)")
+    sample: int = Field(50_000, ge=1_000, description="most subjects the model is trained on")
+
+    @model_validator(mode="after")
+    def _loss_needs_target(self) -> "Utility":
+        if self.search_loss == "classification" and self.target is None:
+            raise ValueError("search_loss: classification needs 'target: COLUMN' (the column "
+                             "the recipient's model will predict)")
+        return self
+
+
 class Policy(Strict):
     version: Literal[1] = 1
     plan: Plan
@@ -213,6 +236,7 @@ class Policy(Strict):
     keys: Keys = Keys()
     output: Output = Output()
     schedule: Schedule = Schedule()
+    utility: Utility | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> "Policy":
@@ -260,6 +284,23 @@ class Policy(Strict):
             )
         if self.limits.l is not None and not self.sensitive_columns():
             raise ValueError("limits.l is set but no column has role 'sensitive'")
+        return self
+
+    @model_validator(mode="after")
+    def _utility_columns(self) -> "Policy":
+        if self.utility is None:
+            return self
+        subject = self.tables[self.subject_table].columns
+        for key, col in [("target", self.utility.target), *[("groups", g) for g in self.utility.groups or []]]:
+            if col is not None and col not in subject:
+                raise ValueError(
+                    f"utility.{key} '{col}' is not a column of the subject table "
+                    f"'{self.subject_table}'; name one of: {', '.join(subject)}")
+        target = self.utility.target
+        if target is not None and subject[target].role in (Role.direct_identifier, Role.link_key,
+                                                           Role.free_text):
+            raise ValueError(f"utility.target '{target}' is a {subject[target].role.value}; a "
+                             "model target must be a quasi-identifier, sensitive or insensitive column")
         return self
 
     # --- views the pipeline uses -------------------------------------------------------------

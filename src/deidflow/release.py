@@ -58,6 +58,7 @@ class RunState:
     aggregates: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    utility: dict[str, Any] = field(default_factory=dict)  # issue 21: utility evidence
     release_id: str | None = None
     release_dir: str | None = None
     engine: str = "memory"
@@ -574,8 +575,16 @@ def search(work: Path) -> dict[str, Any]:
         h = spec.columns[q.name].hierarchy
         top = q.n_levels - 1
         bounds[q.name] = (h.min_level, top if h.max_level is None else min(top, h.max_level))
+    loss = None  # issue 21: the policy may ask the search to keep its target predictable
+    if policy.utility is not None and policy.utility.search_loss == "classification":
+        from deidflow.risk.classification import ClassificationLoss
+
+        cols = qi_cols + ([scol] if scol else [])
+        loss = ClassificationLoss.for_frequencies(
+            freq, cols, _gated(work, policy.subject_table, list(dict.fromkeys([*cols, policy.utility.target]))),
+            policy.utility.target, count=COUNT, na=NA)
     result = lattice_search(
-        qis,
+        qis, loss=loss,
         k=policy.limits.k,
         suppression_budget=policy.limits.suppression_budget,
         l=policy.limits.l,
@@ -985,6 +994,14 @@ def validate(work: Path) -> dict[str, Any]:
             fix="relax the policy only if the data-sharing agreement allows it; otherwise "
             "generalise or suppress more (see the validation report for the failing check)",
         )
+    # Utility evidence (issue 21) from the consented input and the staged output: aggregates.
+    from deidflow.utility.evidence import utility_evidence
+
+    state.utility = utility_evidence(
+        loaded, _gated(work, policy.subject_table), tables[policy.subject_table], mapping["subject_id"],
+        levels=state.search.get("levels", {}), search_loss=state.search.get("utility", {}).get("metric", "loss"),
+        as_of=datetime.fromisoformat(state.as_of).date()).model_dump(mode="json")
+    state.save(work)
     return {"success": True, "expectations": len(state.validation.get("expectations", []))}
 
 
@@ -1165,6 +1182,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
         software=Software(deidflow=_deidflow_version(), python=platform.python_version(),
                           packages=versions),
         flow_run_id=state.flow_run_id,
+        utility_evidence=state.utility or None,
     )
 
 

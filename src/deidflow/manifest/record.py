@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deidflow.utility.record import UtilityEvidence
+
 #: PIPL art. 73(3) vs 73(4): de-identified data is still personal information (checklist 20).
 DEIDENTIFIED_LABEL = "de-identified (PIPL art. 73(3)) — still personal information"
 
@@ -159,6 +161,8 @@ class ReleaseRecord(_Frozen):
     counts: Counts
     software: Software
     flow_run_id: str | None = None
+    # issue 21: per column loss, suppression by group, the model comparison (aggregates only)
+    utility_evidence: UtilityEvidence | None = None
 
     @field_validator("created_at", "started_at", "finished_at", "retention_until")
     @classmethod

@@ -337,10 +337,13 @@ def search(
     release_model: str = "controlled",
     level_bounds: dict[str, tuple[int, int]] | None = None,
     subject_codes=None,
+    loss=None,
 ) -> SearchResult:
     """The generalisation levels with the least loss that meet the limits, suppressing whole
     classes up to `suppression_budget` (a share of the rows, or of the subjects when
     `subject_codes` gives each row's subject: a subject with many rows then counts once).
+
+    `loss`: another loss to minimise than Iyengar's (risk/classification.py).
 
     Raises GateFailed, naming the limit, when no node within the bounds meets the limits."""
     n_rows = check_qis(qis)
@@ -369,6 +372,8 @@ def search(
                                 l=l, t=t)
     ft = frequency_table(qis, sensitive=sensitive)
     lat = _Lattice(qis, ft, lo, hi)
+    if loss is not None:
+        lat.bound = loss.prepare(ft, lat)
     reference = None
     if ft.has_sensitive:
         reference = np.bincount(ft.pair_value, weights=ft.pair_count, minlength=ft.n_values)
@@ -399,7 +404,10 @@ def search(
         if len(cache) < _CACHE:
             cache.append(node)
             cache_levels = np.vstack([cache_levels, levels])
-        return crit.check(node, lat), node
+        out = crit.check(node, lat)
+        if loss is not None and out.passes:
+            out.loss = loss.of(node, out.bad, out.loss, lat)
+        return out, node
 
     best, evaluated, first_fail = _explore(lat, evaluate)
     if best is None:
@@ -429,6 +437,8 @@ def search(
                              n_suppressed=int(suppressed.sum()), release_model=model,
                              recursive_l=int(l or 2))
     utility = _utility(lat, node, out, lv)
+    if loss is not None:
+        utility.update(loss.describe(node, out.bad, lat, out.loss))
     limits = dict(k=int(k), l=l, l_variant=variant if l is not None else None, c=c, t=t,
                   max_class_risk=max_class_risk, max_overall_risk=max_overall_risk,
                   suppression_budget=suppression_budget, release_model=model)
