@@ -35,6 +35,21 @@ NOT_ANALYSED = (Role.direct_identifier, Role.link_key, Role.free_text)
 MODEL_TECHNIQUES = ("keep", "generalise")
 
 
+def released_mask(subject_ids: pd.Series, released_ids: pd.Series | pd.Index) -> np.ndarray:
+    """Per consented subject: is it among `released_ids`? (Arrow's hash lookup: pandas' isin
+    on Arrow text loops in Python over the ids.)"""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from deidflow.io import as_arrow
+
+    def text(values: pd.Series | pd.Index) -> pa.Array:
+        arr = as_arrow(pd.Series(values).astype("string"))
+        return pc.cast(arr, pa.large_string()).combine_chunks()
+
+    return pc.is_in(text(subject_ids), value_set=text(released_ids)).to_numpy(zero_copy_only=False).astype(bool)
+
+
 def _hist(h: ms.Histogram) -> Distribution:
     return Distribution(labels=list(h.labels), counts=list(h.counts))
 
@@ -57,8 +72,7 @@ def utility_evidence(
     sid = spec.subject_column
     small = policy.limits.small_cell
     n = len(consented)
-    ids = pd.Index(pd.Series(released_ids).astype("string").to_numpy())
-    kept = consented[sid].astype("string").isin(ids).to_numpy(dtype=bool)
+    kept = released_mask(consented[sid], released_ids)
     if int(kept.sum()) != len(released):
         raise GateFailed(
             f"utility evidence: {int(kept.sum())} consented subjects are recorded as released but "

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from deidflow.policy import Policy, Role
-from deidflow.utility.measures import as_text
+from deidflow.utility.measures import as_text, parsed
 
 MAX_GROUPS = 20  # per column; the smaller groups beyond are pooled as "other groups"
 FLAG_RATIO = 2.0
@@ -83,9 +83,9 @@ def group_labels(values: pd.Series, kind: str, as_of: date, hierarchy: str | Non
     if kind == "age band":
         present = values.notna().to_numpy()
         share = lambda x: x.notna().to_numpy()[present].mean() if present.any() else 0.0  # noqa: E731
-        num = pd.to_numeric(values.astype("string"), errors="coerce")
+        num = parsed(values)
         if share(num) < 0.95:
-            born = pd.to_datetime(values.astype("string"), errors="coerce", format="ISO8601")
+            born = parsed(values, "date")
             if share(born) >= 0.95:
                 num = (pd.Timestamp(as_of) - born).dt.days / 365.25
         if share(num) >= 0.95:
@@ -116,23 +116,29 @@ def flagged(value: float, overall: float) -> bool:
 def breakdown(labels: pd.Series, suppressed: np.ndarray, record_loss: np.ndarray,
               small_cell: int) -> list[GroupRow]:
     """One row per group (largest first, small groups pooled as "other")."""
-    frame = pd.DataFrame({"g": labels.astype("string").to_numpy(), "s": suppressed.astype(float),
-                          "l": record_loss.astype(float)})
-    counts = frame["g"].value_counts()
-    small = counts.index[counts < small_cell]
-    if len(small):
-        frame.loc[frame["g"].isin(small), "g"] = "other (small groups)"
-    counts = frame["g"].value_counts()
-    if len(counts) > MAX_GROUPS:
-        frame.loc[frame["g"].isin(counts.index[MAX_GROUPS - 1:]), "g"] = "other groups"
-    agg = frame.groupby("g", sort=False).agg(n=("s", "size"), s=("s", "mean"), l=("l", "mean"))
-    agg = agg.sort_values("n", ascending=False, kind="stable")
+    codes, names = pd.factorize(labels.astype("string"), use_na_sentinel=False)
+    names = [str(x) for x in names]
+    n = np.bincount(codes, minlength=len(names))
+    # pool: small groups, then everything beyond the MAX_GROUPS - 1 largest
+    order = np.argsort(-n, kind="stable")
+    pooled = n < small_cell
+    pooled_label = np.where(pooled, "other (small groups)", "")
+    big = order[~pooled[order]]
+    if len(big) > MAX_GROUPS:
+        pooled_label[big[MAX_GROUPS - 1:]] = "other groups"
+        pooled[big[MAX_GROUPS - 1:]] = True
+    final = np.array(names, dtype=object)
+    final[pooled] = pooled_label[pooled]
+    gcodes, gnames = pd.factorize(final[codes], use_na_sentinel=False)
+    size = np.bincount(gcodes, minlength=len(gnames))
+    s = np.bincount(gcodes, weights=suppressed.astype(float), minlength=len(gnames)) / np.maximum(size, 1)
+    lo = np.bincount(gcodes, weights=record_loss.astype(float), minlength=len(gnames)) / np.maximum(size, 1)
     overall_s = float(suppressed.mean()) if len(suppressed) else 0.0
     overall_l = float(record_loss.mean()) if len(record_loss) else 0.0
     rows = []
-    for label, r in agg.iterrows():  # one per group: a handful
-        if r.n < small_cell:  # the pooled "other" itself is a small cell: withheld
+    for i in np.argsort(-size, kind="stable"):  # one per group: a handful
+        if size[i] < small_cell:  # a pooled "other" that is itself a small cell: withheld
             continue
-        rows.append(GroupRow(str(label), int(r.n), float(r.s), float(r.l),
-                             flagged(float(r.s), overall_s), flagged(float(r.l), overall_l)))
+        rows.append(GroupRow(str(gnames[i]), int(size[i]), float(s[i]), float(lo[i]),
+                             flagged(float(s[i]), overall_s), flagged(float(lo[i]), overall_l)))
     return rows

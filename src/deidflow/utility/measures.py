@@ -93,23 +93,37 @@ def entropy_bits(values: pd.Series) -> float:
 # --- distributions ------------------------------------------------------------------------
 
 
+def parsed(values: pd.Series, kind: str = "number") -> pd.Series:
+    """Each value read as a number (NaN where it is not one) or, with kind="date", as a date
+    (NaT). Only the distinct values are parsed (a million-row column has a few thousand)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    text = pd.Series(np.asarray(uniques, dtype=object)).astype("string")
+    if kind == "date":
+        u = pd.to_datetime(text, errors="coerce", format="ISO8601").to_numpy()
+        out = np.where(codes < 0, np.datetime64("NaT"), u[np.maximum(codes, 0)]) if len(u) else \
+            np.full(len(codes), np.datetime64("NaT"))
+        return pd.Series(out.astype("datetime64[ns]"), index=values.index)
+    u = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    out = np.where(codes < 0, np.nan, u[np.maximum(codes, 0)]) if len(u) else np.full(len(codes), np.nan)
+    return pd.Series(out, index=values.index)
+
+
 def numeric(values: pd.Series) -> pd.Series | None:
     """The values as numbers (dates as fractional years) when at least 95 % of the present
     ones read as such and there are more than a dozen distinct ones; else None (categorical)."""
-    present = values.dropna()
-    if len(present) == 0:
+    present = values.notna().to_numpy()
+    if not present.any():
         return None
-    text = present.astype("string")
-    num = pd.to_numeric(text, errors="coerce")
-    if num.notna().mean() < 0.95:
-        dates = pd.to_datetime(text, errors="coerce", format="ISO8601")
-        if dates.notna().mean() < 0.95:
+    num = parsed(values)
+    if num.notna().to_numpy()[present].mean() < 0.95:
+        dates = parsed(values, "date")
+        if dates.notna().to_numpy()[present].mean() < 0.95:
             return None
         num = dates.dt.year + (dates.dt.dayofyear - 1) / 365.25
     num = num.astype(float)
     if num.nunique() <= 12:
         return None
-    return num.reindex(values.index)
+    return num
 
 
 def _nice_step(span: float, bins: int) -> float:

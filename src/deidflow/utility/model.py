@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from deidflow.utility.measures import as_text
+from deidflow.utility.measures import as_text, parsed
 
 MAX_CATEGORIES = 250  # HistGradientBoosting's native categorical limit is 255 bins
 MIN_SUBJECTS = 50
@@ -58,7 +58,7 @@ def _encode(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     cols, cats = [], []
     for name in frame.columns:
         values = frame[name]
-        num = pd.to_numeric(values.astype("string"), errors="coerce")
+        num = parsed(values)
         present = values.notna()
         if present.any() and num[present].notna().all():
             cols.append(num.to_numpy(dtype=float, na_value=np.nan))

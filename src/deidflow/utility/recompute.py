@@ -83,8 +83,10 @@ def _consented(loaded: LoadedPolicy, record) -> pd.DataFrame:
             "the release's private consent-exclusion log is missing", file=str(log),
             fix="run this command with the policy (and private directory) the release was made with")
     excluded = pd.read_csv(log, dtype=str, usecols=["subject_id"], keep_default_na=False)["subject_id"]
-    keep = ~frame[spec.subject_column].astype("string").isin(pd.Index(excluded.to_numpy()))
-    return frame.loc[keep.to_numpy(dtype=bool)].reset_index(drop=True)
+    from deidflow.utility.evidence import released_mask
+
+    keep = ~released_mask(frame[spec.subject_column], excluded)
+    return frame.loc[keep].reset_index(drop=True)
 
 
 def _released_table(release_dir: Path, name: str, fmt: str) -> pd.DataFrame:
