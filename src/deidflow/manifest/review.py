@@ -636,7 +636,7 @@ def utility_section(r: ReleaseRecord) -> str:
         ])
         out += ('<p class="note">Both models are scored on the same held-out part of the original '
                 "consented records; the released model sees them recoded to the released levels, "
-                "as a recipient would.</p>")
+                f"as a recipient would. {e(u.model_note)}</p>")
     out += "<h3>Definitions</h3>" + _facts(list(u.definitions.items()))
     return out
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 from datetime import date
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +30,6 @@ SEARCH_LOSSES = {
     "or its target differs from it; ties broken by Iyengar's loss)",
 }
 NOT_ANALYSED = (Role.direct_identifier, Role.link_key, Role.free_text)
-MODEL_TECHNIQUES = ("keep", "generalise")
 
 
 def released_mask(subject_ids: pd.Series, released_ids: pd.Series | pd.Index) -> np.ndarray:
@@ -167,14 +164,10 @@ def _model(loaded: LoadedPolicy, consented: pd.DataFrame, views: dict[str, pd.Se
     scores = compare_models(original, released_view, target, kept, sample=utility.sample)
     if scores is None:
         return None, "Too few subjects or target classes to train and score a model."
+    note = ""
+    if loaded.policy.tables[loaded.policy.subject_table].columns[target].technique == "generalise":
+        note = ("The target itself is generalised: the released model predicts, and is scored "
+                "on, the released (coarser) classes.")
     return ModelComparison(**{**scores.__dict__, "accuracy_difference": scores.accuracy_difference,
-                              "auc_difference": scores.auc_difference}), ""
+                              "auc_difference": scores.auc_difference}), note
 
-
-def as_record(evidence: UtilityEvidence) -> dict[str, Any]:
-    return evidence.model_dump(mode="json")
-
-
-def write_evidence(evidence: UtilityEvidence, path: Path) -> Path:
-    path.write_text(evidence.model_dump_json(indent=1), encoding="utf-8")
-    return path
