@@ -5,8 +5,9 @@ penalties of 1): within each equivalence class, a model that sees only the quasi
 can at best predict the class's majority target value. A record costs 1 when it is suppressed,
 when its class has no single majority value (a tie), or when its target differs from the
 majority; the loss is the cost summed over records, divided by the number of records (0 to 1).
-Generalising merges classes, which can only add minority records, so the search trades
-generalisation against predictability rather than against Iyengar's loss.
+The search then trades generalisation against predictability rather than against Iyengar's
+loss. The metric is not monotone (merging a tied class with one that breaks the tie lowers its
+cost), which is why ARX gives it no lower bound either.
 
 Many nodes share a classification loss (often the whole upper lattice), so ties are broken by
 Iyengar's loss: the search minimises CM + LM / (N + 1). LM is at most 1 and CM moves in steps
