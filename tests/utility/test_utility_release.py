@@ -25,7 +25,10 @@ pytestmark = pytest.mark.slow
 
 
 def deidflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # A user's shell: no Prefect settings left in this process's environment by other tests
+    # that ran the CLI in-process (they point Prefect's home at another directory).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PATH"] = f"{BIN.parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env.pop("DEIDFLOW_PSEUDONYM_KEY", None)
     return subprocess.run([str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=900, check=False)
