@@ -174,6 +174,12 @@ def test_diabetes_classification_search_on_the_prefect_path(diabetes):
     assert m.target == "readmitted" and m.classes == 3 and m.auc_original is not None
     page = (release / "review.html").read_text("utf-8")
     assert "classification loss for the target" in page and "readmitted" in page
+    import re
+
+    labels = re.findall(r'<svg[^>]*aria-label="([^"]*)"', page)
+    for plot in ("readmitted: before and after", "age: before", "Suppressed by sex: gender",
+                 "Suppressed by ethnicity: race"):
+        assert any(label.startswith(plot) for label in labels), (plot, labels)
     res = deidflow("utility", str(release), "--policy", str(policy), cwd=elsewhere)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "classification" in res.stdout
