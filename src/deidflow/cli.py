@@ -365,6 +365,34 @@ def serve(
     prefect_serve(*deps, print_starting_message=False)
 
 
+@app.command()
+def utility(
+    release_dir: Path = typer.Argument(..., help="A published release directory."),
+    policy: Path = typer.Option(..., "--policy", help="The release policy (YAML); its utility block names the target."),
+) -> None:
+    """Recompute a release's utility evidence on the hospital side (issue 21)."""
+    from deidflow.utility.recompute import recompute_utility
+
+    done = _run(lambda: recompute_utility(release_dir, policy))
+    u = done.evidence
+    out.print(f"utility of release {done.release_id}")
+    out.print(f" subjects consented / released   {u.subjects:,} / {u.released:,} "
+              f"({100 * u.suppressed_share:.2f} % suppressed)")
+    out.print(f" search minimised                {u.search_loss}")
+    flagged = [f"{g.column}={x.label}" for g in u.groups for x in g.groups if x.flag_suppression or x.flag_loss]
+    out.print(f" groups flagged                  {', '.join(flagged) or 'none'}")
+    if u.model is not None:
+        m = u.model
+        out.print(f" accuracy original → released   {m.accuracy_original:.4f} → {m.accuracy_released:.4f} "
+                  f"({m.accuracy_difference:+.4f}) predicting {m.target}")
+    else:
+        out.print(f" model                           {u.model_note}")
+    if not done.same_policy:
+        out.print(" note: this policy differs from the one the release was signed with")
+    out.print(f" evidence                        {done.json_path}")
+    out.print(f" page                            {done.html_path}")
+
+
 def _mount(module: str, attr: str, name: str, help_text: str) -> None:
     """Mount a sub-app when its module exists (each area owns its commands)."""
     try:

@@ -211,19 +211,6 @@ class Limits(Strict):
     override: LimitsOverride | None = None
 
 
-class Utility(Strict):
-    """How the search measures information loss (risk.search.UTILITY_DEFINITIONS).
-
-    aggregate: how per-quasi-identifier losses combine: arithmetic (deidflow's default) or
-    geometric (ARX's default: the geometric mean of loss + 1, minus 1), to reproduce ARX.
-    domain: hierarchy (Iyengar: leaves are counted over the hierarchy's whole domain, so a
-    column's weight does not shift with what the consent gate kept) or data (the values
-    present only)."""
-
-    aggregate: Literal["arithmetic", "geometric"] = "arithmetic"
-    domain: Literal["hierarchy", "data"] = "hierarchy"
-
-
 class Aggregate(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     table: str
@@ -275,6 +262,38 @@ class Output(Strict):
 class Schedule(Strict):
     release_cron: str | None = None
     recheck_cron: str | None = "0 3 * * *"
+
+
+class Utility(Strict):
+    """How the search measures information loss, and what the recipient's model needs.
+
+    aggregate: how per-quasi-identifier losses combine: arithmetic (deidflow's default) or
+    geometric (ARX's default: the geometric mean of loss + 1, minus 1), to reproduce ARX.
+    domain: hierarchy (Iyengar: leaves are counted over the hierarchy's whole domain, so a
+    column's weight does not shift with what the consent gate kept) or data (the values
+    present only); see risk.search.UTILITY_DEFINITIONS.
+    target: the column the recipient's model will predict, so the review page can compare a
+    model trained on the original and on the released data; with `search_loss:
+    classification` the search keeps that target predictable (ARX's classification metric)
+    instead of minimising Iyengar's loss."""
+
+    aggregate: Literal["arithmetic", "geometric"] = "arithmetic"
+    domain: Literal["hierarchy", "data"] = "hierarchy"
+    target: str | None = Field(None, min_length=1, description="subject-table column to predict")
+    task: Literal["classification"] = "classification"
+    search_loss: Literal["default", "classification"] = Field(
+        "default", description="classification: the search minimises the classification loss")
+    groups: list[str] | None = Field(
+        None, description="columns to break suppression down by (default: sex, age, region and "
+        "ethnicity columns found by name or hierarchy)")
+    sample: int = Field(50_000, ge=1_000, description="most subjects the model is trained on")
+
+    @model_validator(mode="after")
+    def _loss_needs_target(self) -> "Utility":
+        if self.search_loss == "classification" and self.target is None:
+            raise ValueError("search_loss: classification needs 'target: COLUMN' (the column "
+                             "the recipient's model will predict)")
+        return self
 
 
 class Policy(Strict):
@@ -354,6 +373,23 @@ class Policy(Strict):
                         f"{spec.role.value} column; it is for sensitive, quasi-identifying or "
                         "insensitive values that look like identifiers"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _utility_columns(self) -> "Policy":
+        if self.utility is None:
+            return self
+        subject = self.tables[self.subject_table].columns
+        for key, col in [("target", self.utility.target), *[("groups", g) for g in self.utility.groups or []]]:
+            if col is not None and col not in subject:
+                raise ValueError(
+                    f"utility.{key} '{col}' is not a column of the subject table "
+                    f"'{self.subject_table}'; name one of: {', '.join(subject)}")
+        target = self.utility.target
+        if target is not None and subject[target].role in (Role.direct_identifier, Role.link_key,
+                                                           Role.free_text):
+            raise ValueError(f"utility.target '{target}' is a {subject[target].role.value}; a "
+                             "model target must be a quasi-identifier, sensitive or insensitive column")
         return self
 
     # --- views the pipeline uses -------------------------------------------------------------

@@ -58,6 +58,7 @@ class RunState:
     aggregates: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    utility: dict[str, Any] = field(default_factory=dict)  # issue 21: utility evidence
     release_id: str | None = None
     release_dir: str | None = None
     engine: str = "memory"
@@ -604,8 +605,16 @@ def search(work: Path) -> dict[str, Any]:
         bounds[q.name] = (h.min_level, top if h.max_level is None else min(top, h.max_level))
     from deidflow.risk.limits import RiskLimits
 
+    loss = None  # the policy may ask the search to keep its utility target predictable
+    if policy.utility is not None and policy.utility.search_loss == "classification":
+        from deidflow.risk.classification import ClassificationLoss
+
+        cols = qi_cols + scols
+        loss = ClassificationLoss.for_frequencies(
+            freq, cols, _gated(work, policy.subject_table, list(dict.fromkeys([*cols, policy.utility.target]))),
+            policy.utility.target, count=COUNT, na=NA)
     result = lattice_search(qis, **RiskLimits.from_policy(policy).search_kwargs(),
-                            sensitives=sensitives, level_bounds=bounds)
+                            sensitives=sensitives, level_bounds=bounds, loss=loss)
     # Back from rows to combinations: a combination is suppressed when the search suppressed
     # any of its rows (all rows of a combination share a class, so the search suppresses
     # whole combinations; "any" keeps it fail-closed if one ever did not).
@@ -1058,6 +1067,14 @@ def validate(work: Path) -> dict[str, Any]:
                                   direct.leak_rows(tables, failed, known))
         kept = keep_report(stage / "validation" / "validation.json", _private_dir(loaded), state.run_id)
         raise gate_failure(policy, state.validation, kept)
+    # Utility evidence from the consented input and the staged output: aggregates only.
+    from deidflow.utility.evidence import utility_evidence
+
+    state.utility = utility_evidence(
+        loaded, _gated(work, policy.subject_table), tables[policy.subject_table], mapping["subject_id"],
+        levels=state.search.get("levels", {}), search_loss=state.search.get("utility", {}).get("metric", "loss"),
+        as_of=datetime.fromisoformat(state.as_of).date()).model_dump(mode="json")
+    state.save(work)
     return {"success": True, "expectations": len(state.validation.get("expectations", []))}
 
 
@@ -1242,6 +1259,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
                           packages=versions),
         flow_run_id=state.flow_run_id,
         limits_override=override_record(policy),
+        utility_evidence=state.utility or None,
     )
 
 

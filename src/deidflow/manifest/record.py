@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deidflow.utility.record import UtilityEvidence
+
 #: PIPL art. 73(3) vs 73(4): de-identified data is still personal information (checklist 20).
 DEIDENTIFIED_LABEL = "de-identified (PIPL art. 73(3)) — still personal information"
 
@@ -169,6 +171,8 @@ class ReleaseRecord(_Frozen):
     # Limits weaker than GB/T 42460 accepted by the policy's limits.override: its reason,
     # approver and each departure ("limits.k: 1 < 2"). None when the limits meet the floors.
     limits_override: dict[str, Any] | None = None
+    # per column loss, suppression by group, the model comparison (aggregates only)
+    utility_evidence: UtilityEvidence | None = None
 
     @field_validator("created_at", "started_at", "finished_at", "retention_until")
     @classmethod

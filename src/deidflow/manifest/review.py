@@ -45,6 +45,7 @@ _SECTIONS = [
     ("consent", "Consent snapshot and exclusions"),
     ("treatment", "Treatment of each column"),
     ("risk", "Re-identification risk before and after"),
+    ("utility", "Utility for the recipient's model"),
     ("validation", "Validation"),
     ("files", "Inputs and released files"),
     ("signature", "Signature"),
@@ -94,6 +95,7 @@ def render_review(
         "consent": _consent(record),
         "treatment": _treatment(record),
         "risk": _risk(record, class_sizes, class_risks, class_sizes_before, tau, k_required),
+        "utility": utility_section(record),
         "validation": _validation(record),
         "files": _files(record, release_dir, digests),
         "signature": _signature(signing_fingerprint),
@@ -616,3 +618,104 @@ def _fmt(v: Any) -> str:
 
 def _ts(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# --- utility evidence (issue 21) ----------------------------------------------------------
+
+
+def utility_section(r: ReleaseRecord) -> str:
+    """Per column loss with before/after plots, suppression and loss by group (flagged where a
+    group loses much more than average), and the model comparison, from the record's
+    `utility_evidence` (aggregates only; small cells are already withheld in it)."""
+    u = r.utility_evidence
+    if u is None:
+        return '<p class="note">No utility evidence was computed for this release.</p>'
+    out = _facts([
+        ("Search minimised", u.search_loss_description),
+        ("Consented subjects", _n(u.subjects)),
+        ("Released subjects", _n(u.released)),
+        ("Suppressed", f"{_pct(u.suppressed_share)} of consented subjects"),
+        ("Mean record loss", _fmt(round(u.mean_record_loss, 4))),
+    ])
+    out += "<h3>Information loss per column</h3>" + _table(
+        ["Column", "Role", "Technique", "Level", "Precision", "Precision incl. suppression",
+         "Non-uniform entropy (bits/record)", "NUE normalised", "Distribution change (TVD)", "Note"],
+        [[f"<code>{e(c.column)}</code>", e(c.role), e(c.technique),
+          e("—" if c.level is None else f"{c.level} of {c.top_level}"), _num(_r(c.precision)),
+          _num(_r(c.precision_with_suppression)), _num(_r(c.nue_bits)), _num(_r(c.nue_normalised)),
+          _num(_r(c.tvd)), e(c.note)] for c in u.columns])
+    plots = [_distribution_figure(c, u.small_cell) for c in u.columns if c.before and c.after]
+    if plots:
+        out += "<h3>Distributions before and after</h3>" + '<div class="charts">' + "".join(plots) + "</div>"
+    out += "<h3>Suppression and information loss by group</h3>"
+    out += f'<p class="note">A group is {e(u.flag_rule)}. Groups of fewer than {u.small_cell} subjects are pooled or withheld.</p>'
+    if not u.groups:
+        out += '<p class="note">No sex, age, region or ethnicity column found (name them under utility.groups).</p>'
+    for g in u.groups:
+        rows = [[e(x.label), _num(x.subjects),
+                 _flagged(_pct(x.suppressed_share), x.flag_suppression),
+                 _flagged(_fmt(round(x.loss, 4)), x.flag_loss)] for x in g.groups]
+        out += f"<h4>{e(g.kind)} (<code>{e(g.column)}</code>)</h4>" + _table(
+            ["Group", "Consented subjects", "Suppressed", "Mean record loss"], rows)
+        if g.groups:
+            out += _figure(bar_chart(
+                [x.label for x in g.groups],
+                [("suppressed %", [round(100 * x.suppressed_share, 1) for x in g.groups], "#c26a00")],
+                title=f"Suppressed by {g.kind}: {g.column} (overall {_pct(u.suppressed_share)})",
+                warn=[x.flag_suppression or x.flag_loss for x in g.groups], width=420),
+                "Share of each group's consented subjects suppressed; flagged groups in red.")
+        if any(x.flag_suppression or x.flag_loss for x in g.groups):
+            out += (f'<p class="bad">Fairness warning: some {e(g.kind)} groups lose much more than '
+                    "average; a model trained on this release may serve them worse.</p>")
+    out += "<h3>Model trained on original vs released data</h3>"
+    m = u.model
+    if m is None:
+        out += f'<p class="note">{e(u.model_note)}</p>'
+    else:
+        sample = (f"a random sample: {_n(m.train_original)} training and {_n(m.test)} held-out "
+                  f"subjects of {_n(m.population)}" if m.sampled else
+                  f"all {_n(m.population)} consented subjects ({_n(m.test)} held out)")
+        out += _facts([
+            ("Target", m.target), ("Model", m.model), ("Features", ", ".join(m.features)),
+            ("Subjects used", sample + " — the released model trained on the "
+             f"{_n(m.train_released)} of those training subjects that were released"),
+            ("Accuracy, original → released", f"{m.accuracy_original:.4f} → {m.accuracy_released:.4f} "
+             f"(difference {m.accuracy_difference:+.4f})"),
+            ("AUC, original → released", "—" if m.auc_difference is None else
+             f"{m.auc_original:.4f} → {m.auc_released:.4f} (difference {m.auc_difference:+.4f})"),
+        ])
+        out += ('<p class="note">Both models are scored on the same held-out part of the original '
+                "consented records; the released model sees them recoded to the released levels, "
+                f"as a recipient would. {e(u.model_note)}</p>")
+    out += "<h3>Definitions</h3>" + _facts(list(u.definitions.items()))
+    return out
+
+
+def _distribution_figure(c: Any, small_cell: int) -> str:
+    def bars(d: Any) -> tuple[list[str], list[int]]:
+        labels = [lab + (" †" if v is None else "") for lab, v in zip(d.labels, d.counts)]
+        return labels, [0 if v is None else v for v in d.counts]
+
+    lb, vb = bars(c.before)
+    la, va = bars(c.after)
+    note = f" † fewer than {small_cell} subjects: withheld."
+    if lb == la:
+        chart = bar_chart(lb, [("before", vb, "#9bb7d4"), ("after", va, "#3b6ea8")],
+                          title=f"{c.column}: before and after", width=420)
+        return _figure(chart, f"{c.column}: consented (before) and released (after) subjects." + note)
+    return _figure(
+        bar_chart(lb, [("before", vb, "#9bb7d4")], title=f"{c.column}: before", width=360)
+        + bar_chart(la, [("after", va, "#3b6ea8")], title=f"{c.column}: after (level {c.level})", width=360),
+        f"{c.column}: consented values, and the values released." + note)
+
+
+def _flagged(text: str, flag: bool) -> str:
+    return f'<span class="bad">⚠ {e(text)}</span>' if flag else e(text)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)

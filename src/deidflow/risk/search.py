@@ -382,6 +382,7 @@ def search(
     subject_sensitives: Mapping[str, np.ndarray] | None = None,
     loss_aggregate: str = "arithmetic",
     loss_domain: str = "hierarchy",
+    loss=None,
 ) -> SearchResult:
     """The generalisation levels with the least loss that meet the limits, suppressing whole
     classes up to `suppression_budget` (a share of the rows, or of the subjects when
@@ -389,6 +390,7 @@ def search(
 
     l and t hold on every sensitive attribute: `sensitive` (one, unnamed) and each of
     `sensitives` (by column name), as the validation gate checks them.
+    `loss`: another loss to minimise than Iyengar's (risk/classification.py).
 
     Raises GateFailed, naming the limit, when no node within the bounds meets the limits."""
     n_rows = check_qis(qis)
@@ -432,6 +434,8 @@ def search(
     fts = {name: frequency_table(qis, sensitive=values) for name, values in measured.items()}
     ft = next(iter(fts.values())) if fts else frequency_table(qis)
     lat = _Lattice(qis, ft, lo, hi, **loss_kw)
+    if loss is not None:
+        lat.bound = loss.prepare(ft, lat)
     references = []
     for f in fts.values():
         ref = np.bincount(f.pair_value, weights=f.pair_count, minlength=f.n_values)
@@ -461,7 +465,10 @@ def search(
         if len(cache) < _CACHE:
             cache.append(node)
             cache_levels = np.vstack([cache_levels, levels])
-        return crit.check(node, lat), node
+        out = crit.check(node, lat)
+        if loss is not None and out.passes:
+            out.loss = loss.of(node, out.bad, out.loss, lat)
+        return out, node
 
     best, evaluated, first_fail = _explore(lat, evaluate)
     if best is None:
@@ -488,6 +495,8 @@ def search(
     after, per_sensitive = _measure_all(fts, ft, qis, lv, ~combo_bad, int(suppressed.sum()),
                                         model, l, per_column=True)
     utility = _utility(lat, node, out, lv)
+    if loss is not None:
+        utility.update(loss.describe(node, out.bad, lat, out.loss))
     limits = dict(k=int(k), l=l, l_variant=variant if l is not None else None, c=c, t=t,
                   max_class_risk=max_class_risk, max_overall_risk=max_overall_risk,
                   suppression_budget=suppression_budget, release_model=model)
