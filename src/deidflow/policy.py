@@ -558,17 +558,18 @@ def load_policy(path: str | Path) -> LoadedPolicy:
 # validation report. A name with "/", ".." or a control character would write outside them.
 
 TABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}")
-COLUMN_NAME = re.compile(r"[^\W][\w\-]{0,127}")  # letters (CJK too), digits, _ and -
+# letters (CJK too), digits, _, - and inner dots (R's `sample.yr`); never ".." (checked below)
+COLUMN_NAME = re.compile(r"[^\W][\w\-.]{0,127}")
 
 
 def _check_path_names(policy: Policy, source: str) -> None:
     def bad(key: str, name: str, what: str, pattern: re.Pattern[str]) -> None:
-        if not pattern.fullmatch(name):
+        if not pattern.fullmatch(name) or ".." in name:
             raise PolicyError(
                 f"{what} name {name!r} is not allowed: it names files of the release",
                 file=source, key=key,
-                fix=f"use {'ASCII letters, digits, _ and -' if pattern is TABLE_NAME else 'letters, digits, _ and -'}"
-                " (no '/', '..', spaces or dots), at most "
+                fix=f"use {'ASCII letters, digits, _ and -' if pattern is TABLE_NAME else 'letters, digits, _, - and single inner dots'}"
+                " (no '/', '..' or spaces), at most "
                 f"{64 if pattern is TABLE_NAME else 128} characters",
             )
 

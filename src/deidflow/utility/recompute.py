@@ -32,11 +32,14 @@ class Recomputed:
 
 
 def recompute_utility(release_dir: Path, policy_path: Path) -> Recomputed:
+    from deidflow.manifest.trust import anchors_from_policy
     from deidflow.manifest.verify import verify_release
 
     release_dir = Path(release_dir)
     loaded = load_policy(policy_path)
-    report = verify_release(release_dir)
+    # checked against the hospital's own keys (the policy's trust file or signing key), never
+    # against the key the release ships
+    report = verify_release(release_dir, anchors=anchors_from_policy(Path(policy_path)))
     report.raise_if_failed()
     record = report.record
     if record is None:  # pragma: no cover - raise_if_failed covers an unreadable record
