@@ -41,10 +41,12 @@ def peak():
 c = time.process_time(); t = time.perf_counter(); work = st.prepare(sys.argv[1]); times["prepare (read, derive, consent gate)"] = time.perf_counter() - t
 peaks["prepare (read, derive, consent gate)"] = peak(); cpu["prepare (read, derive, consent gate)"] = time.process_time() - c
 try:
-    for name, fn in st.STAGES:
-        c = time.process_time(); t = time.perf_counter(); fn(work); times[name] = time.perf_counter() - t
+    for step in st.plan_for("memory"):
+        name = step.name
+        c = time.process_time(); t = time.perf_counter()
+        s = st.run_step(step, work, lambda fn, parts: [fn(work, i) for i in parts])
+        times[name] = time.perf_counter() - t
         peaks[name] = peak(); cpu[name] = time.process_time() - c
-    s = st.summarise(work)
 finally:
     st.discard(work)
 print(json.dumps({"times": times, "peaks": peaks, "cpu": cpu, "released": s.released, "excluded": s.excluded_for_consent,

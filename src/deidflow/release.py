@@ -28,13 +28,15 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
 
 from deidflow.consent.registry import registry_url_for
 from deidflow.errors import DeidflowError, GateFailed, InputError
 from deidflow.io import (
-    InputTable, as_arrow, check_links, check_subject_ids, prepare_staging, publish, read_released_csv,
-    read_table, read_work, staging_dir, write_frame, write_work,
+    InputTable, as_arrow, check_links, check_subject_ids, read_released_csv, read_table, read_work,
+    write_frame, write_work,
 )
+from deidflow.io import publish as rename_into_place
 from deidflow.policy import LoadedPolicy, Role, load_policy
 
 STATE = "state.json"
@@ -47,6 +49,8 @@ class RunState:
     It holds counts, digests and paths — no identities and no key material."""
 
     policy_path: str
+    policy_text: str
+    policy_sha256: str
     run_id: str
     started_at: str
     as_of: str
@@ -75,8 +79,44 @@ class RunState:
         return cls(**json.loads((work / STATE).read_text()))
 
 
+_PINNED: dict[tuple[str, str], LoadedPolicy] = {}
+
+
 def _loaded(state: RunState) -> LoadedPolicy:
-    return load_policy(state.policy_path)
+    """The policy this run pinned at prepare (its text and SHA-256 in the run state), parsed
+    once per process: later stages never read the file again, so an edit during the run
+    cannot change what a stage does (`check_contract` refuses to publish after one)."""
+    key = (state.policy_path, state.policy_sha256)
+    loaded = _PINNED.get(key)
+    if loaded is None:
+        from deidflow.policy import parse_policy
+
+        if hashlib.sha256(state.policy_text.encode("utf-8")).hexdigest() != state.policy_sha256:
+            raise GateFailed("the run state's policy text does not match its pinned SHA-256",
+                             key="policy", fix="rerun the release")
+        loaded = LoadedPolicy(policy=parse_policy(state.policy_text, source=state.policy_path),
+                              path=Path(state.policy_path), text=state.policy_text,
+                              sha256=state.policy_sha256)
+        _PINNED[key] = loaded
+    return loaded
+
+
+def check_contract(state: RunState) -> None:
+    """Stop before publishing if the policy file no longer holds the text this run pinned: the
+    release would be signed under a contract its own file no longer states."""
+    from deidflow.errors import PolicyError
+
+    try:
+        now = hashlib.sha256(Path(state.policy_path).read_bytes()).hexdigest()
+    except OSError:
+        now = "(unreadable)"
+    if now != state.policy_sha256:
+        raise PolicyError(
+            "the policy file changed while the release ran; nothing was published",
+            file=state.policy_path,
+            fix=f"rerun the release with the policy as it now stands (this run pinned sha256 "
+            f"{state.policy_sha256[:12]}…, the file now has {now[:12]}…)",
+        )
 
 
 def _private_dir(loaded: LoadedPolicy) -> Path:
@@ -85,6 +125,61 @@ def _private_dir(loaded: LoadedPolicy) -> Path:
 
 def _output_root(loaded: LoadedPolicy) -> Path:
     return loaded.resolve(loaded.policy.output.directory)
+
+
+def _staging(loaded: LoadedPolicy, state: RunState) -> Path:
+    """This run's staging directory: named by the release id *and* the run, so two runs into
+    one output directory never share (or delete) one."""
+    return _output_root(loaded) / f".staging-{state.release_id}.{state.run_id}"
+
+
+def _prepare_staging(loaded: LoadedPolicy, state: RunState) -> Path:
+    """A fresh staging directory for this run. Staging left by runs that are over (their work
+    directory reaped or removed) is removed; a live run's is never touched."""
+    root = _output_root(loaded)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output directory: {exc.strerror}", file=str(root),
+                         fix="choose a writable output.directory in the policy") from None
+    if not os.access(root, os.W_OK):
+        raise InputError("the output directory is not writable", file=str(root),
+                         fix="fix its permissions or choose another output.directory")
+    work_root = _private_dir(loaded) / "work"
+    with output_lock(loaded):
+        for stale in root.glob(".staging-*"):
+            run = stale.name.rsplit(".", 1)[-1]
+            if "." not in stale.name[len(".staging-"):] or not (work_root / run).is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        stage = _staging(loaded, state)
+        stage.mkdir()
+    return stage
+
+
+class output_lock:
+    """An exclusive lock on one output directory, held while a run creates its staging or
+    publishes: the check that a release id is free and the rename into it are one step for
+    every run writing there. The lock file (flock) is in the private directory, named by the
+    output directory's resolved path, so nothing but releases appears in the output."""
+
+    def __init__(self, loaded: LoadedPolicy) -> None:
+        root = str(_output_root(loaded).resolve())
+        locks = _private_dir(loaded) / "locks"
+        locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = locks / (hashlib.sha256(root.encode()).hexdigest()[:16] + ".lock")
+
+    def __enter__(self) -> "output_lock":
+        import fcntl
+
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
 
 
 NA = "<NA>"  # how a missing quasi-identifier value is encoded (risk/encoding.py)
@@ -140,6 +235,7 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     if engine not in ("memory", "dask"):
         raise DeidflowError(f"unknown engine '{engine}'", key="engine", fix="use --engine memory or --engine dask")
     loaded = load_policy(policy_path)
+    _PINNED[(str(loaded.path), loaded.sha256)] = loaded
     started = _now()
     as_of = as_of or started
     if as_of.tzinfo is None:
@@ -159,7 +255,8 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     work.chmod(0o700)
     try:
         state = RunState(
-            policy_path=str(loaded.path), run_id=work.name, started_at=started.isoformat(),
+            policy_path=str(loaded.path), policy_text=loaded.text, policy_sha256=loaded.sha256,
+            run_id=work.name, started_at=started.isoformat(),
             as_of=as_of.isoformat(), flow_run_id=flow_run_id, engine=engine,
             pid=os.getpid(), host=socket.gethostname(),
             partitions=1 if engine == "memory" else n_parts,
@@ -635,7 +732,7 @@ def begin_transform(work: Path) -> str:
     state = RunState.load(work)
     loaded = _loaded(state)
     state.release_id = _release_id(loaded, state, KeyRing.from_policy(loaded))
-    prepare_staging(_output_root(loaded), state.release_id)
+    _prepare_staging(loaded, state)
     state.save(work)
     return state.release_id
 
@@ -661,7 +758,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     loaded = _loaded(state)
     policy = loaded.policy
     keyring = KeyRing.from_policy(loaded)
-    stage = staging_dir(_output_root(loaded), state.release_id)
+    stage = _staging(loaded, state)
     subj_spec = policy.tables[policy.subject_table]
     sid = subj_spec.subject_column
     subject_all = _gated_part(work, policy.subject_table, index)
@@ -804,7 +901,7 @@ def finish_transform(work: Path) -> str:
     state = RunState.load(work)
     loaded = _loaded(state)
     policy = loaded.policy
-    stage = staging_dir(_output_root(loaded), state.release_id)
+    stage = _staging(loaded, state)
     parts = [json.loads(p.read_text()) for p in sorted((work / "transform").glob("part-*.json"))]
     if len(parts) != state.partitions:
         raise GateFailed(f"{state.partitions - len(parts)} partition(s) were not transformed",
@@ -900,6 +997,8 @@ def _release_id(loaded: LoadedPolicy, state: RunState, keyring: Any) -> str:
     for inp in state.inputs:
         h.update(f"{inp['table']}:{inp['sha256']}".encode())
     h.update(str(state.consent.get("events_sha256", "")).encode())
+    # The day the consent was judged on: the gate's verdicts (expiry, age) depend on it.
+    h.update(datetime.fromisoformat(state.as_of).date().isoformat().encode())
     h.update(keyring.fingerprint().encode())
     agreement = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in loaded.policy.release.agreement_id)
     return f"{agreement}-{h.hexdigest()[:12]}"
@@ -963,7 +1062,7 @@ def validate(work: Path) -> dict[str, Any]:
     state = RunState.load(work)
     loaded = _loaded(state)
     policy = loaded.policy
-    stage = staging_dir(_output_root(loaded), state.release_id)
+    stage = _staging(loaded, state)
     tables = _ReleasedTables(work, stage, state, policy)
     known = _known_values(work, loaded)
     mapping = _pseudonyms(work)
@@ -991,7 +1090,24 @@ def validate(work: Path) -> dict[str, Any]:
 # --- stage 5: publish ---------------------------------------------------------------------------
 
 
-def publish_release(work: Path) -> Path:
+def publish(work: Path) -> "ReleaseSummary":
+    """The publish stage, the same for every executor: refuse if the policy file changed
+    during the run; report the existing release if this id was published before (verified
+    against its signed manifest first); otherwise publish this run's. Under the output
+    directory's lock, so that no two runs publish one id."""
+    state = RunState.load(work)
+    check_contract(state)
+    loaded = _loaded(state)
+    root = _output_root(loaded)
+    with output_lock(loaded):
+        final = root / state.release_id
+        if final.exists():
+            return _existing_release(work, state, loaded, final)
+        record = publish_release(work)
+    return ReleaseSummary.from_record(record, final)
+
+
+def publish_release(work: Path):
     """Review page, signed manifest, atomic rename, and the hospital-side records.
 
     The registry inserts the release's subjects on its own thread (the database holds no GIL)
@@ -1008,7 +1124,7 @@ def publish_release(work: Path) -> Path:
     loaded = _loaded(state)
     policy = loaded.policy
     root = _output_root(loaded)
-    stage = staging_dir(root, state.release_id)
+    stage = _staging(loaded, state)
     final = root / state.release_id
     record = build_record(loaded, state, finished_at=_now())
     signing_key = ensure_signing_key(loaded.resolve(policy.keys.signing_key_file))
@@ -1023,7 +1139,7 @@ def publish_release(work: Path) -> Path:
                       class_sizes_before=sizes_before.tolist(), k=policy.limits.k, digests=digests)
         write_manifest(stage, record, signing_key, digests=digests)
         recording.inserted()
-        publish(stage, final)
+        rename_into_place(stage, final)
 
         private = _private_dir(loaded)
         exclusions = private / "exclusions"
@@ -1033,7 +1149,7 @@ def publish_release(work: Path) -> Path:
         recording.commit()
     state.release_dir = str(final)
     state.save(work)
-    return final
+    return record
 
 
 def _record_release(work: Path, loaded: LoadedPolicy, state: RunState, when: datetime | None = None) -> None:
@@ -1177,11 +1293,15 @@ def _deidflow_version() -> str:
         return "0+source"
 
 
-# --- the whole run without Prefect ---------------------------------------------------------------
+# --- what a run reports -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReleaseSummary:
+class ReleaseSummary(BaseModel):
+    """What every executor reports, new release or existing: figures read from the release's
+    record (the one the manifest signs), never from the run that happened to find it."""
+
+    model_config = ConfigDict(frozen=True)
+
     release_id: str
     release_dir: Path | None
     subjects_in: int
@@ -1194,6 +1314,16 @@ class ReleaseSummary:
     validation_ok: bool
     already_released: bool = False
 
+    @classmethod
+    def from_record(cls, record: Any, release_dir: Path, *, already_released: bool = False) -> "ReleaseSummary":
+        counts = record.counts
+        return cls(release_id=record.release_id, release_dir=release_dir,
+                   subjects_in=counts.records_in, excluded_for_consent=counts.excluded_for_consent,
+                   suppressed=counts.suppressed, released=counts.released_subjects,
+                   k=record.risk.after.get("k"), levels=dict(sorted(record.risk.levels.items())),
+                   risk_after=record.risk.after, validation_ok=record.validation_passed,
+                   already_released=already_released)
+
     @property
     def manifest(self) -> Path | None:
         return None if self.release_dir is None else self.release_dir / "manifest.json"
@@ -1203,20 +1333,42 @@ class ReleaseSummary:
         return None if self.release_dir is None else self.release_dir / "review.html"
 
 
+def _existing_release(work: Path, state: RunState, loaded: LoadedPolicy, final: Path) -> ReleaseSummary:
+    """A rerun with unchanged policy, inputs, consent (and its day) and key: the release is
+    already there. It is verified against its signed manifest before it is reported (a
+    deleted file or an added row is refused, never reported as released), its own record's
+    figures are reported, and it is recorded in the registry only with the subjects it holds."""
+    from deidflow.manifest.verify import verify_release
+
+    report = verify_release(final)
+    if not report.ok or report.record is None or report.record.release_id != state.release_id:
+        raise GateFailed(
+            "a release with this id exists but does not match its signed manifest:\n  "
+            + "\n  ".join(report.messages() or ["its record names another release"]),
+            file=str(final),
+            fix="move the damaged release directory aside (keep it for the audit), then rerun",
+        )
+    # A run killed between the rename and the registry write left the release unrecorded:
+    # record it now (idempotent), or a later withdrawal could not be traced to it; but only the
+    # subject set the release holds: the same count as its signed record, or nothing.
+    mapping = _pseudonyms(work)
+    if len(mapping) != report.record.counts.released_subjects:
+        raise GateFailed(
+            f"this run released {len(mapping):,} subjects under id {state.release_id}, the "
+            f"existing release holds {report.record.counts.released_subjects:,}",
+            file=str(final), fix="report this: a release id must name one subject set",
+        )
+    _record_release(work, loaded, state)
+    return ReleaseSummary.from_record(report.record, final, already_released=True)
+
+
 def summarise(work: Path) -> ReleaseSummary:
+    """The summary of a published run, from the release's signed record."""
+    from deidflow.manifest.verify import read_record_unverified
+
     state = RunState.load(work)
-    return ReleaseSummary(
-        release_id=state.release_id or "",
-        release_dir=Path(state.release_dir) if state.release_dir else None,
-        subjects_in=state.counts.get("subjects_in", 0),
-        excluded_for_consent=state.counts.get("excluded_for_consent", 0),
-        suppressed=state.counts.get("suppressed_subjects", 0),
-        released=state.counts.get("released_subjects", 0),
-        k=state.search.get("after", {}).get("k"),
-        levels=state.search.get("levels", {}),
-        risk_after=state.search.get("after", {}),
-        validation_ok=bool(state.validation.get("success")),
-    )
+    final = Path(state.release_dir)
+    return ReleaseSummary.from_record(read_record_unverified(final), final)
 
 
 def discard(work: Path) -> None:
@@ -1224,19 +1376,54 @@ def discard(work: Path) -> None:
     try:
         state = RunState.load(work)
         if state.release_id:
-            loaded = _loaded(state)
-            shutil.rmtree(staging_dir(_output_root(loaded), state.release_id), ignore_errors=True)
-    except (OSError, ValueError, DeidflowError):
+            shutil.rmtree(_staging(_loaded(state), state), ignore_errors=True)
+    except (OSError, ValueError, TypeError, DeidflowError):
         pass
     shutil.rmtree(work, ignore_errors=True)
 
 
-STAGES: tuple[tuple[str, Callable[[Path], Any]], ...] = (
-    ("search", search),
-    ("transform", transform),
-    ("validate", validate),
-    ("publish", publish_release),
+# --- the plan: the stage sequence, once, as data ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a release after prepare. `each` runs once per partition (mapped on Dask by
+    the flow), between `before` and `then` (which gets the partitions' results); `run` is a
+    whole-run step. `gate`: a step that decides (never retried by the flow)."""
+
+    name: str
+    run: Callable[[Path], Any] | None = None
+    before: Callable[[Path], Any] | None = None
+    each: Callable[[Path, int], Any] | None = None
+    then: Callable[[Path, list], Any] | None = None
+    gate: bool = True
+    engines: tuple[str, ...] = ("memory", "dask")
+
+
+def _search_after_frequencies(work: Path, _parts: list) -> dict[str, Any]:
+    return search(work)
+
+
+def _finish_transform(work: Path, _parts: list) -> str:
+    return finish_transform(work)
+
+
+PLAN: tuple[Step, ...] = (
+    # The memory engine gates its one partition inside prepare, while the snapshot is read.
+    Step("consent gate", each=gate_partition, then=finish_prepare, engines=("dask",)),
+    Step("search", each=frequency_partition, then=_search_after_frequencies),
+    Step("transform", before=begin_transform, each=transform_partition, then=_finish_transform, gate=False),
+    Step("validate", run=validate),
+    Step("publish", run=publish, gate=False),
 )
+
+
+def plan_for(engine: str) -> tuple[Step, ...]:
+    return tuple(step for step in PLAN if engine in step.engines)
+
+
+def partitions(work: Path) -> int:
+    return RunState.load(work).partitions
 
 
 def run_release(
@@ -1246,48 +1433,41 @@ def run_release(
     on_stage: Callable[[str], None] | None = None,
     engine: str = "memory",
 ) -> ReleaseSummary:
-    """All stages in this process, without Prefect (partitions one after another). Fails
+    """The in-process executor of the plan (partitions one after another, no Prefect). Fails
     closed: on any error the staging and work directories are removed and nothing appears in
-    the output directory."""
+    the output directory. Returns the publish step's summary (new release or existing)."""
     if on_stage:
         on_stage("prepare")
     work = prepare(policy_path, as_of=as_of, engine=engine)
     try:
-        if engine == "dask":
-            n = RunState.load(work).partitions
-            finish_prepare(work, [gate_partition(work, i) for i in range(n)])
-        for name, stage in STAGES:
+        summary = None
+        for step in plan_for(engine):
             if on_stage:
-                on_stage(name)
-            _fault_injection(name)
-            if name == "publish":
-                existing = _existing_release(work)
-                if existing is not None:
-                    return existing
-            stage(work)
-        return summarise(work)
+                on_stage(step.name)
+            fault_injection(step.name)
+            summary = run_step(step, work, lambda fn, parts: [fn(work, i) for i in parts])
+        return summary
     finally:
         discard(work)
 
 
-def _fault_injection(stage: str) -> None:
+def run_step(step: Step, work: Path, each: Callable[[Callable[[Path, int], Any], list[int]], list]) -> Any:
+    """One step of the plan; `each(fn, parts)` runs a per-partition function over the parts
+    (in turn in-process; mapped on the cluster by the flow)."""
+    if step.run is not None:
+        return step.run(work)
+    if step.before is not None:
+        step.before(work)
+    results = each(step.each, list(range(partitions(work))))
+    return step.then(work, results) if step.then is not None else results
+
+
+def fault_injection(stage: str) -> None:
     """Reliability tests only: DEIDFLOW_TEST_KILL_AT=<stage> kills this process (SIGKILL, no
-    cleanup) just before <stage>, to show that a killed run leaves no release behind."""
+    cleanup) just before <stage>, to show that a killed run leaves no release behind. Both
+    executors call it before every step."""
     if os.environ.get("DEIDFLOW_TEST_KILL_AT") == stage:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
 
-
-def _existing_release(work: Path) -> ReleaseSummary | None:
-    """A rerun with unchanged policy, inputs, consent and key: the release already exists."""
-    state = RunState.load(work)
-    loaded = _loaded(state)
-    final = _output_root(loaded) / state.release_id
-    if not final.exists():
-        return None
-    # A run killed between the rename and the registry write left the release unrecorded:
-    # record it now (idempotent), or a later withdrawal could not be traced to it.
-    _record_release(work, loaded, state)
-    summary = summarise(work)
-    return ReleaseSummary(**(asdict(summary) | {"release_dir": final, "already_released": True}))

@@ -157,7 +157,7 @@ def test_a_release_that_fails_to_publish_is_not_recorded(tmp_path, small_extract
         raise InputError("cannot rename", file=str(final), fix="-")
 
     with monkeypatch.context() as m:
-        m.setattr(stages, "publish", rename_fails)
+        m.setattr(stages, "rename_into_place", rename_fails)
         with pytest.raises(InputError, match="cannot rename"):
             run_release(env.policy)
     assert _published(env) == [] and _staging(env) == []
