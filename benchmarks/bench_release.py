@@ -185,7 +185,7 @@ def main() -> None:
     from deidflow.consent.importers import import_consent_file
     from deidflow.consent.registry import ConsentRegistry
     from deidflow.policy import load_policy
-    from deidflow.release import _registry_url
+    from deidflow.release import registry_url
 
     data = extract(args.patients)
     root = CACHE / f"run-{args.patients}"
@@ -203,7 +203,7 @@ def main() -> None:
         shutil.copyfile(cached, root / "consent.db")
         new = "cached"
     else:
-        res = import_consent_file(ConsentRegistry(_registry_url(load_policy(policy))), data / "consents.csv")
+        res = import_consent_file(ConsentRegistry(registry_url(load_policy(policy))), data / "consents.csv")
         new = f"{res.new:,}"
         import sqlite3
 

@@ -16,7 +16,10 @@ from deidflow.release import run_release
 
 def _edit_policy_during_validate(monkeypatch, policy):
     """Change the recipient to one abroad while the validation gate runs."""
-    original = stages._known_values
+    import importlib
+
+    module = importlib.import_module("deidflow.release.validate")  # the module, not the stage function
+    original = module.known_values
     calls = []
 
     def edit_then_go(work, loaded):
@@ -25,7 +28,7 @@ def _edit_policy_during_validate(monkeypatch, policy):
                           encoding="utf-8")
         return original(work, loaded)
 
-    monkeypatch.setattr(stages, "_known_values", edit_then_go)
+    monkeypatch.setattr(module, "known_values", edit_then_go)
     return calls
 
 
