@@ -4,7 +4,7 @@ up, fails cleanly (deidflow's error, exit 2, nothing published).
 
 Kills are real: the CLI runs in a child process that receives SIGKILL — no `finally`, no
 atexit, exactly what an OOM killer or a lost node does. Deterministic points use the
-DEIDFLOW_TEST_KILL_AT hook in release.run_release (before a stage); one more kill lands while
+DEIDFLOW_TEST_KILL_AT hook (release.plan.fault_injection, before every step); one more kill lands while
 the transform or validation is writing the staging directory.
 """
 
