@@ -61,7 +61,7 @@ def test_later_stages_use_the_pinned_policy_not_the_file(env):
         env.policy.write_text("not: [a policy", encoding="utf-8")  # unreadable from now on
         stages.run_step(stages.PLAN[1], work, lambda fn, parts: [fn(work, i) for i in parts])
         state = stages.RunState.load(work)
-        assert state.search["levels"], "search ran on the pinned text"
+        assert state.search.levels, "search ran on the pinned text"
     finally:
         stages.discard(work)
 
@@ -93,3 +93,24 @@ def test_the_release_id_depends_on_the_consent_day(env):
     c = run_release(env.policy, as_of=datetime(2026, 12, 2, 9, tzinfo=timezone.utc))
     assert b.already_released and b.release_id == a.release_id
     assert not c.already_released and c.release_id != a.release_id
+
+
+def test_stage_outcomes_are_typed_and_a_missing_one_is_an_error(env):
+    """A misspelled field is refused, and a record is never built from a stage that did not
+    run (it used to read such a gap as 0 and sign it)."""
+    from pydantic import ValidationError
+
+    from deidflow.errors import GateFailed
+    from deidflow.release.state import TransformOutcome
+
+    with pytest.raises(ValidationError):
+        TransformOutcome(suppressed_subjects=0, released_subjects=1, released_rows={}, columns=[],
+                         aggregates=[], supressed=3)
+    work = stages.prepare(env.policy)
+    try:
+        state = stages.RunState.load(work)
+        assert state.consent.events > 0 and state.counts.subjects_in > 0
+        with pytest.raises(GateFailed, match="no search outcome"):
+            stages.build_record(stages.pinned_policy(state), state, finished_at=datetime.now(timezone.utc))
+    finally:
+        stages.discard(work)

@@ -25,7 +25,10 @@ from deidflow.consent.registry import registry_url_for
 from deidflow.errors import DeidflowError, InputError
 from deidflow.io import InputTable, check_links, check_subject_ids, read_table, read_work, write_work
 from deidflow.policy import LoadedPolicy, load_policy
-from deidflow.release.state import RunState, PINNED, pinned_policy, now_utc
+from deidflow.manifest.record import InputFile
+from deidflow.release.state import (
+    PINNED, ConsentOutcome, GateOutcome, PrepareCounts, RunState, now_utc, pinned_policy,
+)
 from deidflow.release.workdir import EXCLUSION_LOG, arrow_part, consented_path, gated_path, parquet_part, private_dir, reap_stale_work
 
 
@@ -90,11 +93,11 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
                 # work files (it names subjects: private work dir) while this thread hashes
                 # the input parts.
                 pending = pool.submit(write_events, work, registry, as_of, n_parts)
-                state.inputs = _parts_digests(loaded)
-                state.consent = pending.result()
+                state.inputs = [InputFile(**d) for d in _parts_digests(loaded)]
+                state.consent = ConsentOutcome(**pending.result())
         if engine == "memory":
-            state.consent = snapshot.summary()
-            state.inputs = inputs.digests()
+            state.consent = ConsentOutcome(**snapshot.summary())
+            state.inputs = [InputFile(**d) for d in inputs.digests()]
             state.save(work)
             done = _gate_staged(work, 0, state, loaded, staged, snapshot.events)
             del snapshot, staged
@@ -208,7 +211,7 @@ class _InputTables(Mapping[str, pd.DataFrame]):
         return [self._inputs[name] for name in self.policy.tables if name in self._inputs]
 
 
-def gate_partition(work: Path, index: int) -> dict[str, Any]:
+def gate_partition(work: Path, index: int) -> GateOutcome:
     """Derive columns and apply the consent gate to one partition of a partitioned extract
     (the Dask engine's map task); returns counts only."""
     from deidflow.partitions import read_partition
@@ -285,7 +288,7 @@ def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, 
     subjects = pd.DataFrame({"subject_id": subject[subj_spec.subject_column].astype(str)})
     subjects["birth_date"] = staged.birth_dates
     events = events.loc[subject_mask(events["subject_id"], subjects["subject_id"])]
-    snapshot = ConsentSnapshot.from_events(events, as_of, state.consent.get("registry", "registry"))
+    snapshot = ConsentSnapshot.from_events(events, as_of, state.outcome("consent").registry)
     gate = consent_gate(
         snapshot, subjects,
         purpose=policy.release.purpose,
@@ -301,9 +304,9 @@ def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, 
     excluded = work / "excluded" / parquet_part(index)
     excluded.parent.mkdir(parents=True, exist_ok=True)
     gate.excluded.to_parquet(excluded)
-    return {"subjects": int(len(subjects)), "granted": int(len(gate.allowed)),
-            "excluded_by_reason": {k: int(v) for k, v in gate.counts.items()},
-            "records_in": staged.records_in}
+    return GateOutcome(subjects=int(len(subjects)), granted=int(len(gate.allowed)),
+                       excluded_by_reason={k: int(v) for k, v in gate.counts.items()},
+                       records_in=staged.records_in)
 
 
 def _birth_dates(subject: pd.DataFrame, column: str, loaded: LoadedPolicy) -> pd.Series:
@@ -324,21 +327,21 @@ def _birth_dates(subject: pd.DataFrame, column: str, loaded: LoadedPolicy) -> pd
     return parsed
 
 
-def finish_prepare(work: Path, parts: list[dict[str, Any]]) -> dict[str, Any]:
+def finish_prepare(work: Path, parts: list[GateOutcome]) -> PrepareCounts:
     """Add up the partitions' counts; write the private exclusion log (0600)."""
     state = RunState.load(work)
     reasons: dict[str, int] = {}
     records_in: dict[str, int] = {}
     for p in parts:
-        for k, v in p["excluded_by_reason"].items():
+        for k, v in p.excluded_by_reason.items():
             reasons[k] = reasons.get(k, 0) + int(v)
-        for k, v in p["records_in"].items():
+        for k, v in p.records_in.items():
             records_in[k] = records_in.get(k, 0) + int(v)
-    subjects = sum(p["subjects"] for p in parts)
-    granted = sum(p["granted"] for p in parts)
-    state.consent = dict(state.consent) | {"granted": granted, "excluded_by_reason": reasons}
-    state.counts = {"subjects_in": subjects, "excluded_for_consent": subjects - granted,
-                    "records_in": records_in}
+    subjects = sum(p.subjects for p in parts)
+    granted = sum(p.granted for p in parts)
+    state.consent = state.outcome("consent").model_copy(update={"granted": granted, "excluded_by_reason": reasons})
+    state.counts = PrepareCounts(subjects_in=subjects, excluded_for_consent=subjects - granted,
+                                 records_in=records_in)
     excluded = pd.concat([pd.read_parquet(p) for p in sorted((work / "excluded").glob("part-*.parquet"))],
                          ignore_index=True)
     log = work / EXCLUSION_LOG
@@ -346,7 +349,7 @@ def finish_prepare(work: Path, parts: list[dict[str, Any]]) -> dict[str, Any]:
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
         excluded.to_csv(fh, index=False)
     state.save(work)
-    return {"subjects": subjects, "granted": granted}
+    return state.counts
 
 
 # The one reading of consent.registry (relative SQLite paths from the policy file), shared

@@ -141,14 +141,15 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
     import platform
 
     from deidflow.manifest.record import (
-        ColumnTreatment, ConsentSnapshot, Counts, InputFile, PlanInfo, RecipientInfo,
-        ReleaseRecord, RiskSummary, Software, add_years,
+        ConsentSnapshot, Counts, PlanInfo, RecipientInfo, ReleaseRecord, RiskSummary, Software, add_years,
     )
 
     policy = loaded.policy
     rel = policy.release
     started = datetime.fromisoformat(state.started_at)
-    c = state.consent
+    # Every outcome must be there: a stage that did not run is an error, never a silent 0.
+    consent, prepared = state.outcome("consent"), state.outcome("counts")
+    searched, transformed = state.outcome("search"), state.outcome("transform")
     versions = {}
     for pkg in ("pandas", "numpy", "pyarrow", "great-expectations", "prefect", "cryptography",
                 "pydantic", "sqlalchemy", "faker"):
@@ -156,15 +157,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:  # pragma: no cover - optional
             continue
-    columns = []
-    for entry in state.columns:
-        params = {k: v for k, v in entry.items()
-                  if k not in ("table", "column", "role", "technique")}
-        flat = params.pop("params", {}) or {}
-        columns.append(ColumnTreatment(table=entry["table"], column=entry["column"],
-                                       role=entry["role"], technique=entry.get("technique", "?"),
-                                       params=plain({**flat, **params})))
-    after = dict(state.search.get("after", {}))
+    after = dict(searched.after)
     after.setdefault("k_required", policy.limits.k)
     return ReleaseRecord(
         release_id=state.release_id,
@@ -184,29 +177,23 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
         plan=PlanInfo(objective=policy.plan.objective, attacker_model=policy.plan.attacker_model,
                       approver=policy.plan.approver, executor=policy.plan.executor,
                       version=str(policy.plan.version)),
-        inputs=[InputFile(table=i["table"], path=i["path"], sha256=i["sha256"], rows=i["rows"])
-                for i in state.inputs],
+        inputs=state.inputs,
         consent=ConsentSnapshot(
-            registry=str(c.get("registry", policy.consent.registry)),
-            as_of=datetime.fromisoformat(str(c.get("as_of", state.as_of))),
-            events=int(c.get("events", 0)),
-            granted=int(c.get("granted", 0)),
-            excluded_by_reason={k: int(v) for k, v in c.get("excluded_by_reason", {}).items()},
-            consent_ids_digest=str(c.get("events_sha256", "")),
+            registry=consent.registry, as_of=consent.as_of, events=consent.events,
+            granted=state.outcome("consent").granted, excluded_by_reason=consent.excluded_by_reason,
+            consent_ids_digest=consent.events_sha256,
         ),
-        columns=columns,
-        risk=RiskSummary(before=plain(state.search.get("before", {})), after=plain(after),
-                         levels=dict(state.search.get("levels", {})),
-                         suppressed_records=int(state.counts.get("suppressed_subjects", 0)),
-                         utility=plain(state.search.get("utility", {}))),
-        aggregates=plain(state.aggregates),
-        validation=plain(state.validation),
-        counts=Counts(records_in=int(state.counts.get("subjects_in", 0)),
-                      excluded_for_consent=int(state.counts.get("excluded_for_consent", 0)),
-                      suppressed=int(state.counts.get("suppressed_subjects", 0)),
-                      released=dict(state.counts.get("released_rows", {})),
-                      released_subjects=int(state.counts.get("released_subjects", 0)),
-                      rows_in=dict(state.counts.get("records_in", {}))),
+        columns=transformed.columns,
+        risk=RiskSummary(before=searched.before, after=after, levels=searched.levels,
+                         suppressed_records=transformed.suppressed_subjects, utility=searched.utility),
+        aggregates=transformed.aggregates,
+        validation=state.outcome("validation"),
+        counts=Counts(records_in=prepared.subjects_in,
+                      excluded_for_consent=prepared.excluded_for_consent,
+                      suppressed=transformed.suppressed_subjects,
+                      released=transformed.released_rows,
+                      released_subjects=transformed.released_subjects,
+                      rows_in=prepared.records_in),
         software=Software(deidflow=_deidflow_version(), python=platform.python_version(),
                           packages=versions),
         flow_run_id=state.flow_run_id,

@@ -14,7 +14,7 @@ import pandas as pd
 
 from deidflow.errors import GateFailed
 from deidflow.policy import LoadedPolicy
-from deidflow.release.state import RunState, pinned_policy, plain
+from deidflow.release.state import SearchOutcome, RunState, pinned_policy, plain
 from deidflow.release.workdir import gated_part, parquet_part
 
 
@@ -76,7 +76,7 @@ def search(work: Path) -> dict[str, Any]:
     loaded = pinned_policy(state)
     policy = loaded.policy
     spec = policy.tables[policy.subject_table]
-    if state.consent.get("granted", 0) == 0:
+    if not state.outcome("consent").granted:
         raise GateFailed(
             "no subject has a valid consent for this purpose and recipient; nothing to release",
             key="release",
@@ -120,15 +120,14 @@ def search(work: Path) -> dict[str, Any]:
     sup_rows = np.add.reduceat(mask.astype(np.int64), starts) if len(counts) else np.array([], dtype=np.int64)
     sup_combo = sup_rows > 0
     freq.loc[sup_combo, qi_cols + ([scol] if scol else [])].to_parquet(work / "suppressed-combos.parquet")
-    state.search = {
-        "levels": {k: int(v) for k, v in result.levels.items()},
-        "suppressed_subjects": int(counts[sup_combo].sum()),
-        "combinations": int(len(freq)),
-        "before": plain(result.before.as_dict()),
-        "after": plain(result.after.as_dict()),
-        "utility": plain(getattr(result, "utility", {})),
-        "nodes_evaluated": int(getattr(result, "nodes_evaluated", 0)),
-    }
+    state.search = SearchOutcome(
+        levels={k: int(v) for k, v in result.levels.items()},
+        suppressed_subjects=int(counts[sup_combo].sum()),
+        combinations=int(len(freq)),
+        before=plain(result.before.as_dict()),
+        after=plain(result.after.as_dict()),
+        utility=plain(result.utility),
+        nodes_evaluated=int(result.nodes_evaluated),
+    )
     state.save(work)
-    return {"levels": state.search["levels"], "suppressed": state.search["suppressed_subjects"],
-            "k_after": state.search["after"].get("k")}
+    return state.search

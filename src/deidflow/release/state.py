@@ -9,23 +9,76 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from deidflow.errors import GateFailed
+from deidflow.manifest.record import ColumnTreatment, InputFile
 from deidflow.policy import LoadedPolicy
 
 
 STATE = "state.json"
 
 
-@dataclass
-class RunState:
-    """What later stages need to know about earlier ones; JSON in the work directory.
+class Outcome(BaseModel):
+    """A stage's outcome: typed, so a misspelled field is an error, never a silent 0."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConsentOutcome(Outcome):
+    """The consent snapshot the gate read (the registry's summary), and the gate's totals."""
+
+    model_config = ConfigDict(extra="allow")  # the registry's further counts (consents, withdrawn, …)
+
+    registry: str
+    as_of: datetime
+    events: int = Field(ge=0)
+    events_sha256: str
+    granted: int | None = None  # set when the gate has run (finish_prepare)
+    excluded_by_reason: dict[str, int] = Field(default_factory=dict)
+
+
+class GateOutcome(Outcome):
+    """One partition's consent gate (counts only)."""
+
+    subjects: int
+    granted: int
+    excluded_by_reason: dict[str, int]
+    records_in: dict[str, int]
+
+
+class PrepareCounts(Outcome):
+    subjects_in: int
+    excluded_for_consent: int
+    records_in: dict[str, int]
+
+
+class SearchOutcome(Outcome):
+    levels: dict[str, int]
+    suppressed_subjects: int
+    combinations: int
+    before: dict[str, Any]
+    after: dict[str, Any]
+    utility: dict[str, Any]
+    nodes_evaluated: int
+
+
+class TransformOutcome(Outcome):
+    suppressed_subjects: int
+    released_subjects: int
+    released_rows: dict[str, int]
+    columns: list[ColumnTreatment]
+    aggregates: list[dict[str, Any]]
+
+
+class RunState(BaseModel):
+    """What later stages need to know about earlier ones; JSON in the work directory. Each
+    stage's outcome is its own typed model, absent until the stage has run.
 
     It holds counts, digests and paths — no identities and no key material."""
 
@@ -36,13 +89,12 @@ class RunState:
     started_at: str
     as_of: str
     flow_run_id: str | None = None
-    inputs: list[dict[str, Any]] = field(default_factory=list)
-    consent: dict[str, Any] = field(default_factory=dict)
-    search: dict[str, Any] = field(default_factory=dict)
-    columns: list[dict[str, Any]] = field(default_factory=list)
-    aggregates: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, Any] = field(default_factory=dict)
-    validation: dict[str, Any] = field(default_factory=dict)
+    inputs: list[InputFile] = Field(default_factory=list)
+    consent: ConsentOutcome | None = None
+    counts: PrepareCounts | None = None
+    search: SearchOutcome | None = None
+    transform: TransformOutcome | None = None
+    validation: dict[str, Any] | None = None
     release_id: str | None = None
     release_dir: str | None = None
     engine: str = "memory"
@@ -52,12 +104,20 @@ class RunState:
 
     def save(self, work: Path) -> None:
         tmp = work / (STATE + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=1, default=str))
+        tmp.write_text(self.model_dump_json(indent=1))
         tmp.replace(work / STATE)
 
     @classmethod
     def load(cls, work: Path) -> "RunState":
-        return cls(**json.loads((work / STATE).read_text()))
+        return cls.model_validate_json((work / STATE).read_text())
+
+    def outcome(self, name: str) -> Any:
+        """A stage's outcome, which a later stage needs: its absence is a bug in the plan."""
+        value = getattr(self, name)
+        if value is None:
+            raise GateFailed(f"the run state has no {name} outcome: that stage did not run",
+                             key="release", fix="rerun the release; report this if it recurs")
+        return value
 
 
 PINNED: dict[tuple[str, str], LoadedPolicy] = {}

@@ -19,7 +19,8 @@ import pandas as pd
 from deidflow.errors import GateFailed
 from deidflow.io import read_released_csv, read_work, write_frame, write_work
 from deidflow.policy import LoadedPolicy, Role
-from deidflow.release.state import RunState, dump_json, pinned_policy, plain
+from deidflow.manifest.record import ColumnTreatment
+from deidflow.release.state import TransformOutcome, RunState, dump_json, pinned_policy, plain
 from deidflow.release.workdir import consented_path, gated_part, gated_path, parquet_part, prepare_staging, released_copy, staging_dir
 from deidflow.release.search import NA
 
@@ -83,7 +84,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         technique = registry.get(cspec.technique)
         ctx = ApplyContext(
             table=name, column=col, subject_ids=frame[tspec.subject_column],
-            keyring=keyring, level=state.search.get("levels", {}).get(col),
+            keyring=keyring, level=state.outcome("search").levels.get(col),
             frame=frame, known_identifiers=known, base_dir=loaded.base_dir, memo={},
         )
         result = technique.apply(frame[col], cspec, ctx)
@@ -178,6 +179,15 @@ def released_for_checks(work: Path, stage: Path, engine: str, fmt: str, name: st
     return released_table(stage, name, fmt, engine, columns)
 
 
+def _treatment(entry: dict[str, Any]) -> ColumnTreatment:
+    """A column's entry as the manifest records it: the technique's description and counts
+    as its parameters (the technique's own `params` flattened in)."""
+    params = {k: v for k, v in entry.items() if k not in ("table", "column", "role", "technique")}
+    flat = params.pop("params", None) or {}
+    return ColumnTreatment(table=entry["table"], column=entry["column"], role=entry["role"],
+                           technique=entry["technique"], params=plain({**flat, **params}))
+
+
 def released_table(stage: Path, name: str, fmt: str, engine: str, columns: list[str] | None = None) -> pd.DataFrame:
     """A released table read back (all partitions in order for the Dask engine)."""
     if engine == "dask":
@@ -206,26 +216,27 @@ def finish_transform(work: Path) -> str:
         merged = dict(entry)
         total: dict[str, int] = {}
         for p in parts:
-            for k, v in p["columns"][j].get("counts", {}).items():
+            for k, v in p["columns"][j]["counts"].items():
                 total[k] = total.get(k, 0) + int(v)
-        merged.pop("counts", None)
+        merged.pop("counts")
         if total:
             merged["counts"] = total
-        columns.append(merged)
+        columns.append(_treatment(merged))
     rows: dict[str, int] = {}
     for p in parts:
         for k, v in p["rows"].items():
             rows[k] = rows.get(k, 0) + int(v)
-    state.aggregates = []
+    aggregates = []
     for agg in policy.aggregates:
         frame = released_for_checks(work, stage, state.engine, policy.output.format, agg.table, list(agg.by))
         table, summary = small_cell_table(frame, list(agg.by), policy.limits.small_cell)
         write_frame(table, stage / "aggregates" / f"{agg.name}.csv", "csv")
-        state.aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by), **plain(summary)})
-    state.columns = columns
-    state.counts["suppressed_subjects"] = sum(p["suppressed"] for p in parts)
-    state.counts["released_subjects"] = sum(p["released"] for p in parts)
-    state.counts["released_rows"] = rows
+        aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by), **plain(summary)})
+    state.transform = TransformOutcome(
+        suppressed_subjects=sum(p["suppressed"] for p in parts),
+        released_subjects=sum(p["released"] for p in parts),
+        released_rows=rows, columns=columns, aggregates=aggregates,
+    )
     state.save(work)
     return str(stage)
 
@@ -262,8 +273,8 @@ def _release_id(loaded: LoadedPolicy, state: RunState, keyring: Any) -> str:
     h = hashlib.sha256()
     h.update(loaded.sha256.encode())
     for inp in state.inputs:
-        h.update(f"{inp['table']}:{inp['sha256']}".encode())
-    h.update(str(state.consent.get("events_sha256", "")).encode())
+        h.update(f"{inp.table}:{inp.sha256}".encode())
+    h.update(state.outcome("consent").events_sha256.encode())
     # The day the consent was judged on: the gate's verdicts (expiry, age) depend on it.
     h.update(datetime.fromisoformat(state.as_of).date().isoformat().encode())
     h.update(keyring.fingerprint().encode())
