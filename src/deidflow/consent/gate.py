@@ -41,17 +41,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deidflow.consent.registry import (
-    CHINA_TZ,
-    ConsentSnapshot,
-    _event_rank,
-    _id_strings,
-    _key_positions,
-    _short_keys,
-    to_utc,
-)
+from deidflow.consent.registry import CHINA_TZ, ConsentSnapshot, _event_rank, to_utc
 from deidflow.errors import ConsentError, InputError
-from deidflow.io import run_heads, run_lengths
+from deidflow.idcolumns import id_strings, subject_mask, subject_positions
 
 #: Exclusion reason codes, stable for manifests, in order of precedence.
 REASONS: tuple[str, ...] = (
@@ -155,7 +147,7 @@ def consent_gate(
     # then read at the current consents of the subjects at hand.
     events = snapshot.events
     rows = np.asarray(snapshot.current_rows, dtype=np.intp)
-    pos = _positions(events["subject_id"], sub_ids)[rows] if len(rows) else np.array([], dtype=np.intp)
+    pos = subject_positions(events["subject_id"], sub_ids)[rows] if len(rows) else np.array([], dtype=np.intp)
     mine = pos >= 0
     pos = pos[mine]
     cur = _Columns(events, rows[mine])
@@ -202,56 +194,6 @@ class _Columns:
         values = self._events[column]
         out = test(values) if test is not None else values.to_numpy()
         return np.asarray(out)[self._rows]
-
-
-def _arrow_strings(values: pd.Series | pd.Index | np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Ids as one Arrow string array: pandas' own isin/get_indexer on the "str" dtype go
-    through Python objects and take seconds per million; Arrow's hash kernels do not. The
-    registry's reading of ids as text (`_id_strings`), so the gate and the registry agree."""
-    return _id_strings(values)
-
-
-def subject_mask(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index | pd.Series) -> np.ndarray:
-    """True where a row's subject id is one of ``subjects`` (ids compared as strings; a
-    missing id is never a member: fail closed). Vectorised in Arrow, one lookup per run of
-    equal ids (`deidflow.io.run_heads`)."""
-    vals = _arrow_strings(values)
-    value_set = _arrow_strings(subjects)
-    n = len(vals)
-    starts = run_heads(vals)
-    probe = vals if starts is None else vals.take(pa.array(starts))
-    keys, set_keys = _short_keys(probe), _short_keys(value_set)
-    if keys is not None and set_keys is not None and keys[1] == set_keys[1]:
-        hit = _key_positions(keys[0], set_keys[0], unique=False) >= 0
-    else:
-        found = pc.is_in(probe, value_set=value_set)
-        hit = np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-    return hit if starts is None else np.repeat(hit, run_lengths(starts, n))
-
-
-def subject_rows(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index | pd.Series | pa.Array) -> np.ndarray:
-    """For each row, the position of its subject id in ``subjects`` (unique ids), -1 where the
-    id is not there or missing. One lookup per run of equal ids, like `subject_mask`; a
-    release looks each link key up once and answers both "does it resolve?" and "did its
-    subject consent?" from the positions."""
-    vals = _arrow_strings(values)
-    n = len(vals)
-    starts = run_heads(vals)
-    probe = vals if starts is None else vals.take(pa.array(starts))
-    pos = _positions(probe, subjects)
-    return pos if starts is None else np.repeat(pos, run_lengths(starts, n))
-
-
-def _positions(values: pd.Series, subjects: pd.Index) -> np.ndarray:
-    """Index of each value in ``subjects`` (unique), -1 where absent."""
-    vals, value_set = _arrow_strings(values), _arrow_strings(subjects)
-    keys, set_keys = _short_keys(vals), _short_keys(value_set)
-    if keys is not None and set_keys is not None and keys[1] == set_keys[1]:
-        pos = _key_positions(keys[0], set_keys[0], unique=True)
-        if pos is not None:
-            return pos.astype(np.intp, copy=False)
-    pos = pc.index_in(vals, value_set=value_set)
-    return np.asarray(pos.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
 
 
 def _birth_dates(values: np.ndarray) -> pd.DatetimeIndex:
@@ -301,7 +243,7 @@ def _consent_checks(
     )
     age = age - before_birthday
     minor = ~(age >= MINOR_AGE)  # NaN (unknown birth date) counts as a minor: fail closed
-    guardian_ok = ~minor | cur.get("grantor", lambda v: pc.equal(_arrow_strings(v), "guardian")
+    guardian_ok = ~minor | cur.get("grantor", lambda v: pc.equal(id_strings(v), "guardian")
                                    .fill_null(False).to_numpy(zero_copy_only=False))
     return [in_force, in_period, separate, purpose_ok, recipient_ok, category_ok, cross_ok, guardian_ok]
 

@@ -241,7 +241,7 @@ def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], st
     (the memory engine's mapping reads a table on access). `pending` (the consent snapshot
     being read) is checked between tables, so a registry that cannot be read stops the run
     at once."""
-    from deidflow.consent.gate import subject_rows
+    from deidflow.idcolumns import subject_rows
     from deidflow.techniques.derive import derive_columns
 
     policy = loaded.policy
@@ -278,7 +278,8 @@ def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, 
                  events: pd.DataFrame) -> dict[str, Any]:
     """The consent gate over a staged partition: the subject table's consented rows are
     written, and beside each other table the verdict for each of its rows."""
-    from deidflow.consent.gate import consent_gate, subject_mask
+    from deidflow.consent.gate import consent_gate
+    from deidflow.idcolumns import subject_mask
     from deidflow.consent.registry import ConsentSnapshot
 
     policy = loaded.policy

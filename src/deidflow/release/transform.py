@@ -104,7 +104,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
 def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stage: Path,
                       subject_raw: pd.DataFrame, suppressed: pd.Index, pool: Any,
                       apply: Callable[..., tuple[dict[str, Any], Any]]) -> dict[str, Any]:
-    from deidflow.consent.gate import subject_mask
+    from deidflow.idcolumns import subject_mask
 
     from concurrent.futures import ThreadPoolExecutor
 

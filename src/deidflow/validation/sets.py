@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deidflow.io import run_heads
+from deidflow.idcolumns import run_heads
 
 _TEXT_TYPES = (pa.string(), pa.large_string())
 
