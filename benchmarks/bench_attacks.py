@@ -164,14 +164,14 @@ def release_one(name: str, data: Path, edits: dict[str, str], root: Path) -> dic
     from deidflow.keys import KeyRing
     from deidflow.manifest.verify import read_statement
     from deidflow.policy import load_policy
-    from deidflow.release import _registry_url, run_release
+    from deidflow.release import registry_url, run_release
     from deidflow.techniques import ApplyContext, registry
 
     shutil.rmtree(root, ignore_errors=True)
     (root / "keys").mkdir(parents=True, mode=0o700)
     policy = write_policy(root, data, edits=edits)
     loaded = load_policy(policy)
-    import_consent_file(ConsentRegistry(_registry_url(loaded)), data / "consents.csv")
+    import_consent_file(ConsentRegistry(registry_url(loaded)), data / "consents.csv")
     t = time.perf_counter()
     summary = run_release(policy)
     took = time.perf_counter() - t

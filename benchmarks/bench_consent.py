@@ -37,7 +37,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from deidflow.consent.gate import consent_gate, subject_mask  # noqa: E402
+from deidflow.consent.gate import consent_gate  # noqa: E402
+from deidflow.idcolumns import subject_mask  # noqa: E402
 from deidflow.consent.importers import events_from_csv  # noqa: E402
 from deidflow.consent.registry import ConsentRegistry, ConsentSnapshot  # noqa: E402
 

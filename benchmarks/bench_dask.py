@@ -99,7 +99,7 @@ def main() -> None:
     from deidflow.consent.registry import ConsentRegistry
     from deidflow.partitions import partition_extract
     from deidflow.policy import load_policy
-    from deidflow.release import _registry_url
+    from deidflow.release import registry_url
 
     data = extract(args.patients)
     (data / "notes.csv").unlink(missing_ok=True)  # not part of the target; 2 GB per 1M patients
@@ -127,7 +127,7 @@ def main() -> None:
         shutil.copyfile(cached, root / "consent.db")
     else:
         t = time.perf_counter()
-        registry = ConsentRegistry(_registry_url(load_policy(policy)))
+        registry = ConsentRegistry(registry_url(load_policy(policy)))
         new = 0
         # One import validates a whole file in memory; 10M patients' consents (2.5 GB) are
         # imported as files of 1M lines, in order (a withdrawal follows its grant).

@@ -42,10 +42,12 @@ def peak():
 c = time.process_time(); t = time.perf_counter(); work = st.prepare(sys.argv[1]); times["prepare (read, derive, consent gate)"] = time.perf_counter() - t
 peaks["prepare (read, derive, consent gate)"] = peak(); cpu["prepare (read, derive, consent gate)"] = time.process_time() - c
 try:
-    for name, fn in st.STAGES:
-        c = time.process_time(); t = time.perf_counter(); fn(work); times[name] = time.perf_counter() - t
+    for step in st.plan_for("memory"):
+        name = step.name
+        c = time.process_time(); t = time.perf_counter()
+        s = st.run_step(step, work, lambda fn, parts: [fn(work, i) for i in parts])
+        times[name] = time.perf_counter() - t
         peaks[name] = peak(); cpu[name] = time.process_time() - c
-    s = st.summarise(work)
 finally:
     st.discard(work)
 print(json.dumps({"times": times, "peaks": peaks, "cpu": cpu, "released": s.released, "excluded": s.excluded_for_consent,
@@ -187,7 +189,7 @@ def main() -> None:
     from deidflow.consent.importers import import_consent_file
     from deidflow.consent.registry import ConsentRegistry
     from deidflow.policy import load_policy
-    from deidflow.release import _registry_url
+    from deidflow.release import registry_url
 
     data = extract(args.patients)
     root = CACHE / f"run-{args.patients}"
@@ -214,7 +216,7 @@ def main() -> None:
         shutil.copyfile(cached, root / "consent.db")
         new = "cached"
     else:
-        res = import_consent_file(ConsentRegistry(_registry_url(load_policy(policy))), data / "consents.csv")
+        res = import_consent_file(ConsentRegistry(registry_url(load_policy(policy))), data / "consents.csv")
         new = f"{res.new:,}"
         import sqlite3
 

@@ -33,15 +33,18 @@ from deidflow import release as st
 work = st.prepare(sys.argv[1])
 times = {}
 try:
-    for name, fn in st.STAGES:
-        if name == "publish":
+    for step in st.plan_for("memory"):
+        if step.name == "publish":
             break
-        t = time.perf_counter(); fn(work); times[name] = time.perf_counter() - t
+        t = time.perf_counter()
+        st.run_step(step, work, lambda fn, parts: [fn(work, i) for i in parts])
+        times[step.name] = time.perf_counter() - t
     state = st.RunState.load(work)
     t = time.perf_counter()
-    st._gated(work, st._loaded(state).policy.subject_table)
+    from deidflow.release.workdir import gated_table
+    gated_table(work, st.pinned_policy(state).policy.subject_table)
     read = time.perf_counter() - t
-    u = state.utility
+    u = state.utility_evidence.model_dump(mode="json")
     print(json.dumps({"times": times, "read_consented": read, "utility": u["seconds"],
                       "model": (u.get("model") or {}).get("seconds"), "subjects": u["subjects"],
                       "train": (u.get("model") or {}).get("train_original"),

@@ -216,12 +216,17 @@ def bench_dask(patients: int, partitions: int, console: Console) -> None:
             pd.DataFrame({"subject_id": released[sid].astype("string"),
                           "pseudonym": released[sid].astype("string")}).to_parquet(out)
         (work / ".done").write_text("")
-    stage = root / "releases" / f".staging-{release_dir.name}"
+    stage = root / "releases" / f".staging-{release_dir.name}.bench"  # workdir.staging_dir of run "bench"
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "data").mkdir(parents=True)
     for table in (release_dir / "data").iterdir():
         (stage / "data" / table.name).symlink_to(table)
-    RunState(policy_path=str(policy_path), run_id="bench", started_at="2026-01-01T00:00:00+00:00",
+    import hashlib
+
+    policy_text = policy_path.read_text(encoding="utf-8")
+    RunState(policy_path=str(policy_path), policy_text=policy_text,
+             policy_sha256=hashlib.sha256(policy_text.encode("utf-8")).hexdigest(),
+             run_id="bench", started_at="2026-01-01T00:00:00+00:00",
              as_of="2026-01-01T00:00:00+00:00", release_id=release_dir.name, engine="dask",
              partitions=partitions).save(work)
     console.print(f"work directory and staged data ready in {time.perf_counter() - t:.1f} s "

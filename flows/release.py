@@ -1,4 +1,4 @@
-"""The release flow: the diagram of one release, one task per stage.
+"""The release flow: a thin executor of the release plan (`deidflow.release.PLAN`).
 
 Parameters are the policy *path*, an optional as-of time and the engine name: Prefect stores
 flow parameters in clear text, so no record ever goes in. Tasks pass the private work
@@ -46,37 +46,32 @@ def prepare(policy_path: str, as_of: datetime | None, engine: str) -> str:
     return str(stages.prepare(policy_path, as_of=as_of, flow_run_id=flow_run.get_id(), engine=engine))
 
 
-@task(name="consent gate (partition)", **GATE)
-def gate_partition(work: str, index: int) -> dict:
-    return stages.gate_partition(Path(work), index)
+def _as_task(fn, name: str, gate: bool, part: str):
+    """A plan function as a task that takes the work directory's path (a string) and, per
+    partition, its index, or, to merge, the partitions' small results."""
+    if part == "each":
+        def call(work: str, index: int):
+            return fn(Path(work), index)
+    elif part == "then":
+        def call(work: str, results: list):
+            return fn(Path(work), results)
+    else:
+        def call(work: str):
+            return fn(Path(work))
+
+    call.__name__ = call.__qualname__ = getattr(fn, "__name__", name).lstrip("_")
+    return task(name=name, **(GATE if gate else IO))(call)
 
 
-@task(name="frequency table (partition)", **IO)
-def frequency_partition(work: str, index: int) -> str:
-    return stages.frequency_partition(Path(work), index)
-
-
-@task(name="search: generalisation and suppression", **GATE)
-def search(work: str) -> dict:
-    return stages.search(Path(work))
-
-
-@task(name="transform: apply techniques (partition)", **IO)
-def transform_partition(work: str, index: int) -> dict:
-    return stages.transform_partition(Path(work), index)
-
-
-@task(name="validate: Great Expectations gate", **GATE)
-def validate(work: str) -> dict:
-    return stages.validate(Path(work))
-
-
-@task(name="publish: manifest, review, atomic rename", **IO)
-def publish(work: str) -> str:
-    existing = stages._existing_release(Path(work))
-    if existing is not None:
-        return str(existing.release_dir)
-    return str(stages.publish_release(Path(work)))
+# One task per function of the plan (stages.PLAN), built once: the flow runs the same steps,
+# in the same order, as the in-process executor (`stages.run_release`).
+TASKS = {
+    (step.name, part): _as_task(fn, f"{step.name}{suffix}", step.gate, part)
+    for step in stages.PLAN
+    for part, fn, suffix in (("run", step.run, ""), ("before", step.before, " (begin)"),
+                              ("each", step.each, " (partition)"), ("then", step.then, " (merge)"))
+    if fn is not None
+}
 
 
 def each_partition(fn, work: str, parts: list[int], engine: str) -> list:
@@ -101,31 +96,28 @@ def _release(policy_path: str, as_of: datetime | None, engine: str) -> dict:
     work = prepare(policy_path, as_of, engine)
     lap("prepare")
     try:
-        parts = list(range(stages.RunState.load(Path(work)).partitions))
-        if engine == "dask":
-            done = each_partition(gate_partition, work, parts, engine)
-            stages.finish_prepare(Path(work), done)
-            lap("consent gate (partitions)")
-        each_partition(frequency_partition, work, parts, engine)
-        lap("frequency table (partitions)")
-        search(work)
-        lap("search")
-        stages.begin_transform(Path(work))
-        each_partition(transform_partition, work, parts, engine)
-        stages.finish_transform(Path(work))
-        lap("transform (partitions)")
-        validate(work)
-        lap("validate")
-        publish(work)
-        lap("publish")
-        summary = stages.summarise(Path(work))
+        summary = None
+        for step in stages.plan_for(engine):
+            stages.fault_injection(step.name)
+            tasks = {part: TASKS[(step.name, part)] for part in ("run", "before", "each", "then")
+                     if (step.name, part) in TASKS}
+            shim = stages.Step(
+                step.name,
+                run=(lambda w, t=tasks.get("run"): t(str(w))) if "run" in tasks else None,
+                before=(lambda w, t=tasks.get("before"): t(str(w))) if "before" in tasks else None,
+                each=tasks.get("each"),
+                then=(lambda w, r, t=tasks.get("then"): t(str(w), r)) if "then" in tasks else None,
+            )
+            summary = stages.run_step(shim, Path(work),
+                                      lambda fn, parts: each_partition(fn, work, parts, engine))
+            lap(step.name)
     finally:
         stages.discard(Path(work))
     create_markdown_artifact(key="release-summary", markdown=summary_markdown(summary),
                              description="deidflow release summary (counts only, no identities)")
-    get_run_logger().info("release %s published", summary.release_id)
-    return {"release_id": summary.release_id, "release_dir": str(summary.release_dir),
-            "released": summary.released, "k": summary.k, "timings": timings}
+    get_run_logger().info("release %s %s", summary.release_id,
+                          "already published" if summary.already_released else "published")
+    return summary.model_dump(mode="json") | {"timings": timings}
 
 
 @flow(name="deidflow-release", log_prints=False, persist_result=False)

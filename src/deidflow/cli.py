@@ -20,7 +20,7 @@ from rich.table import Table
 from deidflow.errors import DeidflowError
 
 console = Console(stderr=True)
-out = Console()
+out = stdout = Console()
 
 app = typer.Typer(
     name="deidflow",
@@ -47,8 +47,8 @@ atexit.register(gc.freeze)
 
 def quiet_environment(verbose: bool = False) -> None:
     """Prefect's and Dask's defaults for a machine with no network and a human at the
-    terminal: no telemetry, no server banners, no progress bars (ecosystem.md section 2, 5)."""
-    os.environ.setdefault("PREFECT_HOME", str(Path(".deidflow/prefect").resolve()))
+    terminal: no telemetry, no server banners, no progress bars (ecosystem.md section 2, 5).
+    Prefect's home is set per policy (`prefect_home`), not from the working directory."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_UI_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
@@ -59,6 +59,47 @@ def quiet_environment(verbose: bool = False) -> None:
 
         # GX announces its temporary docs directory at INFO through Prefect's handler.
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+def prefect_home(loaded) -> Path:
+    """Prefect's home for runs of this policy: under its private directory (hospital side),
+    created here, so the default path works from any working directory. An operator's own
+    PREFECT_HOME is kept. Call before Prefect is imported: it reads its settings once."""
+    home = Path(os.environ.get("PREFECT_HOME") or loaded.resolve(loaded.policy.output.private_directory) / "prefect")
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise DeidflowError(
+            f"cannot create Prefect's home directory: {exc.strerror}", file=str(home),
+            key="output.private_directory",
+            fix="point output.private_directory at a writable place, or run with --no-prefect",
+        ) from None
+    os.environ["PREFECT_HOME"] = str(home)
+    return home
+
+
+class _QuietFlowLogs:
+    """Without -v, Prefect's own loggers say nothing while a flow runs: a user error is then
+    deidflow's message alone (as with --no-prefect), not ~90 lines of task-failure traceback,
+    and an internal error is reported by `_run` the same way on both paths."""
+
+    def __enter__(self) -> "_QuietFlowLogs":
+        import logging
+
+        self._saved = []
+        if not VERBOSE["on"]:
+            for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server",
+                         "prefect.client", "prefect.events", "uvicorn", "uvicorn.error",
+                         "distributed", "great_expectations"):
+                logger = logging.getLogger(name)
+                self._saved.append((logger, logger.level, logger.disabled))
+                logger.setLevel(logging.CRITICAL + 1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for logger, level, disabled in self._saved:
+            logger.setLevel(level)
+            logger.disabled = disabled
 
 
 @app.callback()
@@ -140,49 +181,32 @@ def release(
 
     def go() -> stages.ReleaseSummary:
         from deidflow.consent.moment import run_as_of
+        from deidflow.policy import load_policy
+        from deidflow.release.state import now_utc
 
         # Refused before any flow starts (future, past); without --as-of the run's start.
-        moment = run_as_of(as_of, stages._now()) if as_of is not None else None
+        moment = run_as_of(as_of, now_utc()) if as_of is not None else None
         if engine not in ("memory", "dask"):
             raise DeidflowError(f"unknown engine '{engine}'", key="--engine", fix="use memory or dask")
+        # The policy is loaded and checked before Prefect starts: a typo costs no start-up.
+        loaded = load_policy(policy)
         if prefect:
+            prefect_home(loaded)
             with console.status(f"running the release flow (Prefect, {engine} engine)…"):
                 from flows.release import dask_release_flow, release_flow
 
                 fl = dask_release_flow(workers, cluster) if engine == "dask" else release_flow
-                result = fl(policy_path=str(policy.resolve()), as_of=moment, engine=engine)
-            return _summary_from_dir(Path(result["release_dir"]))
+                with _QuietFlowLogs():
+                    result = fl(policy_path=str(loaded.path), as_of=moment, engine=engine)
+            return stages.ReleaseSummary.model_validate(result)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("starting", total=None)
-            return stages.run_release(policy, as_of=moment, engine=engine,
+            return stages.run_release(loaded.path, as_of=moment, engine=engine,
                                       on_stage=lambda s: progress.update(task, description=s))
 
     summary = _run(go)
     _print_summary(summary)
-
-
-def _summary_from_dir(release_dir: Path):
-    from deidflow.manifest.verify import read_statement
-
-    from deidflow import release as stages
-
-    statement = read_statement(release_dir)
-    pred = statement["predicate"]
-    counts = pred.get("counts", {})
-    risk = pred.get("risk", {})
-    return stages.ReleaseSummary(
-        release_id=pred.get("release_id", release_dir.name),
-        release_dir=release_dir,
-        subjects_in=counts.get("records_in", 0),
-        excluded_for_consent=counts.get("excluded_for_consent", 0),
-        suppressed=counts.get("suppressed", 0),
-        released=counts.get("released_subjects", 0),
-        k=risk.get("after", {}).get("k"),
-        levels=risk.get("levels", {}),
-        risk_after=risk.get("after", {}),
-        validation_ok=bool(pred.get("validation", {}).get("success")),
-    )
 
 
 def _print_summary(s) -> None:
@@ -303,7 +327,7 @@ def techniques() -> None:
 @app.command()
 def partition(
     policy: Path = typer.Argument(..., help="The release policy whose CSV inputs to partition."),
-    out: Path = typer.Option(..., help="Directory for <table>/part-*.parquet."),
+    out_dir: Path = typer.Option(..., "--out", help="Directory for <table>/part-*.parquet."),
     partitions: int = typer.Option(8, help="Number of partitions (by subject)."),
 ) -> None:
     """Convert the policy's CSV inputs into a Parquet extract co-partitioned by subject, for
@@ -311,10 +335,10 @@ def partition(
     from deidflow.partitions import partition_extract
     from deidflow.policy import load_policy
 
-    written = _run(lambda: partition_extract(load_policy(policy), out, partitions))
+    written = _run(lambda: partition_extract(load_policy(policy), out_dir, partitions))
     for name, path in written.items():
-        out.print(f"{name}: {path} ({partitions} parts)")
-    out.print("point each table's path at its directory and set 'format: parquet'")
+        stdout.print(f"{name}: {path} ({partitions} parts)", highlight=False, soft_wrap=True)
+    stdout.print("point each table's path at its directory and set 'format: parquet'")
 
 
 @app.command()

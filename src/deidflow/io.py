@@ -26,6 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.feather  # noqa: F401  (pa.feather)
 
 from deidflow.errors import InputError
+from deidflow.idcolumns import subject_rows
 from deidflow.policy import LoadedPolicy, Table
 
 # Encodings hospitals actually export. GB18030 is a superset of GBK and GB2312.
@@ -341,30 +342,6 @@ def as_arrow(values: pd.Series) -> pa.ChunkedArray:
     return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out])
 
 
-def run_heads(values: pa.Array, min_run: float = 2) -> np.ndarray | None:
-    """Where each run of equal values starts, or None when runs are shorter than `min_run` on
-    average (too short to pay off).
-
-    Child tables usually hold each subject's rows together (an extract ordered by patient or
-    encounter), so a per-value answer (a lookup, a MAC) need only be computed for the first
-    row of each run and repeated over the run: a neighbour comparison costs a fraction of a
-    hash lookup. A missing value is a run of its own."""
-    n = len(values)
-    if n < 2:
-        return None
-    differs = pc.not_equal(values[1:], values[:-1]).fill_null(True)
-    head = np.empty(n, dtype=bool)
-    head[0] = True
-    head[1:] = differs.to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(head)
-    return None if len(starts) * min_run > n else starts
-
-
-def run_lengths(starts: np.ndarray, n: int) -> np.ndarray:
-    """Length of each run, from `run_heads`' starts and the number of values."""
-    return np.diff(np.append(starts, n))
-
-
 def check_subject_ids(subject: InputTable, sid_col: str) -> pa.Array:
     """Every subject row has an id and no id repeats; returns the ids."""
     ids = subject.frame[sid_col]
@@ -392,8 +369,6 @@ def check_links(table: InputTable, col: str, subject_ids: pa.Array, subject: Inp
     """Every row of `table` points to a subject of the subject table. Returns each row's
     position in `subject_ids` (the subject table's rows, in order), so the consent gate can
     answer for every row without looking its link key up again."""
-    from deidflow.consent.gate import subject_rows  # the fast lookup (runs of equal ids)
-
     rows = subject_rows(table.frame[col], subject_ids)
     dangling = rows < 0
     if dangling.any():

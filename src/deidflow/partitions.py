@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from deidflow.errors import InputError
-from deidflow.consent.gate import subject_rows
+from deidflow.idcolumns import subject_rows
 from deidflow.io import _check_columns
 from deidflow.policy import LoadedPolicy
 

@@ -30,10 +30,10 @@ def _already_noticed(folder: Path) -> set[str]:
 def write_deletion_notices(loaded: LoadedPolicy, *, now: datetime | None = None) -> list[Path]:
     """Write a notice for every release with newly withdrawn subjects; return their paths."""
     from deidflow.consent.registry import ConsentRegistry
-    from deidflow.release import _registry_url
+    from deidflow.release import registry_url
 
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
-    found = ConsentRegistry(_registry_url(loaded)).withdrawn_since_release()
+    found = ConsentRegistry(registry_url(loaded)).withdrawn_since_release()
     root = loaded.resolve(loaded.policy.output.directory) / NOTICE_DIR
     written = []
     for release_id, group in found.groupby("release_id", sort=True):

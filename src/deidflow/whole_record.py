@@ -21,24 +21,27 @@ from deidflow.errors import GateFailed
 def _table_rows(work: Path, state: Any, name: str, columns: list[str], subject: bool) -> pd.DataFrame:
     """A table's consented rows (every partition, in order), only `columns`."""
     from deidflow.io import read_work
-    from deidflow.release import _consented_path, _gated_path
+    from deidflow.release.workdir import consented_path, gated_path
 
     frames = []
     for i in range(state.partitions):
         keep = None
-        if not subject and _consented_path(work, name, i).is_file():
-            keep = np.load(_consented_path(work, name, i))
-        frames.append(read_work(_gated_path(work, name, i), columns, keep=keep))
+        if not subject and consented_path(work, name, i).is_file():
+            keep = np.load(consented_path(work, name, i))
+        frames.append(read_work(gated_path(work, name, i), columns, keep=keep))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def search_record(work: Path, state: Any, loaded: Any) -> dict[str, Any]:
-    from deidflow.release import _plain
+def search_record(work: Path, state: Any, loaded: Any) -> Any:
+    """The search stage over the whole record; sets and returns the run state's
+    `SearchOutcome` (`release.state`)."""
+    from deidflow.release.state import SearchOutcome
+    from deidflow.release.state import plain as _plain
     from deidflow.risk.limits import RiskLimits
     from deidflow.risk.record import child_quasi_identifiers
 
     policy = loaded.policy
-    if state.consent.get("granted", 0) == 0:
+    if not state.outcome("consent").granted:
         raise GateFailed(
             "no subject has a valid consent for this purpose and recipient; nothing to release",
             key="release",
@@ -67,19 +70,18 @@ def search_record(work: Path, state: Any, loaded: Any) -> dict[str, Any]:
     after = _plain(res.after.as_dict())
     after["unit"] = "whole record (subject row and the set of each table's rows)"
     after["by_table"] = _plain(res.by_table)
-    state.search = {
-        "levels": {k: int(v) for k, v in res.levels.items()},
-        "suppressed_subjects": int(len(res.suppressed_subjects)),
-        "combinations": None,
-        "before": _plain(res.before.as_dict()),
-        "after": after,
-        "utility": _plain(res.utility),
-        "nodes_evaluated": int(res.nodes_evaluated),
-        "sensitive_after": _plain(res.sensitive_after),
-    }
+    state.search = SearchOutcome(
+        levels={k: int(v) for k, v in res.levels.items()},
+        suppressed_subjects=int(len(res.suppressed_subjects)),
+        combinations=None,
+        before=_plain(res.before.as_dict()),
+        after=after,
+        utility=_plain(res.utility),
+        nodes_evaluated=int(res.nodes_evaluated),
+        sensitive_after=_plain(res.sensitive_after),
+    )
     state.save(work)
-    return {"levels": state.search["levels"], "suppressed": state.search["suppressed_subjects"],
-            "k_after": after.get("k")}
+    return state.search
 
 
 def _search(frames, subject_columns, subject_table, qi_columns, limits, policy, base_dir):

@@ -1,4 +1,4 @@
-"""The Dask engine's consent split (release._write_events): the registry streamed into one
+"""The Dask engine's consent split (release.write_events): the registry streamed into one
 Arrow work file per input partition. Every event lands in its subject's partition (the same
 hash as `deidflow partition`), nothing is lost or repeated, each part reads back as the frame
 the snapshot would give its gate, and the summary is the snapshot's own."""
@@ -17,7 +17,7 @@ from deidflow.consent import registry as registry_module
 from deidflow.consent.registry import SNAPSHOT_SCHEMA, ConsentSnapshot
 from deidflow.io import read_work
 from deidflow.partitions import subject_partition
-from deidflow.release import _arrow_part, _write_events
+from deidflow.release import arrow_part, write_events
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
@@ -36,11 +36,11 @@ def test_split_puts_each_event_in_its_subjects_partition(registry, tmp_path, mon
     monkeypatch.setattr(registry_module, "_PG_READ_BLOCK", 1 << 11)
     _registry_with_history(registry)
     snap = registry.snapshot(NOW)
-    summary = _write_events(tmp_path, registry, NOW, parts)
+    summary = write_events(tmp_path, registry, NOW, parts)
     assert summary == snap.summary()
     seen = []
     for i in range(parts):
-        part = read_work(tmp_path / "consent" / _arrow_part(i))
+        part = read_work(tmp_path / "consent" / arrow_part(i))
         assert (subject_partition(pa.array(part["subject_id"].astype("str").array), parts) == i).all()
         seen.append(part)
         # What the partition's gate builds from its part is the snapshot restricted to it
@@ -55,11 +55,11 @@ def test_split_puts_each_event_in_its_subjects_partition(registry, tmp_path, mon
 
 
 def test_split_of_an_empty_registry_writes_empty_readable_parts(registry, tmp_path):
-    summary = _write_events(tmp_path, registry, NOW, 3)
+    summary = write_events(tmp_path, registry, NOW, 3)
     assert summary["events"] == 0
     for i in range(3):
-        path = tmp_path / "consent" / _arrow_part(i)
+        path = tmp_path / "consent" / arrow_part(i)
         assert pa.feather.read_table(path).schema.equals(SNAPSHOT_SCHEMA)
         assert read_work(path).empty
     assert np.array_equal(sorted(p.name for p in (tmp_path / "consent").iterdir()),
-                          [_arrow_part(i) for i in range(3)])
+                          [arrow_part(i) for i in range(3)])

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deidflow.consent import registry as registry_module
-from deidflow.consent.gate import _positions, subject_mask
+from deidflow.idcolumns import subject_mask, subject_positions
 from deidflow.consent.registry import EVENT_COLUMNS, ConsentSnapshot
 from deidflow.consent.subject_ids import canonical_id
 from deidflow.errors import ConsentError
@@ -109,7 +109,7 @@ def test_positions_are_plain_index_lookups(values, subjects):
     for i, s in enumerate(subjects):
         where.setdefault(canonical_id(s), i)  # the first of ids that are spelled alike
     want = [where.get(canonical_id(v), -1) if v is not None else -1 for v in values]
-    got = _positions(pd.Series(values, dtype="str"), pd.Index(pd.Series(subjects, dtype="str")))
+    got = subject_positions(pd.Series(values, dtype="str"), pd.Index(pd.Series(subjects, dtype="str")))
     assert got.tolist() == want
 
 

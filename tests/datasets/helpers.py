@@ -83,7 +83,7 @@ def import_consents(policy: Path, log: Path) -> None:
     from deidflow.consent.importers import import_consent_file
     from deidflow.consent.registry import ConsentRegistry
     from deidflow.policy import load_policy
-    from deidflow.release import _registry_url
+    from deidflow.release import registry_url as _registry_url
 
     import_consent_file(ConsentRegistry(_registry_url(load_policy(policy))), log)
 

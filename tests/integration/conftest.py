@@ -63,10 +63,10 @@ def _import_consents(policy: Path, data: Path) -> None:
     from deidflow.consent.importers import import_consent_file
     from deidflow.consent.registry import ConsentRegistry
     from deidflow.policy import load_policy
-    from deidflow.release import _registry_url
+    from deidflow.release import registry_url
 
     loaded = load_policy(policy)
-    import_consent_file(ConsentRegistry(_registry_url(loaded)), data / "consents.csv")
+    import_consent_file(ConsentRegistry(registry_url(loaded)), data / "consents.csv")
 
 
 @pytest.fixture

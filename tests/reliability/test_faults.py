@@ -4,12 +4,13 @@ up, fails cleanly (deidflow's error, exit 2, nothing published).
 
 Kills are real: the CLI runs in a child process that receives SIGKILL — no `finally`, no
 atexit, exactly what an OOM killer or a lost node does. Deterministic points use the
-DEIDFLOW_TEST_KILL_AT hook in release.run_release (before a stage); one more kill lands while
+DEIDFLOW_TEST_KILL_AT hook (release.plan.fault_injection, before every step); one more kill lands while
 the transform or validation is writing the staging directory.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import resource
 import signal
@@ -94,7 +95,7 @@ def test_interrupted_publish_still_records_the_release(tmp_path, small_extract, 
     withdrawal would never be traced to this release."""
     from deidflow.consent.registry import ConsentRegistry, PendingRelease
     from deidflow.policy import load_policy
-    from deidflow.release import _registry_url, run_release
+    from deidflow.release import registry_url, run_release
 
     env = make_env(tmp_path / "recorded", small_extract)
 
@@ -109,7 +110,7 @@ def test_interrupted_publish_still_records_the_release(tmp_path, small_extract, 
         with pytest.raises(Killed):
             run_release(env.policy)
     (release,) = _published(env)
-    registry = ConsentRegistry(_registry_url(load_policy(env.policy)))
+    registry = ConsentRegistry(registry_url(load_policy(env.policy)))
     try:
         with registry.engine.connect() as conn:  # the uncommitted insert left nothing behind
             assert conn.exec_driver_sql("SELECT count(*) FROM release_subjects").scalar() == 0
@@ -117,7 +118,7 @@ def test_interrupted_publish_still_records_the_release(tmp_path, small_extract, 
         registry.dispose()
     summary = run_release(env.policy)
     assert summary.already_released
-    registry = ConsentRegistry(_registry_url(load_policy(env.policy)))
+    registry = ConsentRegistry(registry_url(load_policy(env.policy)))
     try:
         import sqlalchemy as sa
 
@@ -134,9 +135,9 @@ def test_interrupted_publish_still_records_the_release(tmp_path, small_extract, 
 def _recorded_subjects(env: Env) -> int:
     from deidflow.consent.registry import ConsentRegistry
     from deidflow.policy import load_policy
-    from deidflow.release import _registry_url
+    from deidflow.release import registry_url
 
-    registry = ConsentRegistry(_registry_url(load_policy(env.policy)))
+    registry = ConsentRegistry(registry_url(load_policy(env.policy)))
     try:
         with registry.engine.connect() as conn:
             return conn.exec_driver_sql("SELECT count(*) FROM release_subjects").scalar()
@@ -157,7 +158,7 @@ def test_a_release_that_fails_to_publish_is_not_recorded(tmp_path, small_extract
         raise InputError("cannot rename", file=str(final), fix="-")
 
     with monkeypatch.context() as m:
-        m.setattr(stages, "publish", rename_fails)
+        m.setattr(importlib.import_module("deidflow.release.publish"), "rename_into_place", rename_fails)
         with pytest.raises(InputError, match="cannot rename"):
             run_release(env.policy)
     assert _published(env) == [] and _staging(env) == []

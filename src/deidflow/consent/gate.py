@@ -54,18 +54,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deidflow.consent.registry import (
-    CHINA_TZ,
-    ConsentSnapshot,
-    _event_rank,
-    _id_strings,
-    _key_positions,
-    _short_keys,
-    to_utc,
-)
+from deidflow.consent.registry import CHINA_TZ, ConsentSnapshot, _event_rank, to_utc
 from deidflow.consent.subject_ids import canonical_ids, canonical_series
 from deidflow.errors import ConsentError, InputError
-from deidflow.io import run_heads, run_lengths
+from deidflow.idcolumns import short_keys, subject_mask, subject_positions, subject_rows  # noqa: F401 (re-exported)
 
 #: Exclusion reason codes, stable for manifests, in order of precedence.
 REASONS: tuple[str, ...] = (
@@ -251,7 +243,7 @@ class _Wanted:
 
 def _first_occurrence(ids: pa.Array) -> np.ndarray | None:
     """Positions of each id's first occurrence, None when every id is distinct already."""
-    keys = _short_keys(ids)
+    keys = short_keys(ids)
     if keys is not None:
         k = keys[0]
         if len(k) < 2 or (k[1:] > k[:-1]).all():
@@ -289,7 +281,7 @@ def _subject_verdicts(events: pd.DataFrame, current_rows: np.ndarray, sub_ids: p
     if n == 0:
         return stage, pd.Index([], dtype=object)
     ev_ids = canonical_ids(events["subject_id"])
-    pos = _positions(ev_ids, sub_ids)
+    pos = subject_positions(ev_ids, sub_ids)
     rank = _event_rank(events["event"])
     t = events["recorded_at"].to_numpy(dtype="datetime64[ns]").view(np.int64) if not isinstance(
         events["recorded_at"].dtype, pd.DatetimeTZDtype) else \
@@ -374,57 +366,6 @@ class _Columns:
         return np.asarray(out)[self._rows]
 
 
-def _arrow_strings(values: pd.Series | pd.Index | np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Ids as one Arrow string array: pandas' own isin/get_indexer on the "str" dtype go
-    through Python objects and take seconds per million; Arrow's hash kernels do not. Ids are
-    compared in their canonical form (`subject_ids.canonical_ids`: NFKC, trimmed, resident ID
-    check character upper-cased), as the importers and the registry store them."""
-    return canonical_ids(values)
-
-
-def subject_mask(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index | pd.Series) -> np.ndarray:
-    """True where a row's subject id is one of ``subjects`` (ids compared as strings; a
-    missing id is never a member: fail closed). Vectorised in Arrow, one lookup per run of
-    equal ids (`deidflow.io.run_heads`)."""
-    vals = _arrow_strings(values)
-    value_set = _arrow_strings(subjects)
-    n = len(vals)
-    starts = run_heads(vals)
-    probe = vals if starts is None else vals.take(pa.array(starts))
-    keys, set_keys = _short_keys(probe), _short_keys(value_set)
-    if keys is not None and set_keys is not None and keys[1] == set_keys[1]:
-        hit = _key_positions(keys[0], set_keys[0], unique=False) >= 0
-    else:
-        found = pc.is_in(probe, value_set=value_set)
-        hit = np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-    return hit if starts is None else np.repeat(hit, run_lengths(starts, n))
-
-
-def subject_rows(values: pd.Series | pd.Index | np.ndarray, subjects: pd.Index | pd.Series | pa.Array) -> np.ndarray:
-    """For each row, the position of its subject id in ``subjects`` (unique ids), -1 where the
-    id is not there or missing. One lookup per run of equal ids, like `subject_mask`; a
-    release looks each link key up once and answers both "does it resolve?" and "did its
-    subject consent?" from the positions."""
-    vals = _arrow_strings(values)
-    n = len(vals)
-    starts = run_heads(vals)
-    probe = vals if starts is None else vals.take(pa.array(starts))
-    pos = _positions(probe, subjects)
-    return pos if starts is None else np.repeat(pos, run_lengths(starts, n))
-
-
-def _positions(values: pd.Series, subjects: pd.Index) -> np.ndarray:
-    """Index of each value in ``subjects`` (unique), -1 where absent."""
-    vals, value_set = _arrow_strings(values), _arrow_strings(subjects)
-    keys, set_keys = _short_keys(vals), _short_keys(value_set)
-    if keys is not None and set_keys is not None and keys[1] == set_keys[1]:
-        pos = _key_positions(keys[0], set_keys[0], unique=True)
-        if pos is not None:
-            return pos.astype(np.intp, copy=False)
-    pos = pc.index_in(vals, value_set=value_set)
-    return np.asarray(pos.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
-
-
 def _birth_dates(values: np.ndarray) -> pd.DatetimeIndex:
     """Birth dates as naive local dates; unparseable or missing → NaT (treated as a minor)."""
     series = pd.Series(values)
@@ -473,7 +414,7 @@ def _consent_checks(
         )
         age = age - before_birthday
         minor = ~(age >= MINOR_AGE)  # NaN (unknown birth date) counts as a minor: fail closed
-        guardian_ok = ~minor | cur.get("grantor", lambda v: pc.equal(_arrow_strings(v), "guardian")
+        guardian_ok = ~minor | cur.get("grantor", lambda v: pc.equal(canonical_ids(v), "guardian")
                                        .fill_null(False).to_numpy(zero_copy_only=False))
     return [np.ones(n, dtype=bool), in_period, separate, purpose_ok, recipient_ok, category_ok,
             cross_ok, guardian_ok]

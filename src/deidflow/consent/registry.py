@@ -44,6 +44,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from deidflow.errors import ConsentError
+from deidflow.idcolumns import count_distinct, id_strings
 
 if TYPE_CHECKING:
     from deidflow.policy import LoadedPolicy
@@ -306,7 +307,7 @@ class ConsentSnapshot:
             "consents": int(len(self.current_rows)),
             "granted": int(in_force.sum()),
             "withdrawn": int((~in_force).sum()),
-            "subjects": _count_distinct(subjects),
+            "subjects": count_distinct(subjects),
             "events_sha256": self.digest,
             **self.seq_coverage(),
         }
@@ -330,52 +331,6 @@ def _event_rank(events: pd.Series) -> np.ndarray:
     arr = pa.array(pd.Series(events, copy=False).astype("str").array)
     pos = pc.index_in(arr, value_set=pa.array(list(_EVENT_RANK), pa.string()))
     return np.asarray(pos.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
-
-
-def _short_keys(ids: pa.Array) -> tuple[np.ndarray, int] | None:
-    """Ids that all have the same length of at most 8 bytes (and none missing), as one
-    uint64 per id read straight from the Arrow buffer, big-endian so that ids in string order
-    give keys in numeric order: equal ids, equal keys. None otherwise."""
-    if ids.null_count or len(ids) == 0 or ids.type not in (pa.string(), pa.large_string()):
-        return None
-    lengths = pc.min_max(pc.binary_length(ids))
-    width = lengths["min"].as_py()
-    if width != lengths["max"].as_py() or not 0 < width <= 8:
-        return None
-    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32 if ids.type == pa.string() else np.int64)
-    raw = np.frombuffer(ids.buffers()[2], dtype=np.uint8, count=len(ids) * width,
-                        offset=int(offsets[ids.offset]))
-    if width < 8:
-        padded = np.zeros((len(ids), 8), dtype=np.uint8)
-        padded[:, :width] = raw.reshape(-1, width)
-        raw = padded.ravel()
-    return raw.view(">u8").astype(np.uint64), width
-
-
-def _key_positions(keys: np.ndarray, set_keys: np.ndarray, *, unique: bool) -> np.ndarray | None:
-    """Position in set_keys of each key, -1 where absent, by binary search (an extract in id
-    order gives sorted keys: no sort, and cache-friendly searches). With ``unique`` a set with
-    a repeated key gives None."""
-    order = None
-    sorted_keys = set_keys
-    if len(set_keys) > 1 and not (set_keys[1:] > set_keys[:-1]).all():
-        order = np.argsort(set_keys, kind="stable")
-        sorted_keys = set_keys[order]
-        if unique and not (sorted_keys[1:] > sorted_keys[:-1]).all():
-            return None
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    found = sorted_keys[at] == keys
-    pos = at if order is None else order[at]
-    return np.where(found, pos, -1)
-
-
-def _count_distinct(ids: pa.Array) -> int:
-    """Distinct non-missing ids (as integer keys when they are short, see _short_keys)."""
-    keys = _short_keys(ids)
-    if keys is not None:
-        k = keys[0]
-        return len(k) if (k[1:] > k[:-1]).all() else int(len(np.unique(k)))
-    return int(pc.count_distinct(ids).as_py())
 
 
 def _empty_events() -> pd.DataFrame:
@@ -739,7 +694,7 @@ class ConsentRegistry:
         from deidflow.consent.subject_ids import canonical_ids
 
         subjects = canonical_ids(subject_ids)
-        pseuds = _id_strings(pseudonyms)
+        pseuds = id_strings(pseudonyms)
         if len(subjects) != len(pseuds):
             raise ConsentError(
                 f"release {release_id}: {len(subjects)} subject ids but {len(pseuds)} pseudonyms",
@@ -1076,21 +1031,6 @@ def _events_frame(columns: dict[str, Any], names: Sequence[str] = _READ_COLUMNS)
     if n > 1 and not (seq[1:] > seq[:-1]).all():
         frame = frame.take(np.argsort(seq, kind="stable")).reset_index(drop=True)
     return frame
-
-
-def _id_strings(values: Sequence[str] | pd.Series | pd.Index | pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Ids as one Arrow string array (non-string ids as their str(); missing stays missing).
-    Arrow text is taken as it is (no copy unless it is chunked)."""
-    if isinstance(values, (pa.Array, pa.ChunkedArray)) and (
-            pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    series = values if isinstance(values, (pd.Series, pd.Index)) else pd.Series(
-        np.asarray(values, dtype=object))
-    series = pd.Series(series, copy=False)
-    if not (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"):
-        series = series.astype("str")
-    arr = pa.array(series.array)
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
 class PendingRelease:

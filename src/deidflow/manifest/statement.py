@@ -122,10 +122,3 @@ def record_from_statement(statement: dict[str, Any]) -> ReleaseRecord:
     predicate = {k: v for k, v in statement["predicate"].items() if k != "coverage"}
     return ReleaseRecord.model_validate(predicate)
 
-
-def write_manifest(release_dir: Path, record: ReleaseRecord, signing_key_path: Path, *,
-                   digests: Callable[[Path], str] = file_sha256) -> Path:
-    """Alias of `deidflow.manifest.seal.write_manifest` (imported lazily: seal uses this module)."""
-    from deidflow.manifest.seal import write_manifest as _write
-
-    return _write(release_dir, record, signing_key_path, digests=digests)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deidflow.errors import InputError, KeyCustodyError
-from deidflow.io import run_heads, run_lengths
+from deidflow.idcolumns import run_heads, run_lengths
 from deidflow.policy import Column, Role
 from deidflow.techniques._params import int_param
 from deidflow.techniques.base import ApplyContext, Technique

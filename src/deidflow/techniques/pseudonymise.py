@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.hmac import HMAC
 
 from deidflow.errors import InputError, KeyCustodyError, PolicyError
-from deidflow.io import run_heads, run_lengths
+from deidflow.idcolumns import run_heads, run_lengths
 from deidflow.policy import Column, Role
 from deidflow.techniques.base import ApplyContext, Technique
 

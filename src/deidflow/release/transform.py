@@ -1,0 +1,321 @@
+"""Stage 3, transform: where each column's technique is applied. Per partition, the
+consented, non-suppressed rows of every table go through their technique (`techniques/`)
+and are written to the run's staging directory; `finish_transform` merges the partitions'
+column descriptions and counts and writes the aggregates. The release id is fixed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from deidflow.errors import GateFailed
+from deidflow.io import read_released_csv, read_work, write_frame, write_work
+from deidflow.policy import LoadedPolicy, Role
+from deidflow.manifest.record import ColumnTreatment
+from deidflow.release.state import TransformOutcome, RunState, dump_json, pinned_policy, plain
+from deidflow.release.workdir import consented_path, gated_part, gated_path, parquet_part, prepare_staging, released_copy, staging_dir
+from deidflow.release.search import NA
+
+
+def begin_transform(work: Path) -> str:
+    """Fix the content-addressed release id and create its staging directory."""
+    from deidflow.keys import KeyRing
+
+    state = RunState.load(work)
+    loaded = pinned_policy(state)
+    state.release_id = _release_id(loaded, state, KeyRing.from_policy(loaded))
+    prepare_staging(loaded, state)
+    state.save(work)
+    return state.release_id
+
+
+def _suppressed_subjects(subject: pd.DataFrame, work: Path, loaded: LoadedPolicy) -> pd.Series:
+    """Boolean per subject row: its combination was suppressed by the search (or, after the
+    whole-record search, the subject itself)."""
+    if (work / "suppressed-subjects.parquet").is_file():  # the whole-record search's choice
+        ids = pd.read_parquet(work / "suppressed-subjects.parquet")["subject_id"]
+        sid = loaded.policy.tables[loaded.policy.subject_table].subject_column
+        return pd.Series(subject[sid].astype("string").isin(ids).to_numpy(dtype=bool),
+                         index=subject.index)
+    combos = pd.read_parquet(work / "suppressed-combos.parquet")
+    if combos.empty:
+        return pd.Series(False, index=subject.index)
+    cols = list(combos.columns)
+    left = subject[cols].astype("string").fillna(NA)
+    marked = left.merge(combos.astype("string").assign(__hit=True), on=cols, how="left")
+    return pd.Series(marked["__hit"].fillna(False).to_numpy(dtype=bool), index=subject.index)
+
+
+def transform_partition(work: Path, index: int) -> dict[str, Any]:
+    """Apply every column's technique to one partition's consented, non-suppressed rows and
+    write its release files. Returns counts and the columns' descriptions (no data)."""
+    from deidflow.keys import KeyRing
+    from deidflow.techniques import ApplyContext, registry
+
+    state = RunState.load(work)
+    loaded = pinned_policy(state)
+    policy = loaded.policy
+    keyring = KeyRing.from_policy(loaded)
+    stage = staging_dir(loaded, state)
+    subj_spec = policy.tables[policy.subject_table]
+    sid = subj_spec.subject_column
+    subject_all = gated_part(work, policy.subject_table, index)
+    suppressed_mask = _suppressed_subjects(subject_all, work, loaded)
+    suppressed = pd.Index(subject_all.loc[suppressed_mask.to_numpy(), sid].astype("string"))
+    subject_raw = subject_all.loc[~suppressed_mask.to_numpy()]
+    del subject_all
+    # Each subject's known identifiers, for the scrubber: built only if a column is scrubbed.
+    scrubbed = any(c.technique == "scrub" for t in policy.tables.values() for c in t.columns.values())
+    known = known_identifiers(subject_raw, loaded) if scrubbed else None
+    if known is not None:  # every direct identifier of every table (attending doctors…)
+        from deidflow.techniques.scrub import known_from_tables
+
+        known = known_from_tables(known, policy, lambda t, cols, i: gated_part(work, t, i, cols),
+                                  index, state.partitions)
+
+    # The memory engine applies a table's columns on a few threads: the techniques' work is in
+    # numpy, Arrow and cryptography calls that release the GIL (two CMAC columns on two threads
+    # take half the time of one after the other). Each column gets its own memo, so no two
+    # threads share mutable state. The Dask engine already runs one partition per core.
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = 1 if state.engine == "dask" else min(4, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="transform")
+
+    from deidflow.column_types import describe_kind, released_kinds
+
+    kinds = released_kinds(work, loaded, lambda t: sorted((work / "gated" / t).glob("part-*.arrow")))
+    levels = state.outcome("search").levels
+
+    def apply(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> tuple[dict[str, Any], Any]:
+        tspec = policy.tables[name]
+        technique = registry.get(cspec.technique)
+        ctx = ApplyContext(
+            table=name, column=col, subject_ids=frame[tspec.subject_column],
+            # a child table's quasi-identifier is `table.column` (the whole-record search)
+            keyring=keyring, level=levels.get(col if name == policy.subject_table else f"{name}.{col}"),
+            frame=frame, known_identifiers=known, base_dir=loaded.base_dir, memo={},
+        )
+        result = technique.apply(frame[col], cspec, ctx)
+        entry = {"table": name, "column": col, "role": cspec.role.value,
+                 **plain(technique.describe(cspec, ctx))}
+        if cspec.identifier_check is not None:  # shown in the manifest and review page
+            entry["identifier_check"] = cspec.identifier_check.model_dump()
+        if col in kinds.get(name, {}):
+            entry["released_type"] = describe_kind(kinds[name][col], cspec.technique)
+        if ctx.level is not None:
+            entry["level"] = int(ctx.level)
+        entry["counts"] = dict(ctx.counts)
+        return entry, result
+
+    try:
+        return _transform_tables(work, index, state, policy, stage, subject_raw, suppressed, pool, apply,
+                                 kinds)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stage: Path,
+                      subject_raw: pd.DataFrame, suppressed: pd.Index, pool: Any,
+                      apply: Callable[..., tuple[dict[str, Any], Any]],
+                      kinds: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    from deidflow.column_types import with_kinds
+    from deidflow.idcolumns import subject_mask
+    from deidflow.risk.birth_dates import protect_birth_dates
+
+    bcol = policy.consent.birth_date_column
+    births = (pd.Series(subject_raw[bcol].to_numpy(), index=subject_raw[
+        policy.tables[policy.subject_table].subject_column].astype(str).to_numpy())
+        if bcol and bcol in subject_raw else pd.Series(dtype=object))
+    levels = state.outcome("search").levels
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    sid = policy.tables[policy.subject_table].subject_column
+    fmt = policy.output.format
+    columns: list[dict[str, Any]] = []
+    rows: dict[str, int] = {}
+    released_subject = None
+    # A table's files are written on their own threads while the next table is transformed
+    # (the writers release the GIL): the stage is a pipeline, not read → apply → write in turn.
+    writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="transform-writer")
+    written: list[Any] = []
+    try:
+        for name, tspec in policy.tables.items():
+            # The link column first, for the verdicts; then the table's kept rows only (an
+            # Arrow filter per column over the memory-mapped work file, on the pool).
+            link = gated_part(work, name, index, [tspec.subject_column])[tspec.subject_column]
+            keep = ~subject_mask(link, suppressed)
+            del link
+            consented = consented_path(work, name, index)
+            if consented.is_file():
+                keep &= np.load(consented)
+            frame = read_work(gated_path(work, name, index), keep=keep, pool=pool)
+            out = {}
+            futures = [(col, pool.submit(apply, name, frame, col, cspec)) for col, cspec in tspec.columns.items()]
+            for col, future in futures:  # in the policy's column order, whatever finished first
+                entry, result = future.result()
+                columns.append(entry)
+                if result is not None:
+                    out[col] = result
+            released = pd.DataFrame(out, index=frame.index)
+            # event dates that would narrow a birth date below its released level are withheld
+            withheld = protect_birth_dates(released, frame[tspec.subject_column], tspec, policy,
+                                           levels, births)
+            for entry in columns[-len(futures):]:
+                if entry["column"] in withheld:
+                    entry["counts"]["event_dates_withheld"] = withheld[entry["column"]]
+            if state.engine == "dask" or fmt == "parquet":  # numbers and dates keep their type
+                released = with_kinds(released, (kinds or {}).get(name, {}))
+            rows[name] = int(len(frame))
+            if name == policy.subject_table:
+                released_subject = released
+            if state.engine == "dask":
+                written.append(writer.submit(write_frame, released, stage / "data" / name / parquet_part(index), "parquet"))
+            else:
+                written.append(writer.submit(write_frame, released, stage / "data" / f"{name}.{fmt}", fmt))
+                if name != policy.subject_table:
+                    # The very Arrow table the writer serialises, for the validation gate and
+                    # the aggregates: reading it back costs a tenth of parsing the CSV again.
+                    written.append(writer.submit(write_work, released, released_copy(work, name)))
+            for done in [f for f in written if f.done()]:
+                done.result()  # a failed write stops the stage now
+            del frame, released, out
+        for done in written:
+            done.result()
+    finally:
+        writer.shutdown(wait=True, cancel_futures=True)
+
+    # Which pseudonym each released subject got: the hospital's private record, used by the
+    # consent-coverage expectation and the withdrawal re-check. Never published.
+    mapping = pd.DataFrame({"subject_id": subject_raw[sid].astype("string").array})
+    if released_subject is not None and sid in released_subject:
+        mapping["pseudonym"] = released_subject[sid].astype("string").array
+    out = work / "pseudonyms" / parquet_part(index)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mapping.to_parquet(out)
+    result = {"columns": columns, "rows": rows, "suppressed": int(len(suppressed)),
+              "released": int(len(subject_raw))}
+    dump_json(work / "transform" / f"part-{index:05d}.json", result)
+    return {"rows": rows, "released": result["released"]}
+
+
+def released_for_checks(work: Path, stage: Path, engine: str, fmt: str, name: str,
+              columns: list[str] | None = None) -> pd.DataFrame:
+    """A staged released table for the later stages: the memory engine's Arrow copy of what
+    it wrote (the subject table is read from its file), or the Dask engine's parts."""
+    copy = released_copy(work, name)
+    if engine != "dask" and copy.is_file():
+        return read_work(copy, columns)
+    return released_table(stage, name, fmt, engine, columns)
+
+
+def _treatment(entry: dict[str, Any]) -> ColumnTreatment:
+    """A column's entry as the manifest records it: the technique's description and counts
+    as its parameters (the technique's own `params` flattened in)."""
+    params = {k: v for k, v in entry.items() if k not in ("table", "column", "role", "technique")}
+    flat = params.pop("params", None) or {}
+    return ColumnTreatment(table=entry["table"], column=entry["column"], role=entry["role"],
+                           technique=entry["technique"], params=plain({**flat, **params}))
+
+
+def released_table(stage: Path, name: str, fmt: str, engine: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A released table read back (all partitions in order for the Dask engine)."""
+    if engine == "dask":
+        parts = sorted((stage / "data" / name).glob("part-*.parquet"))
+        return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
+    path = stage / "data" / f"{name}.{fmt}"
+    if fmt == "parquet":
+        return pd.read_parquet(path, columns=columns)
+    return read_released_csv(path, columns)
+
+
+def finish_transform(work: Path) -> str:
+    """Add up the partitions' counts, write the aggregates. Returns the staging directory."""
+    from deidflow.techniques.aggregate import published_table
+
+    state = RunState.load(work)
+    loaded = pinned_policy(state)
+    policy = loaded.policy
+    stage = staging_dir(loaded, state)
+    parts = [json.loads(p.read_text()) for p in sorted((work / "transform").glob("part-*.json"))]
+    if len(parts) != state.partitions:
+        raise GateFailed(f"{state.partitions - len(parts)} partition(s) were not transformed",
+                         key="engine", fix="rerun the release")
+    columns = []
+    for j, entry in enumerate(parts[0]["columns"]):
+        merged = dict(entry)
+        total: dict[str, int] = {}
+        for p in parts:
+            for k, v in p["columns"][j]["counts"].items():
+                total[k] = total.get(k, 0) + int(v)
+        merged.pop("counts")
+        if total:
+            merged["counts"] = total
+        columns.append(_treatment(merged))
+    rows: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["rows"].items():
+            rows[k] = rows.get(k, 0) + int(v)
+    aggregates = []
+    for agg in policy.aggregates:
+        frame = released_for_checks(work, stage, state.engine, policy.output.format, agg.table, list(agg.by))
+        table, summary = published_table(frame, list(agg.by), policy.limits.small_cell)
+        write_frame(table, stage / "aggregates" / f"{agg.name}.csv", "csv")
+        aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by), **plain(summary)})
+    state.transform = TransformOutcome(
+        suppressed_subjects=sum(p["suppressed"] for p in parts),
+        released_subjects=sum(p["released"] for p in parts),
+        released_rows=rows, columns=columns, aggregates=aggregates,
+    )
+    state.save(work)
+    return str(stage)
+
+
+def transform(work: Path) -> Path:
+    """The whole transform stage in this process (each partition in turn)."""
+    begin_transform(work)
+    state = RunState.load(work)
+    for i in range(state.partitions):
+        transform_partition(work, i)
+    return Path(finish_transform(work))
+
+
+def known_identifiers(subject: pd.DataFrame, loaded: LoadedPolicy) -> pd.DataFrame:
+    """Long table (subject_id, kind, value) of every direct identifier known for each subject:
+    the scrubber removes them from that subject's notes, the validator from everything."""
+    policy = loaded.policy
+    spec = policy.tables[policy.subject_table]
+    sid = spec.subject_column
+    parts = []
+    for col, cspec in spec.columns.items():
+        if cspec.role is Role.direct_identifier and col in subject:
+            part = pd.DataFrame({"subject_id": subject[sid].astype("string"),
+                                 "kind": col, "value": subject[col].astype("string")})
+            parts.append(part.dropna(subset=["value"]))
+    if not parts:
+        return pd.DataFrame({"subject_id": [], "kind": [], "value": []}, dtype="string")
+    return pd.concat(parts, ignore_index=True)
+
+
+def _release_id(loaded: LoadedPolicy, state: RunState, keyring: Any) -> str:
+    """Content-addressed: the same policy, inputs, consent snapshot and key give the same id,
+    so a rerun after success finds its release instead of publishing a second copy."""
+    h = hashlib.sha256()
+    h.update(loaded.sha256.encode())
+    for inp in state.inputs:
+        h.update(f"{inp.table}:{inp.sha256}".encode())
+    h.update(state.outcome("consent").events_sha256.encode())
+    # The day the consent was judged on: the gate's verdicts (expiry, age) depend on it.
+    h.update(datetime.fromisoformat(state.as_of).date().isoformat().encode())
+    h.update(keyring.fingerprint().encode())
+    agreement = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in loaded.policy.release.agreement_id)
+    return f"{agreement}-{h.hexdigest()[:12]}"

@@ -1,0 +1,155 @@
+"""Stage 4, validate: the Great Expectations gate on the staged release (`validation/`): k,
+l, class and overall risk, no direct identifier left, consent coverage, schema. Any failure
+stops the release before publishing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import pyarrow as pa
+
+from deidflow.io import as_arrow, read_work
+from deidflow.policy import LoadedPolicy, Role
+from deidflow.release.state import RunState, WholeRecordCheck, pinned_policy, plain
+from deidflow.release.workdir import gated_table, private_dir, pseudonym_mapping, staging_dir
+from deidflow.release.transform import released_for_checks
+
+
+def known_values(work: Path, loaded: LoadedPolicy) -> Any:
+    """Every direct-identifier value of the consented subjects, for the validation gate, as a
+    source it reads column by column from the memory-mapped gated subject table (repeats and
+    nulls left in: the gate handles them). The gate keeps their 64-bit hashes, not the strings,
+    and reads the strings again only to confirm a hash hit: at 10M subjects they are ~60M
+    strings, which held in memory with their index took ~5 GB of the flow process."""
+    from deidflow.validation.known_identifiers import identifying_values
+    from deidflow.validation.sets import Chunks
+
+    spec = loaded.policy.tables[loaded.policy.subject_table]
+    parts = sorted((work / "gated" / loaded.policy.subject_table).glob("part-*.arrow"))
+    present = set(pa.ipc.open_file(parts[0]).schema.names) if parts else set()
+    direct = [c for c, cs in spec.columns.items() if cs.role is Role.direct_identifier and c in present]
+
+    def read():
+        for part in parts:
+            table = pa.feather.read_table(part, columns=direct, memory_map=True)
+            for col in direct:
+                values = table.column(col)
+                if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                    # not text in the work file: its text as pandas gives it (as the gate
+                    # would have read it), e.g. a mobile column read as integers
+                    values = as_arrow(read_work(part, [col])[col])
+                # values too short or too common to identify anyone are not looked for
+                yield identifying_values(values, common=loaded.policy.limits.k)
+            del table  # unmaps the part before the next one is read
+
+    return Chunks(read)
+
+
+class _ReleasedTables(Mapping[str, Any]):
+    """The staged release's tables, each read from its file when asked for and not kept, so
+    the validation gate holds one released table at a time (with the Dask engine, one
+    partition of a table at a time, except the subject table)."""
+
+    def __init__(self, work: Path, stage: Path, state: RunState, policy: Any) -> None:
+        self.work, self.stage, self.policy = work, stage, policy
+        self.engine = state.engine
+        self.fmt = policy.output.format
+
+    def _exists(self, name: str) -> bool:
+        if self.engine == "dask":
+            return any((self.stage / "data" / name).glob("part-*.parquet"))
+        return (self.stage / "data" / f"{name}.{self.fmt}").is_file()
+
+    def __getitem__(self, name: str) -> Any:
+        if not self._exists(name):
+            raise KeyError(name)
+        if self.engine == "dask" and name != self.policy.subject_table:
+            # Row-local checks: one partition at a time, so a 10M-patient release's largest
+            # table is never in memory whole. The subject table's risk checks need it whole.
+            from functools import partial
+
+            from deidflow.validation.gate import Parts
+
+            parts = sorted((self.stage / "data" / name).glob("part-*.parquet"))
+            return Parts(tuple(partial(pd.read_parquet, p) for p in parts))
+        # The subject table, on which k, l and risk are proved, is read from the file that
+        # ships; the others from the Arrow table that the CSV writer serialised.
+        return released_for_checks(self.work, self.stage, self.engine, self.fmt, name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._exists(name)
+
+    def __iter__(self):
+        """The policy's tables that are in the release, then anything else found there (which
+        the gate refuses as undeclared)."""
+        found = []
+        data = self.stage / "data"
+        if data.is_dir():
+            found = sorted(p.name if p.is_dir() else p.name.split(".")[0] for p in data.iterdir())
+        declared = [name for name in self.policy.tables if name in found]
+        return iter(declared + [n for n in dict.fromkeys(found) if n not in self.policy.tables])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def validate(work: Path) -> dict[str, Any]:
+    """Run the Great Expectations suite on the staged release. Any failure stops the release."""
+    from deidflow.validation.gate import validate_release
+
+    state = RunState.load(work)
+    loaded = pinned_policy(state)
+    policy = loaded.policy
+    stage = staging_dir(loaded, state)
+    tables = _ReleasedTables(work, stage, state, policy)
+    known = known_values(work, loaded)
+    mapping = pseudonym_mapping(work)
+    consented = mapping["pseudonym"] if "pseudonym" in mapping else pd.Series([], dtype="string")
+    report = validate_release(
+        policy, tables,
+        input_identifiers=known,  # the gate handles repeats and nulls itself
+        consented_pseudonyms=consented.astype("string"),
+        out_dir=stage / "validation",
+    )
+    state.validation = plain(report.as_dict())
+    # k over the whole record, recomputed from the released files (validation.record_check)
+    from deidflow.validation.record_check import check_whole_record
+
+    whole = check_whole_record(policy, lambda t, cols: released_for_checks(
+        work, stage, state.engine, policy.output.format, t, cols))
+    passed = report.success
+    if whole:
+        state.whole_record = WholeRecordCheck(**whole)
+        state.validation["whole_record"] = state.whole_record.model_dump()  # in the manifest too
+        if not state.whole_record.ok:
+            passed = False
+            state.validation["success"] = False
+            state.validation.setdefault("expectations", []).append({
+                "type": "whole_record_k", "success": False,
+                "explanation": f"k over the whole record is {whole['k']}, below "
+                               f"k={whole['k_required']}"})
+    state.save(work)
+    if not passed:
+        from deidflow.validation import direct  # identifiers left: the scrubber's to fix
+        from deidflow.validation.advice import gate_failure, keep_report
+
+        failed = [e for e in state.validation.get("expectations", []) if not e.get("success")]
+        if direct.gate_fix(e.get("type", "") for e in failed):
+            direct.write_leak_log(private_dir(loaded) / "gate" / f"{state.release_id}.json",
+                                  direct.leak_rows(tables, failed, known))
+        kept = keep_report(stage / "validation" / "validation.json", private_dir(loaded), state.run_id)
+        raise gate_failure(policy, state.validation, kept)
+    # Utility evidence from the consented input and the staged output: aggregates only.
+    from deidflow.utility.evidence import utility_evidence
+
+    searched = state.outcome("search")
+    state.utility_evidence = utility_evidence(
+        loaded, gated_table(work, policy.subject_table), tables[policy.subject_table], mapping["subject_id"],
+        levels=searched.levels, search_loss=searched.utility.get("metric", "loss"),
+        as_of=datetime.fromisoformat(state.as_of).date())
+    state.save(work)
+    return {"success": True, "expectations": len(state.validation.get("expectations", []))}
