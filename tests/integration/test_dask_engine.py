@@ -29,9 +29,22 @@ def _partitioned_policy(env, parts: int):
 
 
 def _rows(release_dir, engine: str, loaded) -> dict[str, pd.DataFrame]:
+    """Each released table as text, rows sorted. The Dask engine writes Parquet, where kept
+    numbers and dates keep their type (deidflow.column_types); the memory engine's CSV keeps
+    the input's text: a typed column is compared as its text in the CSV would parse."""
     out = {}
     for name, spec in loaded.policy.tables.items():
-        frame = released_table(release_dir, name, "csv", engine).astype("string")
+        frame = released_table(release_dir, name, "csv", engine)
+        for col in frame.columns:
+            if pd.api.types.is_numeric_dtype(frame[col]):
+                frame[col] = frame[col].map(lambda v: None if pd.isna(v) else repr(float(v)))
+            elif engine != "dask" and frame[col].astype("string").str.fullmatch(
+                    r"-?[0-9]+(\.[0-9]*)?").fillna(True).all() and frame[col].notna().any():
+                frame[col] = pd.to_numeric(frame[col]).map(
+                    lambda v: None if pd.isna(v) else repr(float(v)))
+            elif pd.api.types.is_datetime64_any_dtype(frame[col]):
+                frame[col] = frame[col].dt.strftime("%Y-%m-%d")
+        frame = frame.astype("string")
         out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
     return out
 

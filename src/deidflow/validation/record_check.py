@@ -23,22 +23,37 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(32))
 
 
+def _codes(frame: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """One int64 code per row for the combination of `cols` (missing is a value of its own)."""
+    key = np.zeros(len(frame), dtype=np.int64)
+    for col in cols:
+        codes, uniques = pd.factorize(frame[col], use_na_sentinel=False)
+        key = pd.factorize(key * (len(uniques) + 1) + codes.astype(np.int64))[0].astype(np.int64)
+    return key
+
+
 def record_class_sizes(subject: pd.DataFrame, sid: str, qis: list[str],
                        children: list[tuple[pd.DataFrame, str, list[str]]]) -> np.ndarray:
     """Size of each record class among the released subjects."""
-    ids = subject[sid].astype("string")
-    parts = [subject[qis].astype("string").fillna("\x00")] if qis else []
-    key = pd.Series(pd.factorize(pd.MultiIndex.from_frame(parts[0]))[0] if qis else
-                    np.zeros(len(subject), np.int64), index=ids.to_numpy())
-    signature = _mix(key.to_numpy().astype(np.int64) + 1)
+    ids, subjects = pd.factorize(subject[sid], use_na_sentinel=False)
+    signature = _mix(_codes(subject, qis) + 1)
+    n = len(subjects)
     for t, (frame, csid, cols) in enumerate(children):
-        combos = frame[[csid, *cols]].astype("string").fillna("\x00").drop_duplicates()
-        code = pd.factorize(pd.MultiIndex.from_frame(combos[cols]))[0].astype(np.int64)
-        mixed = _mix(code * 64 + t + 1)
-        per = pd.Series(mixed, dtype="uint64").groupby(combos[csid].to_numpy()).sum()
-        signature = signature + _mix(per.reindex(ids.to_numpy()).fillna(0).to_numpy(
-            dtype=np.uint64) + np.uint64(t + 1))
-    return np.unique(signature, return_counts=True)[1]
+        # each child row's subject among the released subjects (-1: not released)
+        rows = pd.Index(subjects).get_indexer(frame[csid])
+        combo = _codes(frame, cols)
+        width = int(combo.max()) + 1 if len(combo) else 1
+        ok = rows >= 0
+        pairs = np.sort(rows[ok].astype(np.int64) * width + combo[ok])
+        if len(pairs):
+            pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
+        per = np.zeros(n, dtype=np.uint64)
+        if len(pairs):
+            owner = pairs // width
+            starts = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
+            per[owner[starts]] = np.add.reduceat(_mix(pairs % width * 64 + t + 1), starts)
+        signature = signature + _mix(per + np.uint64(t + 1))
+    return np.unique(signature[ids], return_counts=True)[1]
 
 
 def check_whole_record(policy: Any, read: Callable[[str, list[str]], pd.DataFrame]) -> dict:
