@@ -70,8 +70,8 @@ def test_a_table_name_climbing_out_is_refused_and_nothing_is_written_outside(tmp
     assert "Traceback" not in out
     new = {p for p in _snapshot(tmp_path) - before
            if not any(part in ("prefect", "elsewhere") for part in p.relative_to(tmp_path).parts)}
-    # (the name the table would have written; other tests of the session share tmp_path.parent,
-    # and one of them is test_record_values_are_escaped)
+    # the session's other temporary directories are searched too (a climb of two levels lands
+    # there); only the table's own name counts: another test's directory may hold "escaped"
     assert not any("escaped_notes" in p.name for p in _snapshot(tmp_path.parent) if tmp_path.parent in p.parents)
     assert not [p for p in new if p.is_file() and env.releases in p.parents], new
     assert not (env.private / "work").exists() or not any((env.private / "work").iterdir())

@@ -62,7 +62,13 @@ def known_hits(texts: Any, known: Any) -> np.ndarray:
     hit = np.asarray(known.substring_hits(arr), dtype=bool).copy()
     rest = np.flatnonzero(~hit)
     if rest.size:
-        hit[rest] = known.substring_hits(normalised(arr.take(pa.array(rest))))
+        # searched again only where the normalisation changed the text (few notes hold
+        # full-width or grouped numbers): the search is the costly part of the gate
+        before = arr.take(pa.array(rest))
+        after = normalised(before)
+        changed = np.asarray(pc.fill_null(pc.not_equal(before, after), False).to_numpy(zero_copy_only=False), dtype=bool)
+        if changed.any():
+            hit[rest[changed]] = known.substring_hits(after.filter(pa.array(changed)))
     return hit
 
 
