@@ -168,6 +168,5 @@ def _model(loaded: LoadedPolicy, consented: pd.DataFrame, views: dict[str, pd.Se
     if loaded.policy.tables[loaded.policy.subject_table].columns[target].technique == "generalise":
         note = ("The target itself is generalised: the released model predicts, and is scored "
                 "on, the released (coarser) classes.")
-    return ModelComparison(**{**scores.__dict__, "accuracy_difference": scores.accuracy_difference,
-                              "auc_difference": scores.auc_difference}), note
+    return scores, note
 

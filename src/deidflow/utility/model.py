@@ -13,43 +13,15 @@ drawn with a fixed seed; the record says how many of how many were used.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from deidflow.utility.measures import as_text, parsed
+from deidflow.utility.record import ModelComparison
 
 MAX_CATEGORIES = 250  # HistGradientBoosting's native categorical limit is 255 bins
 MIN_SUBJECTS = 50
-
-
-@dataclass(frozen=True)
-class ModelScores:
-    target: str
-    model: str
-    features: list[str]
-    classes: int
-    population: int
-    train_original: int
-    train_released: int
-    test: int
-    sampled: bool
-    accuracy_original: float
-    accuracy_released: float
-    auc_original: float | None
-    auc_released: float | None
-    seconds: float
-
-    @property
-    def accuracy_difference(self) -> float:
-        return self.accuracy_released - self.accuracy_original
-
-    @property
-    def auc_difference(self) -> float | None:
-        if self.auc_original is None or self.auc_released is None:
-            return None
-        return self.auc_released - self.auc_original
 
 
 def _encode(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +75,7 @@ def _fit_score(x: np.ndarray, cats: np.ndarray, y: np.ndarray, train: np.ndarray
 
 
 def compare_models(original: pd.DataFrame, released_view: pd.DataFrame, target: str,
-                   released: np.ndarray, *, sample: int, seed: int = 0) -> ModelScores | None:
+                   released: np.ndarray, *, sample: int, seed: int = 0) -> ModelComparison | None:
     """Train on the original and on the released representation of the same subjects; score
     both on the same held-out original subjects. `original` and `released_view` hold one row
     per consented subject (the features and the target); `released` marks who was released.
@@ -132,10 +104,12 @@ def compare_models(original: pd.DataFrame, released_view: pd.DataFrame, target: 
     x_r, c_r = _encode(released_view[features].iloc[rows])
     acc_o, auc_o = _fit_score(x_o, c_o, y_orig[rows], at_train, at_test, y_orig[test])
     acc_r, auc_r = _fit_score(x_r, c_r, y_rel[rows], at_train_rel, at_test, y_rel[test])
-    return ModelScores(
+    return ModelComparison(
         target=target, model="HistGradientBoostingClassifier (scikit-learn, 60 iterations, seed 0)",
         features=features, classes=int(len(np.unique(y_orig))), population=n,
         train_original=int(len(train)), train_released=int(len(train_rel)), test=int(len(test)),
         sampled=n_test + len(train) < n, accuracy_original=acc_o, accuracy_released=acc_r,
-        auc_original=auc_o, auc_released=auc_r, seconds=time.perf_counter() - started,
+        accuracy_difference=acc_r - acc_o, auc_original=auc_o, auc_released=auc_r,
+        auc_difference=None if auc_o is None or auc_r is None else auc_r - auc_o,
+        seconds=time.perf_counter() - started,
     )
