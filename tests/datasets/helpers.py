@@ -18,6 +18,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "datasets"
+SHARED = Path(os.environ.get("DEIDFLOW_SHARED", REPO.parent / "shared"))
 SECRET_HEX = "6a1c2a9e8b7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b"
 
 
@@ -58,14 +59,15 @@ def setup_root(root: Path, monkeypatch) -> None:
 
 
 def place_policy(name: str, root: Path, tables: dict[str, Path], *, edits: dict[str, str] | None = None) -> Path:
-    """configs/datasets/<name>.yaml with its table paths, registry, keys and output moved
-    under `root`; `edits` replace text (regex -> text)."""
+    """configs/datasets/<name>.yaml with its table paths, hierarchies, registry, keys and
+    output moved under `root`; `edits` replace text (regex -> text)."""
     text = (CONFIGS / f"{name}.yaml").read_text(encoding="utf-8")
     for table, path in tables.items():
         text, n = re.subn(rf"(?m)^(\s+path: ).*# table:{table}$", rf"\g<1>{path}", text)
         assert n == 1, f"no path line for table {table}"
     text = text.replace("file: ../hierarchies/", f"file: {REPO / 'configs' / 'hierarchies'}/")
-    text = text.replace("file: ../../../shared/", f"file: {REPO.parent / 'shared'}/")
+    text = text.replace("file: ../../../shared/", f"file: {SHARED}/")
+    text = text.replace("file: utility/", f"file: {CONFIGS / 'utility'}/")
     text = re.sub(r'registry: ".*"', f'registry: "sqlite:///{root / "consent.db"}"', text)
     text = re.sub(r"pseudonym_key_file: .*", f"pseudonym_key_file: {root}/keys/pseudonym.key", text)
     text = re.sub(r"signing_key_file: .*", f"signing_key_file: {root}/keys/signing.key", text)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 
 import pandas as pd
+
+from tests.datasets.helpers import place_policy
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "datasets"
@@ -64,28 +65,6 @@ def consent_log(path: Path, subject_ids, *, purpose: str, recipient: str, catego
     return path
 
 
-def place_policy(name: str, root: Path, tables: dict[str, Path], edits: dict[str, str] | None = None) -> Path:
-    """configs/datasets/<name>.yaml with its table paths, hierarchies, registry, keys and
-    output moved under `root`; `edits` replace text (regex -> text)."""
-    text = (CONFIGS / f"{name}.yaml").read_text(encoding="utf-8")
-    for table, path in tables.items():
-        text, n = re.subn(rf"(?m)^(\s+path: ).*# table:{table}$", rf"\g<1>{path}", text)
-        assert n == 1, table
-    text = text.replace("file: ../../../shared/", f"file: {SHARED}/")
-    text = text.replace("file: utility/", f"file: {CONFIGS / 'utility'}/")
-    text = re.sub(r'registry: ".*"', f'registry: "sqlite:///{root / "consent.db"}"', text)
-    text = re.sub(r"pseudonym_key_file: .*", f"pseudonym_key_file: {root}/keys/pseudonym.key", text)
-    text = re.sub(r"signing_key_file: .*", f"signing_key_file: {root}/keys/signing.key", text)
-    text = re.sub(r"(?m)^  directory: .*", f"  directory: {root}/releases", text)
-    text = re.sub(r"private_directory: .*", f"private_directory: {root}/private", text)
-    for pattern, repl in (edits or {}).items():
-        text, n = re.subn(pattern, repl, text)
-        assert n, pattern
-    path = root / f"{name}.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def prepare_dataset(name: str, root: Path, *, search_loss: str = "default") -> Path:
     """Input table, key, policy and imported consents for `adult` or `diabetes` under `root`;
     returns the policy path."""
@@ -105,7 +84,7 @@ def prepare_dataset(name: str, root: Path, *, search_loss: str = "default") -> P
         table, sid, tname = diabetes_table(root), "patient_nbr", "patients"
         ids = pd.read_csv(table, dtype=str, usecols=[sid])[sid]
     policy = place_policy(f"utility-{name}", root, {tname: table},
-                          {r"search_loss: default": f"search_loss: {search_loss}"})
+                          edits={r"search_loss: default": f"search_loss: {search_loss}"})
     loaded = load_policy(policy)
     rel = loaded.policy.release
     log = consent_log(root / "consents.csv", ids, purpose=rel.purpose, recipient=rel.recipient.id,
