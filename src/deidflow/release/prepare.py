@@ -86,7 +86,7 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
                 staged = _stage_tables(work, 0, inputs, state, loaded, pending)
                 if not pending.done():
                     # This thread would only wait for the snapshot now: import the validation
-                    # gate (~2.5 s of Great Expectations) meanwhile, instead of at the validate
+                    # gate (Great Expectations, a slow import) meanwhile, instead of at the validate
                     # stage. `preload` says why that cannot race (and does nothing where it could).
                     from deidflow.validation import preload
 
@@ -107,11 +107,11 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
             del snapshot, staged
             finish_prepare(work, [done])
         else:
-            # What the snapshot's summary was computed from (~1 GB at 10M events) is no longer
+            # What the snapshot's summary was computed from (large at 10M events) is no longer
             # needed: hand it back for the worker processes. (The memory engine keeps freed
             # memory for its own next tables instead: on a VM with free-page reporting —
-            # Firecracker, most clouds — memory given back and touched again costs ~2.7 s per
-            # GB in page faults.)
+            # Firecracker, most clouds — memory given back and touched again is paid for again
+            # in page faults; the README gives the figure.)
             _give_back_memory()
             state.save(work)
         return work
@@ -148,7 +148,7 @@ def write_events(work: Path, registry: Any, as_of: datetime, parts: int) -> dict
     each partition's gate reads its own subjects' events and not the whole registry's; returns
     the snapshot's summary. The events stream from the registry a chunk at a time, each
     chunk's rows appended to their partition's Arrow IPC file: no process holds the whole
-    registry (10M events held whole, then split, peaked at ~6 GB)."""
+    registry (10M events held whole, then split, were the run's memory peak; README)."""
     from deidflow.consent.registry import SNAPSHOT_SCHEMA
     from deidflow.partitions import subject_partition
 

@@ -23,8 +23,8 @@ def known_values(work: Path, loaded: LoadedPolicy) -> Any:
     """Every direct-identifier value of the consented subjects, for the validation gate, as a
     source it reads column by column from the memory-mapped gated subject table (repeats and
     nulls left in: the gate handles them). The gate keeps their 64-bit hashes, not the strings,
-    and reads the strings again only to confirm a hash hit: at 10M subjects they are ~60M
-    strings, which held in memory with their index took ~5 GB of the flow process."""
+    and reads the strings again only to confirm a hash hit: at 10M subjects the strings and
+    their index, held whole, were most of the flow process's memory (figures: README)."""
     from deidflow.validation.known_identifiers import identifying_values
     from deidflow.validation.sets import Chunks
 
