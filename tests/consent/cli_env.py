@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,8 +15,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 import reference
+from tests.integration.conftest import write_policy as _example_policy
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET_HEX = "5f1c2a9e8b7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b"
 RELEASE = dict(purpose="ai-model-training", recipient="shanghai-ai-lab",
                categories=["demographics", "encounters", "diagnoses", "labs", "notes"], abroad=False)
@@ -30,24 +29,7 @@ def deidflow_bin() -> str:
 
 
 def write_policy(root: Path, data: Path, *, registry: str, edits: dict[str, str] | None = None) -> Path:
-    text = (REPO / "configs" / "release.yaml").read_text(encoding="utf-8")
-    text = text.replace("../data_samples/", f"{data}/")
-    text = text.replace("file: hierarchies/", f"file: {REPO / 'configs' / 'hierarchies'}/")
-    text = text.replace('"sqlite:///../.deidflow/consent.db"', f'"{registry}"')
-    text = text.replace("../.deidflow/keys/", f"{root}/keys/")
-    text = text.replace("directory: ../releases", f"directory: {root}/releases")
-    text = text.replace("private_directory: ../.deidflow/private", f"private_directory: {root}/private")
-    for pattern, repl in (edits or {}).items():
-        text, n = re.subn(pattern, repl, text)
-        assert n, f"policy edit {pattern!r} matched nothing"
-    path = root / "policy.yaml"
-    path.write_text(text, encoding="utf-8")
-    keys = root / "keys"
-    keys.mkdir(mode=0o700, exist_ok=True)
-    key = keys / "pseudonym.key"
-    key.write_text(SECRET_HEX + "\n")
-    os.chmod(key, 0o600)
-    return path
+    return _example_policy(root, data, registry=registry, edits=edits)
 
 
 class Cli:
