@@ -177,6 +177,9 @@ class Column(Strict):
     category: str | None = Field(None, description="data category that consent must cover")
     derived_from: DerivedFrom | None = None
     identifier_check: IdentifierCheck | None = None
+    # A foreign key into a reference table (`reference_tables:`): the column holds that
+    # table's key values, pseudonymised alike so that joins still work (`reference_tables`).
+    references: str | None = Field(None, min_length=1, description="a reference table's name")
 
 
 class Table(Strict):
@@ -186,6 +189,50 @@ class Table(Strict):
     delimiter: str = ","
     subject_column: str = Field(min_length=1, description="column holding the subject id")
     columns: dict[str, Column] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_reference(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kind" in data:
+            raise ValueError("a table without patient rows (providers, organisations, payers) "
+                             "is declared under 'reference_tables:', not with 'kind:' under "
+                             "'tables:'; move it there and name its key column ('key: Id')")
+        return data
+
+
+class ReferenceTable(Strict):
+    """A lookup table without a subject column (providers, organisations, payers): it holds
+    no patient records, so it is not consent-filtered and not in the patient risk; its
+    columns go through their techniques as in any table. `key` is the column other tables'
+    foreign keys (`references: NAME`) point at; it is pseudonymised with the same parameters
+    as those foreign keys, so joins work. `keep: referenced` (default, data minimisation)
+    releases only the rows some released row references; `keep: all` needs a `reason`."""
+
+    path: str = Field(min_length=1, description="relative to the policy file")
+    format: Literal["csv", "parquet"] | None = None
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    key: str = Field(min_length=1, description="the column foreign keys reference")
+    columns: dict[str, Column] = Field(min_length=1)
+    keep: Literal["referenced", "all"] = "referenced"
+    reason: str | None = Field(None, description="why every row is released (keep: all)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_subject(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "subject_column" in data:
+            raise ValueError("a reference table holds no patient records and has no "
+                             "subject_column; remove it (if its rows are patients' records, "
+                             "declare the table under 'tables:' instead)")
+        return data
+
+    @model_validator(mode="after")
+    def _explained(self) -> "ReferenceTable":
+        if self.keep == "all" and not (self.reason or "").strip():
+            raise ValueError("keep: all releases rows no released patient row references; "
+                             "give 'reason:' (shown to the privacy officer), or leave keep out "
+                             "to release only the referenced rows")
+        return self
 
 
 class LimitsOverride(Strict):
@@ -302,6 +349,7 @@ class Policy(Strict):
     release: Release
     subject_table: str
     tables: dict[str, Table] = Field(min_length=1)
+    reference_tables: dict[str, ReferenceTable] = Field(default_factory=dict)
     limits: Limits = Limits()
     utility: Utility = Utility()
     aggregates: list[Aggregate] = Field(default_factory=list)
@@ -512,7 +560,18 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     _check_techniques(policy, source)
     _check_path_names(policy, source)
     _check_floors(policy, source)
+    _check_reference_and_notes(policy, source)
     return policy
+
+
+def _check_reference_and_notes(policy: Policy, source: str) -> None:
+    """Reference tables and their foreign keys (`deidflow.reference_tables`); notes' date
+    shift against the structured dates' (`deidflow.note_consistency`)."""
+    from deidflow.note_consistency import check_note_shift
+    from deidflow.reference_tables import check_references
+
+    check_references(policy, source)
+    check_note_shift(policy, source)
 
 
 def _check_techniques(policy: Policy, source: str) -> None:
@@ -526,6 +585,13 @@ def _check_techniques(policy: Policy, source: str) -> None:
                 registry.get(col.technique).check(cname, col)
             except PolicyError as exc:
                 raise PolicyError(exc.message, file=source, key=key, fix=exc.fix) from None
+    for tname, ref in policy.reference_tables.items():  # as in any table
+        for cname, col in ref.columns.items():
+            try:
+                registry.get(col.technique).check(cname, col)
+            except PolicyError as exc:
+                raise PolicyError(exc.message, file=source, key=f"reference_tables.{tname}.columns.{cname}",
+                                  fix=exc.fix) from None
 
 
 def load_policy(path: str | Path) -> LoadedPolicy:
@@ -579,6 +645,10 @@ def _check_path_names(policy: Policy, source: str) -> None:
             bad(f"tables.{tname}.columns.{cname}", cname, "column", COLUMN_NAME)
     for i, agg in enumerate(policy.aggregates):
         bad(f"aggregates[{i}].name", agg.name, "aggregate", TABLE_NAME)
+    for rname, ref in policy.reference_tables.items():  # reference tables name files too
+        bad(f"reference_tables.{rname}", rname, "table", TABLE_NAME)
+        for cname in ref.columns:
+            bad(f"reference_tables.{rname}.columns.{cname}", cname, "column", COLUMN_NAME)
     bad("subject_table", policy.subject_table, "table", TABLE_NAME)
 
 

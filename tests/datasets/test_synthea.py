@@ -18,6 +18,7 @@ from tests.datasets.helpers import (consent_log, identifiers_left, import_consen
 SYNTHEA = "synthea/ma_113_burrows99"
 QIS = ["BIRTHDATE", "MARITAL", "RACE", "ETHNICITY", "GENDER", "ZIP"]
 DIRECT = ["SSN", "DRIVERS", "PASSPORT", "FIRST", "LAST", "MAIDEN", "ADDRESS"]
+REFERENCE = ("organizations", "providers", "payers")  # lookup tables, no patient column
 
 
 def _guardian_id(i: int) -> str:
@@ -34,7 +35,7 @@ def synthea(tmp_path, datasets, monkeypatch):
     patients = pd.read_csv(src / "patients.csv", dtype=str)
     setup_root(tmp_path, monkeypatch)
     policy = place_policy("synthea", tmp_path, {t: src / f"{t}.csv" for t in
-                                                ("patients", "encounters", "conditions")})
+                                                ("patients", "encounters", "conditions", *REFERENCE)})
     log = consent_log(tmp_path / "consents.csv", patients["Id"], purpose="ai-model-training",
                       recipient="pathway-lab",
                       categories=["demographics", "encounters", "conditions"])

@@ -173,6 +173,9 @@ class ReleaseRecord(_Frozen):
     limits_override: dict[str, Any] | None = None
     # per column loss, suppression by group, the model comparison (aggregates only)
     utility_evidence: UtilityEvidence | None = None
+    # Reference tables (providers, organisations, payers; deidflow.reference_tables): rows in
+    # and out, keep rule, columns' treatments. Not consent-filtered, not in the patient risk.
+    reference_tables: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("created_at", "started_at", "finished_at", "retention_until")
     @classmethod

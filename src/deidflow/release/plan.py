@@ -21,6 +21,7 @@ from deidflow.release.search import frequency_partition, search
 from deidflow.release.transform import begin_transform, finish_transform, transform_partition
 from deidflow.release.validate import validate
 from deidflow.release.publish import publish
+from deidflow.reference_tables import reference_inputs, release_reference_tables
 
 
 def discard(work: Path) -> None:
@@ -60,9 +61,13 @@ def _finish_transform(work: Path, _parts: list) -> str:
 PLAN: tuple[Step, ...] = (
     # The memory engine gates its one partition inside prepare, while the snapshot is read.
     Step("consent gate", each=gate_partition, then=finish_prepare, engines=("dask",)),
+    # Reference tables (no subject column): read and hashed before the search (their digests
+    # are in the release id), released after the gate (deidflow.reference_tables).
+    Step("reference inputs", run=reference_inputs),
     Step("search", each=frequency_partition, then=_search_after_frequencies),
     Step("transform", before=begin_transform, each=transform_partition, then=_finish_transform, gate=False),
     Step("validate", run=validate),
+    Step("reference tables", run=release_reference_tables),
     Step("publish", run=publish, gate=False),
 )
 

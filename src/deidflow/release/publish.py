@@ -203,6 +203,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
         flow_run_id=state.flow_run_id,
         limits_override=override_record(policy),
         utility_evidence=state.utility_evidence,
+        reference_tables=state.reference_tables,
     )
 
 

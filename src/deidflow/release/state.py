@@ -129,6 +129,8 @@ class RunState(BaseModel):
     utility_evidence: UtilityEvidence | None = None  # set by validate once the gate passed
     release_id: str | None = None
     release_dir: str | None = None
+    # Reference tables released (`deidflow.reference_tables`): counts and treatments, no values.
+    reference_tables: list[dict[str, Any]] = Field(default_factory=list)
     engine: str = "memory"
     partitions: int = 1
     pid: int = 0
