@@ -91,12 +91,15 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="transform")
 
     from deidflow.column_types import describe_kind, released_kinds
+    from deidflow.note_consistency import note_ages
 
     kinds = released_kinds(work, loaded, lambda t: sorted((work / "gated" / t).glob("part-*.arrow")))
     levels = state.outcome("search").levels
 
     def apply(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> tuple[dict[str, Any], Any]:
         tspec = policy.tables[name]
+        # a note states no finer age than the birth date's released level (note_consistency)
+        cspec, ages_coupling = note_ages(cspec, policy, levels)
         technique = registry.get(cspec.technique)
         ctx = ApplyContext(
             table=name, column=col, subject_ids=frame[tspec.subject_column],
@@ -113,6 +116,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
             entry["released_type"] = describe_kind(kinds[name][col], cspec.technique)
         if ctx.level is not None:
             entry["level"] = int(ctx.level)
+        entry.update(ages_coupling)
         entry["counts"] = dict(ctx.counts)
         return entry, result
 
