@@ -90,6 +90,52 @@ def test_synthea_release_rechecked_and_birth_dates_not_recovered(synthea):
     checks = [col.params.get("identifier_check") for col in record.columns if col.column == "CODE"]
     assert all(ch and ch["reason"].startswith("SNOMED") for ch in checks)
     assert "SNOMED CT concept ids" in (summary.release_dir / "review.html").read_text()
+    _check_reference_tables(summary, record, src, e, _mapping(root))
+
+
+def _check_reference_tables(summary, record, src, e: pd.DataFrame, who: pd.Series) -> None:
+    """Organisations, providers and payers (no patient column) released beside the patient
+    tables: joins on the pseudonymised keys work and lead to the right row, only referenced
+    rows ship (providers: keep all, with its reason), and no name, address or phone is left.
+    Recomputed from the input files, not from deidflow's own figures."""
+    raw = {t: pd.read_csv(src / f"{t}.csv", dtype=str) for t in (*REFERENCE, "encounters")}
+    out = {t: released(summary, t) for t in REFERENCE}
+    orgs, provs, payers = out["organizations"], out["providers"], out["payers"]
+    # every released foreign key finds its row
+    assert e["PROVIDER"].isin(orgs["Id"]).all()  # this export's PROVIDER holds organisation ids
+    assert e["PAYER"].isin(payers["Id"]).all()
+    assert provs["ORGANIZATION"].isin(orgs["Id"]).all()
+    assert not set(raw["organizations"]["Id"]) & set(orgs["Id"])  # pseudonymised, not kept
+    # ... and the right row: the organisation reached through each released encounter is the
+    # one the input encounter named (compared by columns released as they were)
+    shown = ["REVENUE", "UTILIZATION"]
+    got = e[["PROVIDER"]].merge(orgs[["Id", *shown]].astype(str), left_on="PROVIDER", right_on="Id")
+    mine = raw["encounters"][raw["encounters"]["PATIENT"].isin(set(who))]
+    want = mine[["PROVIDER"]].merge(raw["organizations"][["Id", *shown]], left_on="PROVIDER", right_on="Id")
+    assert len(got) == len(e) == len(want)
+    canon = lambda f: sorted(map(tuple, f[shown].astype(float).round(4).to_numpy().tolist()))  # noqa: E731
+    assert canon(got) == canon(want)
+    # data minimisation: exactly the rows a released row references (providers: all)
+    referenced_orgs = set(mine["PROVIDER"]) | set(raw["providers"]["ORGANIZATION"])
+    assert len(orgs) == len(referenced_orgs & set(raw["organizations"]["Id"]))
+    assert len(payers) == mine["PAYER"].nunique()
+    assert len(provs) == len(raw["providers"])
+    entries = {r["table"]: r for r in record.reference_tables}
+    assert entries["providers"]["keep"] == "all" and entries["providers"]["reason"]
+    assert entries["payers"]["rows_out"] == len(payers)
+    assert entries["organizations"]["rows_in"] == len(raw["organizations"])  # not consent-filtered
+    city = [c for c in entries["providers"]["columns"] if c["column"] == "CITY"][0]
+    assert city["not_in_patient_risk"]
+    # no provider, organisation or payer name, address, phone or position left, in any cell
+    direct = pd.concat([raw["providers"][c] for c in ("NAME", "ADDRESS", "LAT", "LON")]
+                       + [raw["organizations"][c] for c in ("NAME", "ADDRESS", "PHONE", "LAT", "LON")]
+                       + [raw["payers"][c] for c in ("ADDRESS", "PHONE")])
+    assert identifiers_left({**out, "encounters": e}, direct) == 0
+    names = set(raw["providers"]["NAME"]) | set(raw["organizations"]["NAME"])
+    text = "\n".join(f[c].astype(str).str.cat(sep="\n") for f in out.values() for c in f.columns)
+    assert not [n for n in names if n in text]
+    review = (summary.release_dir / "review.html").read_text()
+    assert "Reference tables" in review and "organizations" in review
 
 
 def test_without_protection_the_attack_recovers_newborn_birth_dates(synthea, monkeypatch):

@@ -93,7 +93,7 @@ def render_review(
         "agreement": _agreement(record),
         "records": _records(record),
         "consent": _consent(record),
-        "treatment": _treatment(record),
+        "treatment": _treatment(record) + _reference_tables(record),
         "risk": _risk(record, class_sizes, class_risks, class_sizes_before, tau, k_required),
         "utility": utility_section(record),
         "validation": _validation(record),
@@ -293,6 +293,33 @@ def _treatment(r: ReleaseRecord) -> str:
         '<p class="note">Keys are never recorded here: a keyed technique shows only the '
         "fingerprint of the key it used.</p>"
     )
+
+
+def _reference_tables(r: ReleaseRecord) -> str:
+    """Lookup tables without a patient column (deidflow.reference_tables): rows in and out,
+    the keep rule, and each column's technique; their quasi-identifiers flagged as outside
+    the patient risk."""
+    if not r.reference_tables:
+        return ""
+    rows = []
+    for t in r.reference_tables:
+        keep = ("all rows: " + str(t.get("reason") or "") if t.get("keep") == "all"
+                else "rows a released row references")
+        techniques = "<br>".join(
+            f"<code>{e(c.get('column'))}</code>: {e(c.get('role'))}, {e(c.get('technique'))}"
+            + (f" → {e(c.get('references'))}" if c.get("references") else "")
+            + (" <em>(not in the patient risk)</em>" if c.get("not_in_patient_risk") else "")
+            for c in t.get("columns", []))
+        rows.append([e(t.get("table")), _num(t.get("rows_in")), _num(t.get("rows_out")),
+                     _num(t.get("dropped_unreferenced")), e(keep),
+                     e(", ".join(t.get("referenced_by", [])) or "—"), techniques])
+    return ("<h3>Reference tables (no patient column)</h3>" + _table(
+        ["Table", "Rows in", "Rows out", "Unreferenced, dropped", "Released", "Referenced by",
+         "Columns"], rows)
+        + '<p class="note">Reference tables hold no patient records: they are not filtered by '
+        "consent, and their quasi-identifiers (a provider's city) describe the provider and are "
+        "not counted in the patient risk above. Their keys are pseudonymised as the foreign keys "
+        "that point at them, so joins work.</p>")
 
 
 def _risk_by_table(r: ReleaseRecord) -> str:
