@@ -264,8 +264,27 @@ def check(policy: Path = typer.Argument(..., help="The release policy (YAML)."))
     for name, table in tables.items():
         t.add_row(name, f"{table.rows:,}", str(table.path))
     out.print(t)
+    _check_reference_tables(loaded, tables)
     if not _preflight(loaded, tables):
         raise typer.Exit(2)
+
+
+def _check_reference_tables(loaded, tables) -> None:
+    """Reference tables (deidflow.reference_tables): read and checked like any input (a bad
+    file or key stops the check with the usual error); foreign-key values that name no row of
+    them are counted (they will join nothing)."""
+    if not loaded.policy.reference_tables:
+        return
+    from deidflow.reference_tables import check_reference_inputs
+
+    found = _run(lambda: check_reference_inputs(loaded, {n: t.frame for n, t in tables.items()}))
+    r = Table("reference table", "rows", "key", "referenced by", "unknown references", "released",
+              title="reference tables (no patient column; not consent-filtered)", title_justify="left")
+    for f in found:
+        r.add_row(f["table"], f"{f['rows']:,}", f["key"], ", ".join(f["referenced_by"]) or "—",
+                  f"{f['unknown_references']:,}",
+                  "all rows" if f["keep"] == "all" else "referenced rows only")
+    out.print(r)
 
 
 def _preflight(loaded, tables) -> bool:

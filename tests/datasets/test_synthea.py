@@ -155,3 +155,42 @@ def test_without_protection_the_attack_recovers_newborn_birth_dates(synthea, mon
     guess = first.rename(index=_mapping(root)).dropna()
     err = (guess - truth.reindex(guess.index)).abs()
     assert (err <= pd.Timedelta(days=31)).sum() >= 3
+
+
+def _deidflow(cwd, *args):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("deidflow", path=str(Path(sys.executable).parent)) or "deidflow"
+    env = {**os.environ, "COLUMNS": "220"}
+    env.pop("DEIDFLOW_PSEUDONYM_KEY", None)
+    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_check_validates_the_reference_tables(synthea, tmp_path):
+    """`deidflow check`, from another directory: the reference tables are read and listed;
+    a referenced table whose key repeats stops the check with the file, column and row."""
+    root, policy, src = synthea
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = _deidflow(elsewhere, "check", str(policy))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "reference tables" in proc.stdout
+    for name in REFERENCE:
+        assert name in proc.stdout
+    assert "encounters.PROVIDER" in proc.stdout and "referenced rows only" in proc.stdout
+
+    orgs = pd.read_csv(src / "organizations.csv", dtype=str)
+    bad = tmp_path / "organizations.csv"
+    pd.concat([orgs, orgs.iloc[[3]]]).to_csv(bad, index=False)
+    text = policy.read_text(encoding="utf-8")
+    broken = policy.with_name("broken.yaml")
+    broken.write_text(text.replace(str(src / "organizations.csv"), str(bad)), encoding="utf-8")
+    proc = _deidflow(elsewhere, "check", str(broken))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "organizations.csv" in out and "column 'Id'" in out and f"row {len(orgs) + 2}" in out
+    assert "repeats" in out and "Traceback" not in out
