@@ -194,3 +194,36 @@ def test_check_validates_the_reference_tables(synthea, tmp_path):
     assert proc.returncode == 2, out
     assert "organizations.csv" in out and "column 'Id'" in out and f"row {len(orgs) + 2}" in out
     assert "repeats" in out and "Traceback" not in out
+
+
+def test_reference_tables_on_the_prefect_flow_verified_by_the_command(synthea, tmp_path,
+                                                                        prefect_harness):
+    """The Prefect flow releases the reference tables too, and the installed `deidflow
+    verify` (another directory) finds every file, reference tables included, as signed; a
+    reference file changed after signing is caught."""
+    from pathlib import Path
+
+    from deidflow.manifest.verify import read_record_unverified
+    from flows.release import release_flow
+
+    root, policy, src = synthea
+    state = release_flow(policy_path=str(policy), return_state=True)
+    assert state.is_completed(), state.message
+    release_dir = Path(state.result()["release_dir"])
+    record = read_record_unverified(release_dir)
+    entries = {r["table"]: r for r in record.reference_tables}
+    assert set(entries) == set(REFERENCE)
+    e = pd.read_parquet(release_dir / "data" / "encounters.parquet")
+    orgs = pd.read_parquet(release_dir / "data" / "organizations.parquet")
+    assert len(orgs) == entries["organizations"]["rows_out"] and e["PROVIDER"].isin(orgs["Id"]).all()
+    assert {i.table for i in record.inputs} >= set(REFERENCE)  # their digests are in the id
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    key = root / "keys" / "signing.pub"
+    proc = _deidflow(elsewhere, "verify", str(release_dir), "--public-key", str(key))
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    payers = release_dir / "data" / "payers.parquet"
+    pd.read_parquet(payers).iloc[:-1].to_parquet(payers)  # one payer row removed
+    proc = _deidflow(elsewhere, "verify", str(release_dir), "--public-key", str(key))
+    assert proc.returncode == 1 and "payers.parquet" in proc.stdout + proc.stderr
