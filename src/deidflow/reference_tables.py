@@ -264,7 +264,7 @@ def check_no_leak(name: str, spec: Any, frame: pd.DataFrame, released: pd.DataFr
     (compared trimmed and case-folded). A second look that does not trust the techniques."""
     from deidflow.policy import Role
 
-    direct = [c for c, cs in spec.columns.items() if cs.role is Role.direct_identifier]
+    direct = [c for c, cs in spec.columns.items() if cs.role is Role.direct_identifier and c in frame]
     if not direct or released.empty:
         return
     norm = lambda s: s.astype("string").str.strip().str.casefold()  # noqa: E731

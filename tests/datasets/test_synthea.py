@@ -197,7 +197,7 @@ def test_check_validates_the_reference_tables(synthea, tmp_path):
 
 
 def test_reference_tables_on_the_prefect_flow_verified_by_the_command(synthea, tmp_path,
-                                                                        prefect_harness):
+                                                                    prefect_harness):
     """The Prefect flow releases the reference tables too, and the installed `deidflow
     verify` (another directory) finds every file, reference tables included, as signed; a
     reference file changed after signing is caught."""

@@ -203,3 +203,26 @@ def test_note_ages_are_removed_when_the_birth_date_is_not_released():
     policy = _parse(raw)
     spec, _ = note_ages(policy.tables["notes"].columns["text"], policy, {})
     assert spec.params["ages"] == "remove"
+
+
+def test_the_second_look_stops_a_reference_value_that_survived_its_technique():
+    """A provider's name copied into a column declared insensitive (a careless export) is
+    caught by the reference tables' own check, whatever the techniques did; the error names
+    table and column, never the value."""
+    import pandas as pd
+
+    from deidflow.errors import GateFailed
+    from deidflow.reference_tables import check_no_leak
+
+    policy = _parse(_raw(SYNTHEA))
+    spec = policy.reference_tables["providers"]
+    frame = pd.DataFrame({"NAME": ["Terrence276 O'Hara248", "Lemuel304 Murazik203"],
+                          "SPECIALITY": ["GENERAL PRACTICE", "GENERAL PRACTICE"],
+                          "ADDRESS": ["60 HOSPITAL ROAD", "330 MOUNT AUBURN STREET"]})
+    clean = pd.DataFrame({"SPECIALITY": frame["SPECIALITY"]})
+    check_no_leak("providers", spec, frame, clean)
+    leaky = clean.assign(SPECIALITY=["GENERAL PRACTICE", " lemuel304 murazik203 "])
+    with pytest.raises(GateFailed) as info:
+        check_no_leak("providers", spec, frame, leaky)
+    assert info.value.key == "reference_tables.providers.columns.SPECIALITY"
+    assert "1 released value" in info.value.message and "Lemuel" not in str(info.value)
