@@ -3,7 +3,7 @@ payers), released beside the patient tables with their direct identifiers treate
 
 This module owns their whole path: the policy's rules for them and for the foreign keys that
 point at them (`check_references`), reading and checking their inputs (`read_reference`,
-`reference_inputs`, a release step before the search, so that their digests enter the
+`reference_inputs`, a release step before transform, so that their digests enter the
 release id), and their release (`release_reference_tables`, a step after the validation gate).
 
 What was chosen, and why (README "Reference tables"):
@@ -193,8 +193,9 @@ def read_reference(loaded: Any, name: str) -> Any:
 
 
 def reference_inputs(work: Path) -> list[dict[str, Any]]:
-    """Release step before the search: read and check every reference table now (not after the
-    whole run), and add its digest to the run's inputs, so that the release id changes with it."""
+    """Release step between the search and transform: read and check every reference table
+    (before the tables are transformed), and add its digest to the run's inputs, so that the
+    release id (fixed when transform begins) changes with it."""
     from deidflow.manifest.record import InputFile
     from deidflow.release.state import RunState, pinned_policy
 

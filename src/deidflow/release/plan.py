@@ -61,10 +61,10 @@ def _finish_transform(work: Path, _parts: list) -> str:
 PLAN: tuple[Step, ...] = (
     # The memory engine gates its one partition inside prepare, while the snapshot is read.
     Step("consent gate", each=gate_partition, then=finish_prepare, engines=("dask",)),
-    # Reference tables (no subject column): read and hashed before the search (their digests
-    # are in the release id), released after the gate (deidflow.reference_tables).
-    Step("reference inputs", run=reference_inputs),
     Step("search", each=frequency_partition, then=_search_after_frequencies),
+    # Reference tables (no subject column): read and hashed before transform fixes the
+    # release id (their digests are in it), released after the gate (deidflow.reference_tables).
+    Step("reference inputs", run=reference_inputs),
     Step("transform", before=begin_transform, each=transform_partition, then=_finish_transform, gate=False),
     Step("validate", run=validate),
     Step("reference tables", run=release_reference_tables),
