@@ -226,3 +226,31 @@ def test_the_second_look_stops_a_reference_value_that_survived_its_technique():
         check_no_leak("providers", spec, frame, leaky)
     assert info.value.key == "reference_tables.providers.columns.SPECIALITY"
     assert "1 released value" in info.value.message and "Lemuel" not in str(info.value)
+
+
+def test_note_ages_never_get_finer_as_the_birth_date_gets_coarser():
+    """Property over every level and policy setting: the applied setting is at least as coarse
+    as the policy's and as the birth date's, and a coarser birth date never gives finer ages."""
+    from hypothesis import given, settings, strategies as st
+
+    from deidflow.note_consistency import _coarseness, note_ages
+
+    policies = {}
+    for decade in (False, True):
+        raw = _raw(SAMPLE)
+        raw["tables"]["patients"]["columns"]["birth_date"]["hierarchy"]["decade"] = decade
+        policies[decade] = _parse(raw)
+
+    @settings(max_examples=60, deadline=None)
+    @given(decade=st.booleans(), level=st.integers(0, 5),
+           own=st.one_of(st.sampled_from(["keep", "remove"]), st.integers(1, 50)))
+    def prop(decade, level, own):
+        policy = policies[decade]
+        base = policy.tables["notes"].columns["text"]
+        spec = base.model_copy(update={"params": {**base.params, "ages": own}})
+        here = note_ages(spec, policy, {"birth_date": level})[0].params["ages"]
+        finer = note_ages(spec, policy, {"birth_date": max(level - 1, 0)})[0].params["ages"]
+        assert _coarseness(here) >= _coarseness(own)
+        assert _coarseness(here) >= _coarseness(finer)
+
+    prop()
