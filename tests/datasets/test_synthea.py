@@ -227,3 +227,32 @@ def test_reference_tables_on_the_prefect_flow_verified_by_the_command(synthea, t
     pd.read_parquet(payers).iloc[:-1].to_parquet(payers)  # one payer row removed
     proc = _deidflow(elsewhere, "verify", str(release_dir), "--public-key", str(key))
     assert proc.returncode == 1 and "payers.parquet" in proc.stdout + proc.stderr
+
+
+def test_reference_tables_with_the_partitioned_engine(synthea):
+    """The Dask engine's plan, run in this process over a partitioned extract (no cluster):
+    the reference tables, which are not partitioned, are released as one part each, and the
+    partitioned encounters still join them."""
+    from deidflow.partitions import partition_extract
+    from deidflow.policy import load_policy
+    from deidflow.release import run_release
+    from deidflow.release.transform import released_table
+
+    root, policy, src = synthea
+    parted = root / "parted"
+    partition_extract(load_policy(policy), parted, 2, batch_rows=2000)
+    text = policy.read_text(encoding="utf-8")
+    for table in ("patients", "encounters", "conditions"):
+        text = text.replace(f"path: {src / f'{table}.csv'}", f"path: {parted / table}\n    format: parquet")
+    dask_policy = policy.with_name("dask.yaml")
+    dask_policy.write_text(text, encoding="utf-8")
+    summary = run_release(dask_policy, engine="dask")
+    data = summary.release_dir / "data"
+    assert len(list((data / "encounters").glob("part-*.parquet"))) == 2
+    e = released_table(summary.release_dir, "encounters", "parquet", "dask")
+    orgs = released_table(summary.release_dir, "organizations", "parquet", "dask")
+    payers = released_table(summary.release_dir, "payers", "parquet", "dask")
+    assert e["PROVIDER"].isin(orgs["Id"]).all() and e["PAYER"].isin(payers["Id"]).all()
+    assert len(payers) == e["PAYER"].nunique()
+    names = pd.read_csv(src / "organizations.csv", dtype=str)["NAME"]
+    assert not orgs.astype(str).isin(set(names)).any().any()  # pseudonymised in parts too
