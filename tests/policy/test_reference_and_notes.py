@@ -241,7 +241,7 @@ def test_note_ages_never_get_finer_as_the_birth_date_gets_coarser():
         raw["tables"]["patients"]["columns"]["birth_date"]["hierarchy"]["decade"] = decade
         policies[decade] = _parse(raw)
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=25, deadline=None)
     @given(decade=st.booleans(), level=st.integers(0, 5),
            own=st.one_of(st.sampled_from(["keep", "remove"]), st.integers(1, 50)))
     def prop(decade, level, own):
