@@ -122,7 +122,17 @@ def _release(policy_path: str, as_of: datetime | None, engine: str) -> dict:
 
 @flow(name="deidflow-release", log_prints=False, persist_result=False)
 def release_flow(policy_path: str, as_of: datetime | None = None, engine: str = "memory") -> dict:
-    return _release(policy_path, as_of, engine)
+    result = _release(policy_path, as_of, engine)
+    # A release staged for approval: on a real Prefect server the run pauses here until the
+    # privacy officer decides (flows/approval_wait.py); elsewhere this returns it unchanged.
+    return _await_approval(policy_path, result)
+
+
+@no_values_in_failures
+def _await_approval(policy_path: str, result: dict) -> dict:
+    from flows.approval_wait import await_approval
+
+    return await_approval(policy_path, result)
 
 
 def dask_release_flow(n_workers: int = 2, cluster_address: str | None = None):
