@@ -130,10 +130,15 @@ def await_approval(policy_path: str, result: dict[str, Any]) -> dict[str, Any]:
     message = pause_message(staged, loaded.path)
     create_markdown_artifact(key=ARTIFACT_KEY, markdown=approval_markdown(staged, loaded.path, api_url),
                              description=f"staged release {staged_id} awaits the privacy officer")
-    _tell(f"release {staged_id} staged; flow run {run_id} paused on {api_url}: {message}")
+    approve, reject = commands(staged_id, loaded.path)
+    _tell(f"release {staged_id} is staged and awaits the privacy officer: flow run {run_id} is "
+          f"paused on the Prefect server {api_url} until it is decided (at the latest "
+          f"{staged.expires_at.isoformat(timespec='minutes')}).\n"
+          f"  review page: {staged.review_page}\n  approve:     {approve}\n  reject:      {reject}")
     with get_client(sync_client=True) as client:
         decision = _wait(client, run_id, staged, private, message)
-    return _finish(decision, staged, loaded, result)
+    # as decided: the record's copy (an expiry, say, is the one the removal was judged by)
+    return _finish(decision, load_staged(private, staged_id), loaded, result)
 
 
 def _wait(client, run_id: str, staged, private: Path, message: str) -> str:
