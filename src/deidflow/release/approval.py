@@ -440,7 +440,7 @@ class ApprovalSummary(BaseModel):
     excluded_for_consent: int
     suppressed: int
     released_subjects: int
-    released_rows: int
+    released_rows: dict[str, int]  # per table
     k_required: int | None
     k_reached: int | None
     max_class_risk: Any
