@@ -1,9 +1,10 @@
 """The release flow run pauses for the privacy officer on a real Prefect server (issue 20).
 
-One `prefect server start` per module (its own PREFECT_HOME and SQLite database). Each test
-runs the installed `deidflow release POLICY` in the background against it, from a working
-directory that is not the project's, waits until its flow run is Paused, reads what the UI
-would show (state message, artifact), then decides from the command line: `deidflow approve`
+One `prefect server start` per module (its own PREFECT_HOME and SQLite database). Three
+hospitals each run the installed `deidflow release POLICY` in the background against it, at
+once, from a working directory that is not the project's, until their flow runs are Paused;
+each test reads what the UI would show (state message, artifact) or decides from the command
+line: `deidflow approve`
 resumes the run and it completes with the release published; `deidflow reject` resumes it
 and it ends reporting the rejection with nothing published; a staged release that expires
 ends the run saying so. The Prefect path on the temporary server (no pause, "awaiting
@@ -27,12 +28,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import SECRET_HEX, _import_consents, write_policy
+from .conftest import SECRET_HEX
+from .test_approval import OFFICER, World, make_world
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-EXECUTOR = "Data engineering, Example Hospital"
-OFFICER = "Privacy Officer, Example Hospital"
 
 
 def _free_port() -> int:
@@ -104,21 +104,16 @@ def prefect_api(tmp_path_factory):
 
 
 @dataclass
-class World:
-    root: Path
-    cwd: Path
-    data: Path
-    officer_key: Path
+class Hospital:
+    """One hospital root (keys, trust file, a policy requiring approval, consents) from the
+    approval tests' `make_world`, and the module's Prefect server."""
+
+    world: World
     api: str
     outputs: list[str] = field(default_factory=list)
 
-    @property
-    def releases(self) -> Path:
-        return self.root / "releases"
-
-    @property
-    def private(self) -> Path:
-        return self.root / "private"
+    def __getattr__(self, name: str):
+        return getattr(self.world, name)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
@@ -128,43 +123,22 @@ class World:
         return env | extra
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
+        """A decision or a check, with no PREFECT_API_URL: approve and reject find the server
+        in the staged record."""
         proc = subprocess.run([str(BIN / "deidflow"), *args], cwd=self.cwd, env=self.env(),
                               capture_output=True, text=True, timeout=300)
         self.outputs.append(proc.stdout + proc.stderr)
         return proc
 
-    def policy(self, version: str) -> Path:
-        """A policy requiring approval; its own plan version, so its own release id."""
-        path = write_policy(self.root, self.data, name=f"policy-{version}.yaml", edits={
-            r"(\n  model: controlled[^\n]*)": r"\1\n  approval: required",
-            r"(signing_key_file: [^\n]*)": r"\1\n  trust_file: trust.yaml",
-            r'version: "2026-11-r1"': f'version: "{version}"',
-        })
-        _import_consents(path, self.data)
-        return path
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, extract, prefect_api) -> World:
-    from deidflow.manifest.signing import generate_signing_keys
-    from deidflow.manifest.trust import KeyRole, add_trusted_key
-
-    root = tmp_path_factory.mktemp("approval-pause")
-    keys = root / "keys"
-    keys.mkdir(mode=0o700)
-    (keys / "pseudonym.key").write_text(SECRET_HEX + "\n")
-    (keys / "pseudonym.key").chmod(0o600)
-    _, executor_pub = generate_signing_keys(keys / "signing.key")
-    add_trusted_key(root / "trust.yaml", executor_pub, owner=EXECUTOR, role=KeyRole.executor)
-    officer, officer_pub = generate_signing_keys(root / "officer" / "officer.key")
-    add_trusted_key(root / "trust.yaml", officer_pub, owner=OFFICER, role=KeyRole.approver)
-    cwd = root / "elsewhere"
-    cwd.mkdir()
-    return World(root, cwd, extract, officer, prefect_api)
+def hospital(tmp_path_factory, extract, api: str, version: str) -> Hospital:
+    """Its own plan version, so its own release id (a rejected release is never restaged)."""
+    return Hospital(make_world(tmp_path_factory.mktemp("approval-pause"), extract, version=version), api)
 
 
 @dataclass
 class Paused:
+    world: Hospital
     proc: subprocess.Popen
     policy: Path
     staged: object
@@ -175,32 +149,49 @@ class Paused:
         return self.log.read_text(encoding="utf-8")
 
 
-def start_paused_release(world: World, version: str) -> Paused:
-    """`deidflow release POLICY` in the background on the server, until its run is Paused."""
-    from deidflow.release.approval import pending
-
-    policy = world.policy(version)
-    log = world.root / f"release-{version}.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([str(BIN / "deidflow"), "release", str(policy)], cwd=world.cwd,
+def launch(world: Hospital) -> subprocess.Popen:
+    """`deidflow release POLICY` in the background, reporting to the module's server."""
+    with open(world.root / "release.log", "w") as fh:
+        return subprocess.Popen([str(BIN / "deidflow"), "release", str(world.policy)], cwd=world.cwd,
                                 env=world.env(PREFECT_API_URL=world.api), stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
+
+def until_paused(world: Hospital, proc: subprocess.Popen) -> Paused:
+    from deidflow.release.approval import pending
+
     def paused():
         for staged in pending(world.private):
-            if staged.policy_path == str(policy) and staged.flow_run_id:
+            if staged.flow_run_id:
                 run = _get(f"{world.api}/flow_runs/{staged.flow_run_id}")
                 if run["state_type"] == "PAUSED":
                     return staged, run
         return None
 
+    log = world.root / "release.log"
     try:
-        staged, run = _wait(paused, 300, "the release flow run to pause", [proc])
+        staged, run = _wait(paused, 400, "the release flow run to pause", [proc])
     except BaseException:
-        _stop(proc)
         print(log.read_text(encoding="utf-8"))
         raise
-    return Paused(proc, policy, staged, run, log)
+    return Paused(world, proc, world.policy, staged, run, log)
+
+
+@pytest.fixture(scope="module")
+def paused(tmp_path_factory, extract, prefect_api) -> dict[str, Paused]:
+    """Three hospitals' releases started together on the one server (three release runs at
+    once cost less than one after another), each until its run is Paused: one to approve,
+    one to reject, one to leave until it expires. Stopped, whatever happens."""
+    worlds = {v: hospital(tmp_path_factory, extract, prefect_api, f"2026-11-{v}")
+              for v in ("approve", "reject", "expire")}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for v, w in worlds.items():
+            procs[v] = launch(w)
+        yield {v: until_paused(w, procs[v]) for v, w in worlds.items()}
+    finally:
+        for proc in procs.values():
+            _stop(proc)
 
 
 def finish(p: Paused, timeout: float = 120) -> int:
@@ -210,11 +201,11 @@ def finish(p: Paused, timeout: float = 120) -> int:
         _stop(p.proc)
 
 
-def artifacts_of(world: World, run_id: str) -> list[dict]:
+def artifacts_of(world: Hospital, run_id: str) -> list[dict]:
     return _post(f"{world.api}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
 
 
-def prefect_text(world: World, run_id: str) -> str:
+def prefect_text(world: Hospital, run_id: str) -> str:
     """Everything the server keeps about a run that a UI user could read: parameters, every
     state's name and message, artifacts, logs."""
     run = _get(f"{world.api}/flow_runs/{run_id}")
@@ -234,8 +225,9 @@ def no_values_in(text: str, data: Path) -> None:
 
 # --- approve ------------------------------------------------------------------------------------
 
-def test_approve_resumes_the_paused_run_and_it_completes_published(world: World):
-    p = start_paused_release(world, "2026-11-approve")
+def test_approve_resumes_the_paused_run_and_it_completes_published(paused):
+    p = paused["approve"]
+    world = p.world
     try:
         staged, run = p.staged, p.run
         # What the UI shows: Paused, the review page's path and the commands in the message.
@@ -267,7 +259,7 @@ def test_approve_resumes_the_paused_run_and_it_completes_published(world: World)
     finally:
         _stop(p.proc)
     final = world.releases / staged.release_id
-    assert f"release:      {final}" in out
+    assert [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("release:")] == [str(final)]
     done = _get(f"{world.api}/flow_runs/{staged.flow_run_id}")
     assert done["state_type"] == "COMPLETED", done["state"]
     names = [s["name"] for s in sorted(_get(f"{world.api}/flow_run_states/?flow_run_id={staged.flow_run_id}"),
@@ -275,7 +267,7 @@ def test_approve_resumes_the_paused_run_and_it_completes_published(world: World)
     assert names[-3:] == ["Paused", "Running", "Completed"], names
     envelope = json.loads((final / "manifest.json").read_text())
     assert len(envelope["signatures"]) == 2
-    verify = world.run("verify", str(final), "--trust", str(world.root / "trust.yaml"))
+    verify = world.run("verify", str(final), "--trust", str(world.trust))
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert OFFICER in verify.stdout + verify.stderr
     no_values_in(prefect_text(world, staged.flow_run_id) + out + approve.stdout + approve.stderr, world.data)
@@ -283,8 +275,9 @@ def test_approve_resumes_the_paused_run_and_it_completes_published(world: World)
 
 # --- reject -------------------------------------------------------------------------------------
 
-def test_reject_resumes_the_run_and_it_ends_reporting_the_rejection(world: World):
-    p = start_paused_release(world, "2026-11-reject")
+def test_reject_resumes_the_run_and_it_ends_reporting_the_rejection(paused):
+    p = paused["reject"]
+    world = p.world
     try:
         staged = p.staged
         reject = world.run("reject", staged.staged_id, "--policy", str(p.policy),
@@ -307,8 +300,9 @@ def test_reject_resumes_the_run_and_it_ends_reporting_the_rejection(world: World
 
 # --- expiry -------------------------------------------------------------------------------------
 
-def test_a_staged_release_not_decided_in_time_expires_and_the_run_says_so(world: World):
-    p = start_paused_release(world, "2026-11-expire")
+def test_a_staged_release_not_decided_in_time_expires_and_the_run_says_so(paused):
+    p = paused["expire"]
+    world = p.world
     try:
         staged = p.staged
         # Time passes: the staged record's expiry moves into the past (approval_days is whole
