@@ -4,10 +4,9 @@ One `prefect server start` per module (its own PREFECT_HOME and SQLite database)
 hospitals each run the installed `deidflow release POLICY` in the background against it, at
 once, from a working directory that is not the project's, until their flow runs are Paused;
 each test reads what the UI would show (state message, artifact) or decides from the command
-line: `deidflow approve`
-resumes the run and it completes with the release published; `deidflow reject` resumes it
-and it ends reporting the rejection with nothing published; a staged release that expires
-ends the run saying so. The Prefect path on the temporary server (no pause, "awaiting
+line: `deidflow approve` resumes the run and it completes with the release published;
+`deidflow reject` resumes it and it ends reporting the rejection with nothing published; a
+staged release that expires ends the run saying so. The Prefect path on the temporary server (no pause, "awaiting
 approval") and the in-process path are the approval tests' (test_approval*.py).
 """
 
