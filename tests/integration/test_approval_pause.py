@@ -247,6 +247,15 @@ def test_approve_resumes_the_paused_run_and_it_completes_published(paused):
         assert staged.review_page.is_file()
         _wait(lambda: "paused" in p.output() and str(staged.review_page) in p.output(), 30,
               "the terminal to say the run is paused")
+        # The UI's Resume button (the same API call) decides nothing: the run pauses again.
+        _post(f"{world.api}/flow_runs/{staged.flow_run_id}/resume", {})
+
+        def paused_again():
+            state = _get(f"{world.api}/flow_runs/{staged.flow_run_id}")["state"]
+            return state["type"] == "PAUSED" and state["state_details"]["pause_key"].endswith(":1")
+
+        _wait(paused_again, 60, "the run resumed from the UI to pause again", [p.proc])
+        assert not (world.releases / staged.release_id).exists()
 
         approve = world.run("approve", staged.staged_id, "--policy", str(p.policy),
                             "--key", str(world.officer_key), "--yes", "--comment", "fine for training")
