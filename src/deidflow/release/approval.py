@@ -617,7 +617,8 @@ def approve(policy_path: Path, staged_id: str, key_path: Path, *, comment: str =
     record = ReleaseRecord.model_validate({**c.record.to_json(), "approval": approval.model_dump(mode="json")})
     root = output_root(loaded)
     root.mkdir(parents=True, exist_ok=True)
-    with _approvals_lock(private), output_lock(loaded):
+    # Lock order as in publish (output directory, then approvals): never the other way round.
+    with output_lock(loaded), _approvals_lock(private):
         if decision_of_unlocked(private, staged_id) is not None:
             raise ApprovalError(f"staged release {staged_id} was decided meanwhile", key="STAGED_ID",
                                 fix="see `deidflow releases list --policy POLICY`")
