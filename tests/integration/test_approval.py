@@ -363,3 +363,91 @@ def _no_secrets_or_values(w: World) -> None:
 
 def test_nothing_written_or_printed_holds_a_secret_or_a_value(world: World, approved: Path):
     _no_secrets_or_values(world)
+
+
+# --- the approved review page in headless Chromium ---------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+APPROVED_BG = (0xE8, 0xF5, 0xE9)  # the approval block's background (manifest/review.py)
+
+
+def _png_pixels(path: Path):
+    """(width, height, RGB rows) of an 8-bit RGB/RGBA PNG, decoded here (no imaging library)."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    raw = path.read_bytes()
+    pos, idat, width = 8, b"", 0
+    while pos < len(raw):
+        (n,), kind = struct.unpack(">I", raw[pos:pos + 4]), raw[pos + 4:pos + 8]
+        body = raw[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and colour in (2, 6), (depth, colour)
+            bpp = 3 if colour == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    data = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + width * bpp)
+    out = np.zeros((height, width * bpp), dtype=np.int32)
+    prev = np.zeros(width * bpp, dtype=np.int32)
+    for y in range(height):
+        f, line = data[y, 0], data[y, 1:].astype(np.int32)
+        if f == 0:
+            cur = line
+        elif f == 2:
+            cur = (line + prev) & 0xFF
+        else:  # sub, average, paeth: byte by byte
+            cur = np.zeros_like(line)
+            for i in range(len(line)):
+                a = cur[i - bpp] if i >= bpp else 0
+                b, c = prev[i], (prev[i - bpp] if i >= bpp else 0)
+                if f == 1:
+                    pred = a
+                elif f == 3:
+                    pred = (a + b) // 2
+                else:
+                    p = a + b - c
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                cur[i] = (line[i] + pred) & 0xFF
+        out[y], prev = cur, cur
+    return width, height, out.reshape(height, width, bpp)[:, :, :3]
+
+
+@pytest.mark.browser
+def test_the_approval_block_is_visible_in_chromium(approved: Path, tmp_path: Path):
+    import numpy as np
+
+    from browser_proxy import RecordingProxy
+
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        if os.environ.get("CI"):
+            pytest.fail(f"headless chromium not found at {CHROMIUM}")
+        pytest.skip("headless chromium not installed")
+
+    def chromium(*extra: str) -> str:
+        proxy = RecordingProxy()
+        try:
+            proc = subprocess.run(
+                [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                 f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>",
+                 "--virtual-time-budget=3000", *extra, (approved / "review.html").as_uri()],
+                capture_output=True, text=True, timeout=120, check=False)
+        finally:
+            proxy.close()
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    dom = chromium("--dump-dom")
+    assert 'id="approval"' in dom and "Approved for release" in dom and OFFICER in dom
+    shot = tmp_path / "approved.png"
+    chromium(f"--screenshot={shot}", "--window-size=900,700", "--hide-scrollbars")
+    width, height, rgb = _png_pixels(shot)
+    block = np.all(rgb == np.array(APPROVED_BG), axis=2)
+    # the block is drawn in the first screen, across a good part of its width
+    assert block.sum() > 0.05 * width * height, block.sum()
+    assert block.any(axis=0).sum() > width // 2

@@ -465,8 +465,9 @@ class _Checked(BaseModel):
 
 def _anchors_for(loaded, trust: Path | None):
     """The trust anchors an approval is checked against: --trust, else the policy's trust
-    file, else $DEIDFLOW_TRUST_FILE, else .deidflow/trust.yaml in the working directory. A
-    bare public key cannot name an approver, so it is not enough."""
+    file, else $DEIDFLOW_TRUST_FILE, else trust.yaml in the directory above the policy's
+    signing key (.deidflow/ of `.deidflow/keys/signing.key`), else .deidflow/trust.yaml in the
+    working directory. A bare public key cannot name an approver, so it is not enough."""
     from deidflow.manifest.trust import TRUST_FILE_ENV, load_trust_file
 
     candidates = [trust] if trust else []
@@ -474,6 +475,8 @@ def _anchors_for(loaded, trust: Path | None):
         candidates.append(loaded.resolve(loaded.policy.keys.trust_file))
     if os.environ.get(TRUST_FILE_ENV):
         candidates.append(Path(os.environ[TRUST_FILE_ENV]))
+    # the hospital's .deidflow/ (where `keys init` puts keys/), then the working directory's
+    candidates.append(loaded.resolve(loaded.policy.keys.signing_key_file).parent.parent / "trust.yaml")
     candidates.append(Path(".deidflow/trust.yaml"))
     for c in candidates:
         if c is not None and Path(c).is_file() and Path(c).suffix != ".pub":
@@ -614,7 +617,8 @@ def approve(policy_path: Path, staged_id: str, key_path: Path, *, comment: str =
     record = ReleaseRecord.model_validate({**c.record.to_json(), "approval": approval.model_dump(mode="json")})
     root = output_root(loaded)
     root.mkdir(parents=True, exist_ok=True)
-    with _approvals_lock(private), output_lock(loaded):
+    # Lock order as in publish (output directory, then approvals): never the other way round.
+    with output_lock(loaded), _approvals_lock(private):
         if decision_of_unlocked(private, staged_id) is not None:
             raise ApprovalError(f"staged release {staged_id} was decided meanwhile", key="STAGED_ID",
                                 fix="see `deidflow releases list --policy POLICY`")
