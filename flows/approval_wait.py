@@ -85,7 +85,7 @@ def pause_message(staged, policy_path: str | Path) -> str:
             f"approve: {approve}; reject: {reject}")
 
 
-def approval_markdown(staged, policy_path: str | Path, api_url: str) -> str:
+def approval_markdown(staged, policy_path: str | Path) -> str:
     approve, reject = commands(staged.staged_id, policy_path)
     rows = [
         ("Staged release", f"`{staged.staged_id}`"),
@@ -128,7 +128,7 @@ def await_approval(policy_path: str, result: dict[str, Any]) -> dict[str, Any]:
     record_flow_run(private, staged_id, run_id, api_url)
     staged = load_staged(private, staged_id)
     message = pause_message(staged, loaded.path)
-    create_markdown_artifact(key=ARTIFACT_KEY, markdown=approval_markdown(staged, loaded.path, api_url),
+    create_markdown_artifact(key=ARTIFACT_KEY, markdown=approval_markdown(staged, loaded.path),
                              description=f"staged release {staged_id} awaits the privacy officer")
     approve, reject = commands(staged_id, loaded.path)
     _tell(f"release {staged_id} is staged and awaits the privacy officer: flow run {run_id} is "
@@ -254,7 +254,8 @@ def _tell(text: str) -> None:
 
 # --- from `deidflow approve` / `deidflow reject` ----------------------------------------------
 
-def resume_if_paused(staged, *, warn: Callable[[str], None] | None = None) -> str:
+def resume_if_paused(staged, *, warn: Callable[[str], None] | None = None,
+                     say: Callable[[str], None] | None = None) -> str:
     """Resume the flow run paused on this staged release's decision, if any. The decision is
     already recorded when this is called, so a Prefect server that is down or refuses only
     costs a warning (the paused run also finds the decision in the staged record at its next
@@ -262,7 +263,7 @@ def resume_if_paused(staged, *, warn: Callable[[str], None] | None = None) -> st
     refused."""
     if not getattr(staged, "flow_run_id", None) or not getattr(staged, "prefect_api_url", None):
         return "no-run"
-    warn = warn or _warn
+    warn, say = warn or _warn, say or _say
     url, run_id = staged.prefect_api_url, staged.flow_run_id
     try:
         from uuid import UUID
@@ -288,12 +289,19 @@ def resume_if_paused(staged, *, warn: Callable[[str], None] | None = None) -> st
                 warn(f"the Prefect server did not resume flow run {run_id}: {reason}. The decision "
                      "is recorded all the same.")
                 return "refused"
+            say(f"resumed the release's paused flow run {run_id} on {url}")
             return "resumed"
     except Exception as exc:  # noqa: BLE001 - Prefect down must not undo a recorded decision
         warn(f"could not reach the Prefect server at {url} to resume flow run {run_id} "
              f"({type(exc).__name__}). The decision is recorded; the paused run finds it at its "
              "next check, or fails at its pause deadline if its process is gone.")
         return "unreachable"
+
+
+def _say(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(text, style="dim", markup=False, highlight=False, soft_wrap=True)
 
 
 def _warn(text: str) -> None:

@@ -261,6 +261,7 @@ def test_approve_resumes_the_paused_run_and_it_completes_published(paused):
                             "--key", str(world.officer_key), "--yes", "--comment", "fine for training")
         assert approve.returncode == 0, approve.stdout + approve.stderr
         assert "warning" not in approve.stderr.lower(), approve.stderr
+        assert f"resumed the release's paused flow run {staged.flow_run_id}" in approve.stderr
         rc = finish(p)
         out = p.output()
         assert rc == 0, out
@@ -273,6 +274,11 @@ def test_approve_resumes_the_paused_run_and_it_completes_published(paused):
     names = [s["name"] for s in sorted(_get(f"{world.api}/flow_run_states/?flow_run_id={staged.flow_run_id}"),
                                        key=lambda s: s["timestamp"])]
     assert names[-3:] == ["Paused", "Running", "Completed"], names
+    # A second resume (approve retried, say) finds nothing paused and says nothing.
+    from deidflow.flows.approval_wait import resume_if_paused
+
+    said: list[str] = []
+    assert resume_if_paused(staged, warn=said.append, say=said.append) == "not-paused" and not said
     envelope = json.loads((final / "manifest.json").read_text())
     assert len(envelope["signatures"]) == 2
     verify = world.run("verify", str(final), "--trust", str(world.trust))
@@ -292,6 +298,7 @@ def test_reject_resumes_the_run_and_it_ends_reporting_the_rejection(paused):
                            "--key", str(world.officer_key), "--reason", "ages too fine")
         assert reject.returncode == 0, reject.stdout + reject.stderr
         assert "warning" not in reject.stderr.lower(), reject.stderr
+        assert f"resumed the release's paused flow run {staged.flow_run_id}" in reject.stderr
         rc = finish(p)
         out = " ".join(p.output().split())
     finally:
