@@ -14,6 +14,8 @@ import pytest
 from .test_approval import World, make_world, staged_of, visible
 from .test_cli_paths import run
 
+pytestmark = pytest.mark.slow
+
 
 def release(world: World):
     return run(["release", str(world.policy)], world.cwd,

@@ -339,7 +339,8 @@ def stage_release(work: Path):
     _mkdir_private(tmp)
     shutil.move(str(stage), str(tmp / "release"))
     keep = _mkdir_private(tmp / "private")
-    shutil.copytree(work / "pseudonyms", keep / "pseudonyms")
+    if (work / "pseudonyms").is_dir():
+        shutil.copytree(work / "pseudonyms", keep / "pseudonyms")
     shutil.copyfile(work / EXCLUSION_LOG, keep / EXCLUSION_LOG)
     shutil.copyfile(work / "state.json", keep / "state.json")
     final = root / staged_id
