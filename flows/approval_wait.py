@@ -41,10 +41,13 @@ from typing import Any, Callable
 from deidflow.errors import GateFailed
 
 #: How often a paused run looks for the decision (the staged record, then the server).
-POLL_SECONDS = 5.0
+POLL_SECONDS = 3.0
 #: The server fails a paused run this long after the staged release's expiry: only when the
 #: process that should have found the expiry itself is gone.
 SERVER_GRACE = timedelta(minutes=15)
+#: A decision found in the staged record while the run is still paused: approve/reject resume
+#: it right after recording; the run resumes itself only when that has not come by then.
+SELF_RESUME_AFTER = 20.0
 ARTIFACT_KEY = "release-approval"
 _KEY_PREFIX = "deidflow-approval:"
 
@@ -142,33 +145,47 @@ def await_approval(policy_path: str, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _wait(client, run_id: str, staged, private: Path, message: str) -> str:
-    """Pause the run and poll until a decision is recorded (or the staged release expires)."""
+    """Pause the run and poll until a decision is recorded (or the staged release expires)
+    and the run is resumed."""
     from deidflow.release.approval import decision_of
 
-    pauses = 0
-    _pause(client, run_id, staged, message, pauses)
-    unreachable = False
-    while True:
-        decision = decision_of(private, staged.staged_id)  # expires a stale one, too
-        if decision is not None:
-            _resume_self(client, run_id)
-            return decision
+    away = [False]
+
+    def server_state():
         try:
             state = client.read_flow_run(run_id).state
         except Exception as exc:  # noqa: BLE001 - a server restart must not end a days-long wait
-            if not unreachable:
+            if not away[0]:
                 log.warning("Prefect server unreachable while awaiting approval (%s); the staged "
                             "record is still checked", type(exc).__name__)
-            unreachable = True
-            state = None
-        else:
-            unreachable = False
-        if state is not None and state.is_running():
-            # Resumed from the UI with no decision recorded: only approve/reject decides.
-            pauses += 1
-            _tell(f"flow run {run_id} was resumed without a decision on staged release "
-                  f"{staged.staged_id}; paused again (deidflow approve/reject decides)")
-            _pause(client, run_id, staged, message, pauses)
+            away[0] = True
+            return None
+        away[0] = False
+        return state
+
+    pauses, decided_at = 0, None
+    _pause(client, run_id, staged, message, pauses)
+    while True:
+        decision = decision_of(private, staged.staged_id)  # expires a stale one, too
+        state = server_state()
+        if decision is None and state is not None and state.is_running():
+            decision = decision_of(private, staged.staged_id)  # approve records, then resumes
+            if decision is None:
+                # Resumed from the UI with no decision recorded: only approve/reject decides.
+                pauses += 1
+                _tell(f"flow run {run_id} was resumed without a decision on staged release "
+                      f"{staged.staged_id}; paused again (deidflow approve/reject decides)")
+                _pause(client, run_id, staged, message, pauses)
+        if decision is not None:
+            if state is None or not state.is_paused():
+                return decision  # resumed by approve/reject (or the server is away)
+            # Still paused: approve/reject resume the run right after recording; resume it
+            # ourselves when that has not come (the server was unreachable for them), and at
+            # once for an expiry, which nobody else acts on.
+            decided_at = decided_at or time.monotonic()
+            if decision == "expired" or time.monotonic() - decided_at >= SELF_RESUME_AFTER:
+                _resume_self(client, run_id)
+                return decision
         elif state is not None and (state.is_cancelling() or state.is_final()):
             raise ApprovalEnded(
                 f"the flow run stopped waiting ({state.name}); staged release {staged.staged_id} "
@@ -258,8 +275,8 @@ def resume_if_paused(staged, *, warn: Callable[[str], None] | None = None,
                      say: Callable[[str], None] | None = None) -> str:
     """Resume the flow run paused on this staged release's decision, if any. The decision is
     already recorded when this is called, so a Prefect server that is down or refuses only
-    costs a warning (the paused run also finds the decision in the staged record at its next
-    poll). Returns what happened: no-run, resumed, not-paused, other-pause, unreachable,
+    costs a warning (the paused run also finds the decision in the staged record, and resumes
+    itself after `SELF_RESUME_AFTER`). Returns what happened: no-run, resumed, not-paused, other-pause, unreachable,
     refused."""
     if not getattr(staged, "flow_run_id", None) or not getattr(staged, "prefect_api_url", None):
         return "no-run"
@@ -294,7 +311,7 @@ def resume_if_paused(staged, *, warn: Callable[[str], None] | None = None,
     except Exception as exc:  # noqa: BLE001 - Prefect down must not undo a recorded decision
         warn(f"could not reach the Prefect server at {url} to resume flow run {run_id} "
              f"({type(exc).__name__}). The decision is recorded; the paused run finds it at its "
-             "next check, or fails at its pause deadline if its process is gone.")
+             "next check and resumes itself (or fails at its pause deadline if its process is gone).")
         return "unreachable"
 
 
