@@ -300,10 +300,9 @@ def stage_release(work: Path):
     publish would, with the review page's "awaiting approval" banner, and keep it in the
     private directory; nothing reaches the output directory. A rerun finds the staged copy and
     reports it. Called by `publish` under the output directory's lock."""
-    from deidflow.manifest.seal import write_manifest
     from deidflow.manifest.signing import ensure_signing_key, signing_key_id
     from deidflow.manifest.statement import REVIEW_NAME
-    from deidflow.release.publish import ReleaseSummary, build_record
+    from deidflow.release.publish import build_record
     from deidflow.release.state import RunState, now_utc, pinned_policy
     from deidflow.release.workdir import EXCLUSION_LOG, private_dir, staging_dir
 
