@@ -7,7 +7,6 @@ would cost one more Prefect run for no new code path)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -300,11 +300,10 @@ def stage_release(work: Path):
     publish would, with the review page's "awaiting approval" banner, and keep it in the
     private directory; nothing reaches the output directory. A rerun finds the staged copy and
     reports it. Called by `publish` under the output directory's lock."""
-    from deidflow.manifest.seal import write_manifest
     from deidflow.manifest.signing import ensure_signing_key, signing_key_id
     from deidflow.manifest.statement import REVIEW_NAME
-    from deidflow.release.publish import ReleaseSummary, build_record
-    from deidflow.release.state import RunState, now_utc, pinned_policy
+    from deidflow.release.publish import build_record
+    from deidflow.release.state import STATE, RunState, now_utc, pinned_policy
     from deidflow.release.workdir import EXCLUSION_LOG, private_dir, staging_dir
 
     state = RunState.load(work)
@@ -342,7 +341,7 @@ def stage_release(work: Path):
     if (work / "pseudonyms").is_dir():
         shutil.copytree(work / "pseudonyms", keep / "pseudonyms")
     shutil.copyfile(work / EXCLUSION_LOG, keep / EXCLUSION_LOG)
-    shutil.copyfile(work / "state.json", keep / "state.json")
+    shutil.copyfile(work / STATE, keep / STATE)
     final = root / staged_id
     staged = StagedRelease(
         staged_id=staged_id, release_id=state.release_id, created_at=record.finished_at,
