@@ -15,10 +15,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: venv + install, load the sample consents, run a full release on data_samples/
+## run: venv + install, load the sample consents, run a full release on data_samples/; the
+## policy requires the privacy officer's approval, so the demo makes an officer key (in
+## production it never lives on the flow machine), stages the release and approves it
+OFFICER_KEY ?= .deidflow/officer/approver.key
+TRUST       ?= .deidflow/trust.yaml
 run: install
 	$(BIN)/deidflow consent import data_samples/consents.csv --policy $(POLICY)
+	@test -f .deidflow/keys/signing.key || $(BIN)/deidflow keys init
+	@$(BIN)/deidflow keys trust .deidflow/keys/signing.pub --owner "Demo data engineering" --role executor --trust $(TRUST)
+	@test -f $(OFFICER_KEY) || $(BIN)/deidflow keys init --role approver --owner "Demo privacy officer" --key $(OFFICER_KEY)
+	@$(BIN)/deidflow keys trust $(basename $(OFFICER_KEY)).pub --owner "Demo privacy officer" --role approver --trust $(TRUST)
 	$(BIN)/deidflow release $(POLICY)
+	$(BIN)/deidflow approve --policy $(POLICY) --key $(OFFICER_KEY) --trust $(TRUST) --yes --comment "make run demo"
 
 ## test: the whole suite (PostgreSQL tests need DEIDFLOW_TEST_PG_URL: `eval "$$(make -s pg)"`)
 test: install

@@ -115,14 +115,23 @@ def _release(policy_path: str, as_of: datetime | None, engine: str) -> dict:
         stages.discard(Path(work))
     create_markdown_artifact(key="release-summary", markdown=summary_markdown(summary),
                              description="deidflow release summary (counts only, no identities)")
-    get_run_logger().info("release %s %s", summary.release_id,
-                          "already published" if summary.already_released else "published")
+    get_run_logger().info("release %s %s", summary.release_id, _outcome(summary))
     return summary.model_dump(mode="json") | {"timings": timings}
 
 
 @flow(name="deidflow-release", log_prints=False, persist_result=False)
 def release_flow(policy_path: str, as_of: datetime | None = None, engine: str = "memory") -> dict:
-    return _release(policy_path, as_of, engine)
+    result = _release(policy_path, as_of, engine)
+    # A release staged for approval: on a real Prefect server the run pauses here until the
+    # privacy officer decides (flows/approval_wait.py); elsewhere this returns it unchanged.
+    return _await_approval(policy_path, result)
+
+
+@no_values_in_failures
+def _await_approval(policy_path: str, result: dict) -> dict:
+    from flows.approval_wait import await_approval
+
+    return await_approval(policy_path, result)
 
 
 def dask_release_flow(n_workers: int = 2, cluster_address: str | None = None):
@@ -136,6 +145,13 @@ def dask_release_flow(n_workers: int = 2, cluster_address: str | None = None):
     return release_flow.with_options(task_runner=runner)
 
 
+def _outcome(s: stages.ReleaseSummary) -> str:
+    if s.staged_id:  # approval required: staged by the publish step, nothing in the output
+        return (f"staged for approval as {s.staged_id} (review page {s.staged_review}); "
+                "deidflow approve/reject decides")
+    return "already published" if s.already_released else "published"
+
+
 def summary_markdown(s: stages.ReleaseSummary) -> str:
     risk = s.risk_after
     rows = [
@@ -147,7 +163,8 @@ def summary_markdown(s: stages.ReleaseSummary) -> str:
         ("k reached", s.k),
         ("Max class risk", risk.get("max_class_risk", risk.get("Rb", "n/a"))),
         ("Validation", "passed" if s.validation_ok else "FAILED"),
-        ("Manifest", f"`{s.manifest}`"),
+        ("Manifest", f"`{s.manifest}`" if s.staged_id is None else
+         f"awaiting approval: staged `{s.staged_id}`, review page `{s.staged_review}`"),
     ]
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"# deidflow release\n\n| | |\n|---|---|\n{body}\n"

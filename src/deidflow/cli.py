@@ -206,6 +206,11 @@ def release(
                                       on_stage=lambda s: progress.update(task, description=s))
 
     summary = _run(go)
+    if summary.staged_id:  # the privacy officer decides (deidflow.release.approval)
+        from deidflow.release.approval_commands import print_staged
+
+        print_staged(summary, policy)
+        return
     _print_summary(summary)
 
 
@@ -447,6 +452,7 @@ def _mount(module: str, attr: str, name: str, help_text: str) -> None:
 
 _mount("deidflow.consent.commands", "consent_app", "consent", "Consent registry: import, status, withdraw, re-check.")
 importlib.import_module("deidflow.manifest.commands").register(app)  # keys, verify, releases
+importlib.import_module("deidflow.release.approval_commands").register(app)  # approve, reject
 
 
 def run() -> None:  # pragma: no cover - console entry point

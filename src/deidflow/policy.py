@@ -87,6 +87,17 @@ class Release(Strict):
     model: ReleaseModel = ReleaseModel.controlled
     data_categories: list[str] = Field(min_length=1)
     retention_years: int = Field(3, ge=3, description="PIPL art. 56: at least 3 years")
+    # GB/T 37964 5.5: a privacy officer approves before anything leaves (deidflow.release.
+    # approval). Default: required for the public and controlled models, not for an enclave.
+    approval: Literal["required", "not_required"] | None = Field(
+        None, description="required | not_required (default: required unless model is enclave)")
+    approval_days: int = Field(14, ge=1, le=365, description="a staged release expires after this")
+
+    @property
+    def approval_required(self) -> bool:
+        if self.approval is None:
+            return self.model is not ReleaseModel.enclave
+        return self.approval == "required"
 
 
 class Hierarchy(Strict):

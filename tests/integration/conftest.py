@@ -33,9 +33,13 @@ class Env:
 
 
 def write_policy(root: Path, data: Path, *, registry: str | None = None, edits: dict[str, str] | None = None,
-                 name: str = "policy.yaml") -> Path:
-    """The example policy with its paths moved under `root`; `edits` replace text (regex → text)."""
+                 name: str = "policy.yaml", approval: str = "not_required") -> Path:
+    """The example policy with its paths moved under `root`; `edits` replace text (regex → text).
+    `approval`: the example requires the privacy officer's approval; tests whose subject is not
+    the approval step publish directly (not_required), the approval tests pass "required"."""
     text = EXAMPLE_POLICY.read_text(encoding="utf-8")
+    assert "  approval: required\n" in text
+    text = text.replace("  approval: required\n", f"  approval: {approval}\n")
     text = text.replace("../data_samples/", f"{data}/")
     text = text.replace("file: hierarchies/", f"file: {REPO / 'configs' / 'hierarchies'}/")
     text = text.replace('"sqlite:///../.deidflow/consent.db"', f'"{registry or "sqlite:///" + str(root / "consent.db")}"')

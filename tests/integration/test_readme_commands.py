@@ -68,9 +68,21 @@ def test_make_run_twice_then_every_command(project):
     first = ok(project, "make run")
     release_id = re.search(r"release (DSA-2026-0042-[0-9a-f]+)", first).group(1)
     assert "subjects in" in first and "2,000" in first and "already released" not in first
+    # the example policy requires approval: make run staged, then approved with the demo key
+    assert f"approved and published release {release_id}" in first
+    assert re.search(rf"review page: \S*releases/{release_id}/review.html", first)
     again = ok(project, "make run")
     assert f"release {release_id} (already released; nothing new)" in again
+    assert "no release is awaiting approval" in again
     assert [p.name for p in (project / "releases").iterdir()] == [release_id]
+    verified = ok(project, f"deidflow verify releases/{release_id}")
+    assert "approved by Demo privacy officer" in verified and "make run demo" in verified
+
+    # the Approval section: an officer key of one's own, listed in the trust file
+    ok(project, 'deidflow keys init --role approver --owner "privacy officer" --out officer-keys')
+    ok(project, 'deidflow keys trust officer-keys/approver.pub --owner "privacy officer" --role approver '
+                "--trust .deidflow/trust.yaml")
+    assert "no release is awaiting approval" in ok(project, "deidflow releases list releases --policy configs/release.yaml")
 
     assert "is valid" in ok(project, "deidflow check configs/release.yaml")
     assert "is valid" in ok(project, "deidflow -v check configs/release.yaml")
@@ -96,7 +108,13 @@ def test_make_run_twice_then_every_command(project):
         policy = policy.replace(f"path: ../data_samples/{table}.csv", f"path: ../parts/{table}\n    format: parquet")
     (project / "configs" / "parts.yaml").write_text(policy, encoding="utf-8")
     dask = ok(project, "deidflow release configs/parts.yaml --engine dask --workers 2")
-    assert "released" in dask
+    assert "released" in dask and "awaiting approval" in dask
+    staged_id = re.search(r"staged id:\s+(\S+)", dask).group(1)
+    assert staged_id in ok(project, "deidflow releases list releases --policy configs/parts.yaml")
+    rejected = ok(project, f"deidflow reject {staged_id} --policy configs/parts.yaml --key "
+                           "officer-keys/approver.key --reason \"regions too fine\"")
+    assert "nothing published" in rejected
+    assert [p.name for p in (project / "releases").glob("DSA-*")] == [release_id]
 
     serve = sh(project, "deidflow serve configs/release.yaml")
     assert serve.returncode == 2 and "PREFECT_API_URL" in serve.stdout + serve.stderr

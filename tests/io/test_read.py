@@ -23,7 +23,7 @@ def policy(tmp_path: Path, *, patients: str | bytes = PATIENTS, visits: str | by
         (tmp_path / name).write_bytes(data)
     raw = {
         "plan": {"objective": "o", "attacker_model": "a", "approver": "x", "executor": "y", "version": "1"},
-        "release": {"agreement_id": "A", "pipia_id": "P", "purpose": "p", "data_categories": ["d"],
+        "release": {"agreement_id": "A", "pipia_id": "P", "purpose": "p", "data_categories": ["d"], "approval": "not_required",
                     "recipient": {"id": "r", "name": "R"}},
         "subject_table": "patients",
         "consent": {"birth_date_column": None},

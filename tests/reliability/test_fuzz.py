@@ -38,7 +38,7 @@ COLUMNS = ["patient_id", "name", "sex"]
 def _policy(tmp: Path, encoding: str, delimiter: str = ",") -> Path:
     raw = {
         "plan": {"objective": "o", "attacker_model": "a", "approver": "x", "executor": "y", "version": "1"},
-        "release": {"agreement_id": "A", "pipia_id": "P", "purpose": "p", "data_categories": ["d"],
+        "release": {"agreement_id": "A", "pipia_id": "P", "purpose": "p", "data_categories": ["d"], "approval": "not_required",
                     "recipient": {"id": "r", "name": "R"}},
         "subject_table": "patients",
         "consent": {"birth_date_column": None},

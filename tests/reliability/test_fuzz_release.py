@@ -66,7 +66,7 @@ def _write(root: Path, rows, consented, limits) -> Path:
     (keys / "pseudonym.key").chmod(0o600)
     policy = {
         "plan": {"objective": "o", "attacker_model": "a", "approver": "x", "executor": "y", "version": "1"},
-        "release": {"agreement_id": "A", "pipia_id": "P", "purpose": "ai-model-training",
+        "release": {"agreement_id": "A", "pipia_id": "P", "purpose": "ai-model-training", "approval": "not_required",
                     "data_categories": ["demographics", "diagnoses"],
                     "recipient": {"id": "shanghai-ai-lab", "name": "R"}},
         "subject_table": "patients",

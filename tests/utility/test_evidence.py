@@ -20,6 +20,7 @@ version: 1
 plan: {objective: o, attacker_model: a, approver: alice, executor: bob, version: "1"}
 release:
   agreement_id: DSA-T
+  approval: not_required
   pipia_id: P-T
   purpose: research
   recipient: {id: lab, name: Lab}

@@ -25,6 +25,7 @@ version: 1
 plan: {objective: test, attacker_model: prosecutor, approver: Privacy Officer, executor: data-engineering, version: "1"}
 release:
   agreement_id: DSA-TEST
+  approval: not_required
   pipia_id: PIPIA-TEST
   purpose: ai-model-training
   recipient: {id: lab, name: 联合实验室}

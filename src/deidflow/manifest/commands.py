@@ -37,25 +37,80 @@ def _guard(fn: Callable[[], T]) -> T:
 
 @keys_app.command("init")
 def keys_init(
-    key: Path = typer.Option(
-        Path(".deidflow/keys/signing.key"), "--key", help="Where to write the private key (0600)."
+    key: Optional[Path] = typer.Option(
+        None, "--key", help="Where to write the private key (0600); default "
+        ".deidflow/keys/signing.key (executor) or DIR/approver.key (approver)."
     ),
+    role: str = typer.Option("executor", "--role", help="executor (signs releases; the flow's "
+                             "key) or approver (the privacy officer's key, for deidflow approve)."),
+    owner: Optional[str] = typer.Option(None, "--owner", help="Who holds the key (for the trust file)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Directory for the key pair "
+                                           "(<role>.key and <role>.pub)."),
+    trust: Optional[Path] = typer.Option(None, "--trust", help="Also list the new key, with its "
+                                         "owner and role, in this trust file (created if missing)."),
 ) -> None:
-    """Make the Ed25519 key pair that signs release manifests. Refuses to overwrite."""
+    """Make an Ed25519 key pair: the release signing key, or a privacy officer's approver key.
+    Refuses to overwrite."""
     from deidflow.manifest.signing import key_id, load_signing_key, short_key_id
     from deidflow.manifest.signing import generate_signing_keys
+    from deidflow.manifest.trust import KeyRole, add_trusted_key
 
     def go() -> tuple[Path, Path, str]:
-        private, public = generate_signing_keys(key)
+        try:
+            kind = KeyRole(role)
+        except ValueError:
+            raise DeidflowError(f"unknown role {role!r}", key="--role",
+                                fix="use executor or approver") from None
+        if trust is not None and not owner:
+            raise DeidflowError("a trust file entry needs the key's owner", key="--owner",
+                                fix='add --owner "who holds this key"')
+        path = key or ((out_dir / f"{kind.value}.key") if out_dir else
+                       Path(".deidflow/keys/signing.key" if kind is KeyRole.executor else
+                            ".deidflow/keys/approver.key"))
+        private, public = generate_signing_keys(path)
+        if trust is not None:
+            add_trusted_key(trust, public, owner=owner or "", role=kind)
         return private, public, key_id(load_signing_key(private).public_key())
 
     private, public, kid = _guard(go)
-    out.print(f"private key  {private}  (mode 0600: keep it with the hospital)", soft_wrap=True)
+    out.print(f"private key  {private}  (mode 0600: keep it with "
+              f"{'the hospital' if role == 'executor' else (owner or 'its owner') + ', off the flow machine'})",
+              soft_wrap=True)
     out.print(f"public key   {public}  (give this to recipients so they can verify)", soft_wrap=True)
     out.print(f"key id       {kid}", soft_wrap=True)
     out.print(f"fingerprint  {short_key_id(kid)}", soft_wrap=True)
+    if role != "executor":
+        out.print(f"role         {role}" + (f" ({owner})" if owner else ""), soft_wrap=True)
+    if trust is not None:
+        out.print(f"trusted in   {trust}", soft_wrap=True)
+    elif role != "executor":
+        out.print(f"next         deidflow keys trust {public} --owner \"{owner or 'NAME'}\" "
+                  f"--role {role} --trust TRUST_FILE", soft_wrap=True, markup=False)
     out.print("backup       copy the private key to the hospital's key custodian, offline (never "
               "beside the releases); without it no new release verifies under this key", soft_wrap=True)
+
+
+@keys_app.command("trust")
+def keys_trust(
+    public_key: Path = typer.Argument(..., help="The key's .pub file."),
+    owner: str = typer.Option(..., "--owner", help="Who holds the private key."),
+    role: str = typer.Option(..., "--role", help="executor or approver."),
+    trust: Path = typer.Option(..., "--trust", help="The trust file (created if missing)."),
+) -> None:
+    """List a public key with its owner and role in a trust file (once; one key, one role)."""
+    from deidflow.manifest.trust import KeyRole, add_trusted_key
+
+    def go() -> bool:
+        try:
+            kind = KeyRole(role)
+        except ValueError:
+            raise DeidflowError(f"unknown role {role!r}", key="--role",
+                                fix="use executor or approver") from None
+        return add_trusted_key(trust, public_key, owner=owner, role=kind)
+
+    added = _guard(go)
+    out.print(f"{'added' if added else 'already listed'}: {public_key} as {role} of {owner} in {trust}",
+              soft_wrap=True, highlight=False, markup=False)
 
 
 _PUBLIC_KEY_HELP = "The hospital's public key (.pub), given to you separately; repeatable."
@@ -85,6 +140,7 @@ def verify(
     Trusted keys come from --public-key, --trust, --policy, $DEIDFLOW_TRUST_FILE, or
     .deidflow/trust.yaml / .deidflow/keys/signing.pub in the working directory. Exit 0 only
     for an intact release signed by a trusted key; 1 otherwise; 2 for an operator error."""
+    from deidflow.manifest.signing import short_key_id
     from deidflow.manifest.verify import verify_release
 
     if not release_dir.is_dir():
@@ -117,6 +173,13 @@ def verify(
                 highlight=False,
                 markup=False,
             )
+        if report.record is not None and report.record.approval is not None:
+            a = report.record.approval
+            out.print(f"approved by {report.approver_owner} (key {short_key_id(a.key_id)}) at "
+                      f"{a.approved_at.isoformat(timespec='seconds')}; comment: {a.comment or '(none)'}",
+                      highlight=False, markup=False, soft_wrap=True)
+        elif report.record is not None:
+            out.print("approval: not required by the release's policy", highlight=False)
         return
     err.print("[bold red]verification FAILED[/]")
     for line in report.messages():
@@ -184,6 +247,39 @@ def releases_list(
     elif anchors is not None:
         out.print(f"signatures checked against trusted keys from {anchors.origin}",
                   soft_wrap=True, highlight=False, markup=False)
+    if policy is not None:
+        _list_awaiting(policy)
+    else:
+        out.print("releases awaiting approval: pass --policy POLICY to list them", style="dim")
+
+
+def _list_awaiting(policy: Path) -> None:
+    """Releases staged for the privacy officer (deidflow.release.approval), after expiry."""
+    from deidflow.policy import load_policy
+    from deidflow.release.approval import expire_stale, pending
+    from deidflow.release.workdir import private_dir
+
+    def go():
+        private = private_dir(load_policy(policy))
+        return expire_stale(private), pending(private)
+
+    expired, staged = _guard(go)
+    for x in expired:
+        out.print(f"staged release {x.staged_id} expired (not decided by {_day(x.expires_at)}) "
+                  "and was removed; the removal is recorded", highlight=False, markup=False, soft_wrap=True)
+    if not staged:
+        out.print("no release is awaiting approval")
+        return
+    t = Table(title="awaiting approval", title_justify="left")
+    for col in ("staged id", "recipient", "created", "expires", "status"):
+        t.add_column(col, overflow="fold")
+    for x in staged:
+        t.add_row(x.staged_id, x.recipient, _day(x.created_at), _day(x.expires_at),
+                  "[yellow]awaiting approval[/]")
+    out.print(t)
+    for x in staged:
+        out.print(f"{x.staged_id}: review page {x.review_page}", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 @releases_app.command("due")

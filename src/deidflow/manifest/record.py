@@ -143,6 +143,27 @@ class Software(_Frozen):
     packages: dict[str, str] = Field(default_factory=dict)
 
 
+class Approval(_Frozen):
+    """The privacy officer's approval (GB/T 37964 5.5), inside the statement both the executor
+    and the approver sign (`deidflow.release.approval`): who approved, with which key, when,
+    their comment, and what they saw: the staged review page's and the executor-signed staged
+    manifest's SHA-256."""
+
+    approver: str = Field(min_length=1, description="owner of the approver key (trust file)")
+    key_id: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    executor_key_id: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    approved_at: datetime
+    comment: str = ""
+    staged_at: datetime
+    review_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the staged review.html")
+    staged_manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("approved_at", "staged_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 class ReleaseRecord(_Frozen):
     release_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._\-]+$")
     created_at: datetime
@@ -176,6 +197,10 @@ class ReleaseRecord(_Frozen):
     # Reference tables (providers, organisations, payers; deidflow.reference_tables): rows in
     # and out, keep rule, columns' treatments. Not consent-filtered, not in the patient risk.
     reference_tables: list[dict[str, Any]] = Field(default_factory=list)
+    # The policy's release.approval: when True, `deidflow verify` requires a trusted approver's
+    # signature beside the executor's, and `approval` says who approved (set at approval).
+    approval_required: bool = False
+    approval: Approval | None = None
 
     @field_validator("created_at", "started_at", "finished_at", "retention_until")
     @classmethod

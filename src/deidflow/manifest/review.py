@@ -746,3 +746,43 @@ def _pct(x: float) -> str:
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
+
+
+# --- the approval section (deidflow.release.approval puts it after <main>) ------------------------
+
+def approval_section(approval: Any | None) -> str:
+    """While staged (`approval` None): the "awaiting approval" banner. Once approved: who
+    approved with which key, when, their comment and the digest of the staged review page
+    they saw. Inline styles only (the page's CSP allows no more)."""
+    if approval is None:
+        return (
+            '<section id="approval" class="approval awaiting" style="border:3px solid #c26a00;'
+            'background:#fff3e0;padding:12px 16px;margin:14px 0;border-radius:6px">'
+            '<h2 style="color:#c26a00;margin:0 0 6px">Awaiting approval</h2>'
+            "<p>This release is staged: it is sealed and signed by the executor, and nothing has "
+            "left the hospital. It is published only when the privacy officer approves it with "
+            "their own key (<code>deidflow approve</code>), or discarded when they reject it.</p>"
+            "</section>"
+        )
+    when = approval.approved_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rows = [
+        ("Approved by", e(approval.approver)),
+        ("Approver key", f'<span class="mono">{e(short_key_id(approval.key_id))}</span>'),
+        ("Executor key", f'<span class="mono">{e(short_key_id(approval.executor_key_id))}</span>'),
+        ("Approved at", e(when)),
+        ("Comment", e(approval.comment) or "<em>none</em>"),
+        ("Staged at", e(approval.staged_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))),
+        ("Review page approved (SHA-256)", f'<code>{e(approval.review_sha256)}</code>'),
+        ("Staged manifest (SHA-256)", f'<code>{e(approval.staged_manifest_sha256)}</code>'),
+    ]
+    facts = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
+    return (
+        '<section id="approval" class="approval approved" style="border:3px solid #1b7f3b;'
+        'background:#e8f5e9;padding:12px 16px;margin:14px 0;border-radius:6px">'
+        '<h2 style="color:#1b7f3b;margin:0 0 6px">Approved for release</h2>'
+        f'<dl class="facts">{facts}</dl>'
+        '<p class="note">The manifest carries two signatures over one statement: the '
+        "executor's and the approver's. The digest above is that of the review page the "
+        "approver saw while the release was staged (the same page with the banner in place of "
+        "this block).</p></section>"
+    )

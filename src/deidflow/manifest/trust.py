@@ -25,9 +25,11 @@ The trust file (YAML) lists keys with who holds them and what they may sign::
         public_key: keys/signing.pub                 # relative to this file
         key_id: "sha256:…"                           # optional pin; must match the file
 
-Roles: every key has one. `executor` signs the pipeline's manifest (a release needs a valid
-signature by a trusted executor key). The role set is `KeyRole`; a later role (an approver's
-countersignature) is one more member and one more entry in `REQUIRED_ROLES` where it is due.
+Roles: every key has one, and one key has one role (a key listed twice is refused: the
+person who runs the flow must not also be able to approve with the same key). `executor`
+signs the pipeline's manifest (every release needs a valid signature by a trusted executor
+key); `approver` is the privacy officer's key, whose second signature a release needs when
+its signed statement says approval was required (`deidflow.release.approval`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class KeyRole(str, Enum):
     """What a trusted key may sign."""
 
     executor = "executor"  # the pipeline run that made the release (manifest signature)
+    approver = "approver"  # the privacy officer who approved it (second signature, GB/T 37964 5.5)
 
 
 #: Roles whose valid, trusted signature a release must carry to be verified.
@@ -144,11 +147,21 @@ def load_trust_file(path: Path) -> TrustAnchors:
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise TrustError(f"{first['msg']}", file=str(path), key=where,
                          fix="each key needs owner, public_key and optionally role (executor)") from None
-    keys = []
+    keys: list[TrustedKey] = []
     for entry in parsed.keys:
         p = Path(entry.public_key).expanduser()
         p = p if p.is_absolute() else path.parent / p
-        keys.append(_key_from_file(p, entry.owner, entry.role, entry.key_id))
+        key = _key_from_file(p, entry.owner, entry.role, entry.key_id)
+        twice = next((k for k in keys if k.key_id == key.key_id), None)
+        if twice is not None:
+            raise TrustError(
+                f"one key is listed twice (as {twice.role.value} of {twice.owner!r} and as "
+                f"{key.role.value} of {key.owner!r})",
+                file=str(path), key=f"keys ({entry.public_key})",
+                fix="give each person and role their own key: the approver's key must not be "
+                "the executor's",
+            )
+        keys.append(key)
     return TrustAnchors(tuple(keys), str(path))
 
 
@@ -217,3 +230,35 @@ def check_release_signer_trusted(loaded, signing_public: Ed25519PublicKey) -> No
             fix="add the signing key's .pub to the trust file with its owner and role executor, "
             "or point keys.signing_key_file at the trusted key",
         )
+
+
+def add_trusted_key(trust_file: Path, public_key: Path, *, owner: str, role: KeyRole) -> bool:
+    """Add a key to a trust file (created when missing), with its owner, role and pinned id.
+    Returns False when the key is already listed with that owner and role; a key listed with
+    another owner or role is refused (one key, one person, one role)."""
+    trust_file, public_key = Path(trust_file), Path(public_key)
+    kid = key_id(load_public_key(public_key))
+    entries: list[dict] = []
+    if trust_file.exists():
+        anchors = load_trust_file(trust_file)  # refuses a malformed file before it is rewritten
+        known = anchors.by_id(kid)
+        if known is not None:
+            if known.owner == owner and known.role is role:
+                return False
+            raise TrustError(
+                f"this key is already trusted as {known.role.value} of {known.owner!r}",
+                file=str(trust_file), key=str(public_key),
+                fix="make a separate key for each person and role (deidflow keys init --role ...)",
+            )
+        entries = yaml.safe_load(trust_file.read_text(encoding="utf-8"))["keys"]
+    try:
+        rel = os.path.relpath(public_key.resolve(), trust_file.resolve().parent)
+    except ValueError:  # another drive
+        rel = str(public_key.resolve())
+    entries.append({"owner": owner, "role": role.value, "public_key": rel, "key_id": kid})
+    trust_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = trust_file.with_name(trust_file.name + ".tmp")
+    tmp.write_text(yaml.safe_dump({"version": 1, "keys": entries}, allow_unicode=True, sort_keys=False),
+                   encoding="utf-8")
+    tmp.replace(trust_file)
+    return True

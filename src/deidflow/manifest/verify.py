@@ -64,6 +64,10 @@ class VerifyReport:
     signer_owner: str | None = None  # owner of the trusted key that signed, from the trust anchors
     trust_origin: str | None = None  # where the trusted keys came from
     untrusted: str | None = None  # why the signer is not trusted (None once it is)
+    # Where the signed statement says approval was required: why the approval does not hold
+    # (None when it holds or was not required), and the trusted approver's owner once it does.
+    approval_problem: str | None = None
+    approver_owner: str | None = None
 
     @property
     def integrity_ok(self) -> bool:
@@ -91,14 +95,17 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        """Intact and signed by a key the hospital trusts: the only state to accept."""
-        return self.integrity_ok and self.trust_anchored
+        """Intact and signed by a key the hospital trusts (and, where approval was required,
+        approved by a trusted approver): the only state to accept."""
+        return self.integrity_ok and self.trust_anchored and self.approval_problem is None
 
     def messages(self) -> list[str]:
         """One line per finding, each naming the file it is about."""
         out = list(self.problems)
         if self.untrusted and not self.trust_anchored:
             out.append(self.untrusted)
+        if self.approval_problem:
+            out.append(self.approval_problem)
         out += [
             f"{c.name}: changed since signing (sha256 signed {c.expected_sha256[:16]}…, "
             f"found {c.found_sha256[:16]}…)"
@@ -115,6 +122,8 @@ class VerifyReport:
                 f"verified: {self.subjects_checked} files match manifest.json, signed by key "
                 f"{who} ({self.signer_owner}), a trusted key from {self.trust_origin}"
             )
+        if self.integrity_ok and self.trust_anchored:
+            return "NOT verified: " + str(self.approval_problem)
         if self.integrity_ok:
             return (
                 f"NOT verified: {self.subjects_checked} files match manifest.json signed by key "
@@ -175,7 +184,58 @@ def verify_release(
             report.record = record_from_statement(statement)
         except (ValidationError, KeyError, TypeError) as exc:
             report.problems.append(f"{MANIFEST_NAME}: predicate is not a release record ({exc})")
+    if report.record is not None and report.record.approval_required and envelope is not None:
+        _check_approval(envelope, report.record, anchors, report)
     return report
+
+
+def _check_approval(envelope: dict[str, Any], record: ReleaseRecord, anchors: TrustAnchors | None,
+                    report: VerifyReport) -> None:
+    """The statement says approval was required: a valid signature by a trusted approver key,
+    another key and another owner than the executor's, naming itself in the approval block."""
+    if record.approval is None:
+        report.approval_problem = (
+            f"{MANIFEST_NAME}: the release's policy required approval, but the signed statement "
+            "holds no approval: it was never approved by the privacy officer"
+        )
+        return
+    if anchors is None:
+        report.approval_problem = f"{MANIFEST_NAME}: the approver's signature needs a trust file to be checked"
+        return
+    executor = anchors.by_id(report.keyid or "")
+    approver = None
+    for sig in envelope["signatures"]:
+        trusted = anchors.by_id(str(sig.get("keyid")))
+        if trusted is None or trusted.role is not KeyRole.approver:
+            continue
+        try:
+            if check_signature(envelope, trusted.public_key).valid:
+                approver = trusted
+                break
+        except (ValueError, KeyError, TypeError):
+            continue
+    a = record.approval
+    if approver is None:
+        report.approval_problem = (
+            f"{MANIFEST_NAME}: approval required, but no valid signature by a key trusted as "
+            f"approver (the statement names key {short_key_id(a.key_id)} of {a.approver!r}; "
+            f"trusted keys from {anchors.origin}); pass the trust file that lists the approver"
+        )
+        return
+    if executor is not None and (approver.key_id == executor.key_id
+                                 or approver.owner.strip().casefold() == executor.owner.strip().casefold()):
+        report.approval_problem = (
+            f"{MANIFEST_NAME}: the approver ({approver.owner}) is the executor ({executor.owner}): "
+            "approval needs another person's key"
+        )
+        return
+    if a.key_id != approver.key_id or (report.keyid and a.executor_key_id != report.keyid):
+        report.approval_problem = (
+            f"{MANIFEST_NAME}: the approval block names key {short_key_id(a.key_id)}, but the "
+            f"approver signature is by {short_key_id(approver.key_id)}"
+        )
+        return
+    report.approver_owner = approver.owner
 
 
 def _read_envelope(manifest: Path, report: VerifyReport) -> dict[str, Any] | None:

@@ -37,6 +37,10 @@ def publish(work: Path) -> "ReleaseSummary":
         final = root / state.release_id
         if final.exists():
             return _existing_release(work, state, loaded, final)
+        if loaded.policy.release.approval_required:  # the privacy officer decides: stage it
+            from deidflow.release.approval import stage_release
+
+            return stage_release(work)
         record = publish_release(work)
     return ReleaseSummary.from_record(record, final)
 
@@ -204,6 +208,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
         limits_override=override_record(policy),
         utility_evidence=state.utility_evidence,
         reference_tables=state.reference_tables,
+        approval_required=policy.release.approval_required,
     )
 
 
@@ -233,9 +238,14 @@ class ReleaseSummary(BaseModel):
     risk_after: dict[str, Any]
     validation_ok: bool
     already_released: bool = False
+    # Set when the release was staged for the privacy officer (deidflow.release.approval)
+    # instead of published: release_dir is then None and nothing is in the output directory.
+    staged_id: str | None = None
+    staged_review: Path | None = None
+    approval_expires: datetime | None = None
 
     @classmethod
-    def from_record(cls, record: Any, release_dir: Path, *, already_released: bool = False) -> "ReleaseSummary":
+    def from_record(cls, record: Any, release_dir: Path | None, *, already_released: bool = False) -> "ReleaseSummary":
         counts = record.counts
         return cls(release_id=record.release_id, release_dir=release_dir,
                    subjects_in=counts.records_in, excluded_for_consent=counts.excluded_for_consent,
@@ -265,6 +275,11 @@ def _existing_release(work: Path, state: RunState, loaded: LoadedPolicy, final: 
     # key shipped inside the release proves nothing about who signed it.
     report = verify_release(final, public_key_path=public_key_path_for(
         loaded.resolve(loaded.policy.keys.signing_key_file)))
+    if report.approval_problem and report.integrity_ok and report.trust_anchored:
+        # An approved release: its approver's key is in the trust file, not the policy's .pub.
+        from deidflow.release.approval import verify_approved
+
+        report = verify_approved(final, loaded)
     if not report.ok or report.record is None or report.record.release_id != state.release_id:
         raise GateFailed(
             "a release with this id exists but does not match its signed manifest:\n  "
