@@ -13,8 +13,7 @@ QIS = ["age", "sex", "sample.yr"]
 SENSITIVE = ["death", "mgus", "chapter"]
 
 
-@pytest.fixture
-def flchain(tmp_path, datasets, monkeypatch):
+def _prepare(tmp_path, datasets, monkeypatch):
     raw = pd.read_csv(datasets / "survival_cohorts" / "flchain.csv")
     assert raw.loc[raw["age"] >= 90, "age"].nunique() >= 2  # what used to crash
     data = raw.assign(id=[f"F{i:05d}" for i in range(len(raw))])
@@ -28,11 +27,23 @@ def flchain(tmp_path, datasets, monkeypatch):
     return policy, data
 
 
-def test_flchain_release_rechecked(flchain):
+@pytest.fixture
+def flchain(tmp_path, datasets, monkeypatch):
+    return _prepare(tmp_path, datasets, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def flchain_release(tmp_path_factory, datasets):
+    """The example policy's release of flchain, run once for the tests that only read it."""
     from deidflow.release import run_release
 
-    policy, data = flchain
-    summary = run_release(policy)
+    with pytest.MonkeyPatch.context() as mp:
+        policy, data = _prepare(tmp_path_factory.mktemp("flchain"), datasets, mp)
+        return data, run_release(policy)
+
+
+def test_flchain_release_rechecked(flchain_release):
+    data, summary = flchain_release
     out = released(summary, "flchain")
     assert len(out) >= len(data) * 0.95
     assert recheck_k(out, "id", QIS) >= 6
@@ -59,13 +70,10 @@ def test_l_on_a_later_sensitive_column_is_met_by_the_search(flchain):
     assert min(ls.values()) >= 2, ls
 
 
-def test_types_survive_the_release(flchain):
+def test_types_survive_the_release(flchain_release):
     """Numbers stay numbers in Parquet; a generalised column is text, and the manifest says
     so for every column."""
-    from deidflow.release import run_release
-
-    policy, data = flchain
-    summary = run_release(policy)
+    data, summary = flchain_release
     out = released(summary, "flchain")
     assert pd.api.types.is_integer_dtype(out["flc.grp"])
     assert pd.api.types.is_float_dtype(out["kappa"]) and pd.api.types.is_float_dtype(out["futime"])

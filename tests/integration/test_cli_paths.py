@@ -53,9 +53,17 @@ def elsewhere(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_rerun_reports_the_existing_release_from_any_directory(env, elsewhere, path):
+def test_a_killed_run_leaves_nothing_the_next_publishes_and_a_rerun_reports_it(env, elsewhere, path):
+    """The kill hook fires in both executors (before publish: the staged release is complete);
+    the next run publishes; a rerun from any directory reports that release. (One sequence per
+    path: each command on the Prefect path pays for a server start.)"""
+    killed = run(["release", str(env.policy), *path], elsewhere, {"DEIDFLOW_TEST_KILL_AT": "publish"})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert published(env) == []
     first = run(["release", str(env.policy), *path], elsewhere)
     assert first.returncode == 0, first.stdout + first.stderr
+    assert len(published(env)) == 1
+    assert not [p for p in env.releases.iterdir() if p.name.startswith(".staging-")]
     assert "already released" not in first.stdout
     (release,) = published(env)
     again = run(["release", str(env.policy), *path], elsewhere)
@@ -95,18 +103,6 @@ def test_an_error_inside_the_run_is_deidflows_message_alone(env, elsewhere, path
     assert "Traceback" not in out and "| ERROR" not in out
     assert len(out.splitlines()) <= 8, out
     assert published(env) == []
-
-
-@pytest.mark.parametrize("path", PATHS)
-def test_a_killed_run_leaves_nothing_and_the_next_run_publishes(env, elsewhere, path):
-    """The kill hook fires in both executors (before publish: the staged release is complete)."""
-    killed = run(["release", str(env.policy), *path], elsewhere, {"DEIDFLOW_TEST_KILL_AT": "publish"})
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    assert published(env) == []
-    done = run(["release", str(env.policy), *path], elsewhere)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert len(published(env)) == 1
-    assert not [p for p in env.releases.iterdir() if p.name.startswith(".staging-")]
 
 
 def test_partition_as_documented(env, elsewhere):

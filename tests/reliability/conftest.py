@@ -128,3 +128,17 @@ def data_digests(release_dir: Path) -> dict[str, str]:
     return {str(p.relative_to(release_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in files_under(release_dir)
             if p.relative_to(release_dir).parts[0] in ("data", "aggregates")}
+
+
+# --- every bad-input case run to failure on both paths, once per session ------------------------
+
+
+@pytest.fixture(scope="session")
+def failed_runs(tmp_path_factory, extract):
+    """The failing runs of test_failures_leak_nothing.py, which test_secrets.py scans too.
+    Defined here, not imported into each test module: an imported fixture is a second fixture
+    with its own session cache, and the runs (one Prefect server, every case twice) were paid
+    twice."""
+    from .test_failures_leak_nothing import run_failing_cases
+
+    return run_failing_cases(tmp_path_factory, extract)

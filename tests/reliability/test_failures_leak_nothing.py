@@ -142,8 +142,9 @@ def _decoded(raw: bytes) -> bytes:
         return raw
 
 
-@pytest.fixture(scope="session")  # shared with test_secrets.py, which scans it for key material
-def failed_runs(tmp_path_factory, extract):
+def run_failing_cases(tmp_path_factory, extract):
+    """Every case on both paths in one child process; the `failed_runs` fixture (conftest.py,
+    shared with test_secrets.py, which scans the same runs for key material)."""
     base = tmp_path_factory.mktemp("failures")
     cases = [(c.id, c.make) for c in CATALOGUE] + [(m.__name__, m) for m in PLANTED_CASES]
     policies = {}

@@ -208,14 +208,27 @@ def test_a_lost_pseudonym_key_after_a_release_is_an_error_not_a_new_key(overridd
 # --- signing files --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("prefect", PATHS)
-def test_a_missing_signing_key_beside_its_public_half_fails_before_any_stage(tmp_path, small_extract, prefect):
+def _without_signing_key(root: Path, small_extract: Path) -> Env:
     from deidflow.manifest.signing import generate_signing_keys
 
-    env = make_env(tmp_path / "root", small_extract)
-    private, public = generate_signing_keys(env.root / "keys" / "signing.key")
+    env = make_env(root, small_extract)
+    private, _ = generate_signing_keys(env.root / "keys" / "signing.key")
     private.unlink()
-    proc = deidflow(env, "release", str(env.policy), prefect=prefect)
+    return env
+
+
+@pytest.mark.parametrize("prefect", PATHS)
+def test_a_missing_signing_key_beside_its_public_half_fails_before_any_stage(tmp_path, small_extract, prefect,
+                                                                             request):
+    from deidflow.manifest.signing import public_key_path_for
+
+    if prefect:
+        env, proc = request.getfixturevalue("prefect_failures")["signing"]
+    else:
+        env = _without_signing_key(tmp_path / "root", small_extract)
+        proc = deidflow(env, "release", str(env.policy), prefect=False)
+    private = env.root / "keys" / "signing.key"
+    public = public_key_path_for(private)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert "thesigningkeyismissing" in _flat(out) and "signing.pub" in out and "Fix:" in out
@@ -228,11 +241,19 @@ def test_a_missing_signing_key_beside_its_public_half_fails_before_any_stage(tmp
 # --- gate failures --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("prefect", PATHS)
-def test_a_gate_failure_names_the_column_and_the_fix_and_keeps_its_report(tmp_path, small_extract, prefect):
-    env = make_env(tmp_path / "root", small_extract, edits={
+def _scrubbing_names_only(root: Path, small_extract: Path) -> Env:
+    return make_env(root, small_extract, edits={
         r"technique: scrub, params: \{[^}]*\}": "technique: scrub, params: {kinds: [name]}"})
-    proc = deidflow(env, "release", str(env.policy), prefect=prefect)
+
+
+@pytest.mark.parametrize("prefect", PATHS)
+def test_a_gate_failure_names_the_column_and_the_fix_and_keeps_its_report(tmp_path, small_extract, prefect,
+                                                                          request):
+    if prefect:
+        env, proc = request.getfixturevalue("prefect_failures")["gate"]
+    else:
+        env = _scrubbing_names_only(tmp_path / "root", small_extract)
+        proc = deidflow(env, "release", str(env.policy), prefect=False)
     out = proc.stdout + proc.stderr
     flat = _flat(out)
     assert proc.returncode == 2, out
@@ -268,21 +289,86 @@ app(sys.argv[2:])
 
 
 @pytest.mark.parametrize("prefect", PATHS)
-def test_a_read_only_private_directory_is_reported_as_such(tmp_path, small_extract, prefect):
-    env = make_env(tmp_path / "root", small_extract)
-    child = {k: v for k, v in os.environ.items() if k != "DEIDFLOW_PSEUDONYM_KEY"}
-    child.update({"PREFECT_HOME": str(env.root / "prefect"), "COLUMNS": "250"})
-    args = ["release", str(env.policy)] + ([] if prefect else ["--no-prefect"])
-    cwd = env.root / "elsewhere"
-    cwd.mkdir()
-    proc = subprocess.run([sys.executable, "-c", READ_ONLY, str(env.private), *args], cwd=cwd, env=child,
-                          capture_output=True, text=True, timeout=900)
+def test_a_read_only_private_directory_is_reported_as_such(tmp_path, small_extract, prefect, request):
+    if prefect:
+        env, proc = request.getfixturevalue("prefect_failures")["read_only"]
+    else:
+        env = make_env(tmp_path / "root", small_extract)
+        child = {k: v for k, v in os.environ.items() if k != "DEIDFLOW_PSEUDONYM_KEY"}
+        child.update({"PREFECT_HOME": str(env.root / "prefect"), "COLUMNS": "250"})
+        args = ["release", str(env.policy), "--no-prefect"]
+        cwd = env.root / "elsewhere"
+        cwd.mkdir()
+        proc = subprocess.run([sys.executable, "-c", READ_ONLY, str(env.private), *args], cwd=cwd, env=child,
+                              capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     flat = _flat(out.split("error:", 1)[-1])
     assert "Read-onlyfilesystem" in flat and "read-onlyornot-writabledirectory" in flat
     assert "freespace" not in flat and "Traceback" not in out
     assert not env.releases.exists() or not any(env.releases.iterdir())
+
+
+# --- the Prefect path's failing runs in one process ------------------------------------------------
+# Each `deidflow release` on the default path starts Prefect's temporary server, most of a failing
+# run's time: the Prefect-path runs of the three tests above share one child process (one server
+# start), the CLI app called as the installed command calls it, each run from its own directory.
+# The read-only case's mkdir hook (READ_ONLY) matches that case's private directory alone.
+
+PREFECT_BATCH = r"""
+import errno, json, os, sys
+runs, read_only = json.loads(sys.argv[1]), sys.argv[2]
+real_mkdir = os.mkdir
+def mkdir(path, *args, **kwargs):  # the read-only case's private directory's filesystem
+    if os.path.abspath(os.fspath(path)).startswith(read_only):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+    return real_mkdir(path, *args, **kwargs)
+os.mkdir = mkdir
+from deidflow.cli import app
+for run in runs:
+    os.chdir(run["cwd"])
+    mark = "@@RUN " + run["name"] + "@@"
+    print(mark, flush=True)
+    print(mark, file=sys.stderr, flush=True)
+    try:
+        app(run["args"])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    sys.stdout.flush(); sys.stderr.flush()
+    print("@@CODE " + json.dumps(code), flush=True)
+print("@@END@@", flush=True)
+print("@@END@@", file=sys.stderr, flush=True)
+"""
+
+
+def _runs(stream: str) -> dict[str, str]:
+    body = stream.split("@@END@@", 1)[0]
+    return {chunk.split("@@\n", 1)[0]: chunk.split("@@\n", 1)[1] for chunk in body.split("@@RUN ")[1:]}
+
+
+@pytest.fixture(scope="module")
+def prefect_failures(tmp_path_factory, small_extract) -> dict[str, tuple[Env, subprocess.CompletedProcess]]:
+    base = tmp_path_factory.mktemp("prefect-failures")
+    envs = {"signing": _without_signing_key(base / "signing", small_extract),
+            "gate": _scrubbing_names_only(base / "gate", small_extract),
+            "read_only": make_env(base / "read_only", small_extract)}
+    runs = []
+    for name, env in envs.items():
+        cwd = env.root / "elsewhere"
+        cwd.mkdir()
+        runs.append({"name": name, "cwd": str(cwd), "args": ["release", str(env.policy)]})
+    child = {k: v for k, v in os.environ.items() if k not in ("DEIDFLOW_PSEUDONYM_KEY", "DEIDFLOW_TRUST_FILE")}
+    child.update({"PREFECT_HOME": str(base / "prefect"), "COLUMNS": "250"})
+    proc = subprocess.run([sys.executable, "-c", PREFECT_BATCH, json.dumps(runs), str(envs["read_only"].private)],
+                          cwd=base, env=child, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0 and "@@END@@" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    outs, errs = _runs(proc.stdout), _runs(proc.stderr)
+    out = {}
+    for name, env in envs.items():
+        stdout, code = outs[name].rsplit("@@CODE ", 1)
+        out[name] = (env, subprocess.CompletedProcess(runs[0]["args"], json.loads(code), stdout, errs[name]))
+    return out
 
 
 def test_a_forged_copy_of_a_real_release_is_not_verified(overridden, tmp_path):

@@ -10,7 +10,7 @@ keys, exact-cell matches of short identifiers (two-character names, postcodes) i
 table, raw subject and encounter ids, and error messages about bad keys.
 
 Failing runs are scanned too: every case of the bad-input catalogue, on both paths, through one
-Prefect server (`failed_runs`, from test_failures_leak_nothing.py), for the master key and every
+Prefect server (`failed_runs`, conftest.py, shared with test_failures_leak_nothing.py), for the master key and every
 key derived from it in Prefect's database, its decoded result storage, everything written and
 everything printed.
 """
@@ -28,7 +28,7 @@ from deidflow.keys import KeyRing
 from deidflow.policy import load_policy
 
 from .conftest import SECRET_HEX, Baseline, files_under
-from .test_failures_leak_nothing import _decoded, failed_runs, written_by  # noqa: F401 (fixture)
+from .test_failures_leak_nothing import _decoded, written_by
 
 pytestmark = pytest.mark.slow
 
