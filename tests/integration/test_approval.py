@@ -373,9 +373,17 @@ def _no_secrets_or_values(w: World) -> None:
                 if isinstance(e, dict) and isinstance(e.get("payload"), str):
                     blobs.append((name + " (payload)", base64.b64decode(e["payload"])))
     blobs += [(f"output {i}", o.encode()) for i, o in enumerate(w.outputs)]
+    import re
+
+    keys, ids = needles[:3], set(needles[3:])
+    lengths = sorted({len(n) for n in ids})
     for name, blob in blobs:
-        for n in needles:
-            assert n not in blob, f"a secret or identifier in {name}"
+        assert not any(k in blob for k in keys), f"key material in {name}"
+        # an identifier (letters and digits) can only sit inside a run of letters and digits
+        for run in re.findall(rb"[0-9A-Za-z]{%d,}" % lengths[0], blob):
+            hit = next((run[i:i + n] for n in lengths for i in range(len(run) - n + 1)
+                        if run[i:i + n] in ids), None)
+            assert hit is None, f"a direct identifier in {name}"
 
 
 def test_nothing_written_or_printed_holds_a_secret_or_a_value(world: World, approved: Path):

@@ -285,10 +285,6 @@ def expire_stale(private_dir: Path, now: datetime | None = None) -> list[StagedR
 
 # --- staging (the publish step, when approval is required) -------------------------------------
 
-def approval_required(loaded) -> bool:
-    return bool(loaded.policy.release.approval_required)
-
-
 def awaiting_banner() -> str:
     from deidflow.manifest.review import approval_section
 
@@ -710,5 +706,5 @@ def _resume(staged: StagedRelease) -> None:
 __all__ = [
     "StagedRelease", "ApprovalSummary", "ApprovalError", "load_staged", "record_flow_run",
     "decision_of", "pending", "expire_stale", "stage_release", "approve", "reject",
-    "approval_required", "check_decision_record",
+    "check_decision_record",
 ]
