@@ -268,6 +268,13 @@ _ANY_NUMBER_LABEL = re.compile(
 _FREE_GUARD = rf"(?<=[{_SINGLE_FREE}])(?<![担现出兼继升就调委聘信]任)"
 
 
+# Labelled field kinds (identifiers.FIELD_LABELS) -> the scrub kind that replaces the value: a
+# postcode is part of an address, a date of birth a date, a personal page a network identifier.
+_FIELD_KINDS = {f: {"postcode": "address", "date_of_birth": "date", "url": "ip"}.get(f, f)
+                for f in ids.FIELD_LABELS}
+_SURNAMES = frozenset(words.SINGLE_SURNAMES) | frozenset(words.COMPOUND_SURNAMES)
+
+
 def _rest(items: Iterable[str]) -> str:
     """An alternation of words with each word's first character already consumed by the
     shared first-character class: (?:(?<=患)者|(?<=病)人|…), longest first."""
@@ -395,6 +402,9 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
         code = _KIND_CODE["record_no"]
         out.extend((m.start("v"), m.end("v"), code) for m in _ANY_NUMBER_LABEL.finditer(big)
                    if any(c.isdigit() for c in m.group("v")))
+    fields = {f for f, k in _FIELD_KINDS.items() if k in kinds}
+    if fields:
+        out.extend((a, b, _KIND_CODE[_FIELD_KINDS[f]]) for a, b, f in ids.scan_fields(big, fields, _SURNAMES))
     by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
     if by_recogniser:
         out.extend((a, b, _KIND_CODE[k]) for a, b, k in ids.scan(big, by_recogniser))
