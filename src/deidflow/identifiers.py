@@ -250,7 +250,7 @@ ID15 = rf"[1-9]{D}{{5}}{D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{D}|3[01]){D}{{3}}
 ID_ANY = rf"{D}(?:{S}{D}){{14}}(?:(?:{S}{D}){{2}}{S}[0-9Xx])?"  # 15 or 18, any shape
 ID_LABELS = ("公民身份号码", "身份证号码", "身份证号", "身份证", "身份号码", "证件号码", "证件号",
              "ID号", "ID")
-MOBILE = rf"(?:(?:\+|00)?86{S})?1{S}[3-9](?:{S}{D}){{9}}"
+MOBILE = rf"(?:(?:\+|00)?86{S}|[(（](?:\+|00)?86[)）]{S})?1{S}[3-9](?:{S}{D}){{9}}"
 # Landlines: area code in brackets or with a leading 0 (+86 and 0086 dropping the 0),
 # a local number of 7-8 digits, optionally grouped, optional extension; 400/800 numbers.
 _AREA = rf"(?:[(（]0?{D}{{2,3}}[)）]|0{D}{{2,3}}|(?:\+|00)86{S}[(（]?0?{D}{{2,3}}[)）]?)"
@@ -467,7 +467,7 @@ FIELD_LABELS: dict[str, tuple[str, ...]] = {
                   "条码号", "床位", "床号", "Bed", "Bed No.", "Adm No.", "Admission No.", "Img No.", "Path No.",
                   "Specimen", "Specimen No.", "Exam No.", "Accession No.", "Case No.", "Visit No.",
                   "Barcode", "Ward"),
-    "insurance_no": (*INSURANCE_LABELS, "Ins No.", "Insurance No.", "SSC No.", "SSN", "Social security No."),
+    "insurance_no": (*INSURANCE_LABELS, "Ins No.", "Insurance No.", "SSC No."),
     "permit": (*PERMIT_LABELS, "Permit No.", "Permit", "HK/Macau permit", "Travel permit"),
     "passport": ("护照号码", "护照号", "护照", "Passport No.", "Passport"),
     "plate": ("车牌号码", "车牌号", "车牌", "肇事车辆", "车辆号牌", "Plate", "Plate No.", "Licence plate"),
@@ -476,9 +476,10 @@ FIELD_LABELS: dict[str, tuple[str, ...]] = {
     "ip": ("登录IP", "终端IP", "IP地址", "IP", "Login IP"),
     "url": ("个人主页", "主页", "网址", "随访链接", "链接", "URL", "Homepage", "Website"),
     "bank_card": ("银行卡号", "银行账号", "退费账户", "账号", "卡号", "Card No.", "Bank card", "Account No."),
-    "mobile": ("联系电话", "联系人电话", "电话", "手机号码", "手机号", "手机", "移动电话", "单位电话", "办公电话",
-               "家庭电话", "固定电话", "座机", "传真", "Tel", "TEL", "Phone", "Mobile", "Contact Tel",
-               "Office Tel", "Office", "Fax"),
+    "mobile": ("手机号码", "手机号", "手机", "移动电话", "Mobile"),
+    "landline": ("单位电话", "办公电话", "家庭电话", "固定电话", "座机", "传真", "Office Tel", "Office", "Fax"),
+    # either: the value's shape decides (scan_fields reports mobile or landline)
+    "phone": ("联系电话", "联系人电话", "电话", "电话号码", "Tel", "TEL", "Phone", "Contact Tel"),
     "resident_id": (*ID_LABELS, "监护人身份证号", "ID No.", "ID card"),
     "name": (
         "姓名", "患者姓名", "病人姓名", "签名", "签字", "医师签名", "医生签名", "护士签名", "患者签名",
@@ -497,11 +498,6 @@ FIELD_LABELS: dict[str, tuple[str, ...]] = {
 }
 """Labels that announce a field's value, by kind (the scrubber maps each kind to its own)."""
 
-# What a field value may not be, though a label precedes it (可靠程度：可靠; 联系人：本人).
-_NOT_A_NAME = frozenset((
-    "本人", "患者", "家属", "无", "不详", "可靠", "电话", "微信", "门诊", "静脉血", "全身麻醉", "意见",
-    "签字", "签名", "同意", "拒绝", "见上", "同上", "自己", "患者本人", "未婚", "已婚", "男", "女",
-))
 _NOT_AN_EMPLOYER = frozenset(("无", "不详", "退休", "待业", "无业", "学生", "农民", "个体", "自由职业", "本人"))
 _FIELD_END = "\n\r\t｜|，。；;、\x00"
 _SPACE_CLS = r"[ \u3000]"
@@ -519,7 +515,7 @@ def _gapped_trie(words: tuple[str, ...]) -> str:
     def emit(node: dict) -> str:
         branches = []
         for ch in sorted((c for c in node if c), key=lambda c: -_depth(node[c])):
-            gap = f"{_SPACE_CLS}{{0,2}}" if "\u4e00" <= ch <= "\u9fff" and any(k for k in node[ch]) else ""
+            gap = f"{_SPACE_CLS}{{0,3}}" if ("\u4e00" <= ch <= "\u9fff" or ch.isupper()) and any(k for k in node[ch]) else ""
             branches.append(re.escape(ch) + gap + emit(node[ch]))
         if not branches:
             return ""
@@ -535,36 +531,35 @@ def _field_rx() -> tuple[re.Pattern[str], dict[str, str]]:
     firsts = "".join(sorted({w[0] for w in by_label}))
     cls = "".join("\\" + c if c in "\\]^-[" else c for c in firsts)
     rx = re.compile(
-        rf"(?=[{cls}])(?<![A-Za-z])(?P<label>{_gapped_trie(tuple(by_label))})(?![A-Za-z])"
-        r"(?P<tail>(?:号码|号|编号)?)"
+        rf"(?=[{cls}])(?<![A-Za-z])(?P<label>{_gapped_trie(tuple(by_label))}|[A-Z]{{2,4}}(?=号))"
+        r"(?:(?<=[A-Za-z])(?![A-Za-z])|(?<![A-Za-z]))"
+        r"(?P<tail>(?:[ \u3000]{0,3}(?:号[ \u3000]{0,3}码|编[ \u3000]{0,3}号|号))?)"
         rf"(?P<sep>[ \t\u3000]{{0,4}}(?:[:：|｜][ \t\u3000]{{0,4}})?(?:为|是)?[ \u3000]{{0,3}})"
-        rf"(?P<v>[^{_FIELD_END}]{{1,64}}?)(?={_SPACE_CLS}{{2}}|{_SPACE_CLS}?[{_FIELD_END}（(]|{_SPACE_CLS}?$)"
+        # the value is read in a look-ahead: a field whose value is missing (电话 | 随访人 | 王伟)
+        # must not swallow the next label
+        rf"(?=(?P<v>[^{_FIELD_END}]{{1,64}}?)(?:{_SPACE_CLS}{{2}}|{_SPACE_CLS}?[{_FIELD_END}（(]|{_SPACE_CLS}?$))"
     )
-    return rx, by_label
+    # looked up with every space removed (冰 冻 号, Adm No. -> AdmNo.)
+    return rx, {w.replace(" ", ""): k for w, k in by_label.items()}
 
 
 _NAME_VALUE = re.compile(r"[\u4e00-\u9fff·•](?:[ \u3000]{0,2}[\u4e00-\u9fff·•]){1,9}")
 _NUMBERISH = re.compile(r"[+(（]?[A-Za-z0-9][A-Za-z0-9 +\-()（）./#_:：]*")
-_LANDLINE_VALUE = re.compile(r"[+(（]?[0-9][0-9 +\-()（）]*(?:(?:转|分机|-分机|ext\.?|x)[ ]?[0-9]{1,6})?")
+_LANDLINE_VALUE = re.compile(r"(?:[(（]?(?:\+|00)?86[)）]?[ \-]?)?[+(（]?[0-9][0-9 +\-()（）]*(?:(?:转|分机|-分机|ext\.?|x)[ ]?[0-9]{1,6})?")
 _PLATE_VALUE = re.compile(rf"[{PLATE_PROVINCES}][A-Za-z0-9·• \-]{{5,9}}")
 _POSTCODE_VALUE = re.compile(r"[0-9]{6}(?![0-9])")
 _DATE_VALUE = re.compile(r"[0-9〇零一二三四五六七八九十][0-9〇零一二三四五六七八九十年月日号./\-]{3,16}")
 _ADDRESS_HINT = re.compile(r"[省市区县镇乡村路街道号巷弄栋座室楼组里苑]")
 
 
-def _field_value(kind: str, v: str, separated: bool, surnames: frozenset[str]) -> tuple[int, int] | None:
+def _field_value(kind: str, v: str, separated: bool,
+                 is_name: Callable[[str, bool], bool] | None) -> tuple[int, int] | None:
     """(start, end) within `v` of the identifier a field of `kind` holds, or None."""
     if kind == "name":
         m = _NAME_VALUE.match(v)
-        if m is None or m.end() < len(v.rstrip(" \u3000")):
+        if m is None or m.end() < len(v.rstrip(" \u3000")) or is_name is None:
             return None
-        name = m.group().replace(" ", "").replace("\u3000", "")
-        if name in _NOT_A_NAME or len(name) > 10:
-            return None
-        if not separated and not (name[0] in surnames or name[:2] in surnames) or len(name) > 5 and "·" not in name:
-            if not separated or len(name) > 5:
-                return None
-        return m.start(), m.end()
+        return (m.start(), m.end()) if is_name(m.group(), separated) else None
     if kind == "address":
         s = v.rstrip(" \u3000")
         return (0, len(s)) if len(s) >= 4 and _ADDRESS_HINT.search(s) else None
@@ -584,11 +579,12 @@ def _field_value(kind: str, v: str, separated: bool, surnames: frozenset[str]) -
         m = _PLATE_VALUE.match(v)
         if m:
             return m.start(), m.start() + len(m.group().rstrip(" -"))
-    m = (_LANDLINE_VALUE if kind == "mobile" else _NUMBERISH).match(v)
+    phone = kind in ("mobile", "landline", "phone")
+    m = (_LANDLINE_VALUE if phone else _NUMBERISH).match(v)
     if m is None:
         return None
     s = m.group().rstrip(" +-(（:：./")
-    if sum(c.isdigit() for c in s) < (5 if kind == "mobile" else 1) or len(s) > 40:
+    if sum(c.isdigit() for c in s) < (5 if phone else 1) or len(s) > 40:
         if not (kind == "wechat" and len(s) >= 5):
             return None
     if kind == "wechat" and len(s) < 5:
@@ -596,22 +592,30 @@ def _field_value(kind: str, v: str, separated: bool, surnames: frozenset[str]) -
     return m.start(), m.start() + len(s)
 
 
-def scan_fields(text: str, kinds: frozenset[str] | set[str], surnames: frozenset[str] = frozenset()) -> list[tuple[int, int, str]]:
+def scan_fields(text: str, kinds: frozenset[str] | set[str],
+                is_name: Callable[[str, bool], bool] | None = None) -> list[tuple[int, int, str]]:
     """(start, end, field kind) of every labelled field value of `kinds` in `text` (folded).
-    `surnames` lets a name follow its label without a separator (技师曲春和)."""
+    Names need `is_name(value, separated)` (techniques.names.field_name_ok): whether a value
+    reads as a name, after a colon/bar/tab or directly after its label (技师曲春和)."""
     rx, by_label = _field_rx()
     out = []
     for m in rx.finditer(text):
         label = re.sub(r"[ \u3000]", "", m.group("label"))
-        kind = by_label.get(label)
+        kind = by_label.get(label, "record_no" if label.isupper() and m.group("tail") else None)
         if kind is None or kind not in kinds:
             continue
         sep = m.group("sep")
-        separated = bool(sep.strip(" \u3000")) or len(sep) >= 2 or bool(m.group("tail"))
+        if m.group("label")[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1)
+            sep = " " + sep
+        separated = (bool(sep.strip(" \u3000")) or len(sep) >= 2 or bool(m.group("tail"))
+                     or (label.isascii() and bool(sep)))
         if not separated and label.isascii() and not sep:
             continue  # an English label needs a colon or a space (Bed 4, not Bedside)
-        got = _field_value(kind, m.group("v"), separated, surnames)
+        got = _field_value(kind, m.group("v"), separated, is_name)
         if got is not None:
             s = m.start("v")
+            if kind == "phone":
+                digits = re.sub(r"[^0-9]", "", text[s + got[0]:s + got[1]])
+                kind = "mobile" if re.fullmatch(r"(?:0086|86)?1[3-9][0-9]{9}", digits) else "landline"
             out.append((s + got[0], s + got[1], kind))
     return out

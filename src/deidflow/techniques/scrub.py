@@ -270,7 +270,7 @@ _FREE_GUARD = rf"(?<=[{_SINGLE_FREE}])(?<![担现出兼继升就调委聘信]任
 
 # Labelled field kinds (identifiers.FIELD_LABELS) -> the scrub kind that replaces the value: a
 # postcode is part of an address, a date of birth a date, a personal page a network identifier.
-_FIELD_KINDS = {f: {"postcode": "address", "date_of_birth": "date", "url": "ip"}.get(f, f)
+_FIELD_KINDS = {f: {"postcode": "address", "date_of_birth": "date", "url": "ip", "phone": "mobile"}.get(f, f)
                 for f in ids.FIELD_LABELS}
 _SURNAMES = frozenset(words.SINGLE_SURNAMES) | frozenset(words.COMPOUND_SURNAMES)
 
@@ -402,9 +402,11 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
         code = _KIND_CODE["record_no"]
         out.extend((m.start("v"), m.end("v"), code) for m in _ANY_NUMBER_LABEL.finditer(big)
                    if any(c.isdigit() for c in m.group("v")))
-    fields = {f for f, k in _FIELD_KINDS.items() if k in kinds}
+    fields = {f for f, k in _FIELD_KINDS.items() if k in kinds and f != "name"}  # names: _checked_names
     if fields:
-        out.extend((a, b, _KIND_CODE[_FIELD_KINDS[f]]) for a, b, f in ids.scan_fields(big, fields, _SURNAMES))
+        if "landline" in kinds:
+            fields.add("phone")
+        out.extend((a, b, _KIND_CODE[_FIELD_KINDS.get(f, f)]) for a, b, f in ids.scan_fields(big, fields))
     by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
     if by_recogniser:
         out.extend((a, b, _KIND_CODE[k]) for a, b, k in ids.scan(big, by_recogniser))
@@ -502,6 +504,9 @@ def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[in
             e = e2
         out.append((s, e, k))
     out.extend((s, e, code) for s, e in names.find_names(big))
+    # a name that is a labelled field's whole value (术者：禤一凤, Signed 商刚怡): the label is
+    # the evidence, so no clinical-word check cuts it
+    out.extend((s, e, code) for s, e, _ in ids.scan_fields(big, {"name"}, names.field_name_ok))
     out.extend((s, e, code) for s, e in names.extend_lists(big, [(s, e) for s, e, k in out if k == code]))
     return out
 
