@@ -503,7 +503,7 @@ _FIELD_END = "\n\r\t｜|，。；;、\x00"
 _SPACE_CLS = r"[ \u3000]"
 
 
-def _gapped_trie(words: tuple[str, ...]) -> str:
+def gapped_alternation(words: tuple[str, ...]) -> str:
     """`alternation` with up to two spaces allowed after each CJK character (冰 冻 号)."""
     trie: dict = {}
     for w in set(words):
@@ -531,8 +531,7 @@ def _field_rx() -> tuple[re.Pattern[str], dict[str, str]]:
     firsts = "".join(sorted({w[0] for w in by_label}))
     cls = "".join("\\" + c if c in "\\]^-[" else c for c in firsts)
     rx = re.compile(
-        rf"(?=[{cls}])(?<![A-Za-z])(?P<label>{_gapped_trie(tuple(by_label))}|[A-Z]{{2,4}}(?=号))"
-        r"(?:(?<=[A-Za-z])(?![A-Za-z])|(?<![A-Za-z]))"
+        rf"(?=[{cls}])(?<![A-Za-z])(?P<label>{gapped_alternation(tuple(by_label))}|[A-Z]{{2,4}}(?=号))"
         r"(?P<tail>(?:[ \u3000]{0,3}(?:号[ \u3000]{0,3}码|编[ \u3000]{0,3}号|号))?)"
         rf"(?P<sep>[ \t\u3000]{{0,4}}(?:[:：|｜][ \t\u3000]{{0,4}})?(?:为|是)?[ \u3000]{{0,3}})"
         # the value is read in a look-ahead: a field whose value is missing (电话 | 随访人 | 王伟)
@@ -605,12 +604,16 @@ def scan_fields(text: str, kinds: frozenset[str] | set[str],
         if kind is None or kind not in kinds:
             continue
         sep = m.group("sep")
+        glued = label[-1].isascii() and label[-1].isalpha() and not sep and m.group("v")[:1].isascii() \
+            and m.group("v")[:1].isalpha()
+        if glued and not (kind == "wechat" and re.search(r"[0-9_\-]", m.group("v"))):
+            continue  # Bedside is no bed number; WeChatfang-yan0147 is a WeChat id
         if m.group("label")[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1)
             sep = " " + sep
         separated = (bool(sep.strip(" \u3000")) or len(sep) >= 2 or bool(m.group("tail"))
                      or (label.isascii() and bool(sep)))
-        if not separated and label.isascii() and not sep:
-            continue  # an English label needs a colon or a space (Bed 4, not Bedside)
+        if not separated and label.isascii() and not sep and not glued:
+            continue  # an English label needs a colon or a space (Bed 4, not Bed4)
         got = _field_value(kind, m.group("v"), separated, is_name)
         if got is not None:
             s = m.start("v")

@@ -82,14 +82,27 @@ _SEX_AFTER_RX = re.compile(r"[，,（( ][男女](?:[，,、）) ]|性)")
 # What staff and relatives do in a note, right after their name: 由昝军完成采样, 夜班梅强予以
 # 翻身, 格桑旺姆（儿子，电话…）. A name is read before one only where a boundary or a word
 # that introduces a person (由, 与, 同, 请…) stands before it.
-_ACTIONS_RX = re.compile(ids.alternation((
-    "执行医嘱", "予以翻身", "巡视病房", "完成采样", "测量血压", "交代病情", "代为签署", "沟通后", "陪同",
+_ACTIONS_RX = re.compile(ids.gapped_alternation((
+    "执行医嘱", "予以翻身", "巡视病房", "完成采样", "测量血压", "交代病情", "代为签署", "沟通", "陪同",
     "操作", "复核", "核对", "审核", "采样", "送检", "随访", "查房", "会诊", "查看患者", "指导", "指出",
-    "建议", "签字", "签署", "签名", "记录", "执行", "接诊", "主刀", "负责", "告知", "诉", "述",
+    "建议", "签字", "签署", "签名", "记录", "执行", "接诊", "主刀", "负责", "告知",
     "（儿子", "（女儿", "（妻子", "（丈夫", "（母亲", "（父亲", "（哥哥", "（姐姐", "（弟弟", "（妹妹",
     "（儿媳", "（女婿", "（孙子", "（外孙女", "（配偶", "（子", "（女", "（妻", "（夫", "(",
 )))
 _BEFORE_ACTOR = frozenset("由与同和及请经向对给让被跟随找叫班士")
+
+
+_NOT_IN_ACTOR = frozenset("的了是在被把将从对与及等于其他她它我你们这那某无不未已曾并又也都就再还，。、；：")
+
+
+def _actor(window: str) -> bool:
+    """Whether `window`, between a boundary and an action, is surname + one or two characters."""
+    j = _surname_end(window, 0)
+    return (j is not None and 1 <= len(window) - j <= 2 and not _NOT_IN_ACTOR.intersection(window)
+            and window[0] not in words.PREPOSITION_SURNAMES  # 和家属沟通, 由护士执行
+            and _CONTEXT_RX.search(window) is None
+            and all("\u4e00" <= c <= "\u9fff" for c in window)
+            and not _clinical_at(window, 0))
 
 
 def _clinical_at(text: str, i: int) -> bool:
@@ -160,8 +173,9 @@ def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
     (before a title: 李主任)."""
     given = _GIVEN
     j = _surname_end(text, i)
-    if j is None and i < len(text):
-        return _minority_end(text, i)
+    minority = _minority_end(text, i) if i < len(text) else None
+    if j is None or minority is not None:
+        return minority  # 斯琴高娃 is not 斯 + 琴高
     if j is None or _clinical_at(text, i):
         return None
     if text[i] == "任" and i > 0 and text[i - 1] in "担现出兼继升就调委聘信主责":
@@ -196,8 +210,8 @@ def find_names(text: str) -> list[tuple[int, int]]:
     n = len(text)
     for m in _CONTEXT_RX.finditer(text):
         i = m.end()
-        if any(_clinical_end(text, q) > i for q in range(m.start() + 1, i)):
-            continue  # 妇女儿童医疗中心: 女儿 is the start of 儿童, not a relative
+        if any(_clinical_end(text, q) > m.start() for q in range(max(0, m.start() - 3), m.start())):
+            continue  # 妇女儿童医疗中心: 女儿 is inside 妇女儿童, not a relative (but 患者女儿童东俊)
         while i < n:
             e = name_at(text, i)
             if e is None:
@@ -235,8 +249,10 @@ def find_names(text: str) -> list[tuple[int, int]]:
             before = text[s - 1] if s > 0 else "\x00"
             if not (before in _BOUNDARY or before in _BEFORE_ACTOR):
                 continue
-            # read in a window that ends at the action: 姜平执行医嘱 is 姜平, not 姜平执
-            if name_at(text[s:t], 0) == back:
+            # read in a window that ends at the action: 姜平执行医嘱 is 姜平, not 姜平执; with
+            # a boundary before and the action after, any given name (杨和平, 桑向阳)
+            window = text[s:t]
+            if name_at(window, 0) == back or _actor(window):
                 out.append((s, t))
                 break
     for m in _TITLE_RX.finditer(text):
