@@ -258,10 +258,9 @@ _LABEL_RX = re.compile(
     f"(?P<label>{ids.alternation(list(_LABELS))}){_LABEL_TAIL}"
     r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){0,31})(?![A-Za-z0-9])"
 )
-_EMPLOYER_RX = re.compile(
-    "(?:" + ids.alternation(ids.EMPLOYER_LABELS) + _LABEL_TAIL
-    # a bare 单位： is the person's work unit only as a label of its own (not 转出单位：)
-    + r"|(?<![\u4e00-\u9fff])单位[:：][ \u3000]{0,2})(?P<v>[^，。；;,、\n\x00\s]{2,30})")
+# The employer labels (工作单位, 就职于…) are read by identifiers.scan_fields; a bare 单位： is
+# the person's work unit only as a label of its own (not 转出单位：).
+_EMPLOYER_RX = re.compile(r"单位(?<![\u4e00-\u9fff]..)[:：][ \u3000]{0,2}(?P<v>[^，。；;,、\n\x00\s]{2,30})")
 _ANY_NUMBER_LABEL = re.compile(
     r"(?<=[\u4e00-\u9fffA-Za-z])(?:编号|号码|号|ID|No\.?)[:：][ \u3000]{0,2}"
     r"(?P<v>[A-Za-z0-9][A-Za-z0-9\-]{3,31})(?![A-Za-z0-9])")
@@ -361,6 +360,7 @@ def _compiled(kinds: tuple[str, ...]) -> tuple[Any, Any]:
 
 
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}  # also the priority when two kinds tie
+_FIELD_NAME = -1  # a name read as a labelled field's value (see _checked_names)
 _SEP = "\x00"  # joins notes into one string; no detector matches it or crosses it
 CHUNK = 20_000  # notes per joined string: bounded memory on million-note columns
 
@@ -402,11 +402,14 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
         code = _KIND_CODE["record_no"]
         out.extend((m.start("v"), m.end("v"), code) for m in _ANY_NUMBER_LABEL.finditer(big)
                    if any(c.isdigit() for c in m.group("v")))
-    fields = {f for f, k in _FIELD_KINDS.items() if k in kinds and f != "name"}  # names: _checked_names
+    fields = {f for f, k in _FIELD_KINDS.items() if k in kinds}
     if fields:
         if "landline" in kinds:
             fields.add("phone")
-        out.extend((a, b, _KIND_CODE[_FIELD_KINDS.get(f, f)]) for a, b, f in ids.scan_fields(big, fields))
+        # names found as a field's value go to _checked_names marked _FIELD_NAME: the label is
+        # their evidence, so no clinical-word check cuts them
+        out.extend((a, b, _FIELD_NAME if f == "name" else _KIND_CODE[_FIELD_KINDS.get(f, f)])
+                   for a, b, f in ids.scan_fields(big, fields, names.field_name_ok))
     by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
     if by_recogniser:
         out.extend((a, b, _KIND_CODE[k]) for a, b, k in ids.scan(big, by_recogniser))
@@ -497,16 +500,15 @@ def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[in
     code = _KIND_CODE["name"]
     out = []
     for s, e, k in spans:
-        if k == code and not names.CLINICAL_FIRSTS.isdisjoint(big[s:e]):
+        if k == _FIELD_NAME:
+            k = code
+        elif k == code and not names.CLINICAL_FIRSTS.isdisjoint(big[s:e]):
             e2 = names.plausible(big, s, e)
             if e2 is None:
                 continue
             e = e2
         out.append((s, e, k))
     out.extend((s, e, code) for s, e in names.find_names(big))
-    # a name that is a labelled field's whole value (术者：禤一凤, Signed 商刚怡): the label is
-    # the evidence, so no clinical-word check cuts it
-    out.extend((s, e, code) for s, e, _ in ids.scan_fields(big, {"name"}, names.field_name_ok))
     out.extend((s, e, code) for s, e in names.extend_lists(big, [(s, e) for s, e, k in out if k == code]))
     return out
 
