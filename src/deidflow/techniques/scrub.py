@@ -752,10 +752,10 @@ def detect_spans(
     name_code = _KIND_CODE["name"]
     if "name" in kinds:
         found: dict[int, set[str]] = {}
-        rows_of = np.searchsorted(starts, [s for s, _, k in spans if k == name_code], side="right") - 1
-        for row, (s, e, _) in zip(rows_of, (t for t in spans if t[2] == name_code)):
-            if e - s >= 2:
-                found.setdefault(int(row), set()).add(big[s:e])
+        name_spans = [(s, e) for s, e, k in spans if k == name_code and e - s >= 2]
+        rows_of = np.searchsorted(starts, [s for s, _ in name_spans], side="right") - 1
+        for row, (s, e) in zip(rows_of.tolist(), name_spans):
+            found.setdefault(row, set()).add(big[s:e])
         for row, names in found.items():
             text, off = texts[row], int(starts[row])
             for name in names:
