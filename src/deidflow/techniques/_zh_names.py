@@ -21,7 +21,7 @@ SINGLE_SURNAMES = (
     "傅阎步洪萧赖凤邴汲糜谯铁习蓟郦郗钮"
     # rarer surnames still borne by thousands (2020 census tail, Cantonese and northern names)
     "禤蒯訾仉厍逄笪麴隗璩佴钭莘缑酆暨郄睢蹇濮琚隽銮甯铎蔚綦幺闾蒉庹贠雒荀鄂蒿佀郏韶汝弓滑牧"
-    "禚靖隰巢邗琴芦滕郭邱潭淡冼钱咸籍赏拱乜谷梁桓缪芈戢揭禹寇万蹇龙汤"
+    "禚靖隰巢邗琴乜桓芈戢"
 )
 
 COMPOUND_SURNAMES = (
