@@ -122,8 +122,12 @@ CLINICAL_WORDS = tuple("""
 TITLES = (
     "主任医师", "副主任医师", "主治医师", "主任", "医生", "医师", "大夫", "护士长", "护士", "护师",
     "老师", "教授", "院长", "科长", "先生", "女士", "小姐", "阿姨", "师傅", "主治", "博士", "组长",
-    "主管", "同志", "副主任", "技师", "工程师", "技术员", "药师", "副教授", "主管护师", "主管技师",
+    "主管", "同志", "副主任", "副教授", "主管护师",
 )
+
+# Titles that are also occupations (汽车维修技师): a surname before one is a person only after a
+# boundary or a word that introduces someone (。车技师, 由葛技师).
+OCCUPATION_TITLES = ("技师", "工程师", "技术员", "药师", "主管技师")
 
 # Words after which a person is named, beyond NAME_BEFORE: the roles and signatures of
 # clinical documents (术者, 一助, 检验者, 审核, 随访人, 其子, 签名…).

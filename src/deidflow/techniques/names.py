@@ -90,6 +90,7 @@ _ACTIONS_RX = re.compile(ids.gapped_alternation((
     "（儿媳", "（女婿", "（孙子", "（外孙女", "（配偶", "（子", "（女", "（妻", "（夫", "(",
 )))
 _BEFORE_ACTOR = frozenset("由与同和及请经向对给让被跟随找叫班士")
+_OCCUPATION_RX = re.compile(ids.alternation(words.OCCUPATION_TITLES))
 
 
 _NOT_IN_ACTOR = frozenset("的了是在被把将从对与及等于其他她它我你们这那某无不未已曾并又也都就再还，。、；：")
@@ -253,6 +254,15 @@ def find_names(text: str) -> list[tuple[int, int]]:
             # a boundary before and the action after, any given name (杨和平, 桑向阳)
             window = text[s:t]
             if name_at(window, 0) == back or _actor(window):
+                out.append((s, t))
+                break
+    for m in _OCCUPATION_RX.finditer(text):
+        t = m.start()
+        for back in (1, 2, 3, 4):  # shortest first: 由葛技师 is 葛, not 由葛
+            s = t - back
+            before = text[s - 1] if s > 0 else "\x00"
+            if s >= 0 and (before in _BOUNDARY or before in _BEFORE_ACTOR) and (
+                    name_at(text[s:t], 0, lone=True) == back):
                 out.append((s, t))
                 break
     for m in _TITLE_RX.finditer(text):
