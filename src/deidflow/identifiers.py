@@ -12,6 +12,10 @@ Text is matched after `fold()`: the one-character NFKC forms (full-width digits 
 letters, ideographic space, compatibility ideographs) and the dash family, each mapped to
 one character, so every offset found in the folded text is an offset in the original.
 
+Values announced by a label (家庭住址：…, 邮编 | 510458, Bed +4, 冰 冻 号 : P82-57752) are read
+by `scan_fields` from `FIELD_LABELS`: the value runs to the end of its field and is checked
+against its kind.
+
 Also here: the GB 11643-1999 check digit (vectorised for columns) and the parts a resident
 ID carries (birth date, sex, GB/T 2260 region).
 """
@@ -250,7 +254,7 @@ ID15 = rf"[1-9]{D}{{5}}{D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{D}|3[01]){D}{{3}}
 ID_ANY = rf"{D}(?:{S}{D}){{14}}(?:(?:{S}{D}){{2}}{S}[0-9Xx])?"  # 15 or 18, any shape
 ID_LABELS = ("公民身份号码", "身份证号码", "身份证号", "身份证", "身份号码", "证件号码", "证件号",
              "ID号", "ID")
-MOBILE = rf"(?:(?:\+|00)?86{S})?1{S}[3-9](?:{S}{D}){{9}}"
+MOBILE = rf"(?:(?:\+|00)?86{S}|[(（](?:\+|00)?86[)）]{S})?1{S}[3-9](?:{S}{D}){{9}}"
 # Landlines: area code in brackets or with a leading 0 (+86 and 0086 dropping the 0),
 # a local number of 7-8 digits, optionally grouped, optional extension; 400/800 numbers.
 _AREA = rf"(?:[(（]0?{D}{{2,3}}[)）]|0{D}{{2,3}}|(?:\+|00)86{S}[(（]?0?{D}{{2,3}}[)）]?)"
@@ -370,7 +374,8 @@ def _combined(kinds: tuple[str, ...]) -> tuple[list[re.Pattern[str]], dict[str, 
         out.append(re.compile(f"(?=[{cls}])(?:" + "|".join(labels) + ")"))
     if shapes:
         cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(firsts))
-        out.append(re.compile(f"(?=[{cls}])(?:" + "|".join(shapes) + ")"))
+        # every edge holds the digits, so no shape starts right after one: skip those in C
+        out.append(re.compile(f"(?=[{cls}])(?<![0-9])(?:" + "|".join(shapes) + ")"))
     return out, groups
 
 
@@ -447,3 +452,182 @@ def valid_mobiles(values: pd.Series) -> pd.Series:
     """True where the value is a mainland China mobile number (optionally +86-prefixed)."""
     s = values.astype("string").str.strip()
     return s.str.fullmatch(RECOGNISERS["mobile"].pattern).fillna(False).astype(bool)
+
+
+# --- labelled fields ------------------------------------------------------------------------
+# Forms, tables and headers write an identifier as the value of a labelled field: 家庭住址：…,
+# 邮编 | 510458, Bed +4, 冰 冻 号 : P82-57752, 申请医师为买买提·吾守尔。 The label says what the
+# value is, so the value is taken whole, up to the end of the field (line break, tab, ｜, two
+# spaces, a clause mark), then checked against the kind. Labels may be spelt with spaces
+# between their characters (OCR) and in English.
+
+FIELD_LABELS: dict[str, tuple[str, ...]] = {
+    "address": ("家庭住址", "现住址", "住址", "家庭地址", "联系地址", "居住地址", "常住地址", "户籍地址",
+                "户籍地", "现居住地", "通讯地址", "地址", "家住", "Addr", "Address", "Home address"),
+    "postcode": ("邮政编码", "邮编", "Zip", "ZIP", "Zip code", "Postcode", "Postal code"),
+    "date_of_birth": ("出生日期", "出生年月日", "出生年月", "生日", "出生于", "DOB", "D.O.B.", "Date of birth",
+                      "Birth date", "Birthday"),
+    "employer": (*EMPLOYER_LABELS, "Employer", "Work unit", "School", "Company"),
+    "record_no": (*RECORD_LABELS, "冰冻号", "冰冻编号", "体检编号", "体检号", "放射编号", "样本号", "样本编号",
+                  "条码号", "床位", "床号", "Bed", "Bed No.", "Adm No.", "Admission No.", "Img No.", "Path No.",
+                  "Specimen", "Specimen No.", "Exam No.", "Accession No.", "Case No.", "Visit No.",
+                  "Barcode", "Ward"),
+    "insurance_no": (*INSURANCE_LABELS, "Ins No.", "Insurance No.", "SSC No."),
+    "permit": (*PERMIT_LABELS, "Permit No.", "Permit", "HK/Macau permit", "Travel permit"),
+    "passport": ("护照号码", "护照号", "护照", "Passport No.", "Passport"),
+    "plate": ("车牌号码", "车牌号", "车牌", "肇事车辆", "车辆号牌", "Plate", "Plate No.", "Licence plate"),
+    "wechat": ("微信号", "微信", "WeChat", "Wechat", "VX", "vx"),
+    "qq": ("QQ号码", "QQ号", "QQ", "qq", "扣扣"),
+    "ip": ("登录IP", "终端IP", "IP地址", "IP", "Login IP"),
+    "url": ("个人主页", "主页", "网址", "随访链接", "链接", "URL", "Homepage", "Website"),
+    "bank_card": ("银行卡号", "银行账号", "退费账户", "账号", "卡号", "Card No.", "Bank card", "Account No."),
+    "mobile": ("手机号码", "手机号", "手机", "移动电话", "Mobile"),
+    "landline": ("单位电话", "办公电话", "家庭电话", "固定电话", "座机", "传真", "Office Tel", "Office", "Fax"),
+    # either: the value's shape decides (scan_fields reports mobile or landline)
+    "phone": ("联系电话", "联系人电话", "电话", "电话号码", "Tel", "TEL", "Phone", "Contact Tel"),
+    # resident IDs have a shape of their own and their labels are read by the scrubber's
+    # labelled-number scan (a fifth of all label hits in MultiPriv-like text: not read twice)
+    "resident_id": ("ID No.", "ID card"),
+    "name": (
+        "姓名", "患者姓名", "病人姓名", "签名", "签字", "医师签名", "医生签名", "护士签名", "患者签名",
+        "家属签字", "家属签名", "监护人签名", "监护人", "代理人", "委托人", "联系人", "紧急联系人", "陪同人",
+        "陪护", "病史陈述者", "陈述者", "代诉人", "术者", "主刀", "一助", "二助", "三助", "麻醉医师", "麻醉师",
+        "麻醉护士", "器械护士", "巡回护士", "洗手护士", "申请医师", "申请医生", "送检医师", "送检医生",
+        "报告医师", "报告医生", "诊断医师", "复核医师", "审核医师", "检验者", "检验师", "审核者", "审核人",
+        "审核", "核对者", "核对", "调配", "发药", "记录者", "记录人", "记录医师", "接诊医师", "接诊医生",
+        "住院医师", "上级医师", "主治医师", "主治医生", "主任医师", "副主任医师", "会诊医师", "谈话医师",
+        "转诊医师", "主检医师", "随访人", "随访者", "责任护士", "管床医师", "经治医师", "技师", "操作者",
+        "检查者", "报告人", "医师", "医生", "护士", "Name", "Patient", "Signed", "Signature", "Surgeon",
+        "1st Asst", "2nd Asst", "Assistant", "Anesth", "Anesthesiologist", "Anaesthetist", "Scrub RN",
+        "Circ RN", "RN", "Nurse", "Req. by", "Requested by", "Submitted by", "Referring Dr", "Attending",
+        "Guardian", "Family", "Contact", "Informant", "By", "Doctor", "Dr.", "Reported by",
+        "Verified by", "Technician"),
+}
+"""Labels that announce a field's value, by kind (the scrubber maps each kind to its own)."""
+
+_NOT_AN_EMPLOYER = frozenset(("无", "不详", "退休", "待业", "无业", "学生", "农民", "个体", "自由职业", "本人"))
+_FIELD_END = "\n\r\t｜|，。；;、\x00"
+_SPACE_CLS = r"[ \u3000]"
+
+
+def gapped_alternation(words: tuple[str, ...]) -> str:
+    """`alternation` with up to two spaces allowed after each CJK character (冰 冻 号)."""
+    trie: dict = {}
+    for w in set(words):
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:
+        branches = []
+        for ch in sorted((c for c in node if c), key=lambda c: -_depth(node[c])):
+            gap = f"{_SPACE_CLS}{{0,3}}" if ("\u4e00" <= ch <= "\u9fff" or ch.isupper()) and any(k for k in node[ch]) else ""
+            branches.append(re.escape(ch) + gap + emit(node[ch]))
+        if not branches:
+            return ""
+        body = "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return emit(trie)
+
+
+@lru_cache(maxsize=1)
+def _field_rx() -> tuple[re.Pattern[str], dict[str, str]]:
+    by_label = {w: kind for kind, words in FIELD_LABELS.items() for w in words}
+    firsts = "".join(sorted({w[0] for w in by_label}))
+    cls = "".join("\\" + c if c in "\\]^-[" else c for c in firsts)
+    rx = re.compile(
+        rf"(?=[{cls}])(?<![A-Za-z])(?P<label>{gapped_alternation(tuple(by_label))}|[A-Z]{{2,4}}(?=号))"
+        r"(?P<tail>(?:[ \u3000]{0,3}(?:号[ \u3000]{0,3}码|编[ \u3000]{0,3}号|号))?)"
+        rf"(?P<sep>[ \t\u3000]{{0,4}}(?:[:：|｜][ \t\u3000]{{0,4}})?(?:为|是)?[ \u3000]{{0,3}})"
+        # the value is read in a look-ahead: a field whose value is missing (电话 | 随访人 | 王伟)
+        # must not swallow the next label
+        rf"(?=(?P<v>[^{_FIELD_END}]{{1,64}}?)(?:{_SPACE_CLS}{{2}}|{_SPACE_CLS}?[{_FIELD_END}（(]|{_SPACE_CLS}?$))"
+    )
+    # looked up with every space removed (冰 冻 号, Adm No. -> AdmNo.)
+    return rx, {w.replace(" ", ""): k for w, k in by_label.items()}
+
+
+_NAME_VALUE = re.compile(r"[\u4e00-\u9fff·•](?:[ \u3000]{0,2}[\u4e00-\u9fff·•]){1,9}")
+_NUMBERISH = re.compile(r"[+(（]?[A-Za-z0-9][A-Za-z0-9 +\-()（）./#_:：]*")
+_LANDLINE_VALUE = re.compile(r"(?:[(（]?(?:\+|00)?86[)）]?[ \-]?)?[+(（]?[0-9][0-9 +\-()（）]*(?:(?:转|分机|-分机|ext\.?|x)[ ]?[0-9]{1,6})?")
+_PLATE_VALUE = re.compile(rf"[{PLATE_PROVINCES}][A-Za-z0-9·• \-]{{5,9}}")
+_POSTCODE_VALUE = re.compile(r"[0-9]{6}(?![0-9])")
+_DATE_VALUE = re.compile(r"[0-9〇零一二三四五六七八九十][0-9〇零一二三四五六七八九十年月日号./\-]{3,16}")
+_ADDRESS_HINT = re.compile(r"[省市区县镇乡村路街道号巷弄栋座室楼组里苑]")
+
+
+def _field_value(kind: str, v: str, separated: bool,
+                 is_name: Callable[[str, bool], bool] | None) -> tuple[int, int] | None:
+    """(start, end) within `v` of the identifier a field of `kind` holds, or None."""
+    if kind == "name":
+        m = _NAME_VALUE.match(v)
+        if m is None or m.end() < len(v.rstrip(" \u3000")) or is_name is None:
+            return None
+        return (m.start(), m.end()) if is_name(m.group(), separated) else None
+    if kind == "address":
+        s = v.rstrip(" \u3000")
+        return (0, len(s)) if len(s) >= 4 and _ADDRESS_HINT.search(s) else None
+    if kind == "employer":
+        s = v.rstrip(" \u3000")
+        return (0, len(s)) if len(s) >= 2 and s not in _NOT_AN_EMPLOYER and not s.isdigit() else None
+    if kind == "postcode":
+        m = _POSTCODE_VALUE.match(v)
+        return m.span() if m else None
+    if kind == "date_of_birth":
+        m = _DATE_VALUE.match(v)
+        return m.span() if m and any(c.isdigit() or c in "〇零" for c in m.group()) else None
+    if kind == "url":
+        s = v.split()[0] if v.split() else ""
+        return (0, len(s)) if len(s) >= 6 and ("." in s or "/" in s) else None
+    if kind == "plate":
+        m = _PLATE_VALUE.match(v)
+        if m:
+            return m.start(), m.start() + len(m.group().rstrip(" -"))
+    phone = kind in ("mobile", "landline", "phone")
+    m = (_LANDLINE_VALUE if phone else _NUMBERISH).match(v)
+    if m is None:
+        return None
+    s = m.group().rstrip(" +-(（:：./")
+    if sum(c.isdigit() for c in s) < (5 if phone else 1) or len(s) > 40:
+        if not (kind == "wechat" and len(s) >= 5):
+            return None
+    if kind == "wechat" and len(s) < 5:
+        return None
+    return m.start(), m.start() + len(s)
+
+
+def scan_fields(text: str, kinds: frozenset[str] | set[str],
+                is_name: Callable[[str, bool], bool] | None = None) -> list[tuple[int, int, str]]:
+    """(start, end, field kind) of every labelled field value of `kinds` in `text` (folded).
+    Names need `is_name(value, separated)` (techniques.names.field_name_ok): whether a value
+    reads as a name, after a colon/bar/tab or directly after its label (技师曲春和)."""
+    rx, by_label = _field_rx()
+    out = []
+    for m in rx.finditer(text):
+        label = m.group("label")
+        if " " in label or "\u3000" in label:
+            label = label.replace(" ", "").replace("\u3000", "")
+        kind = by_label.get(label, "record_no" if label.isupper() and m.group("tail") else None)
+        if kind is None or kind not in kinds:
+            continue
+        sep = m.group("sep")
+        glued = label[-1].isascii() and label[-1].isalpha() and not sep and m.group("v")[:1].isascii() \
+            and m.group("v")[:1].isalpha()
+        if glued and not (kind == "wechat" and re.search(r"[0-9_\-]", m.group("v"))):
+            continue  # Bedside is no bed number; WeChatfang-yan0147 is a WeChat id
+        if m.group("label")[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1)
+            sep = " " + sep
+        separated = (bool(sep.strip(" \u3000")) or len(sep) >= 2 or bool(m.group("tail"))
+                     or (label.isascii() and bool(sep)))
+        if not separated and label.isascii() and not sep and not glued:
+            continue  # an English label needs a colon or a space (Bed 4, not Bed4)
+        got = _field_value(kind, m.group("v"), separated, is_name)
+        if got is not None:
+            s = m.start("v")
+            if kind == "phone":
+                digits = re.sub(r"[^0-9]", "", text[s + got[0]:s + got[1]])
+                kind = "mobile" if re.fullmatch(r"(?:0086|86)?1[3-9][0-9]{9}", digits) else "landline"
+            out.append((s + got[0], s + got[1], kind))
+    return out

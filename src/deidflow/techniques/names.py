@@ -79,6 +79,33 @@ _VALUE_END = frozenset(" \t\n\r\x00，,。；;、（）()/|")
 _SEX_AFTER_RX = re.compile(r"[，,（( ][男女](?:[，,、）) ]|性)")
 
 
+# What staff and relatives do in a note, right after their name: 由昝军完成采样, 夜班梅强予以
+# 翻身, 格桑旺姆（儿子，电话…）. A name is read before one only where a boundary or a word
+# that introduces a person (由, 与, 同, 请…) stands before it.
+_ACTIONS_RX = re.compile(ids.gapped_alternation((
+    "执行医嘱", "予以翻身", "巡视病房", "完成采样", "测量血压", "交代病情", "代为签署", "沟通", "陪同",
+    "操作", "复核", "核对", "审核", "采样", "送检", "随访", "查房", "会诊", "查看患者", "指导", "指出",
+    "建议", "签字", "签署", "签名", "记录", "执行", "接诊", "主刀", "负责", "告知",
+    "（儿子", "（女儿", "（妻子", "（丈夫", "（母亲", "（父亲", "（哥哥", "（姐姐", "（弟弟", "（妹妹",
+    "（儿媳", "（女婿", "（孙子", "（外孙女", "（配偶", "（子", "（女", "（妻", "（夫", "(",
+)))
+_BEFORE_ACTOR = frozenset("由与同和及请经向对给让被跟随找叫班士")
+_OCCUPATION_RX = re.compile(ids.alternation(words.OCCUPATION_TITLES))
+
+
+_NOT_IN_ACTOR = frozenset("的了是在被把将从对与及等于其他她它我你们这那某无不未已曾并又也都就再还，。、；：")
+
+
+def _actor(window: str) -> bool:
+    """Whether `window`, between a boundary and an action, is surname + one or two characters."""
+    j = _surname_end(window, 0)
+    return (j is not None and 1 <= len(window) - j <= 2 and not _NOT_IN_ACTOR.intersection(window)
+            and window[0] not in words.PREPOSITION_SURNAMES  # 和家属沟通, 由护士执行
+            and _CONTEXT_RX.search(window) is None
+            and all("\u4e00" <= c <= "\u9fff" for c in window)
+            and not _clinical_at(window, 0))
+
+
 def _clinical_at(text: str, i: int) -> bool:
     ws = _CLINICAL.get(text[i]) if i < len(text) else None
     return ws is not None and any(text.startswith(w, i) for w in ws)
@@ -131,11 +158,25 @@ def _surname_end(text: str, i: int) -> int | None:
     return None
 
 
+_MINORITY_RX = re.compile(ids.alternation(words.MINORITY_NAME_PARTS))
+
+
+def _minority_end(text: str, i: int) -> int | None:
+    """End of a minority name of name parts starting at `i` (扎西多吉, 其其格), or None."""
+    k, parts = i, 0
+    while (m := _MINORITY_RX.match(text, k)) is not None:
+        k, parts = m.end(), parts + 1
+    return k if parts >= 2 or (parts == 1 and k - i >= 3) else None
+
+
 def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
     """End of the name whose surname starts at `i`, or None. `lone`: a surname alone counts
     (before a title: 李主任)."""
     given = _GIVEN
     j = _surname_end(text, i)
+    minority = _minority_end(text, i) if i < len(text) else None
+    if j is None or minority is not None:
+        return minority  # 斯琴高娃 is not 斯 + 琴高
     if j is None or _clinical_at(text, i):
         return None
     if text[i] == "任" and i > 0 and text[i - 1] in "担现出兼继升就调委聘信主责":
@@ -170,6 +211,8 @@ def find_names(text: str) -> list[tuple[int, int]]:
     n = len(text)
     for m in _CONTEXT_RX.finditer(text):
         i = m.end()
+        if any(_clinical_end(text, q) > m.start() for q in range(max(0, m.start() - 3), m.start())):
+            continue  # 妇女儿童医疗中心: 女儿 is inside 妇女儿童, not a relative (but 患者女儿童东俊)
         while i < n:
             e = name_at(text, i)
             if e is None:
@@ -196,6 +239,30 @@ def find_names(text: str) -> list[tuple[int, int]]:
             if s < 0 or not (s == 0 or text[s - 1] in _BOUNDARY or text[s - 1] in "者"):
                 continue
             if name_at(text, s) == t:
+                out.append((s, t))
+                break
+    for m in _ACTIONS_RX.finditer(text):
+        t = m.start()
+        for back in (5, 4, 3, 2):
+            s = t - back
+            if s < 0:
+                continue
+            before = text[s - 1] if s > 0 else "\x00"
+            if not (before in _BOUNDARY or before in _BEFORE_ACTOR):
+                continue
+            # read in a window that ends at the action: 姜平执行医嘱 is 姜平, not 姜平执; with
+            # a boundary before and the action after, any given name (杨和平, 桑向阳)
+            window = text[s:t]
+            if name_at(window, 0) == back or _actor(window):
+                out.append((s, t))
+                break
+    for m in _OCCUPATION_RX.finditer(text):
+        t = m.start()
+        for back in (1, 2, 3, 4):  # shortest first: 由葛技师 is 葛, not 由葛
+            s = t - back
+            before = text[s - 1] if s > 0 else "\x00"
+            if s >= 0 and (before in _BOUNDARY or before in _BEFORE_ACTOR) and (
+                    name_at(text[s:t], 0, lone=True) == back):
                 out.append((s, t))
                 break
     for m in _TITLE_RX.finditer(text):
@@ -231,3 +298,28 @@ def plausible(text: str, s: int, e: int) -> int | None:
         if _clinical_at(text, p):
             return p if p - s >= 2 else None
     return e
+
+
+_NOT_A_NAME = frozenset(("本人", "患者", "家属", "不详", "可靠", "同上", "见上", "自己", "患者本人"))
+
+
+def field_name_ok(value: str, separated: bool) -> bool:
+    """Whether `value`, the whole value of a field whose label announces a person (术者：,
+    签名 , Signed), reads as a name: a surname then given-name characters, a name with a
+    middle dot, or (after a colon, bar or tab) given-name characters alone (德吉卓嘎). No
+    clinical word may start it (管床医师：态度和蔼)."""
+    v = value.replace(" ", "").replace("\u3000", "")
+    if len(v) < 2 or v in _NOT_A_NAME or _clinical_at(v, 0):
+        return False
+    parts = [p for p in re.split("[·•]", v) if p]
+    if len(parts) > 1:
+        return all(len(p) <= 8 for p in parts)
+    if _minority_end(v, 0) == len(v):
+        return True
+    j = _surname_end(v, 0)
+    if j is not None and 1 <= len(v) - j <= 3 and (separated or all(
+            c in _GIVEN or c in _SOFT or c in _FUNCTION for c in v[j:])):
+        return True  # after a colon or bar any given name (向阳: 向 is rarely a given name)
+    return (separated or len(v) >= 3) and len(v) <= 5 and all(c in _GIVEN for c in v) and not any(
+        _clinical_at(v, p) for p in range(len(v)))
+

@@ -258,14 +258,20 @@ _LABEL_RX = re.compile(
     f"(?P<label>{ids.alternation(list(_LABELS))}){_LABEL_TAIL}"
     r"(?P<v>[A-Za-z0-9](?:[A-Za-z0-9\-]|(?<=[0-9]) (?=[0-9])){0,31})(?![A-Za-z0-9])"
 )
-_EMPLOYER_RX = re.compile(
-    "(?:" + ids.alternation(ids.EMPLOYER_LABELS) + _LABEL_TAIL
-    # a bare 单位： is the person's work unit only as a label of its own (not 转出单位：)
-    + r"|(?<![\u4e00-\u9fff])单位[:：][ \u3000]{0,2})(?P<v>[^，。；;,、\n\x00\s]{2,30})")
+# The employer labels (工作单位, 就职于…) are read by identifiers.scan_fields; a bare 单位： is
+# the person's work unit only as a label of its own (not 转出单位：).
+_EMPLOYER_RX = re.compile(r"单位(?<![\u4e00-\u9fff]..)[:：][ \u3000]{0,2}(?P<v>[^，。；;,、\n\x00\s]{2,30})")
 _ANY_NUMBER_LABEL = re.compile(
     r"(?<=[\u4e00-\u9fffA-Za-z])(?:编号|号码|号|ID|No\.?)[:：][ \u3000]{0,2}"
     r"(?P<v>[A-Za-z0-9][A-Za-z0-9\-]{3,31})(?![A-Za-z0-9])")
 _FREE_GUARD = rf"(?<=[{_SINGLE_FREE}])(?<![担现出兼继升就调委聘信]任)"
+
+
+# Labelled field kinds (identifiers.FIELD_LABELS) -> the scrub kind that replaces the value: a
+# postcode is part of an address, a date of birth a date, a personal page a network identifier.
+_FIELD_KINDS = {f: {"postcode": "address", "date_of_birth": "date", "url": "ip", "phone": "mobile"}.get(f, f)
+                for f in ids.FIELD_LABELS}
+_SURNAMES = frozenset(words.SINGLE_SURNAMES) | frozenset(words.COMPOUND_SURNAMES)
 
 
 def _rest(items: Iterable[str]) -> str:
@@ -354,6 +360,7 @@ def _compiled(kinds: tuple[str, ...]) -> tuple[Any, Any]:
 
 
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}  # also the priority when two kinds tie
+_FIELD_NAME = -1  # a name read as a labelled field's value (see _checked_names)
 _SEP = "\x00"  # joins notes into one string; no detector matches it or crosses it
 CHUNK = 20_000  # notes per joined string: bounded memory on million-note columns
 
@@ -395,6 +402,14 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
         code = _KIND_CODE["record_no"]
         out.extend((m.start("v"), m.end("v"), code) for m in _ANY_NUMBER_LABEL.finditer(big)
                    if any(c.isdigit() for c in m.group("v")))
+    fields = {f for f, k in _FIELD_KINDS.items() if k in kinds}
+    if fields:
+        if "landline" in kinds:
+            fields.add("phone")
+        # names found as a field's value go to _checked_names marked _FIELD_NAME: the label is
+        # their evidence, so no clinical-word check cuts them
+        out.extend((a, b, _FIELD_NAME if f == "name" else _KIND_CODE[_FIELD_KINDS.get(f, f)])
+                   for a, b, f in ids.scan_fields(big, fields, names.field_name_ok))
     by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
     if by_recogniser:
         out.extend((a, b, _KIND_CODE[k]) for a, b, k in ids.scan(big, by_recogniser))
@@ -485,7 +500,9 @@ def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[in
     code = _KIND_CODE["name"]
     out = []
     for s, e, k in spans:
-        if k == code and not names.CLINICAL_FIRSTS.isdisjoint(big[s:e]):
+        if k == _FIELD_NAME:
+            k = code
+        elif k == code and not names.CLINICAL_FIRSTS.isdisjoint(big[s:e]):
             e2 = names.plausible(big, s, e)
             if e2 is None:
                 continue
@@ -735,10 +752,10 @@ def detect_spans(
     name_code = _KIND_CODE["name"]
     if "name" in kinds:
         found: dict[int, set[str]] = {}
-        rows_of = np.searchsorted(starts, [s for s, _, k in spans if k == name_code], side="right") - 1
-        for row, (s, e, _) in zip(rows_of, (t for t in spans if t[2] == name_code)):
-            if e - s >= 2:
-                found.setdefault(int(row), set()).add(big[s:e])
+        name_spans = [(s, e) for s, e, k in spans if k == name_code and e - s >= 2]
+        rows_of = np.searchsorted(starts, [s for s, _ in name_spans], side="right") - 1
+        for row, (s, e) in zip(rows_of.tolist(), name_spans):
+            found.setdefault(row, set()).add(big[s:e])
         for row, names in found.items():
             text, off = texts[row], int(starts[row])
             for name in names:
