@@ -45,3 +45,11 @@ def test_leak_rows_name_rows_only(tmp_path):
     assert rows == {"notes": {"text": [1, 2]}}
     path = direct.write_leak_log(tmp_path / "gate" / "r.json", rows)
     assert (path.stat().st_mode & 0o777) == 0o600 and "夏莹" not in path.read_text()
+
+
+def test_a_large_column_is_normalised_in_slices_alike(monkeypatch):
+    texts = pa.array(["电话１３８１２３４５６７８", None, "电话138 1234-5678", "无"] * 50)
+    whole = direct.normalised(texts)
+    monkeypatch.setattr(direct, "_SLICE_BYTES", 64)  # many slices, on two threads
+    assert direct.normalised(texts).equals(whole)
+    assert whole[0].as_py() == "电话13812345678" and whole[2].as_py() == "电话13812345678"
