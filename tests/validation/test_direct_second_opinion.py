@@ -53,3 +53,16 @@ def test_a_large_column_is_normalised_in_slices_alike(monkeypatch):
     monkeypatch.setattr(direct, "_SLICE_BYTES", 64)  # many slices, on two threads
     assert direct.normalised(texts).equals(whole)
     assert whole[0].as_py() == "电话13812345678" and whole[2].as_py() == "电话13812345678"
+
+
+def test_a_large_column_checks_detectors_and_known_values_side_by_side(monkeypatch):
+    """Above CONCURRENT_BYTES the two checks run beside each other on all texts: the same
+    rows and kinds as one after the other."""
+    from deidflow.validation import expectations
+
+    known = StringSet(["夏莹", "13812345678"])
+    notes = pd.Series(["记录医师：夏莹", "记录医师：[姓名]", "联系１３８ １２３４ ５６７８", "电话13900001111",
+                       None] * 3, dtype="string")
+    before = identifier_hits(notes, known)
+    monkeypatch.setattr(expectations, "CONCURRENT_BYTES", 1)
+    assert identifier_hits(notes, known) == before and before["rows"] == 9
