@@ -11,18 +11,19 @@ from deidflow.keys import KeyRing
 from deidflow.policy import Column
 from deidflow.release import cores
 from deidflow.techniques import ApplyContext, registry
+from deidflow.techniques.scrub import EVERYONE
 
 KNOWN = pd.DataFrame({
-    "subject_id": ["P1"] * 3 + ["P2"] * 2,
-    "kind": ["name", "mobile", "resident_id", "name", "mobile"],
-    "value": ["欧阳明华", "13912345678", "11010519491231002X", "李娜", "13700001111"],
+    "subject_id": ["P1"] * 3 + ["P2"] * 2 + ["P9", EVERYONE],  # P9: no note; *: every note
+    "kind": ["name", "mobile", "resident_id", "name", "mobile", "name", "name"],
+    "value": ["欧阳明华", "13912345678", "11010519491231002X", "李娜", "13700001111", "赵敏", "钱多多"],
 })
 
 
 def test_scrub_on_cores_equals_one_process():
     ring = KeyRing(b"\x11" * 32, recipient_id="r1", agreement_id="a1")
     notes = ["患者欧阳明华，电话13912345678，2025年3月7日入院，66岁。", "李娜复诊，电话13700001111。",
-             None, "记录医师：王伟  2024-01-02", "身份证11010519491231002X，家属李娜陪同。"]
+             None, "记录医师：钱多多  2024-01-02", "身份证11010519491231002X，家属李娜陪同。"]
     n = 203  # several chunks per worker, of uneven sizes
     values = pd.Series([notes[i % len(notes)] for i in range(n)], index=range(1000, 1000 + n),
                        name="text", dtype="string")
@@ -42,6 +43,7 @@ def test_scrub_on_cores_equals_one_process():
     got = cores.apply_on_cores(technique, values, spec, spread, processes=2)
     pd.testing.assert_series_equal(got, want)
     assert spread.counts == one.counts and one.counts["name"] > 100
+    assert not got.str.contains("钱多多|欧阳明华|13700001111").any()
     assert got.isna().sum() == n // len(notes) + (1 if n % len(notes) > 2 else 0)
 
 
