@@ -48,6 +48,12 @@ def test_a_foreign_subjects_value_is_found_in_any_note():
     assert ss.substring_hits(notes).tolist() == [False, True, True, True, False, False]
 
 
+def test_a_one_character_member_is_not_searched_beside_two_character_ones():
+    ss = StringSet(pa.array(["王", "aé", "ab"]))  # 王 and aé are both three bytes
+    ss.SMALL = -1
+    assert ss.substring_hits(pa.array(["王先生", "caé", "x"])).tolist() == [False, True, False]
+
+
 def test_window_hashes_equal_whole_value_hashes():
     """A window's hash is `_hash64` of the same bytes as one value (partial last words too)."""
     import numpy as np

@@ -157,6 +157,8 @@ class WindowSearch:
         pos = np.concatenate([q for r, _, _, q in found if len(r)])
         texts = texts.cast(known.members.type if known.members is not None else pa.large_string())
         same = known._confirm(texts, probe, pos)
+        # a one-character member (not searched) may share a byte length with a searched one
+        same &= np.asarray(pc.greater_equal(pc.utf8_length(texts), 2))
         out[rows_all[same]] = True
         if arr.null_count:
             out &= np.asarray(pc.is_valid(arr))
