@@ -47,6 +47,18 @@ def test_scrub_on_cores_equals_one_process():
     assert got.isna().sum() == n // len(notes) + (1 if n % len(notes) > 2 else 0)
 
 
+def test_arrow_backed_notes_come_back_arrow_backed():
+    values = pd.Series(["李娜复诊，电话13700001111。", None] * 50, dtype="string[pyarrow]", name="text")
+    subjects = pd.Series(["P2"] * 100)
+    spec = Column(role="free_text", technique="scrub", params={})
+    technique = registry.get("scrub")
+    want = technique.apply(values, spec, ApplyContext(table="n", column="text", subject_ids=subjects,
+                                                      known_identifiers=KNOWN))
+    got = cores.apply_on_cores(technique, values, spec, ApplyContext(
+        table="n", column="text", subject_ids=subjects, known_identifiers=KNOWN), processes=2)
+    pd.testing.assert_series_equal(got, want)
+
+
 def test_only_row_local_techniques_on_the_memory_engine_spread():
     rows = cores.MIN_ROWS
     assert cores.spreads("scrub", rows, "memory") == (cores.cores() > 1)

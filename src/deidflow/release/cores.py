@@ -19,7 +19,7 @@ import pyarrow as pa
 
 ROW_LOCAL = frozenset({"scrub"})  # techniques whose output row depends on its input row only
 MIN_ROWS = 20_000  # fewer rows: a fork costs more than it saves
-CHUNKS_PER_CORE = 4  # smaller pieces even out uneven notes across the workers
+CHUNKS_PER_CORE = 8  # smaller pieces even out the workers and bound their memory
 
 _JOB: tuple[Any, pd.Series, Any, Any] | None = None  # what the forked workers read
 
@@ -74,7 +74,9 @@ def apply_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
     pieces = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     _JOB = (technique, values, cspec, ctx)
     try:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
+        # one chunk per worker process: a worker's memory (the scrubber's tables, Python
+        # strings of its notes) is returned when it exits, not held until the last chunk
+        with multiprocessing.get_context("fork").Pool(processes, maxtasksperchild=1) as pool:
             results = pool.map(_apply_chunk, pieces, chunksize=1)
     finally:
         _JOB = None
@@ -82,5 +84,10 @@ def apply_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
         for what, k in counts.items():
             ctx.count(what, k)
     joined = pa.chunked_array([r for r, _, _ in results], type=pa.large_string())
+    dtype = results[0][1]
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        # the Arrow arrays as they came back: no Python string per note
+        array = pd.arrays.ArrowStringArray(joined)
+        return pd.Series(array, index=values.index, name=values.name).astype(dtype)
     return pd.Series(joined.to_numpy(zero_copy_only=False), index=values.index, name=values.name,
-                     dtype=results[0][1])
+                     dtype=dtype)
