@@ -66,3 +66,5 @@ def test_a_large_column_checks_detectors_and_known_values_side_by_side(monkeypat
     before = identifier_hits(notes, known)
     monkeypatch.setattr(expectations, "CONCURRENT_BYTES", 1)
     assert identifier_hits(notes, known) == before and before["rows"] == 9
+    monkeypatch.setattr(expectations, "SLICE_BYTES", 20)  # a few texts per slice
+    assert identifier_hits(notes, known) == before
