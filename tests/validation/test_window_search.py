@@ -27,6 +27,7 @@ def test_window_search_equals_a_plain_search(members, texts, block, held, cut):
     ss = StringSet(pa.array(members)) if held else StringSet(Chunks(
         lambda: iter([pa.array(members[:3]), pa.array(members[3:], type=pa.large_string())])))
     ss.SMALL = -1  # the window path whatever the size
+    ss.SHORT = 0  # even for short texts
     arr = pa.array(["pad", *texts], type=pa.string()).slice(1)  # a sliced array (offset 1)
     old = windows.BLOCK_BYTES
     windows.BLOCK_BYTES = block  # many blocks, on two threads

@@ -200,6 +200,7 @@ class StringSet:
     SMALL = 20_000  # up to this many members a regex alternation (RE2) is cheaper to search
 
     PATTERN_BYTES = 4000  # literal bytes per RE2 alternation (see substring_hits)
+    SHORT = 32  # texts up to this long are cut into every window (no window index built)
 
     def __init__(self, values: Any) -> None:
         self._source = values if isinstance(values, Chunks) else None
@@ -379,7 +380,27 @@ class StringSet:
                     break
                 hit[rest] = _bools(pc.match_substring_regex(arr.take(pa.array(rest)), pattern))
             return hit
-        # a large set: hashed byte windows (`validation.windows`), linear in the texts
+        lens = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
+        longest = int(lens.max())
+        if longest <= self.SHORT:
+            # labels (a structured column's distinct values): every window of every size is
+            # looked up whole, without building the window index of a large set
+            rows: list[np.ndarray] = []
+            windows: list[pa.Array] = []
+            for start in range(longest - 1):
+                for size in range(2, longest - start + 1):
+                    idx = np.flatnonzero(lens >= start + size)
+                    if not idx.size:
+                        break
+                    windows.append(pc.utf8_slice_codeunits(arr.take(pa.array(idx)), start,
+                                                           start + size))
+                    rows.append(idx)
+            if windows:
+                found = self._member_mask(pa.concat_arrays(windows))
+                if found.any():
+                    hit[np.concatenate(rows)[found]] = True
+            return hit
+        # long texts: hashed byte windows (`validation.windows`), linear in the texts
         if self._windows is None:
             from deidflow.validation.windows import WindowSearch
 
