@@ -32,11 +32,17 @@ REPO = HERE.parent
 CACHE = HERE / ".cache"
 
 CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 from pathlib import Path
+if os.environ.get("BENCH_PROFILE"):  # --profile: the whole child under cProfile
+    import atexit, cProfile
+    _prof = cProfile.Profile(); _prof.enable()
+    atexit.register(lambda: (_prof.disable(), _prof.dump_stats(os.environ["BENCH_PROFILE"])))
+t_imp = time.perf_counter()
 import deidflow.cli  # the process as `deidflow release` runs it (the CLI skips the exit-time GC)
 from deidflow import release as st
 times, peaks, cpu = {}, {}, {}
+imported = time.perf_counter() - t_imp
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 c = time.process_time(); t = time.perf_counter(); work = st.prepare(sys.argv[1]); times["prepare (read, derive, consent gate)"] = time.perf_counter() - t
@@ -50,7 +56,7 @@ try:
         peaks[name] = peak(); cpu[name] = time.process_time() - c
 finally:
     st.discard(work)
-print(json.dumps({"times": times, "peaks": peaks, "cpu": cpu, "released": s.released, "excluded": s.excluded_for_consent,
+print(json.dumps({"import": imported, "times": times, "peaks": peaks, "cpu": cpu, "released": s.released, "excluded": s.excluded_for_consent,
                   "suppressed": s.suppressed, "k": s.k, "levels": s.levels}))
 """
 
@@ -179,6 +185,8 @@ def main() -> None:
                     help="also time the release as the Prefect flow against a standing Prefect "
                     "server, beside run_release, each in a fresh child process with its imports")
     ap.add_argument("--repeat", type=int, default=2, help="--flow: runs of each; the best is shown")
+    ap.add_argument("--profile", metavar="PSTATS",
+                    help="run the release child under cProfile and write its stats here")
     ap.add_argument("--child-qis", action="store_true",
                     help="declare the encounters' department and encounter type as "
                     "quasi-identifiers too: risk over each patient's whole record (risk.record)")
@@ -227,25 +235,38 @@ def main() -> None:
     t_import = time.perf_counter() - t
     rows = {p.stem: sum(1 for _ in open(p, "rb")) - 1 for p in data.glob("*.csv")}
 
+    env = os.environ | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if args.profile:
+        env["BENCH_PROFILE"] = str(Path(args.profile).resolve())
+    load_before = os.getloadavg()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", CHILD, str(policy)], capture_output=True, text=True,
-                         env=os.environ | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+                         env=env)
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    load_after = os.getloadavg()
     if out.returncode != 0:
         print(out.stderr[-3000:])
         raise SystemExit("release failed")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     r = json.loads(out.stdout.strip().splitlines()[-1])
 
-    print(f"\nfull release, {args.patients:,} patients; rows per table: "
+    what = "with notes" if args.with_notes else "structured tables"
+    print(f"\nfull release ({what}{', child-table QIs' if args.child_qis else ''}), "
+          f"{args.patients:,} patients; rows per table: "
           + ", ".join(f"{k} {v:,}" for k, v in sorted(rows.items())))
     print(f"consent import (not part of the release): {new} events in {t_import:.2f} s")
     print(f"{'stage':<40}{'wall s':>10}{'CPU s':>10}{'peak RSS so far (MB)':>24}")
     for name, sec in r["times"].items():
         print(f"{name:<40}{sec:>10.2f}{r['cpu'][name]:>10.2f}{r['peaks'][name]:>24.0f}")
     print(f"{'sum of stages':<40}{sum(r['times'].values()):>10.2f}{sum(r['cpu'].values()):>10.2f}")
-    print(f"{'wall incl. interpreter start/imports':<40}{wall:>10.2f}")
+    print(f"{'import of deidflow (CLI)':<40}{r['import']:>10.2f}")
+    print(f"{'wall incl. interpreter start/imports':<40}{wall:>10.2f}{child_cpu:>10.2f}")
     print(f"{'peak RSS (MB)':<40}{peak_mb:>10.0f}")
+    print(f"load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f}; "
+          f"{os.cpu_count()} CPUs")
     print(f"released {r['released']:,}, excluded for consent {r['excluded']:,}, "
           f"suppressed {r['suppressed']:,}, k={r['k']}, levels {r['levels']}")
     if args.flow:

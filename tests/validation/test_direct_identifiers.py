@@ -161,7 +161,7 @@ def test_a_large_known_set_is_searched_by_windows():
 @given(st.lists(st.text("张伟李娜1380 ", min_size=30, max_size=80), min_size=1, max_size=8),
        st.lists(st.text("张伟李娜1380 ", min_size=2, max_size=5), min_size=1, max_size=6))
 def test_long_texts_are_searched_from_member_first_characters(texts, known):
-    """Texts longer than StringSet.SHORT take the pruned window search; same answer."""
+    """Long texts through the pruned window search (`validation.windows`); same answer."""
     ss = StringSet(known)
     ss.SMALL = -1
     got = ss.substring_hits(pd.Series(texts, dtype="string[pyarrow]"))

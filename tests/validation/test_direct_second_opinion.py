@@ -45,3 +45,26 @@ def test_leak_rows_name_rows_only(tmp_path):
     assert rows == {"notes": {"text": [1, 2]}}
     path = direct.write_leak_log(tmp_path / "gate" / "r.json", rows)
     assert (path.stat().st_mode & 0o777) == 0o600 and "夏莹" not in path.read_text()
+
+
+def test_a_large_column_is_normalised_in_slices_alike(monkeypatch):
+    texts = pa.array(["电话１３８１２３４５６７８", None, "电话138 1234-5678", "无"] * 50)
+    whole = direct.normalised(texts)
+    monkeypatch.setattr(direct, "_SLICE_BYTES", 64)  # many slices, on two threads
+    assert direct.normalised(texts).equals(whole)
+    assert whole[0].as_py() == "电话13812345678" and whole[2].as_py() == "电话13812345678"
+
+
+def test_a_large_column_checks_detectors_and_known_values_side_by_side(monkeypatch):
+    """Above CONCURRENT_BYTES the two checks run beside each other on all texts: the same
+    rows and kinds as one after the other."""
+    from deidflow.validation import expectations
+
+    known = StringSet(["夏莹", "13812345678"])
+    notes = pd.Series(["记录医师：夏莹", "记录医师：[姓名]", "联系１３８ １２３４ ５６７８", "电话13900001111",
+                       None] * 3, dtype="string")
+    before = identifier_hits(notes, known)
+    monkeypatch.setattr(expectations, "CONCURRENT_BYTES", 1)
+    assert identifier_hits(notes, known) == before and before["rows"] == 9
+    monkeypatch.setattr(expectations, "SLICE_BYTES", 20)  # a few texts per slice
+    assert identifier_hits(notes, known) == before

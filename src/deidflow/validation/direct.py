@@ -45,13 +45,29 @@ _GROUPINGS = (
 )
 
 
+_SLICE_BYTES = 1 << 25  # text normalised per call: slices of a large column go to two threads
+
+
 def normalised(texts: Any) -> pa.Array:
     """NFKC, and mobile and ID numbers written in groups joined (138 1234-5678 → 13812345678)."""
     arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, type=pa.string())
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if arr.nbytes <= 2 * _SLICE_BYTES:
+        return _normalised(arr)
+    # Arrow's kernels release the GIL: a notes column's slices normalised on two threads
+    from concurrent.futures import ThreadPoolExecutor
+
+    step = max(1, int(len(arr) * _SLICE_BYTES / max(arr.nbytes, 1)))
+    slices = [arr.slice(i, step) for i in range(0, len(arr), step)]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="normalise") as pool:
+        return pa.concat_arrays(list(pool.map(_normalised, slices)))
+
+
+def _normalised(arr: pa.Array) -> pa.Array:
     arr = pc.utf8_normalize(arr, "NFKC")
     for pattern, joined in _GROUPINGS:
         arr = pc.replace_substring_regex(arr, pattern, joined)
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return arr
 
 
 def known_hits(texts: Any, known: Any) -> np.ndarray:

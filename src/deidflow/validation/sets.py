@@ -200,13 +200,13 @@ class StringSet:
     SMALL = 20_000  # up to this many members a regex alternation (RE2) is cheaper to search
 
     PATTERN_BYTES = 4000  # literal bytes per RE2 alternation (see substring_hits)
-    SHORT = 32  # texts up to this long are searched at every window size (no length scan)
+    SHORT = 32  # texts up to this long are cut into every window (no window index built)
 
     def __init__(self, values: Any) -> None:
         self._source = values if isinstance(values, Chunks) else None
         self._table = np.zeros(1 << 24, dtype=bool)
         self._lengths: tuple[int, ...] | None = None
-        self._firsts: pa.Array | None = None
+        self._windows: Any = None  # the byte-window index of a large set, on first need
         self.members: pa.Array | None = None
         if self._source is None:
             arr = _single(_as_text(values))
@@ -350,15 +350,6 @@ class StringSet:
                                            value_set=self.members.take(pa.array(self._order[at]))))
         return same
 
-    def _first_characters(self) -> pa.Array:
-        if self._firsts is None:
-            firsts = [pc.unique(pc.utf8_slice_codeunits(
-                c.filter(pc.greater_equal(pc.utf8_length(c), 2)), 0, 1)).cast(pa.large_string())
-                for c in self._member_chunks()]
-            self._firsts = (pc.unique(pa.concat_arrays(firsts)) if firsts
-                            else pa.array([], type=pa.large_string()))
-        return self._firsts
-
     def _literals(self) -> list[str]:
         """The distinct members of two characters or more, longest first (a small set only)."""
         found: set[str] = set()
@@ -370,11 +361,10 @@ class StringSet:
         """True where a text contains a member of the set (of two characters or more).
 
         A small set is searched as the scrubber does (`find_identifiers`, an RE2 alternation
-        of the literals). A large one by windows: every window of each member length is
-        looked up in the set (from positions whose character starts some member), so the cost
-        is linear in the texts' total length times the number
-        of distinct member lengths, and independent of the set's size (an alternation of
-        millions of literals is not: RE2 builds it super-linearly)."""
+        of the literals). A large one by hashed byte windows (`validation.windows`), pruned by
+        the members' first bytes and prefixes, so the cost is linear in the texts' bytes and
+        independent of the set's size (an alternation of millions of literals is not: RE2
+        builds it super-linearly)."""
         arr = _single(_as_text(texts))
         n = len(arr)
         hit = np.zeros(n, dtype=bool)
@@ -392,56 +382,30 @@ class StringSet:
             return hit
         lens = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
         longest = int(lens.max())
-        sizes = range(2, longest + 1) if longest <= self.SHORT else self.lengths
-        rows: list[np.ndarray] = []
-        windows: list[pa.Array] = []
-        pending = 0
-
-        def flush() -> None:
-            nonlocal pending
-            if not windows:
-                return
-            found = self._member_mask(pa.concat_arrays(windows))
-            if found.any():
-                hit[np.concatenate(rows)[found]] = True
-            rows.clear(), windows.clear()
-            pending = 0
-
-        if longest <= self.SHORT:  # labels: few windows, cut them all
+        if longest <= self.SHORT:
+            # labels (a structured column's distinct values): every window of every size is
+            # looked up whole, without building the window index of a large set
+            rows: list[np.ndarray] = []
+            windows: list[pa.Array] = []
             for start in range(longest - 1):
-                for size in sizes:
+                for size in range(2, longest - start + 1):
                     idx = np.flatnonzero(lens >= start + size)
                     if not idx.size:
                         break
                     windows.append(pc.utf8_slice_codeunits(arr.take(pa.array(idx)), start,
                                                            start + size))
                     rows.append(idx)
-            flush()
+            if windows:
+                found = self._member_mask(pa.concat_arrays(windows))
+                if found.any():
+                    hit[np.concatenate(rows)[found]] = True
             return hit
-        # Only positions whose character starts some member can start a match: one lookup
-        # per position prunes most of the text before any window is cut.
-        firsts = self._first_characters()
-        for start in range(longest - 1):
-            idx = np.flatnonzero((lens >= start + 2) & ~hit)
-            if not idx.size:
-                break
-            first = pc.utf8_slice_codeunits(arr.take(pa.array(idx)), start, start + 1)
-            idx = idx[_bools(pc.is_in(first, value_set=firsts))]
-            if not idx.size:
-                continue
-            sub = arr.take(pa.array(idx))
-            for size in sizes:
-                ok = lens[idx] >= start + size
-                if not ok.any():
-                    break
-                windows.append(pc.utf8_slice_codeunits(sub.filter(pa.array(ok)), start,
-                                                       start + size))
-                rows.append(idx[ok])
-                pending += int(ok.sum())
-            if pending >= 2_000_000:
-                flush()
-        flush()
-        return hit
+        # long texts: hashed byte windows (`validation.windows`), linear in the texts
+        if self._windows is None:
+            from deidflow.validation.windows import WindowSearch
+
+            self._windows = WindowSearch(self._member_chunks())
+        return self._windows.hits(arr, self)
 
 
 _RE2_SPECIAL = frozenset(r"\.^$|?*+()[]{}")

@@ -1,0 +1,67 @@
+"""The memory engine's scrub on every core (`release.cores`): the rows cut into chunks, each
+scrubbed in a forked worker, give exactly the one-process result (order, index, nulls,
+dtype) and the same counts, with the key ring (pseudonyms, shifted dates) and the known
+identifiers of each subject."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from deidflow.keys import KeyRing
+from deidflow.policy import Column
+from deidflow.release import cores
+from deidflow.techniques import ApplyContext, registry
+from deidflow.techniques.scrub import EVERYONE
+
+KNOWN = pd.DataFrame({
+    "subject_id": ["P1"] * 3 + ["P2"] * 2 + ["P9", EVERYONE],  # P9: no note; *: every note
+    "kind": ["name", "mobile", "resident_id", "name", "mobile", "name", "name"],
+    "value": ["欧阳明华", "13912345678", "11010519491231002X", "李娜", "13700001111", "赵敏", "钱多多"],
+})
+
+
+def test_scrub_on_cores_equals_one_process():
+    ring = KeyRing(b"\x11" * 32, recipient_id="r1", agreement_id="a1")
+    notes = ["患者欧阳明华，电话13912345678，2025年3月7日入院，66岁。", "李娜复诊，电话13700001111。",
+             None, "记录医师：钱多多  2024-01-02", "身份证11010519491231002X，家属李娜陪同。"]
+    n = 203  # several chunks per worker, of uneven sizes
+    values = pd.Series([notes[i % len(notes)] for i in range(n)], index=range(1000, 1000 + n),
+                       name="text", dtype="string")
+    subjects = pd.Series(["P1" if i % 2 else "P2" for i in range(n)], index=values.index)
+    spec = Column(role="free_text", technique="scrub",
+                  params={"replace": {"name": "pseudonym", "default": "placeholder"},
+                          "dates": "shift", "shift_days": 30, "ages": "remove"})
+    technique = registry.get("scrub")
+
+    def context() -> ApplyContext:
+        return ApplyContext(table="notes", column="text", subject_ids=subjects, keyring=ring,
+                            frame=pd.DataFrame({"text": values, "patient_id": subjects}),
+                            known_identifiers=KNOWN)
+
+    one, spread = context(), context()
+    want = technique.apply(values, spec, one)
+    got = cores.apply_on_cores(technique, values, spec, spread, processes=2)
+    pd.testing.assert_series_equal(got, want)
+    assert spread.counts == one.counts and one.counts["name"] > 100
+    assert not got.str.contains("钱多多|欧阳明华|13700001111").any()
+    assert got.isna().sum() == n // len(notes) + (1 if n % len(notes) > 2 else 0)
+
+
+def test_arrow_backed_notes_come_back_arrow_backed():
+    values = pd.Series(["李娜复诊，电话13700001111。", None] * 50, dtype="string[pyarrow]", name="text")
+    subjects = pd.Series(["P2"] * 100)
+    spec = Column(role="free_text", technique="scrub", params={})
+    technique = registry.get("scrub")
+    want = technique.apply(values, spec, ApplyContext(table="n", column="text", subject_ids=subjects,
+                                                      known_identifiers=KNOWN))
+    got = cores.apply_on_cores(technique, values, spec, ApplyContext(
+        table="n", column="text", subject_ids=subjects, known_identifiers=KNOWN), processes=2)
+    pd.testing.assert_series_equal(got, want)
+
+
+def test_only_row_local_techniques_on_the_memory_engine_spread():
+    rows = cores.MIN_ROWS
+    assert cores.spreads("scrub", rows, "memory") == (cores.cores() > 1)
+    assert not cores.spreads("scrub", rows - 1, "memory")
+    assert not cores.spreads("scrub", rows, "dask")
+    assert not cores.spreads("pseudonymise", rows, "memory")
