@@ -106,7 +106,7 @@ def main() -> None:
     root = CACHE / f"dask-run-{args.patients}"
     shutil.rmtree(root, ignore_errors=True)
     (root / "keys").mkdir(parents=True)
-    no_notes = {r"\n  notes:\n(    .*\n|\n)*?(?=\nlimits:)": "\n"}
+    no_notes = {r"\n  notes:\n(    .*\n|\n|#.*\n)*?(?=\nlimits:)": "\n"}
     csv_policy = write_policy(root, data, edits=no_notes, name="csv.yaml")
 
     parts = CACHE / f"parts-{args.patients}-{args.partitions}"

@@ -207,7 +207,7 @@ def main() -> None:
     (root / "keys").mkdir(parents=True)
     # Issue 8's target is "about 20 columns over four tables": the structured tables. The
     # notes table (free text) is opt-in because scrubbing is measured by bench_scrub.py.
-    edits = {} if args.with_notes else {r"\n  notes:\n(    .*\n|\n)*?(?=\nlimits:)": "\n"}
+    edits = {} if args.with_notes else {r"\n  notes:\n(    .*\n|\n|#.*\n)*?(?=\nlimits:)": "\n"}
     if args.child_qis:
         edits.update({
             r"department:       \{role: insensitive, technique: keep,":

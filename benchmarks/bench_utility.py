@@ -70,7 +70,7 @@ def cost(patients: int) -> None:
     root = CACHE / f"utility-run-{patients}"
     shutil.rmtree(root, ignore_errors=True)
     (root / "keys").mkdir(parents=True)
-    edits = {r"\n  notes:\n(    .*\n|\n)*?(?=\nlimits:)": "\n",
+    edits = {r"\n  notes:\n(    .*\n|\n|#.*\n)*?(?=\nlimits:)": "\n",
              r"\nlimits:": "\nutility: {target: sex, task: classification}\n\nlimits:"}
     policy = write_policy(root, data, edits=edits)
     cached = CACHE / f"consent-{patients}.db"
