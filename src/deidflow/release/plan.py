@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deidflow.errors import DeidflowError
-from deidflow.release.state import RunState, pinned_policy
-from deidflow.release.workdir import staging_dir
+from deidflow.release.state import RunState
+from deidflow.release.workdir import WorkDir
 from deidflow.release.prepare import finish_prepare, gate_partition
 from deidflow.release.search import frequency_partition, search
 from deidflow.release.transform import begin_transform, finish_transform, transform_partition
@@ -26,12 +26,10 @@ from deidflow.release.publish import publish
 def discard(work: Path) -> None:
     """End of a run, however it ended: no staging directory and no private copies remain."""
     try:
-        state = RunState.load(work)
-        if state.release_id:
-            shutil.rmtree(staging_dir(pinned_policy(state), state), ignore_errors=True)
+        WorkDir.of(work).discard()
     except (OSError, ValueError, TypeError, DeidflowError):
         pass
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)  # a state that cannot be read: the directory still goes
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,7 +28,7 @@ from deidflow.manifest.record import InputFile
 from deidflow.release.state import (
     PINNED, ConsentOutcome, GateOutcome, PrepareCounts, RunState, now_utc, pinned_policy,
 )
-from deidflow.release.workdir import EXCLUSION_LOG, arrow_part, consented_path, gated_path, parquet_part, private_dir, reap_stale_work
+from deidflow.release.workdir import WorkDir
 
 
 def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_id: str | None = None,
@@ -61,10 +60,8 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
         n_parts = partition_count(loaded)
     from concurrent.futures import ThreadPoolExecutor
 
-    reap_stale_work(private_dir(loaded) / "work")
-    work = private_dir(loaded) / "work" / uuid.uuid4().hex[:16]
-    (work / "gated").mkdir(parents=True)
-    work.chmod(0o700)
+    wd = WorkDir.new(loaded)
+    work = wd.root
     try:
         state = RunState(
             policy_path=str(loaded.path), policy_text=loaded.text, policy_sha256=loaded.sha256,
@@ -83,7 +80,7 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
             if engine == "memory":
                 pending = pool.submit(registry.snapshot, as_of)
                 inputs = _InputTables(loaded)
-                staged = _stage_tables(work, 0, inputs, state, loaded, pending)
+                staged = _stage_tables(wd, 0, inputs, state, loaded, pending)
                 if not pending.done():
                     # This thread would only wait for the snapshot now: import the validation
                     # gate (Great Expectations, a slow import) meanwhile, instead of at the validate
@@ -96,14 +93,14 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
                 # The Dask engine never holds the snapshot: it streams into the partitions'
                 # work files (it names subjects: private work dir) while this thread hashes
                 # the input parts.
-                pending = pool.submit(write_events, work, registry, as_of, n_parts)
+                pending = pool.submit(write_events, wd, registry, as_of, n_parts)
                 state.inputs = [InputFile(**d) for d in _parts_digests(loaded)]
                 state.consent = ConsentOutcome(**pending.result())
         if engine == "memory":
             state.consent = ConsentOutcome(**snapshot.summary())
             state.inputs = [InputFile(**d) for d in inputs.digests()]
             state.save(work)
-            done = _gate_staged(work, 0, state, loaded, staged, snapshot.events)
+            done = _gate_staged(wd, 0, state, loaded, staged, snapshot.events)
             del snapshot, staged
             finish_prepare(work, [done])
         else:
@@ -143,7 +140,7 @@ def _give_back_memory() -> None:
         pass
 
 
-def write_events(work: Path, registry: Any, as_of: datetime, parts: int) -> dict[str, Any]:
+def write_events(work: WorkDir, registry: Any, as_of: datetime, parts: int) -> dict[str, Any]:
     """The consent snapshot as of `as_of`, split by subject as the input partitions are, so
     each partition's gate reads its own subjects' events and not the whole registry's; returns
     the snapshot's summary. The events stream from the registry a chunk at a time, each
@@ -152,8 +149,7 @@ def write_events(work: Path, registry: Any, as_of: datetime, parts: int) -> dict
     from deidflow.consent.registry import SNAPSHOT_SCHEMA
     from deidflow.partitions import subject_partition
 
-    out = work / "consent"
-    out.mkdir(parents=True, exist_ok=True)
+    work.events(0).parent.mkdir(parents=True, exist_ok=True)
     writers: list[Any] = []
 
     def route(chunk: pa.Table) -> None:
@@ -167,7 +163,7 @@ def write_events(work: Path, registry: Any, as_of: datetime, parts: int) -> dict
 
     try:
         for i in range(parts):
-            writers.append(pa.ipc.new_file(str(out / arrow_part(i)), SNAPSHOT_SCHEMA))
+            writers.append(pa.ipc.new_file(str(work.events(i)), SNAPSHOT_SCHEMA))
         return registry.stream_snapshot(as_of, route)
     finally:
         for w in writers:
@@ -222,9 +218,10 @@ def gate_partition(work: Path, index: int) -> GateOutcome:
 
     state = RunState.load(work)
     loaded = pinned_policy(state)
-    staged = _stage_tables(work, index, read_partition(loaded, index), state, loaded)
-    events = read_work(work / "consent" / arrow_part(index))
-    return _gate_staged(work, index, state, loaded, staged, events)
+    wd = WorkDir.of(work, state)
+    staged = _stage_tables(wd, index, read_partition(loaded, index), state, loaded)
+    events = read_work(wd.events(index))
+    return _gate_staged(wd, index, state, loaded, staged, events)
 
 
 @dataclass
@@ -238,7 +235,7 @@ class _Staged:
     records_in: dict[str, int]
 
 
-def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], state: RunState,
+def _stage_tables(work: WorkDir, index: int, frames: Mapping[str, pd.DataFrame], state: RunState,
                   loaded: LoadedPolicy, pending: Any = None) -> _Staged:
     """Derive every table's columns; write each table but the subject table whole to the work
     directory, keeping only where each row's subject is. `frames` is indexed once per table
@@ -278,13 +275,13 @@ def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], st
         # transform drops the excluded and the suppressed subjects' rows in one filter. The
         # work directory is private (0700) and removed when the run ends; no technique ever
         # sees those rows.
-        write_work(frame, gated_path(work, name, index))
+        write_work(frame, work.gated(name, index))
         del frame
     return _Staged(subject=subject, birth_dates=birth, rows=rows,
                    records_in={name: records_in[name] for name in policy.tables})
 
 
-def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, staged: _Staged,
+def _gate_staged(work: WorkDir, index: int, state: RunState, loaded: LoadedPolicy, staged: _Staged,
                  events: pd.DataFrame) -> GateOutcome:
     """The consent gate over a staged partition: the subject table's consented rows are
     written, and beside each other table the verdict for each of its rows."""
@@ -314,10 +311,10 @@ def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, 
         age_rule=policy.consent.birth_date_column is not None,
     )
     allowed = subject_mask(subjects["subject_id"], gate.allowed)  # per subject row
-    write_work(subject, gated_path(work, policy.subject_table, index), allowed)
+    write_work(subject, work.gated(policy.subject_table, index), allowed)
     for name, rows in staged.rows.items():
-        np.save(consented_path(work, name, index), allowed[rows])
-    excluded = work / "excluded" / parquet_part(index)
+        np.save(work.consented(name, index), allowed[rows])
+    excluded = work.excluded(index)
     excluded.parent.mkdir(parents=True, exist_ok=True)
     gate.private_log().to_parquet(excluded)  # with the orphan withdrawals
     return GateOutcome(subjects=int(len(subjects)), granted=int(len(gate.allowed)),
@@ -363,9 +360,9 @@ def finish_prepare(work: Path, parts: list[GateOutcome]) -> PrepareCounts:
         "no_minors_attested": any(p.no_minors_attested for p in parts)})
     state.counts = PrepareCounts(subjects_in=subjects, excluded_for_consent=subjects - granted,
                                  records_in=records_in)
-    excluded = pd.concat([pd.read_parquet(p) for p in sorted((work / "excluded").glob("part-*.parquet"))],
-                         ignore_index=True)
-    log = work / EXCLUSION_LOG
+    wd = WorkDir.of(work, state)
+    excluded = pd.concat([pd.read_parquet(p) for p in wd.excluded_parts()], ignore_index=True)
+    log = wd.exclusion_log
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
         excluded.to_csv(fh, index=False)

@@ -21,7 +21,7 @@ from deidflow.io import read_released_csv, read_work, write_frame, write_work
 from deidflow.policy import LoadedPolicy, Role
 from deidflow.manifest.record import ColumnTreatment
 from deidflow.release.state import TransformOutcome, RunState, dump_json, pinned_policy, plain
-from deidflow.release.workdir import consented_path, gated_part, gated_path, parquet_part, prepare_staging, released_copy, staging_dir
+from deidflow.release.workdir import WorkDir
 from deidflow.release.search import NA
 
 
@@ -32,20 +32,20 @@ def begin_transform(work: Path) -> str:
     state = RunState.load(work)
     loaded = pinned_policy(state)
     state.release_id = _release_id(loaded, state, KeyRing.from_policy(loaded))
-    prepare_staging(loaded, state)
+    WorkDir.of(work, state).prepare_staging()
     state.save(work)
     return state.release_id
 
 
-def _suppressed_subjects(subject: pd.DataFrame, work: Path, loaded: LoadedPolicy) -> pd.Series:
+def _suppressed_subjects(subject: pd.DataFrame, work: WorkDir, loaded: LoadedPolicy) -> pd.Series:
     """Boolean per subject row: its combination was suppressed by the search (or, after the
     whole-record search, the subject itself)."""
-    if (work / "suppressed-subjects.parquet").is_file():  # the whole-record search's choice
-        ids = pd.read_parquet(work / "suppressed-subjects.parquet")["subject_id"]
+    if work.suppressed_subjects.is_file():  # the whole-record search's choice
+        ids = pd.read_parquet(work.suppressed_subjects)["subject_id"]
         sid = loaded.policy.tables[loaded.policy.subject_table].subject_column
         return pd.Series(subject[sid].astype("string").isin(ids).to_numpy(dtype=bool),
                          index=subject.index)
-    combos = pd.read_parquet(work / "suppressed-combos.parquet")
+    combos = pd.read_parquet(work.suppressed_combos)
     if combos.empty:
         return pd.Series(False, index=subject.index)
     cols = list(combos.columns)
@@ -64,11 +64,11 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     loaded = pinned_policy(state)
     policy = loaded.policy
     keyring = KeyRing.from_policy(loaded)
-    stage = staging_dir(loaded, state)
+    wd = WorkDir.of(work, state)
     subj_spec = policy.tables[policy.subject_table]
     sid = subj_spec.subject_column
-    subject_all = gated_part(work, policy.subject_table, index)
-    suppressed_mask = _suppressed_subjects(subject_all, work, loaded)
+    subject_all = wd.gated_part(policy.subject_table, index)
+    suppressed_mask = _suppressed_subjects(subject_all, wd, loaded)
     suppressed = pd.Index(subject_all.loc[suppressed_mask.to_numpy(), sid].astype("string"))
     subject_raw = subject_all.loc[~suppressed_mask.to_numpy()]
     del subject_all
@@ -78,7 +78,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     if known is not None:  # every direct identifier of every table (attending doctors…)
         from deidflow.techniques.scrub import known_from_tables
 
-        known = known_from_tables(known, policy, lambda t, cols, i: gated_part(work, t, i, cols),
+        known = known_from_tables(known, policy, lambda t, cols, i: wd.gated_part(t, i, cols),
                                   index, state.partitions)
 
     # The memory engine applies a table's columns on a few threads: the techniques' work is in
@@ -92,7 +92,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
 
     from deidflow.column_types import describe_kind, released_kinds
 
-    kinds = released_kinds(work, loaded, lambda t: sorted((work / "gated" / t).glob("part-*.arrow")))
+    kinds = released_kinds(wd.column_types, loaded, wd.gated_parts)
     levels = state.outcome("search").levels
 
     def apply(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> tuple[dict[str, Any], Any]:
@@ -117,13 +117,12 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         return entry, result
 
     try:
-        return _transform_tables(work, index, state, policy, stage, subject_raw, suppressed, pool, apply,
-                                 kinds)
+        return _transform_tables(wd, index, state, policy, subject_raw, suppressed, pool, apply, kinds)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stage: Path,
+def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
                       subject_raw: pd.DataFrame, suppressed: pd.Index, pool: Any,
                       apply: Callable[..., tuple[dict[str, Any], Any]],
                       kinds: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
@@ -152,13 +151,13 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
         for name, tspec in policy.tables.items():
             # The link column first, for the verdicts; then the table's kept rows only (an
             # Arrow filter per column over the memory-mapped work file, on the pool).
-            link = gated_part(work, name, index, [tspec.subject_column])[tspec.subject_column]
+            link = work.gated_part(name, index, [tspec.subject_column])[tspec.subject_column]
             keep = ~subject_mask(link, suppressed)
             del link
-            consented = consented_path(work, name, index)
+            consented = work.consented(name, index)
             if consented.is_file():
                 keep &= np.load(consented)
-            frame = read_work(gated_path(work, name, index), keep=keep, pool=pool)
+            frame = read_work(work.gated(name, index), keep=keep, pool=pool)
             out = {}
             futures = [(col, pool.submit(apply, name, frame, col, cspec)) for col, cspec in tspec.columns.items()]
             for col, future in futures:  # in the policy's column order, whatever finished first
@@ -179,13 +178,13 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
             if name == policy.subject_table:
                 released_subject = released
             if state.engine == "dask":
-                written.append(writer.submit(write_frame, released, stage / "data" / name / parquet_part(index), "parquet"))
+                written.append(writer.submit(write_frame, released, work.staged_part(name, index), "parquet"))
             else:
-                written.append(writer.submit(write_frame, released, stage / "data" / f"{name}.{fmt}", fmt))
+                written.append(writer.submit(write_frame, released, work.staged(name, fmt), fmt))
                 if name != policy.subject_table:
                     # The very Arrow table the writer serialises, for the validation gate and
                     # the aggregates: reading it back costs a tenth of parsing the CSV again.
-                    written.append(writer.submit(write_work, released, released_copy(work, name)))
+                    written.append(writer.submit(write_work, released, work.released_copy(name)))
             for done in [f for f in written if f.done()]:
                 done.result()  # a failed write stops the stage now
             del frame, released, out
@@ -199,23 +198,23 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
     mapping = pd.DataFrame({"subject_id": subject_raw[sid].astype("string").array})
     if released_subject is not None and sid in released_subject:
         mapping["pseudonym"] = released_subject[sid].astype("string").array
-    out = work / "pseudonyms" / parquet_part(index)
+    out = work.pseudonyms(index)
     out.parent.mkdir(parents=True, exist_ok=True)
     mapping.to_parquet(out)
     result = {"columns": columns, "rows": rows, "suppressed": int(len(suppressed)),
               "released": int(len(subject_raw))}
-    dump_json(work / "transform" / f"part-{index:05d}.json", result)
+    dump_json(work.transformed(index), result)
     return {"rows": rows, "released": result["released"]}
 
 
-def released_for_checks(work: Path, stage: Path, engine: str, fmt: str, name: str,
-              columns: list[str] | None = None) -> pd.DataFrame:
+def released_for_checks(work: WorkDir, engine: str, fmt: str, name: str,
+                        columns: list[str] | None = None) -> pd.DataFrame:
     """A staged released table for the later stages: the memory engine's Arrow copy of what
     it wrote (the subject table is read from its file), or the Dask engine's parts."""
-    copy = released_copy(work, name)
+    copy = work.released_copy(name)
     if engine != "dask" and copy.is_file():
         return read_work(copy, columns)
-    return released_table(stage, name, fmt, engine, columns)
+    return released_table(work.staging, name, fmt, engine, columns)
 
 
 def _treatment(entry: dict[str, Any]) -> ColumnTreatment:
@@ -245,8 +244,8 @@ def finish_transform(work: Path) -> str:
     state = RunState.load(work)
     loaded = pinned_policy(state)
     policy = loaded.policy
-    stage = staging_dir(loaded, state)
-    parts = [json.loads(p.read_text()) for p in sorted((work / "transform").glob("part-*.json"))]
+    wd = WorkDir.of(work, state)
+    parts = [json.loads(p.read_text()) for p in wd.transformed_parts()]
     if len(parts) != state.partitions:
         raise GateFailed(f"{state.partitions - len(parts)} partition(s) were not transformed",
                          key="engine", fix="rerun the release")
@@ -267,9 +266,9 @@ def finish_transform(work: Path) -> str:
             rows[k] = rows.get(k, 0) + int(v)
     aggregates = []
     for agg in policy.aggregates:
-        frame = released_for_checks(work, stage, state.engine, policy.output.format, agg.table, list(agg.by))
+        frame = released_for_checks(wd, state.engine, policy.output.format, agg.table, list(agg.by))
         table, summary = published_table(frame, list(agg.by), policy.limits.small_cell)
-        write_frame(table, stage / "aggregates" / f"{agg.name}.csv", "csv")
+        write_frame(table, wd.staging / "aggregates" / f"{agg.name}.csv", "csv")
         aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by), **plain(summary)})
     state.transform = TransformOutcome(
         suppressed_subjects=sum(p["suppressed"] for p in parts),
@@ -277,7 +276,7 @@ def finish_transform(work: Path) -> str:
         released_rows=rows, columns=columns, aggregates=aggregates,
     )
     state.save(work)
-    return str(stage)
+    return str(wd.staging)
 
 
 def transform(work: Path) -> Path:

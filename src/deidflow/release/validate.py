@@ -15,11 +15,11 @@ import pyarrow as pa
 from deidflow.io import as_arrow, read_work
 from deidflow.policy import LoadedPolicy, Role
 from deidflow.release.state import RunState, WholeRecordCheck, pinned_policy, plain
-from deidflow.release.workdir import gated_table, private_dir, pseudonym_mapping, staging_dir
+from deidflow.release.workdir import WorkDir
 from deidflow.release.transform import released_for_checks
 
 
-def known_values(work: Path, loaded: LoadedPolicy) -> Any:
+def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
     """Every direct-identifier value of the consented subjects, for the validation gate, as a
     source it reads column by column from the memory-mapped gated subject table (repeats and
     nulls left in: the gate handles them). The gate keeps their 64-bit hashes, not the strings,
@@ -29,7 +29,7 @@ def known_values(work: Path, loaded: LoadedPolicy) -> Any:
     from deidflow.validation.sets import Chunks
 
     spec = loaded.policy.tables[loaded.policy.subject_table]
-    parts = sorted((work / "gated" / loaded.policy.subject_table).glob("part-*.arrow"))
+    parts = work.gated_parts(loaded.policy.subject_table)
     present = set(pa.ipc.open_file(parts[0]).schema.names) if parts else set()
     direct = [c for c, cs in spec.columns.items() if cs.role is Role.direct_identifier and c in present]
 
@@ -54,15 +54,15 @@ class _ReleasedTables(Mapping[str, Any]):
     the validation gate holds one released table at a time (with the Dask engine, one
     partition of a table at a time, except the subject table)."""
 
-    def __init__(self, work: Path, stage: Path, state: RunState, policy: Any) -> None:
-        self.work, self.stage, self.policy = work, stage, policy
+    def __init__(self, work: WorkDir, state: RunState, policy: Any) -> None:
+        self.work, self.stage, self.policy = work, work.staging, policy
         self.engine = state.engine
         self.fmt = policy.output.format
 
     def _exists(self, name: str) -> bool:
         if self.engine == "dask":
-            return any((self.stage / "data" / name).glob("part-*.parquet"))
-        return (self.stage / "data" / f"{name}.{self.fmt}").is_file()
+            return bool(self.work.staged_parts(name))
+        return self.work.staged(name, self.fmt).is_file()
 
     def __getitem__(self, name: str) -> Any:
         if not self._exists(name):
@@ -74,11 +74,11 @@ class _ReleasedTables(Mapping[str, Any]):
 
             from deidflow.validation.gate import Parts
 
-            parts = sorted((self.stage / "data" / name).glob("part-*.parquet"))
+            parts = self.work.staged_parts(name)
             return Parts(tuple(partial(pd.read_parquet, p) for p in parts))
         # The subject table, on which k, l and risk are proved, is read from the file that
         # ships; the others from the Arrow table that the CSV writer serialised.
-        return released_for_checks(self.work, self.stage, self.engine, self.fmt, name)
+        return released_for_checks(self.work, self.engine, self.fmt, name)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._exists(name)
@@ -104,10 +104,11 @@ def validate(work: Path) -> dict[str, Any]:
     state = RunState.load(work)
     loaded = pinned_policy(state)
     policy = loaded.policy
-    stage = staging_dir(loaded, state)
-    tables = _ReleasedTables(work, stage, state, policy)
-    known = known_values(work, loaded)
-    mapping = pseudonym_mapping(work)
+    wd = WorkDir.of(work, state)
+    stage = wd.staging
+    tables = _ReleasedTables(wd, state, policy)
+    known = known_values(wd, loaded)
+    mapping = wd.pseudonym_mapping()
     consented = mapping["pseudonym"] if "pseudonym" in mapping else pd.Series([], dtype="string")
     report = validate_release(
         policy, tables,
@@ -120,7 +121,7 @@ def validate(work: Path) -> dict[str, Any]:
     from deidflow.validation.record_check import check_whole_record
 
     whole = check_whole_record(policy, lambda t, cols: released_for_checks(
-        work, stage, state.engine, policy.output.format, t, cols))
+        wd, state.engine, policy.output.format, t, cols))
     passed = report.success
     if whole:
         state.whole_record = WholeRecordCheck(**whole)
@@ -139,16 +140,16 @@ def validate(work: Path) -> dict[str, Any]:
 
         failed = [e for e in state.validation.get("expectations", []) if not e.get("success")]
         if direct.gate_fix(e.get("type", "") for e in failed):
-            direct.write_leak_log(private_dir(loaded) / "gate" / f"{state.release_id}.json",
+            direct.write_leak_log(wd.leak_log,
                                   direct.leak_rows(tables, failed, known))
-        kept = keep_report(stage / "validation" / "validation.json", private_dir(loaded), state.run_id)
+        kept = keep_report(stage / "validation" / "validation.json", wd.private, state.run_id)
         raise gate_failure(policy, state.validation, kept)
     # Utility evidence from the consented input and the staged output: aggregates only.
     from deidflow.utility.evidence import utility_evidence
 
     searched = state.outcome("search")
     state.utility_evidence = utility_evidence(
-        loaded, gated_table(work, policy.subject_table), tables[policy.subject_table], mapping["subject_id"],
+        loaded, wd.gated_table(policy.subject_table), tables[policy.subject_table], mapping["subject_id"],
         levels=searched.levels, search_loss=searched.utility.get("metric", "loss"),
         as_of=datetime.fromisoformat(state.as_of).date())
     state.save(work)
