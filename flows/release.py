@@ -75,10 +75,13 @@ TASKS = {
 
 
 def each_partition(fn, work: str, parts: list[int], engine: str) -> list:
-    """A per-partition task over every partition. The Dask engine maps it onto the cluster.
-    The memory engine has one partition: its task runs on the flow's own thread like every
-    other stage (and like `run_release`), not through futures on a task-runner thread."""
-    if engine != "dask":
+    """A per-partition task over every partition. A distributed engine's partitions are
+    mapped onto the cluster. Otherwise (the in-process engine has one partition) its task
+    runs on the flow's own thread like every other stage (and like `run_release`), not
+    through futures on a task-runner thread."""
+    from deidflow.release.engines import engine_named
+
+    if not engine_named(engine).distributed:
         return [fn(work, i) for i in parts]
     return list(fn.map(unmapped(work), parts).result())
 

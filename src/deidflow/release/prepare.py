@@ -1,9 +1,11 @@
 """Stage 1, prepare: read and check every input, derive columns, and apply the consent gate.
 This is where a record is dropped for consent: `_gate_staged` writes each partition's
 consented subject rows and, beside every other table, the verdict per row, which transform
-applies. The memory engine reads each table whole while the consent snapshot is read on
-another core; the Dask engine gates each partition (`gate_partition`) and `finish_prepare`
-adds up the counts and writes the private exclusion log.
+applies. The run's engine (`engines`) reads the inputs: the in-process engine reads each
+table whole while the consent snapshot is read on another core (`read_whole`); the
+partitioned engine splits the snapshot by partition (`read_partitioned`) and gates each
+partition as a step of its own (`gate_partition`). `finish_prepare` adds up the counts and
+writes the private exclusion log.
 """
 
 from __future__ import annotations
@@ -21,28 +23,28 @@ import pandas as pd
 import pyarrow as pa
 
 from deidflow.consent.registry import registry_url_for
-from deidflow.errors import DeidflowError, InputError
+from deidflow.errors import InputError
 from deidflow.io import InputTable, check_links, check_subject_ids, read_table, read_work, write_work
 from deidflow.policy import LoadedPolicy, load_policy
 from deidflow.manifest.record import InputFile
 from deidflow.release.state import (
     PINNED, ConsentOutcome, GateOutcome, PrepareCounts, RunState, now_utc, pinned_policy,
 )
+from deidflow.release.engines import engine_named
 from deidflow.release.workdir import WorkDir
 
 
 def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_id: str | None = None,
             engine: str = "memory", dry_run: bool = False) -> Path:
     """Load the policy, read the consent snapshot as of the run's start, read and check every
-    input; with the memory engine also derive columns and apply the consent gate. Consent is
+    input with the run's engine (which may also derive columns and apply the gate). Consent is
     judged now; a past `as_of` only for a dry run (`deidflow consent check`,
     `consent.moment.run_as_of`).
 
     Returns the run's private work directory."""
     from deidflow.consent.registry import ConsentRegistry
 
-    if engine not in ("memory", "dask"):
-        raise DeidflowError(f"unknown engine '{engine}'", key="engine", fix="use --engine memory or --engine dask")
+    engine_ = engine_named(engine)
     loaded = load_policy(policy_path)
     PINNED[(str(loaded.path), loaded.sha256)] = loaded
     started = now_utc()
@@ -54,67 +56,75 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
 
     check_signing_files(loaded)  # both signing files, now: not at publish after the whole run
     KeyRing.from_policy(loaded)  # a bad or open key file fails now, not after the gate and search
-    if engine == "dask":
-        from deidflow.partitions import partition_count
-
-        n_parts = partition_count(loaded)
-    from concurrent.futures import ThreadPoolExecutor
-
+    partitions = engine_.partitions(loaded)
     wd = WorkDir.new(loaded)
     work = wd.root
     try:
         state = RunState(
             policy_path=str(loaded.path), policy_text=loaded.text, policy_sha256=loaded.sha256,
             run_id=work.name, started_at=started.isoformat(),
-            as_of=as_of.isoformat(), flow_run_id=flow_run_id, engine=engine,
-            pid=os.getpid(), host=socket.gethostname(),
-            partitions=1 if engine == "memory" else n_parts,
+            as_of=as_of.isoformat(), flow_run_id=flow_run_id, engine=engine_.name,
+            pid=os.getpid(), host=socket.gethostname(), partitions=partitions,
         )
         state.save(work)
-        # The snapshot is mostly SQLite (or PostgreSQL) work that releases the GIL and keeps
-        # one core busy. The memory engine reads, checks, derives and stages every input table
-        # on the other meanwhile: the gate itself needs only the subject table and each row's
-        # subject, so what is left once the snapshot is in is a lookup per row.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
-            registry = ConsentRegistry(registry_url(loaded))
-            if engine == "memory":
-                pending = pool.submit(registry.snapshot, as_of)
-                inputs = _InputTables(loaded)
-                staged = _stage_tables(wd, 0, inputs, state, loaded, pending)
-                if not pending.done():
-                    # This thread would only wait for the snapshot now: import the validation
-                    # gate (Great Expectations, a slow import) meanwhile, instead of at the validate
-                    # stage. `preload` says why that cannot race (and does nothing where it could).
-                    from deidflow.validation import preload
-
-                    preload(quiet="consent-snapshot")
-                snapshot = pending.result()
-            else:
-                # The Dask engine never holds the snapshot: it streams into the partitions'
-                # work files (it names subjects: private work dir) while this thread hashes
-                # the input parts.
-                pending = pool.submit(write_events, wd, registry, as_of, n_parts)
-                state.inputs = [InputFile(**d) for d in _parts_digests(loaded)]
-                state.consent = ConsentOutcome(**pending.result())
-        if engine == "memory":
-            state.consent = ConsentOutcome(**snapshot.summary())
-            state.inputs = [InputFile(**d) for d in inputs.digests()]
-            state.save(work)
-            done = _gate_staged(wd, 0, state, loaded, staged, snapshot.events)
-            del snapshot, staged
-            finish_prepare(work, [done])
-        else:
-            # What the snapshot's summary was computed from (large at 10M events) is no longer
-            # needed: hand it back for the worker processes. (The memory engine keeps freed
-            # memory for its own next tables instead: on a VM with free-page reporting —
-            # Firecracker, most clouds — memory given back and touched again is paid for again
-            # in page faults; the README gives the figure.)
-            _give_back_memory()
-            state.save(work)
+        engine_.read_inputs(wd, state, loaded, ConsentRegistry(registry_url(loaded)))
         return work
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def read_whole(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: Any) -> None:
+    """The in-process engine's prepare: every input table read whole as one partition, and
+    its consent gate applied.
+
+    The snapshot is mostly SQLite (or PostgreSQL) work that releases the GIL and keeps one
+    core busy. This thread reads, checks, derives and stages every input table on the other
+    meanwhile: the gate itself needs only the subject table and each row's subject, so what
+    is left once the snapshot is in is a lookup per row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    as_of = datetime.fromisoformat(state.as_of)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
+        pending = pool.submit(registry.snapshot, as_of)
+        inputs = _InputTables(loaded)
+        staged = _stage_tables(work, 0, inputs, state, loaded, pending)
+        if not pending.done():
+            # This thread would only wait for the snapshot now: import the validation
+            # gate (Great Expectations, a slow import) meanwhile, instead of at the validate
+            # stage. `preload` says why that cannot race (and does nothing where it could).
+            from deidflow.validation import preload
+
+            preload(quiet="consent-snapshot")
+        snapshot = pending.result()
+    state.consent = ConsentOutcome(**snapshot.summary())
+    state.inputs = [InputFile(**d) for d in inputs.digests()]
+    state.save(work.root)
+    done = _gate_staged(work, 0, state, loaded, staged, snapshot.events)
+    del snapshot, staged
+    finish_prepare(work.root, [done])
+
+
+def read_partitioned(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: Any) -> None:
+    """The partitioned engine's prepare: the consent snapshot split by subject into the
+    partitions' work files, and the input parts' digests; the gate is a step of its own
+    (`gate_partition`). This process never holds the snapshot: it streams into the
+    partitions' work files (it names subjects: private work dir) while this thread hashes
+    the input parts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    as_of = datetime.fromisoformat(state.as_of)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
+        pending = pool.submit(write_events, work, registry, as_of, state.partitions)
+        state.inputs = [InputFile(**d) for d in _parts_digests(loaded)]
+        state.consent = ConsentOutcome(**pending.result())
+    # What the snapshot's summary was computed from (large at 10M events) is no longer
+    # needed: hand it back for the worker processes. (The in-process engine keeps freed
+    # memory for its own next tables instead: on a VM with free-page reporting —
+    # Firecracker, most clouds — memory given back and touched again is paid for again
+    # in page faults; the README gives the figure.)
+    _give_back_memory()
+    state.save(work.root)
 
 
 def _parts_digests(loaded: LoadedPolicy) -> list[dict[str, Any]]:

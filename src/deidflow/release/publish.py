@@ -20,8 +20,8 @@ from deidflow.io import publish as rename_into_place
 from deidflow.policy import LoadedPolicy, override_record
 from deidflow.release.state import RunState, pinned_policy, now_utc, check_contract
 from deidflow.release.workdir import WorkDir
+from deidflow.release.engines import engine_of
 from deidflow.release.prepare import registry_url
-from deidflow.release.transform import released_table
 
 
 def publish(work: Path) -> "ReleaseSummary":
@@ -62,8 +62,8 @@ def publish_release(work: Path):
     record = build_record(loaded, state, finished_at=now_utc())
     signing_key = ensure_signing_key(loaded.resolve(policy.keys.signing_key_file))
     with _begin_record_release(wd, loaded, state, record.finished_at) as recording:
-        sizes_after = _class_sizes(released_table(stage, policy.subject_table, policy.output.format,
-                                                  state.engine), loaded)
+        sizes_after = _class_sizes(engine_of(state).read_released(stage, policy.subject_table,
+                                                                  policy.output.format), loaded)
         sid = policy.tables[policy.subject_table].subject_column
         sizes_before = _class_sizes(wd.gated_table(policy.subject_table,
                                            list(dict.fromkeys([sid, *policy.quasi_identifiers()]))), loaded)

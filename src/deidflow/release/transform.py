@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -17,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from deidflow.errors import GateFailed
-from deidflow.io import read_released_csv, read_work, write_frame, write_work
+from deidflow.io import read_work, write_frame
 from deidflow.policy import LoadedPolicy, Role
 from deidflow.manifest.record import ColumnTreatment
 from deidflow.release.state import TransformOutcome, RunState, dump_json, pinned_policy, plain
+from deidflow.release.engines import engine_named, engine_of
 from deidflow.release.workdir import WorkDir
 from deidflow.release.search import NA
 
@@ -81,14 +81,10 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         known = known_from_tables(known, policy, lambda t, cols, i: wd.gated_part(t, i, cols),
                                   index, state.partitions)
 
-    # The memory engine applies a table's columns on a few threads: the techniques' work is in
-    # numpy, Arrow and cryptography calls that release the GIL (two CMAC columns on two threads
-    # take half the time of one after the other). Each column gets its own memo, so no two
-    # threads share mutable state. The Dask engine already runs one partition per core.
+    # A table's columns are applied on the engine's threads (`Engine.transform_threads`).
     from concurrent.futures import ThreadPoolExecutor
 
-    threads = 1 if state.engine == "dask" else min(4, os.cpu_count() or 1)
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="transform")
+    pool = ThreadPoolExecutor(max_workers=engine_of(state).transform_threads(), thread_name_prefix="transform")
 
     from deidflow.column_types import describe_kind, released_kinds
 
@@ -140,6 +136,7 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
 
     sid = policy.tables[policy.subject_table].subject_column
     fmt = policy.output.format
+    engine = engine_of(state)
     columns: list[dict[str, Any]] = []
     rows: dict[str, int] = {}
     released_subject = None
@@ -172,19 +169,13 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
             for entry in columns[-len(futures):]:
                 if entry["column"] in withheld:
                     entry["counts"]["event_dates_withheld"] = withheld[entry["column"]]
-            if state.engine == "dask" or fmt == "parquet":  # numbers and dates keep their type
+            if engine.typed_output(fmt):  # numbers and dates keep their type
                 released = with_kinds(released, (kinds or {}).get(name, {}))
             rows[name] = int(len(frame))
             if name == policy.subject_table:
                 released_subject = released
-            if state.engine == "dask":
-                written.append(writer.submit(write_frame, released, work.staged_part(name, index), "parquet"))
-            else:
-                written.append(writer.submit(write_frame, released, work.staged(name, fmt), fmt))
-                if name != policy.subject_table:
-                    # The very Arrow table the writer serialises, for the validation gate and
-                    # the aggregates: reading it back costs a tenth of parsing the CSV again.
-                    written.append(writer.submit(write_work, released, work.released_copy(name)))
+            written += engine.write_released(writer, work, name, index, fmt, released,
+                                             name == policy.subject_table)
             for done in [f for f in written if f.done()]:
                 done.result()  # a failed write stops the stage now
             del frame, released, out
@@ -207,16 +198,6 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
     return {"rows": rows, "released": result["released"]}
 
 
-def released_for_checks(work: WorkDir, engine: str, fmt: str, name: str,
-                        columns: list[str] | None = None) -> pd.DataFrame:
-    """A staged released table for the later stages: the memory engine's Arrow copy of what
-    it wrote (the subject table is read from its file), or the Dask engine's parts."""
-    copy = work.released_copy(name)
-    if engine != "dask" and copy.is_file():
-        return read_work(copy, columns)
-    return released_table(work.staging, name, fmt, engine, columns)
-
-
 def _treatment(entry: dict[str, Any]) -> ColumnTreatment:
     """A column's entry as the manifest records it: the technique's description and counts
     as its parameters (the technique's own `params` flattened in)."""
@@ -226,15 +207,10 @@ def _treatment(entry: dict[str, Any]) -> ColumnTreatment:
                            technique=entry["technique"], params=plain({**flat, **params}))
 
 
-def released_table(stage: Path, name: str, fmt: str, engine: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """A released table read back (all partitions in order for the Dask engine)."""
-    if engine == "dask":
-        parts = sorted((stage / "data" / name).glob("part-*.parquet"))
-        return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
-    path = stage / "data" / f"{name}.{fmt}"
-    if fmt == "parquet":
-        return pd.read_parquet(path, columns=columns)
-    return read_released_csv(path, columns)
+def released_table(release_dir: Path, name: str, fmt: str, engine: str,
+                   columns: list[str] | None = None) -> pd.DataFrame:
+    """A released table read back from a release directory, as the named engine wrote it."""
+    return engine_named(engine).read_released(release_dir, name, fmt, columns)
 
 
 def finish_transform(work: Path) -> str:
@@ -266,7 +242,7 @@ def finish_transform(work: Path) -> str:
             rows[k] = rows.get(k, 0) + int(v)
     aggregates = []
     for agg in policy.aggregates:
-        frame = released_for_checks(wd, state.engine, policy.output.format, agg.table, list(agg.by))
+        frame = engine_of(state).released_for_checks(wd, agg.table, policy.output.format, list(agg.by))
         table, summary = published_table(frame, list(agg.by), policy.limits.small_cell)
         write_frame(table, wd.staging / "aggregates" / f"{agg.name}.csv", "csv")
         aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by), **plain(summary)})

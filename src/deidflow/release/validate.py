@@ -15,8 +15,8 @@ import pyarrow as pa
 from deidflow.io import as_arrow, read_work
 from deidflow.policy import LoadedPolicy, Role
 from deidflow.release.state import RunState, WholeRecordCheck, pinned_policy, plain
+from deidflow.release.engines import engine_of
 from deidflow.release.workdir import WorkDir
-from deidflow.release.transform import released_for_checks
 
 
 def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
@@ -51,34 +51,21 @@ def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
 
 class _ReleasedTables(Mapping[str, Any]):
     """The staged release's tables, each read from its file when asked for and not kept, so
-    the validation gate holds one released table at a time (with the Dask engine, one
-    partition of a table at a time, except the subject table)."""
+    the validation gate holds one released table at a time (or, as the engine gives it, one
+    partition of a table at a time, except the subject table: `Engine.released_for_gate`)."""
 
     def __init__(self, work: WorkDir, state: RunState, policy: Any) -> None:
         self.work, self.stage, self.policy = work, work.staging, policy
-        self.engine = state.engine
+        self.engine = engine_of(state)
         self.fmt = policy.output.format
 
     def _exists(self, name: str) -> bool:
-        if self.engine == "dask":
-            return bool(self.work.staged_parts(name))
-        return self.work.staged(name, self.fmt).is_file()
+        return self.engine.has_released(self.work, name, self.fmt)
 
     def __getitem__(self, name: str) -> Any:
         if not self._exists(name):
             raise KeyError(name)
-        if self.engine == "dask" and name != self.policy.subject_table:
-            # Row-local checks: one partition at a time, so a 10M-patient release's largest
-            # table is never in memory whole. The subject table's risk checks need it whole.
-            from functools import partial
-
-            from deidflow.validation.gate import Parts
-
-            parts = self.work.staged_parts(name)
-            return Parts(tuple(partial(pd.read_parquet, p) for p in parts))
-        # The subject table, on which k, l and risk are proved, is read from the file that
-        # ships; the others from the Arrow table that the CSV writer serialised.
-        return released_for_checks(self.work, self.engine, self.fmt, name)
+        return self.engine.released_for_gate(self.work, name, self.fmt, name == self.policy.subject_table)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._exists(name)
@@ -120,8 +107,8 @@ def validate(work: Path) -> dict[str, Any]:
     # k over the whole record, recomputed from the released files (validation.record_check)
     from deidflow.validation.record_check import check_whole_record
 
-    whole = check_whole_record(policy, lambda t, cols: released_for_checks(
-        wd, state.engine, policy.output.format, t, cols))
+    whole = check_whole_record(policy, lambda t, cols: engine_of(state).released_for_checks(
+        wd, t, policy.output.format, cols))
     passed = report.success
     if whole:
         state.whole_record = WholeRecordCheck(**whole)
