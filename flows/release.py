@@ -31,8 +31,8 @@ from deidflow.redaction import no_values_in_failures, safe_task
 task = safe_task(task)  # what a failed task leaves in Prefect's state and logs names no value
 
 # A flow run's process exits when its run is over. With Prefect and Great Expectations loaded
-# the interpreter's last garbage collection at exit walks and frees ~400k objects for 1-1.5 s
-# (3 s on a busy host), only to free memory the OS takes back at exit anyway. Freezing them
+# the interpreter's last garbage collection at exit walks and frees hundreds of thousands of
+# objects, a pause of its own, only to free memory the OS takes back at exit anyway. Freezing them
 # first (atexit runs before that collection) skips it; every file the run writes is closed by
 # then, and atexit handlers (Prefect's event and log flushes among them) still run.
 atexit.register(gc.freeze)

@@ -39,8 +39,8 @@ app = typer.Typer(
 
 VERBOSE = {"on": False}
 
-# Skip the interpreter's last garbage collection at exit (1-1.7 s after a release with Great
-# Expectations loaded), as the release flow does (flows/release.py): every file is closed by
+# Skip the interpreter's last garbage collection at exit (a pause of its own after a release
+# with Great Expectations loaded), as the release flow does (flows/release.py): every file is closed by
 # then, atexit handlers still run, and the OS takes the memory back anyway.
 atexit.register(gc.freeze)
 

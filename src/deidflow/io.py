@@ -140,7 +140,7 @@ def _read_csv(path: Path, spec: Table) -> tuple[pd.DataFrame, str]:
     if size == 0 or (size < 1 << 16 and not path.read_bytes().strip()):
         raise InputError("file is empty", file=str(path), fix="export the table with a header row and data")
     # The file's pages mapped, not copied into a bytes object: hashing and parsing read the
-    # page cache directly (a copy cost ~1.4 s and 1 GB of fresh memory per GB of input here).
+    # page cache directly (a copy costs time and as much fresh memory as the file's size).
     with open(path, "rb") as fh:
         raw = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     try:

@@ -133,8 +133,8 @@ def subject_partition(ids: pa.Array | pa.ChunkedArray | pd.Series, partitions: i
 
     The id's text (a missing id as '') hashed by pandas' hash_array: `partition_extract` and
     the consent snapshot's split must route an id alike, so this must never change. Arrow
-    text goes straight to the Python strings the hash reads (through a pandas string column
-    it took ~3x as long: 10M ids are read per Dask release)."""
+    text goes straight to the Python strings the hash reads (a detour through a pandas string
+    column takes several times as long, and 10M ids are read per Dask release)."""
     if isinstance(ids, (pa.Array, pa.ChunkedArray)) and (
             pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
         values = pc.fill_null(ids, "").to_numpy(zero_copy_only=False)

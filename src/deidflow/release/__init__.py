@@ -8,7 +8,9 @@
 
 `plan.py` describes the sequence once, as data; `executor.py` runs it in this process and
 `flows/release.py` runs it as a Prefect flow (per-partition steps mapped on Dask).
-`state.py` holds the run state and its pinned policy; `workdir.py` owns every path of a run.
+`state.py` holds the run state and its pinned policy; `workdir.py` owns every path of a run
+(`WorkDir`); `engines.py` the engines behind one partition interface (in-process or
+partitioned on Dask), which the stages ask instead of branching on the engine's name.
 
 The stage functions are exported here under their stage names (`release.prepare(...)`,
 `release.validate(...)`), so `from deidflow.release.validate import …` is how to reach a

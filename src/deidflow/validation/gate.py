@@ -231,7 +231,7 @@ def _scrub_result_dict(obj: Any) -> Any:
 def _quiet_gx() -> Iterator[None]:
     """GX logs 'expectation not found', store and renderer chatter at WARNING; the gate reports
     what matters itself. GX also fingerprints every pandas batch (an MD5 over a hash of every
-    cell, about 1 s per million rows) into the result; the gate has no use for it and it is
+    cell, paid per row) into the result; the gate has no use for it and it is
     a digest of the released data, so it is switched off for the run (GX skips it above a
     size threshold; the threshold is set to zero)."""
     from great_expectations.execution_engine import pandas_execution_engine as pee
