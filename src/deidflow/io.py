@@ -13,7 +13,6 @@ import hashlib
 import io
 import mmap
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -383,33 +382,6 @@ def check_links(table: InputTable, col: str, subject_ids: pa.Array, subject: Inp
 
 
 # --- publishing -------------------------------------------------------------------------------
-
-
-def staging_dir(output_root: Path, release_id: str) -> Path:
-    return output_root / f".staging-{release_id}"
-
-
-def prepare_staging(output_root: Path, release_id: str) -> Path:
-    """A fresh, empty staging directory. Leftovers of an interrupted run are removed first."""
-    try:
-        output_root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"cannot create the output directory: {exc.strerror}",
-            file=str(output_root),
-            fix="choose a writable output.directory in the policy",
-        ) from None
-    if not os.access(output_root, os.W_OK):
-        raise InputError(
-            "the output directory is not writable",
-            file=str(output_root),
-            fix="fix its permissions or choose another output.directory",
-        )
-    for stale in output_root.glob(".staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    stage = staging_dir(output_root, release_id)
-    stage.mkdir()
-    return stage
 
 
 def publish(stage: Path, final: Path) -> Path:
