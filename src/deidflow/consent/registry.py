@@ -45,6 +45,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from deidflow.errors import ConsentError
 from deidflow.idcolumns import count_distinct, id_strings
+from deidflow.redaction import redact_url
 
 if TYPE_CHECKING:
     from deidflow.policy import LoadedPolicy
@@ -141,14 +142,6 @@ release_snapshots = sa.Table(
 )
 
 _APPEND_ONLY_TABLES = ("consent_events", "release_subjects", "release_snapshots")
-
-
-def redact_url(url: str) -> str:
-    """The registry URL with its password replaced, for messages, logs and manifests."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable URL>"
 
 
 def registry_url_for(loaded: "LoadedPolicy") -> str:

@@ -140,7 +140,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
     import platform
 
     from deidflow.manifest.record import (
-        ConsentSnapshot, Counts, PlanInfo, RecipientInfo, ReleaseRecord, RiskSummary, Software, add_years,
+        ConsentSummary, Counts, PlanInfo, RecipientInfo, ReleaseRecord, RiskSummary, Software, add_years,
     )
 
     policy = loaded.policy
@@ -177,7 +177,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
                       approver=policy.plan.approver, executor=policy.plan.executor,
                       version=str(policy.plan.version)),
         inputs=state.inputs,
-        consent=ConsentSnapshot(
+        consent=ConsentSummary(
             registry=consent.registry, as_of=consent.as_of, events=consent.events,
             granted=state.outcome("consent").granted, excluded_by_reason=consent.excluded_by_reason,
             consent_ids_digest=consent.events_sha256,
