@@ -37,7 +37,7 @@ def search_record(work: Path, state: Any, loaded: Any) -> Any:
     """The search stage over the whole record; sets and returns the run state's
     `SearchOutcome` (`release.state`)."""
     from deidflow.release.state import SearchOutcome
-    from deidflow.release.state import plain as _plain
+    from deidflow.jsonsafe import plain
     from deidflow.risk.limits import RiskLimits
     from deidflow.risk.record import child_quasi_identifiers
 
@@ -70,18 +70,18 @@ def search_record(work: Path, state: Any, loaded: Any) -> Any:
 
     pd.DataFrame({"subject_id": pd.Series(res.suppressed_subjects, dtype="string")}).to_parquet(
         WorkDir.of(work, state).suppressed_subjects)
-    after = _plain(res.after.as_dict())
+    after = plain(res.after.as_dict())
     after["unit"] = "whole record (subject row and the set of each table's rows)"
-    after["by_table"] = _plain(res.by_table)
+    after["by_table"] = plain(res.by_table)
     state.search = SearchOutcome(
         levels={k: int(v) for k, v in res.levels.items()},
         suppressed_subjects=int(len(res.suppressed_subjects)),
         combinations=None,
-        before=_plain(res.before.as_dict()),
+        before=plain(res.before.as_dict()),
         after=after,
-        utility=_plain(res.utility),
+        utility=plain(res.utility),
         nodes_evaluated=int(res.nodes_evaluated),
-        sensitive_after=_plain(res.sensitive_after),
+        sensitive_after=plain(res.sensitive_after),
     )
     state.save(work)
     return state.search

@@ -13,7 +13,8 @@ import pandas as pd
 
 from deidflow.errors import GateFailed
 from deidflow.policy import LoadedPolicy
-from deidflow.release.state import SearchOutcome, RunState, pinned_policy, plain
+from deidflow.jsonsafe import plain
+from deidflow.release.state import SearchOutcome, RunState, pinned_policy
 from deidflow.release.workdir import WorkDir
 
 

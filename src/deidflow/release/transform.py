@@ -19,7 +19,8 @@ from deidflow.errors import GateFailed
 from deidflow.io import read_work, write_frame
 from deidflow.policy import LoadedPolicy, Role
 from deidflow.manifest.record import ColumnTreatment
-from deidflow.release.state import TransformOutcome, RunState, dump_json, pinned_policy, plain
+from deidflow.jsonsafe import plain
+from deidflow.release.state import TransformOutcome, RunState, dump_json, pinned_policy
 from deidflow.release.engines import engine_named, engine_of
 from deidflow.release.workdir import WorkDir
 from deidflow.release.search import NA

@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from deidflow.io import as_arrow, read_work
 from deidflow.policy import LoadedPolicy, Role
-from deidflow.release.state import RunState, WholeRecordCheck, pinned_policy, plain
+from deidflow.jsonsafe import plain
+from deidflow.release.state import RunState, WholeRecordCheck, pinned_policy
 from deidflow.release.engines import engine_of
 from deidflow.release.workdir import WorkDir
 
