@@ -320,7 +320,7 @@ def _gate_staged(work: WorkDir, index: int, state: RunState, loaded: LoadedPolic
         as_of=as_of,
         age_rule=policy.consent.birth_date_column is not None,
     )
-    allowed = subject_mask(subjects["subject_id"], gate.allowed)  # per subject row
+    allowed = gate.admits(subjects["subject_id"])  # per subject row
     write_work(subject, work.gated(policy.subject_table, index), allowed)
     for name, rows in staged.rows.items():
         np.save(work.consented(name, index), allowed[rows])
