@@ -145,8 +145,9 @@ def subject_partition(ids: pa.Array | pa.ChunkedArray | pd.Series, partitions: i
 
 
 def partition_extract(loaded: LoadedPolicy, out_dir: Path, partitions: int,
-                      batch_rows: int = 1 << 20) -> dict[str, Path]:
-    """Stream every CSV table of the policy into `out_dir/<table>/part-*.parquet`."""
+                      block_bytes: int = 1 << 24) -> dict[str, Path]:
+    """Stream every CSV table of the policy into `out_dir/<table>/part-*.parquet`, one block
+    of `block_bytes` of CSV at a time (the memory it needs; a row must fit in a block)."""
     if partitions < 1:
         raise InputError("partitions must be at least 1", key="partitions", fix="pass --partitions 8")
     out_dir = Path(out_dir)
@@ -163,7 +164,7 @@ def partition_extract(loaded: LoadedPolicy, out_dir: Path, partitions: int,
             header = next(csv.reader([fh.readline()], delimiter=spec.delimiter))
         reader = pacsv.open_csv(
             src,
-            read_options=pacsv.ReadOptions(encoding=encoding, block_size=1 << 24),
+            read_options=pacsv.ReadOptions(encoding=encoding, block_size=block_bytes),
             parse_options=pacsv.ParseOptions(delimiter=spec.delimiter),
             convert_options=pacsv.ConvertOptions(
                 column_types={c.strip(): pa.string() for c in header},
