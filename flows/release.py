@@ -149,7 +149,7 @@ def summary_markdown(s: stages.ReleaseSummary) -> str:
         ("Released subjects", s.released),
         ("k reached", s.k),
         ("Max class risk", risk.get("max_class_risk", risk.get("Rb", "n/a"))),
-        ("Validation", "passed" if s.validation_ok else "FAILED"),
+        ("Validation", s.validation_text),
         ("Manifest", f"`{s.manifest}`"),
     ]
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)

@@ -221,7 +221,7 @@ def _print_summary(s) -> None:
     t.add_row("k reached", str(s.k))
     if s.levels:
         t.add_row("levels", ", ".join(f"{k}={v}" for k, v in s.levels.items()))
-    t.add_row("validation", "passed" if s.validation_ok else "FAILED")
+    t.add_row("validation", s.validation_text)
     out.print(t)
     # Paths on their own lines, never wrapped or cut, so they can be copied.
     for label, path in (("release", s.release_dir), ("manifest", s.manifest), ("review page", s.review)):

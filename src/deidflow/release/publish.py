@@ -229,6 +229,9 @@ class ReleaseSummary(BaseModel):
     risk_after: dict[str, Any]
     validation_ok: bool
     already_released: bool = False
+    # The limits weaker than GB/T 42460 that the policy's `limits.override` approved (the
+    # record's `limits_override.departures`); empty when the limits met it.
+    limits_override: list[str] = []
 
     @classmethod
     def from_record(cls, record: Any, release_dir: Path, *, already_released: bool = False) -> "ReleaseSummary":
@@ -238,7 +241,18 @@ class ReleaseSummary(BaseModel):
                    suppressed=counts.suppressed, released=counts.released_subjects,
                    k=record.risk.after.get("k"), levels=dict(sorted(record.risk.levels.items())),
                    risk_after=record.risk.after, validation_ok=record.validation_passed,
-                   already_released=already_released)
+                   already_released=already_released,
+                   limits_override=list((record.limits_override or {}).get("departures") or []))
+
+    @property
+    def validation_text(self) -> str:
+        """What the CLI and the flow's artifact say of validation: never a bare "passed" for
+        a release whose limits needed an approved override (as the review page's headline)."""
+        if not self.validation_ok:
+            return "FAILED"
+        if self.limits_override:
+            return "passed under an approved override of " + "; ".join(self.limits_override)
+        return "passed"
 
     @property
     def manifest(self) -> Path | None:
