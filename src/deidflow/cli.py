@@ -75,6 +75,10 @@ def prefect_home(loaded) -> Path:
             fix="point output.private_directory at a writable place, or run with --no-prefect",
         ) from None
     os.environ["PREFECT_HOME"] = str(home)
+    from deidflow.prefect_server import mark_run, stop_orphaned_servers
+
+    stop_orphaned_servers(home)  # left by a killed run of this home (SIGKILL: no clean-up)
+    mark_run()
     return home
 
 
