@@ -41,8 +41,8 @@ try:
         times[step.name] = time.perf_counter() - t
     state = st.RunState.load(work)
     t = time.perf_counter()
-    from deidflow.release.workdir import gated_table
-    gated_table(work, st.pinned_policy(state).policy.subject_table)
+    from deidflow.release.workdir import WorkDir
+    WorkDir.of(work, state).gated_table(st.pinned_policy(state).policy.subject_table)
     read = time.perf_counter() - t
     u = state.utility_evidence.model_dump(mode="json")
     print(json.dumps({"times": times, "read_consented": read, "utility": u["seconds"],

@@ -216,7 +216,7 @@ def bench_dask(patients: int, partitions: int, console: Console) -> None:
             pd.DataFrame({"subject_id": released[sid].astype("string"),
                           "pseudonym": released[sid].astype("string")}).to_parquet(out)
         (work / ".done").write_text("")
-    stage = root / "releases" / f".staging-{release_dir.name}.bench"  # workdir.staging_dir of run "bench"
+    stage = root / "releases" / f".staging-{release_dir.name}.bench"  # WorkDir.staging of run "bench"
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "data").mkdir(parents=True)
     for table in (release_dir / "data").iterdir():

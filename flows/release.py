@@ -31,8 +31,8 @@ from deidflow.redaction import no_values_in_failures, safe_task
 task = safe_task(task)  # what a failed task leaves in Prefect's state and logs names no value
 
 # A flow run's process exits when its run is over. With Prefect and Great Expectations loaded
-# the interpreter's last garbage collection at exit walks and frees ~400k objects for 1-1.5 s
-# (3 s on a busy host), only to free memory the OS takes back at exit anyway. Freezing them
+# the interpreter's last garbage collection at exit walks and frees hundreds of thousands of
+# objects, a pause of its own, only to free memory the OS takes back at exit anyway. Freezing them
 # first (atexit runs before that collection) skips it; every file the run writes is closed by
 # then, and atexit handlers (Prefect's event and log flushes among them) still run.
 atexit.register(gc.freeze)
@@ -75,10 +75,13 @@ TASKS = {
 
 
 def each_partition(fn, work: str, parts: list[int], engine: str) -> list:
-    """A per-partition task over every partition. The Dask engine maps it onto the cluster.
-    The memory engine has one partition: its task runs on the flow's own thread like every
-    other stage (and like `run_release`), not through futures on a task-runner thread."""
-    if engine != "dask":
+    """A per-partition task over every partition. A distributed engine's partitions are
+    mapped onto the cluster. Otherwise (the in-process engine has one partition) its task
+    runs on the flow's own thread like every other stage (and like `run_release`), not
+    through futures on a task-runner thread."""
+    from deidflow.release.engines import engine_named
+
+    if not engine_named(engine).distributed:
         return [fn(work, i) for i in parts]
     return list(fn.map(unmapped(work), parts).result())
 
@@ -162,7 +165,7 @@ def summary_markdown(s: stages.ReleaseSummary) -> str:
         ("Released subjects", s.released),
         ("k reached", s.k),
         ("Max class risk", risk.get("max_class_risk", risk.get("Rb", "n/a"))),
-        ("Validation", "passed" if s.validation_ok else "FAILED"),
+        ("Validation", s.validation_text),
         ("Manifest", f"`{s.manifest}`" if s.staged_id is None else
          f"awaiting approval: staged `{s.staged_id}`, review page `{s.staged_review}`"),
     ]

@@ -39,8 +39,8 @@ app = typer.Typer(
 
 VERBOSE = {"on": False}
 
-# Skip the interpreter's last garbage collection at exit (1-1.7 s after a release with Great
-# Expectations loaded), as the release flow does (flows/release.py): every file is closed by
+# Skip the interpreter's last garbage collection at exit (a pause of its own after a release
+# with Great Expectations loaded), as the release flow does (flows/release.py): every file is closed by
 # then, atexit handlers still run, and the OS takes the memory back anyway.
 atexit.register(gc.freeze)
 
@@ -75,6 +75,10 @@ def prefect_home(loaded) -> Path:
             fix="point output.private_directory at a writable place, or run with --no-prefect",
         ) from None
     os.environ["PREFECT_HOME"] = str(home)
+    from deidflow.prefect_server import mark_run, stop_orphaned_servers
+
+    stop_orphaned_servers(home)  # left by a killed run of this home (SIGKILL: no clean-up)
+    mark_run()
     return home
 
 
@@ -226,7 +230,7 @@ def _print_summary(s) -> None:
     t.add_row("k reached", str(s.k))
     if s.levels:
         t.add_row("levels", ", ".join(f"{k}={v}" for k, v in s.levels.items()))
-    t.add_row("validation", "passed" if s.validation_ok else "FAILED")
+    t.add_row("validation", s.validation_text)
     out.print(t)
     # Paths on their own lines, never wrapped or cut, so they can be copied.
     for label, path in (("release", s.release_dir), ("manifest", s.manifest), ("review page", s.review)):

@@ -85,11 +85,10 @@ def column_kind(parts: Iterable[pa.Array | pa.ChunkedArray]) -> str:
     return candidates[0] if seen and candidates else "text"
 
 
-def released_kinds(work: Path, loaded: Any, gated_parts: Any) -> dict[str, dict[str, str]]:
-    """Type of every released column, per table (cached in the work directory, so that every
-    partition of a run, on any worker, writes the same types). `gated_parts(table)` lists the
-    table's gated work files."""
-    cache = work / "column-types.json"
+def released_kinds(cache: Path, loaded: Any, gated_parts: Any) -> dict[str, dict[str, str]]:
+    """Type of every released column, per table (cached in the run's work directory at
+    `cache`, so that every partition of a run, on any worker, writes the same types).
+    `gated_parts(table)` lists the table's gated work files."""
     if cache.is_file():
         return json.loads(cache.read_text())
     policy = loaded.policy

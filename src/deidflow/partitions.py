@@ -133,8 +133,8 @@ def subject_partition(ids: pa.Array | pa.ChunkedArray | pd.Series, partitions: i
 
     The id's text (a missing id as '') hashed by pandas' hash_array: `partition_extract` and
     the consent snapshot's split must route an id alike, so this must never change. Arrow
-    text goes straight to the Python strings the hash reads (through a pandas string column
-    it took ~3x as long: 10M ids are read per Dask release)."""
+    text goes straight to the Python strings the hash reads (a detour through a pandas string
+    column takes several times as long, and 10M ids are read per Dask release)."""
     if isinstance(ids, (pa.Array, pa.ChunkedArray)) and (
             pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
         values = pc.fill_null(ids, "").to_numpy(zero_copy_only=False)
@@ -145,8 +145,9 @@ def subject_partition(ids: pa.Array | pa.ChunkedArray | pd.Series, partitions: i
 
 
 def partition_extract(loaded: LoadedPolicy, out_dir: Path, partitions: int,
-                      batch_rows: int = 1 << 20) -> dict[str, Path]:
-    """Stream every CSV table of the policy into `out_dir/<table>/part-*.parquet`."""
+                      block_bytes: int = 1 << 24) -> dict[str, Path]:
+    """Stream every CSV table of the policy into `out_dir/<table>/part-*.parquet`, one block
+    of `block_bytes` of CSV at a time (the memory it needs; a row must fit in a block)."""
     if partitions < 1:
         raise InputError("partitions must be at least 1", key="partitions", fix="pass --partitions 8")
     out_dir = Path(out_dir)
@@ -163,7 +164,7 @@ def partition_extract(loaded: LoadedPolicy, out_dir: Path, partitions: int,
             header = next(csv.reader([fh.readline()], delimiter=spec.delimiter))
         reader = pacsv.open_csv(
             src,
-            read_options=pacsv.ReadOptions(encoding=encoding, block_size=1 << 24),
+            read_options=pacsv.ReadOptions(encoding=encoding, block_size=block_bytes),
             parse_options=pacsv.ParseOptions(delimiter=spec.delimiter),
             convert_options=pacsv.ConvertOptions(
                 column_types={c.strip(): pa.string() for c in header},

@@ -9,6 +9,9 @@ read-only directory) keeps its errno and path, which the CLI reports as the oper
 Prefect logs a failed run's traceback at ERROR on the console and in its database: for a
 deidflow error (a user's bad input, already explained) the traceback is dropped, so the
 operator sees the error once, as deidflow prints it.
+
+A database URL (the consent registry's) is only ever shown, logged or recorded through
+`redact_url`, which hides its password.
 """
 
 from __future__ import annotations
@@ -23,6 +26,22 @@ from typing import Any, Callable, TypeVar
 from deidflow.errors import DeidflowError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password replaced by '***', for messages, logs and manifests
+    (never store credentials). A URL that cannot be parsed is not shown at all: it could hold
+    a password where no pattern would find it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "<unparseable URL>"
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
 
 
 class RedactedError(RuntimeError):

@@ -289,14 +289,15 @@ def release_reference_tables(work: Path) -> list[dict[str, Any]]:
     from deidflow.io import write_frame
     from deidflow.keys import KeyRing
     from deidflow.release.state import RunState, pinned_policy
-    from deidflow.release.workdir import parquet_part, staging_dir
+    from deidflow.release.workdir import WorkDir
 
     state = RunState.load(work)
     loaded = pinned_policy(state)
     policy = loaded.policy
     if not policy.reference_tables:
         return []
-    stage = staging_dir(loaded, state)
+    wd = WorkDir.of(work, state)
+    stage = wd.staging
     fmt, engine = policy.output.format, state.engine
     keyring = KeyRing.from_policy(loaded)
     fks = foreign_keys(policy)
@@ -325,7 +326,7 @@ def release_reference_tables(work: Path) -> list[dict[str, Any]]:
             wanted[target].append(released[col].astype("string").dropna())
         dangling = int((~pointed.isin(pd.Index(keys.unique()))).sum())
         if engine == "dask":
-            write_frame(released, stage / "data" / name / parquet_part(0), "parquet")
+            write_frame(released, wd.staged_part(name, 0), "parquet")
         else:
             write_frame(released, stage / "data" / f"{name}.{fmt}", fmt)
         summaries.append({

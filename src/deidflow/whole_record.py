@@ -21,14 +21,15 @@ from deidflow.errors import GateFailed
 def _table_rows(work: Path, state: Any, name: str, columns: list[str], subject: bool) -> pd.DataFrame:
     """A table's consented rows (every partition, in order), only `columns`."""
     from deidflow.io import read_work
-    from deidflow.release.workdir import consented_path, gated_path
+    from deidflow.release.workdir import WorkDir
 
+    wd = WorkDir.of(work, state)
     frames = []
     for i in range(state.partitions):
         keep = None
-        if not subject and consented_path(work, name, i).is_file():
-            keep = np.load(consented_path(work, name, i))
-        frames.append(read_work(gated_path(work, name, i), columns, keep=keep))
+        if not subject and wd.consented(name, i).is_file():
+            keep = np.load(wd.consented(name, i))
+        frames.append(read_work(wd.gated(name, i), columns, keep=keep))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
@@ -36,7 +37,7 @@ def search_record(work: Path, state: Any, loaded: Any) -> Any:
     """The search stage over the whole record; sets and returns the run state's
     `SearchOutcome` (`release.state`)."""
     from deidflow.release.state import SearchOutcome
-    from deidflow.release.state import plain as _plain
+    from deidflow.jsonsafe import plain
     from deidflow.risk.limits import RiskLimits
     from deidflow.risk.record import child_quasi_identifiers
 
@@ -65,20 +66,22 @@ def search_record(work: Path, state: Any, loaded: Any) -> Any:
 
     res = _search(frames, subject_columns, subject_table, qi_columns, limits, policy,
                   loaded.base_dir)
+    from deidflow.release.workdir import WorkDir
+
     pd.DataFrame({"subject_id": pd.Series(res.suppressed_subjects, dtype="string")}).to_parquet(
-        work / "suppressed-subjects.parquet")
-    after = _plain(res.after.as_dict())
+        WorkDir.of(work, state).suppressed_subjects)
+    after = plain(res.after.as_dict())
     after["unit"] = "whole record (subject row and the set of each table's rows)"
-    after["by_table"] = _plain(res.by_table)
+    after["by_table"] = plain(res.by_table)
     state.search = SearchOutcome(
         levels={k: int(v) for k, v in res.levels.items()},
         suppressed_subjects=int(len(res.suppressed_subjects)),
         combinations=None,
-        before=_plain(res.before.as_dict()),
+        before=plain(res.before.as_dict()),
         after=after,
-        utility=_plain(res.utility),
+        utility=plain(res.utility),
         nodes_evaluated=int(res.nodes_evaluated),
-        sensitive_after=_plain(res.sensitive_after),
+        sensitive_after=plain(res.sensitive_after),
     )
     state.save(work)
     return state.search

@@ -17,7 +17,7 @@ from deidflow.consent import registry as registry_module
 from deidflow.consent.registry import SNAPSHOT_SCHEMA, ConsentSnapshot
 from deidflow.io import read_work
 from deidflow.partitions import subject_partition
-from deidflow.release import arrow_part, write_events
+from deidflow.release import WorkDir, write_events
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
@@ -36,11 +36,12 @@ def test_split_puts_each_event_in_its_subjects_partition(registry, tmp_path, mon
     monkeypatch.setattr(registry_module, "_PG_READ_BLOCK", 1 << 11)
     _registry_with_history(registry)
     snap = registry.snapshot(NOW)
-    summary = write_events(tmp_path, registry, NOW, parts)
+    work = WorkDir(tmp_path, private=tmp_path, output=tmp_path / "out")
+    summary = write_events(work, registry, NOW, parts)
     assert summary == snap.summary()
     seen = []
     for i in range(parts):
-        part = read_work(tmp_path / "consent" / arrow_part(i))
+        part = read_work(work.events(i))
         assert (subject_partition(pa.array(part["subject_id"].astype("str").array), parts) == i).all()
         seen.append(part)
         # What the partition's gate builds from its part is the snapshot restricted to it
@@ -55,11 +56,12 @@ def test_split_puts_each_event_in_its_subjects_partition(registry, tmp_path, mon
 
 
 def test_split_of_an_empty_registry_writes_empty_readable_parts(registry, tmp_path):
-    summary = write_events(tmp_path, registry, NOW, 3)
+    work = WorkDir(tmp_path, private=tmp_path, output=tmp_path / "out")
+    summary = write_events(work, registry, NOW, 3)
     assert summary["events"] == 0
     for i in range(3):
-        path = tmp_path / "consent" / arrow_part(i)
+        path = work.events(i)
         assert pa.feather.read_table(path).schema.equals(SNAPSHOT_SCHEMA)
         assert read_work(path).empty
     assert np.array_equal(sorted(p.name for p in (tmp_path / "consent").iterdir()),
-                          [arrow_part(i) for i in range(3)])
+                          [work.events(i).name for i in range(3)])

@@ -19,9 +19,10 @@ DEIDFLOW = str(Path(sys.executable).parent / "deidflow")
 PATHS = [pytest.param([], id="prefect"), pytest.param(["--no-prefect"], id="no-prefect")]
 
 
-def run(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None, timeout: float = 600):
+def run(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None, timeout: float = 600,
+        end_group: bool = True):
     """The installed command in its own process group; whatever it started and left behind
-    when killed (Prefect's temporary server) is ended with it."""
+    when killed (Prefect's temporary server) is ended with it, unless `end_group` is false."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("DEIDFLOW_PSEUDONYM_KEY", "PREFECT_HOME", "PREFECT_API_URL")}
     env.update({"COLUMNS": "200"}, **(extra_env or {}))
@@ -33,7 +34,8 @@ def run(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None, tim
             proc.wait(timeout=timeout)
         finally:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                if end_group or proc.returncode is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
     result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err.read_text())
@@ -56,14 +58,30 @@ def elsewhere(tmp_path) -> Path:
 def test_a_killed_run_leaves_nothing_the_next_publishes_and_a_rerun_reports_it(env, elsewhere, path):
     """The kill hook fires in both executors (before publish: the staged release is complete);
     the next run publishes; a rerun from any directory reports that release. (One sequence per
-    path: each command on the Prefect path pays for a server start.)"""
-    killed = run(["release", str(env.policy), *path], elsewhere, {"DEIDFLOW_TEST_KILL_AT": "publish"})
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    assert published(env) == []
-    first = run(["release", str(env.policy), *path], elsewhere)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert len(published(env)) == 1
-    assert not [p for p in env.releases.iterdir() if p.name.startswith(".staging-")]
+    path: each command on the Prefect path pays for a server start.) On the default path the
+    killed run's temporary Prefect server outlives it (SIGKILL: no clean-up); the next run stops
+    it before it starts Prefect (`deidflow.prefect_server`)."""
+    from deidflow.prefect_server import orphaned_servers
+
+    killed = run(["release", str(env.policy), *path], elsewhere, {"DEIDFLOW_TEST_KILL_AT": "publish"},
+                 end_group=False)
+    orphans = orphaned_servers(env.private / "prefect")
+    try:
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        assert published(env) == []
+        assert len(orphans) == (0 if path else 1), orphans
+        first = run(["release", str(env.policy), *path], elsewhere)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert len(published(env)) == 1
+        assert not [p for p in env.releases.iterdir() if p.name.startswith(".staging-")]
+        assert not [p for p in orphans if Path(f"/proc/{p}").exists()
+                    and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"]
+    finally:
+        for pid in orphans:  # the server this test's killed run left, if the fix did not end it
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     assert "already released" not in first.stdout
     (release,) = published(env)
     again = run(["release", str(env.policy), *path], elsewhere)

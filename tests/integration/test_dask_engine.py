@@ -20,7 +20,7 @@ def _partitioned_policy(env, parts: int):
     from deidflow.partitions import partition_extract
 
     out = env.root / "parted"
-    partition_extract(load_policy(env.policy), out, parts, batch_rows=500)
+    partition_extract(load_policy(env.policy), out, parts, block_bytes=1 << 16)  # many blocks per table
     text = env.policy.read_text(encoding="utf-8")
     text = re.sub(r"(\n    path: )\S+/(\w+)\.csv\n", lambda m: f"{m.group(1)}{out}/{m.group(2)}\n    format: parquet\n", text)
     path = env.root / "dask.yaml"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from deidflow.errors import InputError
-from deidflow.io import prepare_staging, publish, read_tables
+from deidflow.io import publish, read_tables
 from deidflow.policy import load_policy
 
 PATIENTS = "patient_id,name,sex\nP1,张三,M\nP2,李四,F\n"
@@ -132,6 +132,15 @@ def test_missing_input_file_names_the_policy_key(tmp_path):
     assert err.value.key == "tables.visits.path"
 
 
+def prepare_staging(root: Path, release_id: str, run: str = "run1", private: Path | None = None) -> Path:
+    """The staging directory of a run (`release.WorkDir`) whose work directory exists."""
+    from deidflow.release import WorkDir
+
+    private = private or root.parent / "private"
+    (private / "work" / run).mkdir(parents=True, exist_ok=True)
+    return WorkDir(private / "work" / run, private, root, release_id).prepare_staging()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_unwritable_output_directory(tmp_path):
     root = tmp_path / "out"
@@ -152,17 +161,20 @@ def test_publish_is_a_rename_and_refuses_to_overwrite(tmp_path):
         publish(stage2, final)
 
 
-def test_prepare_staging_removes_leftovers_of_a_killed_run(tmp_path):
+def test_prepare_staging_removes_leftovers_of_a_killed_run_only(tmp_path):
     root = tmp_path / "out"
-    leftover = prepare_staging(root, "OLD")
+    leftover = prepare_staging(root, "OLD", run="dead")
     (leftover / "partial.csv").write_text("half")
-    prepare_staging(root, "NEW")
+    live = prepare_staging(root, "OLD", run="live")  # another run of the same release, running
+    (tmp_path / "private" / "work" / "dead").rmdir()  # the dead run's work directory was reaped
+    prepare_staging(root, "NEW", run="new")
     assert not leftover.exists()
+    assert live.is_dir(), "a live run's staging is never removed"
 
 
 def test_output_directory_that_cannot_be_created(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the output directory should be")
     with pytest.raises(InputError, match="cannot create the output directory") as err:
-        prepare_staging(blocker / "releases", "R1")
+        prepare_staging(blocker / "releases", "R1", private=tmp_path / "private")
     assert "output.directory" in err.value.fix

@@ -5,7 +5,8 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from deidflow.manifest.record import DEIDENTIFIED_LABEL, redact_url
+from deidflow.manifest.record import DEIDENTIFIED_LABEL
+from deidflow.redaction import redact_url
 from release_sample import make_record
 
 

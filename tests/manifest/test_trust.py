@@ -225,3 +225,36 @@ def test_check_signing_files_announces_and_refuses_a_mismatched_pair(tmp_path: P
     shutil.copy(other_pub, tmp_path / "keys" / "signing.pub")
     with pytest.raises(KeyCustodyError, match="is not the public half"):
         check_signing_files(loaded)
+
+
+def test_runs_starting_at_once_make_one_signing_key_pair(tmp_path: Path):
+    """Two releases started together on a new installation (two scheduler jobs): both find no
+    signing key; one pair is made, and every run uses it (no run fails on the other's file)."""
+    import threading
+
+    from deidflow.manifest.signing import check_signing_files, load_signing_key
+    from deidflow.policy import load_policy
+
+    for round_ in range(5):
+        root = tmp_path / f"r{round_}"
+        root.mkdir()
+        loaded = load_policy(_policy_with_trust(root, trust=False))
+        barrier = threading.Barrier(4)
+        results, errors = [], []
+
+        def start():
+            barrier.wait()
+            try:
+                results.append(check_signing_files(loaded))
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert results == [root / "keys" / "signing.key"] * 4
+        key = load_signing_key(root / "keys" / "signing.key")
+        assert key_id(load_public_key(root / "keys" / "signing.pub")) == key_id(key.public_key())

@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deidflow.errors import DeidflowError
-from deidflow.io import staging_dir
 
 from .conftest import REPO, SECRET_HEX
 

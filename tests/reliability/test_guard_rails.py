@@ -141,9 +141,13 @@ def overridden(request, tmp_path_factory, small_extract):
 def test_override_is_on_the_review_headline_and_in_the_manifest(overridden):
     from deidflow.manifest.verify import read_statement
 
-    env, release, _, _ = overridden
+    env, release, proc, _ = overridden
     pred = read_statement(release)["predicate"]
     ov = pred["limits_override"]
+    # the CLI's summary (from the flow's result on the default path) names the override too
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.strip(" │").startswith("validation")]
+    assert line.split("validation", 1)[1].strip(" │") == \
+        "passed under an approved override of limits.k: 1 < 2", proc.stdout
     assert ov["reason"].startswith("synthetic test data") and ov["approved_by"] == "王芳 (隐私官)"
     assert ov["departures"] == ["limits.k: 1 < 2"]
     page = (release / "review.html").read_text(encoding="utf-8")

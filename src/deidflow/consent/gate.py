@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 
 from deidflow.consent.registry import CHINA_TZ, ConsentSnapshot, _event_rank, to_utc
 from deidflow.consent.subject_ids import canonical_ids, canonical_series
-from deidflow.errors import ConsentError, InputError
+from deidflow.errors import ConsentError
 from deidflow.idcolumns import short_keys, subject_mask, subject_positions, subject_rows  # noqa: F401 (re-exported)
 
 #: Exclusion reason codes, stable for manifests, in order of precedence.
@@ -116,22 +116,11 @@ class GateResult:
                                 "reason": ORPHAN_WITHDRAWAL})
         return pd.concat([self.excluded.astype({"reason": str}), orphans], ignore_index=True)
 
-    def filter_tables(
-        self, tables: Mapping[str, pd.DataFrame], subject_columns: Mapping[str, str]
-    ) -> dict[str, pd.DataFrame]:
-        """Every table with the rows of excluded subjects dropped (a row whose subject is not
-        in ``allowed`` — including an unknown subject — is dropped: fail closed)."""
-        out = {}
-        for name, frame in tables.items():
-            col = subject_columns.get(name)
-            if col is None or col not in frame.columns:
-                raise InputError(
-                    f"table '{name}' has no subject column for the consent gate",
-                    key=f"tables.{name}.subject_column", column=col,
-                    fix="name the column that holds the patient id in subject_column",
-                )
-            out[name] = frame.loc[subject_mask(frame[col], self.allowed)]
-        return out
+    def admits(self, subject_ids: Any) -> np.ndarray:
+        """Per row of a subject-id column: whether its subject passed the gate. A row whose
+        subject is not in ``allowed`` (an excluded or an unknown subject) is not admitted:
+        fail closed. The release keeps a table's rows by this mask (`release/prepare.py`)."""
+        return subject_mask(subject_ids, self.allowed)
 
     def write_exclusion_log(self, directory: str | Path, release_id: str) -> Path:
         """The private exclusion log (subject_id, reason), readable by its owner only."""

@@ -45,6 +45,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from deidflow.errors import ConsentError
 from deidflow.idcolumns import count_distinct, id_strings
+from deidflow.redaction import redact_url
 
 if TYPE_CHECKING:
     from deidflow.policy import LoadedPolicy
@@ -143,14 +144,6 @@ release_snapshots = sa.Table(
 _APPEND_ONLY_TABLES = ("consent_events", "release_subjects", "release_snapshots")
 
 
-def redact_url(url: str) -> str:
-    """The registry URL with its password replaced, for messages, logs and manifests."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable URL>"
-
-
 def registry_url_for(loaded: "LoadedPolicy") -> str:
     """The policy's consent.registry URL, a relative SQLite path read relative to the policy
     file (not the working directory), so that `deidflow consent import --policy` and the
@@ -240,7 +233,7 @@ class ConsentSnapshot:
         ev = events.copy()
         ev["recorded_at"] = pd.to_datetime(ev["recorded_at"], utc=True)
         recorded = (ev["recorded_at"] <= as_of_utc).to_numpy()
-        if not recorded.all():  # copying a million rows for nothing costs ~0.3 s
+        if not recorded.all():  # no copy of every row when all of them are kept
             ev = ev.loc[recorded]
         if "seq" not in ev.columns:
             ev["seq"] = np.arange(len(ev), dtype=np.int64)
@@ -268,7 +261,7 @@ class ConsentSnapshot:
             ev = ev.reset_index(drop=True)
         else:
             # Column by column, each source column let go once taken: a whole-frame take held
-            # the registry's events twice (6.4 GB at peak for 10M events instead of ~3.5).
+            # the registry's events twice (nearly twice the peak memory at 10M events).
             taken = {}
             for col in list(ev.columns):
                 taken[col] = ev.pop(col).take(order).reset_index(drop=True)
@@ -479,8 +472,8 @@ class ConsentRegistry:
                     chunk = rows[start : start + _INSERT_CHUNK]
                     if self.backend == "postgresql":
                         # Plain executemany, which psycopg pipelines. With RETURNING, SQLAlchemy
-                        # builds 1,000-row VALUES statements that psycopg re-parses (~0.5 ms a
-                        # row). Rows this transaction inserted (not skipped by ON CONFLICT, e.g.
+                        # builds 1,000-row VALUES statements that psycopg re-parses (much slower
+                        # per row). Rows this transaction inserted (not skipped by ON CONFLICT, e.g.
                         # by a concurrent import of the same file) carry its transaction id.
                         conn.execute(stmt, chunk)
                         new += int(conn.execute(_PG_COUNT_MINE, {"ids": [r["event_id"] for r in chunk]}).scalar())
@@ -578,7 +571,7 @@ class ConsentRegistry:
     ) -> ConsentSnapshot:
         """All events recorded at or before ``as_of``, read in one read transaction (one
         statement on PostgreSQL) straight into Arrow columns: a million events are 18 million
-        values, and one Python object per value (ORM rows, then DataFrame cells) cost ~15 s."""
+        values, and one Python object per value (ORM rows, then DataFrame cells) was the cost."""
         as_of_utc = to_utc(as_of)
         ids = None if subject_ids is None else [str(s) for s in subject_ids]
         columns = _joined(list(self._event_chunks(as_of_utc, ids)), _READ_COLUMNS)
@@ -594,7 +587,7 @@ class ConsentRegistry:
         """The snapshot ``snapshot(as_of)`` reads, without ever holding it: each chunk of
         events (arrival order, SNAPSHOT_SCHEMA) is handed to ``sink`` as it is read, in the
         same read transaction, and only the six columns that decide the summary are kept
-        (at 10M events the whole snapshot peaked at ~6 GB). Returns exactly
+        (at 10M events the whole snapshot was the run's memory peak). Returns exactly
         ``snapshot(as_of).summary()`` — counts, current state and the events digest are
         computed by the same code over the same events."""
         as_of_utc = to_utc(as_of)
@@ -649,8 +642,8 @@ class ConsentRegistry:
         """Remember which subject went out under which pseudonym in a release (idempotent: a
         (release, subject) already recorded is skipped). One transaction, bound on the driver
         directly (SQLite: JSON text that one INSERT … SELECT unpacks, per 250k subjects;
-        PostgreSQL: COPY into a temporary table, then one INSERT): ~850k SQLAlchemy parameter
-        dicts cost ~13 s."""
+        PostgreSQL: COPY into a temporary table, then one INSERT): no SQLAlchemy parameter
+        dict per row."""
         rows, insert = self._release_insert(release_id, subject_ids, pseudonyms, released_at, snapshot)
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
@@ -1116,7 +1109,7 @@ def _insert_release_sqlite(con: Any, release_id: str, subjects: pa.Array, pseuds
     """Plain ids (codes: nothing JSON must escape, the usual case) go in as JSON text of
     [subject, pseudonym] pairs that Arrow writes and one INSERT … SELECT FROM json_each unpacks
     per chunk: no Python object per row, and no GIL held while SQLite inserts. Other ids go
-    row by row through executemany (~2.5 s of CPU holding the GIL for 850k rows). Either way
+    row by row through executemany (holding the GIL, a Python object per row). Either way
     rows go in in order, so for a subject given twice the first pseudonym wins."""
     stamp = when.strftime("%Y-%m-%d %H:%M:%S.%f")
     if any(pc.any(pc.match_substring_regex(a, _JSON_ESCAPED)).as_py() for a in (subjects, pseuds)):

@@ -63,7 +63,10 @@ class InputFile(_Frozen):
     rows: int = Field(ge=0)
 
 
-class ConsentSnapshot(_Frozen):
+class ConsentSummary(_Frozen):
+    """What the record keeps of the consent snapshot the gate read (the snapshot itself, the
+    events, is `consent.registry.ConsentSnapshot`): counts and digests, no ids."""
+
     registry: str = Field(description="SQLAlchemy URL, password redacted")
     as_of: datetime
     events: int = Field(ge=0, description="consent events in the snapshot")
@@ -85,6 +88,8 @@ class ConsentSnapshot(_Frozen):
     @field_validator("registry")
     @classmethod
     def _redact(cls, url: str) -> str:
+        from deidflow.redaction import redact_url
+
         return redact_url(url)
 
     @property
@@ -181,7 +186,7 @@ class ReleaseRecord(_Frozen):
     retention_until: datetime
     plan: PlanInfo
     inputs: list[InputFile]
-    consent: ConsentSnapshot
+    consent: ConsentSummary
     columns: list[ColumnTreatment]
     risk: RiskSummary
     aggregates: list[dict[str, Any]] = Field(default_factory=list)
@@ -239,19 +244,6 @@ def add_years(when: datetime, years: int) -> datetime:
         return when.replace(year=when.year + years)
     except ValueError:
         return when.replace(year=when.year + years, day=28)
-
-
-def redact_url(url: str) -> str:
-    """A database URL with its password replaced by '***' (never store credentials)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(url)
-    except Exception:  # not a SQLAlchemy URL: strip any user:password@ by pattern
-        return re.sub(r"//([^/:@]+):[^/@]*@", r"//\1:***@", url)
-    if parsed.password is None:
-        return url
-    return parsed.render_as_string(hide_password=True)
 
 
 def _walk(value: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import os
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,19 +78,35 @@ def generate_signing_keys(private_key_path: Path) -> tuple[Path, Path]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # O_EXCL: never clobber a key created between the check above and now.
-    fd = os.open(private_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole under a temporary name, then linked into place: link() never clobbers a
+    # key created between the check above and now, and no reader ever sees a half-written key.
+    tmp = private_key_path.with_name(f".{private_key_path.name}.{os.getpid()}.{threading.get_ident()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)  # umask cannot widen it, but be explicit
         os.write(fd, pem)
     finally:
         os.close(fd)
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    try:
+        os.link(tmp, private_key_path)
+    except FileExistsError:
+        raise KeyCustodyError(
+            "a signing key already exists here; refusing to overwrite it",
+            file=str(private_key_path),
+            fix="keep the existing key, or move it away first if you really mean to rotate keys",
+        ) from None
+    finally:
+        tmp.unlink()
+    _write_public(public_path, key)
     return private_key_path, public_path
+
+
+def _write_public(public_path: Path, key: Ed25519PrivateKey) -> None:
+    """The public half, written whole and renamed into place (concurrent writers of one
+    key write the same bytes)."""
+    tmp = public_path.with_name(f".{public_path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_bytes(public_key_pem(key.public_key()))
+    os.replace(tmp, public_path)
 
 
 def check_signing_files(loaded) -> Path:
@@ -110,7 +127,9 @@ def check_signing_files(loaded) -> Path:
     public = public_key_path_for(private)
     backup = ("with the hospital's key custodian, offline; give the .pub to recipients (and put "
               "it in the trust file) so that `deidflow verify` can prove who signed")
-    if not private.exists() and public.exists():
+    # The public half is checked first: a run that makes the pair links the private key into
+    # place before it writes the public one, so a .pub seen here means the key was there too.
+    if public.exists() and not private.exists():
         raise KeyCustodyError(
             f"the signing key is missing, but its public half {public.name} is there: the private "
             "key was lost or moved",
@@ -121,12 +140,18 @@ def check_signing_files(loaded) -> Path:
             "need the new public key)",
         )
     if not private.exists():
-        generate_signing_keys(private)
-        key = load_signing_key(private)
-        announce_key_created("release signing key pair", private, key_id(key.public_key()), backup)
+        try:
+            generate_signing_keys(private)
+        except KeyCustodyError:
+            if not private.exists():
+                raise
+            # another run starting at the same moment made the pair: this run uses it
+        else:
+            key = load_signing_key(private)
+            announce_key_created("release signing key pair", private, key_id(key.public_key()), backup)
     key = load_signing_key(private)
     if not public.exists():
-        public.write_bytes(public_key_pem(key.public_key()))
+        _write_public(public, key)
         announce_key_created("public signing key (from the private key)", public,
                              key_id(key.public_key()), backup)
     elif key_id(load_public_key(public)) != key_id(key.public_key()):
@@ -147,7 +172,12 @@ def ensure_signing_key(private_key_path: Path) -> Path:
     if not private_key_path.exists():
         from deidflow.keys import announce_key_created
 
-        generate_signing_keys(private_key_path)
+        try:
+            generate_signing_keys(private_key_path)
+        except KeyCustodyError:
+            if not private_key_path.exists():
+                raise
+            return ensure_signing_key(private_key_path)  # made by a run starting at the same moment
         announce_key_created("release signing key pair", private_key_path,
                              key_id(load_signing_key(private_key_path).public_key()),
                              "with the hospital's key custodian, offline; give the .pub to recipients")

@@ -8,7 +8,9 @@
 
 `plan.py` describes the sequence once, as data; `executor.py` runs it in this process and
 `flows/release.py` runs it as a Prefect flow (per-partition steps mapped on Dask).
-`state.py` holds the run state and its pinned policy; `workdir.py` owns every path of a run.
+`state.py` holds the run state and its pinned policy; `workdir.py` owns every path of a run
+(`WorkDir`); `engines.py` the engines behind one partition interface (in-process or
+partitioned on Dask), which the stages ask instead of branching on the engine's name.
 
 The stage functions are exported here under their stage names (`release.prepare(...)`,
 `release.validate(...)`), so `from deidflow.release.validate import …` is how to reach a
@@ -27,12 +29,12 @@ from deidflow.release.transform import (
     begin_transform, finish_transform, known_identifiers, released_table, transform, transform_partition,
 )
 from deidflow.release.validate import validate
-from deidflow.release.workdir import arrow_part, output_lock
+from deidflow.release.workdir import WorkDir
 
 __all__ = [
-    "PLAN", "ReleaseSummary", "RunState", "Step", "arrow_part", "begin_transform", "build_record",
+    "PLAN", "ReleaseSummary", "RunState", "Step", "WorkDir", "begin_transform", "build_record",
     "check_contract", "discard", "fault_injection", "finish_prepare", "finish_transform",
-    "frequency_partition", "gate_partition", "known_identifiers", "output_lock", "pinned_policy",
+    "frequency_partition", "gate_partition", "known_identifiers", "pinned_policy",
     "plan_for", "prepare", "publish", "publish_release", "registry_url", "released_table",
     "run_release", "run_step", "search", "summarise", "transform", "transform_partition",
     "validate", "write_events",

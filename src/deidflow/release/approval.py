@@ -300,7 +300,7 @@ def stage_release(work: Path):
     from deidflow.manifest.statement import REVIEW_NAME
     from deidflow.release.publish import build_record
     from deidflow.release.state import STATE, RunState, now_utc, pinned_policy
-    from deidflow.release.workdir import EXCLUSION_LOG, private_dir, staging_dir
+    from deidflow.release.workdir import EXCLUSION_LOG, WorkDir, private_dir
 
     state = RunState.load(work)
     loaded = pinned_policy(state)
@@ -322,7 +322,7 @@ def stage_release(work: Path):
         )
 
     record = build_record(loaded, state, finished_at=now_utc())
-    stage = staging_dir(loaded, state)
+    stage = WorkDir.of(work, state).staging
     signing_key = ensure_signing_key(loaded.resolve(loaded.policy.keys.signing_key_file))
     _seal_staging(work, state, loaded, record, stage, signing_key)
     review = stage / REVIEW_NAME
@@ -361,13 +361,13 @@ def _seal_staging(work: Path, state, loaded, record, stage: Path, signing_key: P
     from deidflow.manifest.statement import REVIEW_NAME, FileDigests
     from deidflow.release.publish import _class_sizes
     from deidflow.release.transform import released_table
-    from deidflow.release.workdir import gated_table
+    from deidflow.release.workdir import WorkDir
 
     policy = loaded.policy
     sizes_after = _class_sizes(released_table(stage, policy.subject_table, policy.output.format,
                                               state.engine), loaded)
     sid = policy.tables[policy.subject_table].subject_column
-    sizes_before = _class_sizes(gated_table(work, policy.subject_table,
+    sizes_before = _class_sizes(WorkDir.of(work).gated_table(policy.subject_table,
                                             list(dict.fromkeys([sid, *policy.quasi_identifiers()]))), loaded)
     digests = FileDigests()
     render_review(stage, record, signing_key_path=signing_key, class_sizes=sizes_after.tolist(),
@@ -591,7 +591,7 @@ def approve(policy_path: Path, staged_id: str, key_path: Path, *, comment: str =
     from deidflow.manifest.review import approval_section
     from deidflow.release.publish import ReleaseSummary, _begin_record_release
     from deidflow.release.state import RunState, now_utc
-    from deidflow.release.workdir import EXCLUSION_LOG, output_lock, output_root, private_dir
+    from deidflow.release.workdir import EXCLUSION_LOG, WorkDir, output_lock, output_root, private_dir
 
     c = _check(policy_path, staged_id, key_path, trust)
     if not confirm(summary_of(c)):
@@ -634,7 +634,8 @@ def approve(policy_path: Path, staged_id: str, key_path: Path, *, comment: str =
             envelope = add_signature(json.loads(manifest.read_bytes()), c.officer_key)
             manifest.write_bytes(envelope_bytes(envelope))
             state = RunState.load(staged.private_files)
-            with _begin_record_release(staged.private_files, loaded, state, now) as recording:
+            kept = WorkDir(staged.private_files, private, root, staged.release_id)  # the run's kept files
+            with _begin_record_release(kept, loaded, state, now) as recording:
                 recording.inserted()
                 rename_into_place(stage, final)
                 exclusions = _mkdir_private(private / "exclusions")

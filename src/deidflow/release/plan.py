@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deidflow.errors import DeidflowError
-from deidflow.release.state import RunState, pinned_policy
-from deidflow.release.workdir import staging_dir
+from deidflow.release.engines import engine_named
+from deidflow.release.state import RunState
+from deidflow.release.workdir import WorkDir
 from deidflow.release.prepare import finish_prepare, gate_partition
 from deidflow.release.search import frequency_partition, search
 from deidflow.release.transform import begin_transform, finish_transform, transform_partition
@@ -27,19 +28,19 @@ from deidflow.reference_tables import reference_inputs, release_reference_tables
 def discard(work: Path) -> None:
     """End of a run, however it ended: no staging directory and no private copies remain."""
     try:
-        state = RunState.load(work)
-        if state.release_id:
-            shutil.rmtree(staging_dir(pinned_policy(state), state), ignore_errors=True)
+        WorkDir.of(work).discard()
     except (OSError, ValueError, TypeError, DeidflowError):
         pass
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)  # a state that cannot be read: the directory still goes
 
 
 @dataclass(frozen=True)
 class Step:
     """One step of a release after prepare. `each` runs once per partition (mapped on Dask by
     the flow), between `before` and `then` (which gets the partitions' results); `run` is a
-    whole-run step. `gate`: a step that decides (never retried by the flow)."""
+    whole-run step. `gate`: a step that decides (never retried by the flow). `needs`: the
+    name of an engine's capability (`release.engines.Engine`) without which the step is left
+    out of that engine's plan."""
 
     name: str
     run: Callable[[Path], Any] | None = None
@@ -47,7 +48,7 @@ class Step:
     each: Callable[[Path, int], Any] | None = None
     then: Callable[[Path, list], Any] | None = None
     gate: bool = True
-    engines: tuple[str, ...] = ("memory", "dask")
+    needs: str | None = None
 
 
 def _search_after_frequencies(work: Path, _parts: list) -> dict[str, Any]:
@@ -59,8 +60,9 @@ def _finish_transform(work: Path, _parts: list) -> str:
 
 
 PLAN: tuple[Step, ...] = (
-    # The memory engine gates its one partition inside prepare, while the snapshot is read.
-    Step("consent gate", each=gate_partition, then=finish_prepare, engines=("dask",)),
+    # An engine that reads its input whole gates its one partition inside prepare, while the
+    # snapshot is read.
+    Step("consent gate", each=gate_partition, then=finish_prepare, needs="gate_per_partition"),
     Step("search", each=frequency_partition, then=_search_after_frequencies),
     # Reference tables (no subject column): read and hashed before transform fixes the
     # release id (their digests are in it), released after the gate (deidflow.reference_tables).
@@ -73,7 +75,9 @@ PLAN: tuple[Step, ...] = (
 
 
 def plan_for(engine: str) -> tuple[Step, ...]:
-    return tuple(step for step in PLAN if engine in step.engines)
+    """The steps the named engine runs after prepare, in order."""
+    capable = engine_named(engine)
+    return tuple(step for step in PLAN if step.needs is None or getattr(capable, step.needs))
 
 
 def partitions(work: Path) -> int:

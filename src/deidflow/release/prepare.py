@@ -1,9 +1,11 @@
 """Stage 1, prepare: read and check every input, derive columns, and apply the consent gate.
 This is where a record is dropped for consent: `_gate_staged` writes each partition's
 consented subject rows and, beside every other table, the verdict per row, which transform
-applies. The memory engine reads each table whole while the consent snapshot is read on
-another core; the Dask engine gates each partition (`gate_partition`) and `finish_prepare`
-adds up the counts and writes the private exclusion log.
+applies. The run's engine (`engines`) reads the inputs: the in-process engine reads each
+table whole while the consent snapshot is read on another core (`read_whole`); the
+partitioned engine splits the snapshot by partition (`read_partitioned`) and gates each
+partition as a step of its own (`gate_partition`). `finish_prepare` adds up the counts and
+writes the private exclusion log.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,28 +23,28 @@ import pandas as pd
 import pyarrow as pa
 
 from deidflow.consent.registry import registry_url_for
-from deidflow.errors import DeidflowError, InputError
+from deidflow.errors import InputError
 from deidflow.io import InputTable, check_links, check_subject_ids, read_table, read_work, write_work
 from deidflow.policy import LoadedPolicy, load_policy
 from deidflow.manifest.record import InputFile
 from deidflow.release.state import (
     PINNED, ConsentOutcome, GateOutcome, PrepareCounts, RunState, now_utc, pinned_policy,
 )
-from deidflow.release.workdir import EXCLUSION_LOG, arrow_part, consented_path, gated_path, parquet_part, private_dir, reap_stale_work
+from deidflow.release.engines import engine_named
+from deidflow.release.workdir import WorkDir
 
 
 def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_id: str | None = None,
             engine: str = "memory", dry_run: bool = False) -> Path:
     """Load the policy, read the consent snapshot as of the run's start, read and check every
-    input; with the memory engine also derive columns and apply the consent gate. Consent is
+    input with the run's engine (which may also derive columns and apply the gate). Consent is
     judged now; a past `as_of` only for a dry run (`deidflow consent check`,
     `consent.moment.run_as_of`).
 
     Returns the run's private work directory."""
     from deidflow.consent.registry import ConsentRegistry
 
-    if engine not in ("memory", "dask"):
-        raise DeidflowError(f"unknown engine '{engine}'", key="engine", fix="use --engine memory or --engine dask")
+    engine_ = engine_named(engine)
     loaded = load_policy(policy_path)
     PINNED[(str(loaded.path), loaded.sha256)] = loaded
     started = now_utc()
@@ -55,69 +56,75 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
 
     check_signing_files(loaded)  # both signing files, now: not at publish after the whole run
     KeyRing.from_policy(loaded)  # a bad or open key file fails now, not after the gate and search
-    if engine == "dask":
-        from deidflow.partitions import partition_count
-
-        n_parts = partition_count(loaded)
-    from concurrent.futures import ThreadPoolExecutor
-
-    reap_stale_work(private_dir(loaded) / "work")
-    work = private_dir(loaded) / "work" / uuid.uuid4().hex[:16]
-    (work / "gated").mkdir(parents=True)
-    work.chmod(0o700)
+    partitions = engine_.partitions(loaded)
+    wd = WorkDir.new(loaded)
+    work = wd.root
     try:
         state = RunState(
             policy_path=str(loaded.path), policy_text=loaded.text, policy_sha256=loaded.sha256,
             run_id=work.name, started_at=started.isoformat(),
-            as_of=as_of.isoformat(), flow_run_id=flow_run_id, engine=engine,
-            pid=os.getpid(), host=socket.gethostname(),
-            partitions=1 if engine == "memory" else n_parts,
+            as_of=as_of.isoformat(), flow_run_id=flow_run_id, engine=engine_.name,
+            pid=os.getpid(), host=socket.gethostname(), partitions=partitions,
         )
         state.save(work)
-        # The snapshot is mostly SQLite (or PostgreSQL) work that releases the GIL and keeps
-        # one core busy. The memory engine reads, checks, derives and stages every input table
-        # on the other meanwhile: the gate itself needs only the subject table and each row's
-        # subject, so what is left once the snapshot is in is a lookup per row.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
-            registry = ConsentRegistry(registry_url(loaded))
-            if engine == "memory":
-                pending = pool.submit(registry.snapshot, as_of)
-                inputs = _InputTables(loaded)
-                staged = _stage_tables(work, 0, inputs, state, loaded, pending)
-                if not pending.done():
-                    # This thread would only wait for the snapshot now: import the validation
-                    # gate (Great Expectations, a slow import) meanwhile, instead of at the validate
-                    # stage. `preload` says why that cannot race (and does nothing where it could).
-                    from deidflow.validation import preload
-
-                    preload(quiet="consent-snapshot")
-                snapshot = pending.result()
-            else:
-                # The Dask engine never holds the snapshot: it streams into the partitions'
-                # work files (it names subjects: private work dir) while this thread hashes
-                # the input parts.
-                pending = pool.submit(write_events, work, registry, as_of, n_parts)
-                state.inputs = [InputFile(**d) for d in _parts_digests(loaded)]
-                state.consent = ConsentOutcome(**pending.result())
-        if engine == "memory":
-            state.consent = ConsentOutcome(**snapshot.summary())
-            state.inputs = [InputFile(**d) for d in inputs.digests()]
-            state.save(work)
-            done = _gate_staged(work, 0, state, loaded, staged, snapshot.events)
-            del snapshot, staged
-            finish_prepare(work, [done])
-        else:
-            # What the snapshot's summary was computed from (large at 10M events) is no longer
-            # needed: hand it back for the worker processes. (The memory engine keeps freed
-            # memory for its own next tables instead: on a VM with free-page reporting —
-            # Firecracker, most clouds — memory given back and touched again is paid for again
-            # in page faults; the README gives the figure.)
-            _give_back_memory()
-            state.save(work)
+        engine_.read_inputs(wd, state, loaded, ConsentRegistry(registry_url(loaded)))
         return work
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def read_whole(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: Any) -> None:
+    """The in-process engine's prepare: every input table read whole as one partition, and
+    its consent gate applied.
+
+    The snapshot is mostly SQLite (or PostgreSQL) work that releases the GIL and keeps one
+    core busy. This thread reads, checks, derives and stages every input table on the other
+    meanwhile: the gate itself needs only the subject table and each row's subject, so what
+    is left once the snapshot is in is a lookup per row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    as_of = datetime.fromisoformat(state.as_of)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
+        pending = pool.submit(registry.snapshot, as_of)
+        inputs = _InputTables(loaded)
+        staged = _stage_tables(work, 0, inputs, state, loaded, pending)
+        if not pending.done():
+            # This thread would only wait for the snapshot now: import the validation
+            # gate (Great Expectations, a slow import) meanwhile, instead of at the validate
+            # stage. `preload` says why that cannot race (and does nothing where it could).
+            from deidflow.validation import preload
+
+            preload(quiet="consent-snapshot")
+        snapshot = pending.result()
+    state.consent = ConsentOutcome(**snapshot.summary())
+    state.inputs = [InputFile(**d) for d in inputs.digests()]
+    state.save(work.root)
+    done = _gate_staged(work, 0, state, loaded, staged, snapshot.events)
+    del snapshot, staged
+    finish_prepare(work.root, [done])
+
+
+def read_partitioned(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: Any) -> None:
+    """The partitioned engine's prepare: the consent snapshot split by subject into the
+    partitions' work files, and the input parts' digests; the gate is a step of its own
+    (`gate_partition`). This process never holds the snapshot: it streams into the
+    partitions' work files (it names subjects: private work dir) while this thread hashes
+    the input parts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    as_of = datetime.fromisoformat(state.as_of)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
+        pending = pool.submit(write_events, work, registry, as_of, state.partitions)
+        state.inputs = [InputFile(**d) for d in _parts_digests(loaded)]
+        state.consent = ConsentOutcome(**pending.result())
+    # What the snapshot's summary was computed from (large at 10M events) is no longer
+    # needed: hand it back for the worker processes. (The in-process engine keeps freed
+    # memory for its own next tables instead: on a VM with free-page reporting —
+    # Firecracker, most clouds — memory given back and touched again is paid for again
+    # in page faults; the README gives the figure.)
+    _give_back_memory()
+    state.save(work.root)
 
 
 def _parts_digests(loaded: LoadedPolicy) -> list[dict[str, Any]]:
@@ -143,7 +150,7 @@ def _give_back_memory() -> None:
         pass
 
 
-def write_events(work: Path, registry: Any, as_of: datetime, parts: int) -> dict[str, Any]:
+def write_events(work: WorkDir, registry: Any, as_of: datetime, parts: int) -> dict[str, Any]:
     """The consent snapshot as of `as_of`, split by subject as the input partitions are, so
     each partition's gate reads its own subjects' events and not the whole registry's; returns
     the snapshot's summary. The events stream from the registry a chunk at a time, each
@@ -152,8 +159,7 @@ def write_events(work: Path, registry: Any, as_of: datetime, parts: int) -> dict
     from deidflow.consent.registry import SNAPSHOT_SCHEMA
     from deidflow.partitions import subject_partition
 
-    out = work / "consent"
-    out.mkdir(parents=True, exist_ok=True)
+    work.events(0).parent.mkdir(parents=True, exist_ok=True)
     writers: list[Any] = []
 
     def route(chunk: pa.Table) -> None:
@@ -167,7 +173,7 @@ def write_events(work: Path, registry: Any, as_of: datetime, parts: int) -> dict
 
     try:
         for i in range(parts):
-            writers.append(pa.ipc.new_file(str(out / arrow_part(i)), SNAPSHOT_SCHEMA))
+            writers.append(pa.ipc.new_file(str(work.events(i)), SNAPSHOT_SCHEMA))
         return registry.stream_snapshot(as_of, route)
     finally:
         for w in writers:
@@ -222,9 +228,10 @@ def gate_partition(work: Path, index: int) -> GateOutcome:
 
     state = RunState.load(work)
     loaded = pinned_policy(state)
-    staged = _stage_tables(work, index, read_partition(loaded, index), state, loaded)
-    events = read_work(work / "consent" / arrow_part(index))
-    return _gate_staged(work, index, state, loaded, staged, events)
+    wd = WorkDir.of(work, state)
+    staged = _stage_tables(wd, index, read_partition(loaded, index), state, loaded)
+    events = read_work(wd.events(index))
+    return _gate_staged(wd, index, state, loaded, staged, events)
 
 
 @dataclass
@@ -238,7 +245,7 @@ class _Staged:
     records_in: dict[str, int]
 
 
-def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], state: RunState,
+def _stage_tables(work: WorkDir, index: int, frames: Mapping[str, pd.DataFrame], state: RunState,
                   loaded: LoadedPolicy, pending: Any = None) -> _Staged:
     """Derive every table's columns; write each table but the subject table whole to the work
     directory, keeping only where each row's subject is. `frames` is indexed once per table
@@ -278,13 +285,13 @@ def _stage_tables(work: Path, index: int, frames: Mapping[str, pd.DataFrame], st
         # transform drops the excluded and the suppressed subjects' rows in one filter. The
         # work directory is private (0700) and removed when the run ends; no technique ever
         # sees those rows.
-        write_work(frame, gated_path(work, name, index))
+        write_work(frame, work.gated(name, index))
         del frame
     return _Staged(subject=subject, birth_dates=birth, rows=rows,
                    records_in={name: records_in[name] for name in policy.tables})
 
 
-def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, staged: _Staged,
+def _gate_staged(work: WorkDir, index: int, state: RunState, loaded: LoadedPolicy, staged: _Staged,
                  events: pd.DataFrame) -> GateOutcome:
     """The consent gate over a staged partition: the subject table's consented rows are
     written, and beside each other table the verdict for each of its rows."""
@@ -313,11 +320,11 @@ def _gate_staged(work: Path, index: int, state: RunState, loaded: LoadedPolicy, 
         as_of=as_of,
         age_rule=policy.consent.birth_date_column is not None,
     )
-    allowed = subject_mask(subjects["subject_id"], gate.allowed)  # per subject row
-    write_work(subject, gated_path(work, policy.subject_table, index), allowed)
+    allowed = gate.admits(subjects["subject_id"])  # per subject row
+    write_work(subject, work.gated(policy.subject_table, index), allowed)
     for name, rows in staged.rows.items():
-        np.save(consented_path(work, name, index), allowed[rows])
-    excluded = work / "excluded" / parquet_part(index)
+        np.save(work.consented(name, index), allowed[rows])
+    excluded = work.excluded(index)
     excluded.parent.mkdir(parents=True, exist_ok=True)
     gate.private_log().to_parquet(excluded)  # with the orphan withdrawals
     return GateOutcome(subjects=int(len(subjects)), granted=int(len(gate.allowed)),
@@ -363,9 +370,9 @@ def finish_prepare(work: Path, parts: list[GateOutcome]) -> PrepareCounts:
         "no_minors_attested": any(p.no_minors_attested for p in parts)})
     state.counts = PrepareCounts(subjects_in=subjects, excluded_for_consent=subjects - granted,
                                  records_in=records_in)
-    excluded = pd.concat([pd.read_parquet(p) for p in sorted((work / "excluded").glob("part-*.parquet"))],
-                         ignore_index=True)
-    log = work / EXCLUSION_LOG
+    wd = WorkDir.of(work, state)
+    excluded = pd.concat([pd.read_parquet(p) for p in wd.excluded_parts()], ignore_index=True)
+    log = wd.exclusion_log
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
         excluded.to_csv(fh, index=False)

@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict
 from deidflow.errors import GateFailed
 from deidflow.io import publish as rename_into_place
 from deidflow.policy import LoadedPolicy, override_record
-from deidflow.release.state import RunState, pinned_policy, now_utc, plain, check_contract
-from deidflow.release.workdir import EXCLUSION_LOG, gated_table, output_root, private_dir, pseudonym_mapping, staging_dir, output_lock
+from deidflow.release.state import RunState, pinned_policy, now_utc, check_contract
+from deidflow.release.workdir import WorkDir
+from deidflow.release.engines import engine_of
 from deidflow.release.prepare import registry_url
-from deidflow.release.transform import released_table
 
 
 def publish(work: Path) -> "ReleaseSummary":
@@ -32,9 +32,9 @@ def publish(work: Path) -> "ReleaseSummary":
     state = RunState.load(work)
     check_contract(state)
     loaded = pinned_policy(state)
-    root = output_root(loaded)
-    with output_lock(loaded):
-        final = root / state.release_id
+    wd = WorkDir.of(work, state)
+    final = wd.final
+    with wd.lock():
         if final.exists():
             return _existing_release(work, state, loaded, final)
         if loaded.policy.release.approval_required:  # the privacy officer decides: stage it
@@ -61,16 +61,15 @@ def publish_release(work: Path):
     state = RunState.load(work)
     loaded = pinned_policy(state)
     policy = loaded.policy
-    root = output_root(loaded)
-    stage = staging_dir(loaded, state)
-    final = root / state.release_id
+    wd = WorkDir.of(work, state)
+    stage, final = wd.staging, wd.final
     record = build_record(loaded, state, finished_at=now_utc())
     signing_key = ensure_signing_key(loaded.resolve(policy.keys.signing_key_file))
-    with _begin_record_release(work, loaded, state, record.finished_at) as recording:
-        sizes_after = _class_sizes(released_table(stage, policy.subject_table, policy.output.format,
-                                                  state.engine), loaded)
+    with _begin_record_release(wd, loaded, state, record.finished_at) as recording:
+        sizes_after = _class_sizes(engine_of(state).read_released(stage, policy.subject_table,
+                                                                  policy.output.format), loaded)
         sid = policy.tables[policy.subject_table].subject_column
-        sizes_before = _class_sizes(gated_table(work, policy.subject_table,
+        sizes_before = _class_sizes(wd.gated_table(policy.subject_table,
                                            list(dict.fromkeys([sid, *policy.quasi_identifiers()]))), loaded)
         digests = FileDigests()  # the review's file table and the manifest read each file once
         render_review(stage, record, signing_key_path=signing_key, class_sizes=sizes_after.tolist(),
@@ -79,32 +78,30 @@ def publish_release(work: Path):
         recording.inserted()
         rename_into_place(stage, final)
 
-        private = private_dir(loaded)
-        exclusions = private / "exclusions"
-        exclusions.mkdir(parents=True, exist_ok=True, mode=0o700)
-        shutil.copyfile(work / EXCLUSION_LOG, exclusions / f"{state.release_id}.csv")
-        (exclusions / f"{state.release_id}.csv").chmod(0o600)
+        wd.kept_exclusions.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copyfile(wd.exclusion_log, wd.kept_exclusions)
+        wd.kept_exclusions.chmod(0o600)
         recording.commit()
     state.release_dir = str(final)
     state.save(work)
     return record
 
 
-def _record_release(work: Path, loaded: LoadedPolicy, state: RunState, when: datetime | None = None) -> None:
+def _record_release(work: WorkDir, loaded: LoadedPolicy, state: RunState, when: datetime | None = None) -> None:
     from deidflow.consent.registry import ConsentRegistry
 
-    mapping = pseudonym_mapping(work)
+    mapping = work.pseudonym_mapping()
     if "pseudonym" in mapping and state.release_id:
         ConsentRegistry(registry_url(loaded)).record_release(
             state.release_id, mapping["subject_id"], mapping["pseudonym"], when or now_utc(),
             snapshot=state.outcome("consent").registry_snapshot())
 
 
-def _begin_record_release(work: Path, loaded: LoadedPolicy, state: RunState, when: datetime) -> Any:
+def _begin_record_release(work: WorkDir, loaded: LoadedPolicy, state: RunState, when: datetime) -> Any:
     """`_record_release` started on the registry's thread, uncommitted (see publish_release)."""
     from deidflow.consent.registry import ConsentRegistry
 
-    mapping = pseudonym_mapping(work)
+    mapping = work.pseudonym_mapping()
     if "pseudonym" not in mapping or not state.release_id:
         return _NothingToRecord()
     return ConsentRegistry(registry_url(loaded)).begin_release_record(
@@ -147,7 +144,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
     import platform
 
     from deidflow.manifest.record import (
-        ConsentSnapshot, Counts, PlanInfo, RecipientInfo, ReleaseRecord, RiskSummary, Software, add_years,
+        ConsentSummary, Counts, PlanInfo, RecipientInfo, ReleaseRecord, RiskSummary, Software, add_years,
     )
 
     policy = loaded.policy
@@ -184,7 +181,7 @@ def build_record(loaded: LoadedPolicy, state: RunState, *, finished_at: datetime
                       approver=policy.plan.approver, executor=policy.plan.executor,
                       version=str(policy.plan.version)),
         inputs=state.inputs,
-        consent=ConsentSnapshot(
+        consent=ConsentSummary(
             registry=consent.registry, as_of=consent.as_of, events=consent.events,
             granted=state.outcome("consent").granted, excluded_by_reason=consent.excluded_by_reason,
             consent_ids_digest=consent.events_sha256,
@@ -243,6 +240,9 @@ class ReleaseSummary(BaseModel):
     staged_id: str | None = None
     staged_review: Path | None = None
     approval_expires: datetime | None = None
+    # The limits weaker than GB/T 42460 that the policy's `limits.override` approved (the
+    # record's `limits_override.departures`); empty when the limits met it.
+    limits_override: list[str] = []
 
     @classmethod
     def from_record(cls, record: Any, release_dir: Path | None, *, already_released: bool = False) -> "ReleaseSummary":
@@ -252,7 +252,18 @@ class ReleaseSummary(BaseModel):
                    suppressed=counts.suppressed, released=counts.released_subjects,
                    k=record.risk.after.get("k"), levels=dict(sorted(record.risk.levels.items())),
                    risk_after=record.risk.after, validation_ok=record.validation_passed,
-                   already_released=already_released)
+                   already_released=already_released,
+                   limits_override=list((record.limits_override or {}).get("departures") or []))
+
+    @property
+    def validation_text(self) -> str:
+        """What the CLI and the flow's artifact say of validation: never a bare "passed" for
+        a release whose limits needed an approved override (as the review page's headline)."""
+        if not self.validation_ok:
+            return "FAILED"
+        if self.limits_override:
+            return "passed under an approved override of " + "; ".join(self.limits_override)
+        return "passed"
 
     @property
     def manifest(self) -> Path | None:
@@ -290,14 +301,15 @@ def _existing_release(work: Path, state: RunState, loaded: LoadedPolicy, final: 
     # A run killed between the rename and the registry write left the release unrecorded:
     # record it now (idempotent), or a later withdrawal could not be traced to it; but only the
     # subject set the release holds: the same count as its signed record, or nothing.
-    mapping = pseudonym_mapping(work)
+    wd = WorkDir.of(work, state)
+    mapping = wd.pseudonym_mapping()
     if len(mapping) != report.record.counts.released_subjects:
         raise GateFailed(
             f"this run released {len(mapping):,} subjects under id {state.release_id}, the "
             f"existing release holds {report.record.counts.released_subjects:,}",
             file=str(final), fix="report this: a release id must name one subject set",
         )
-    _record_release(work, loaded, state)
+    _record_release(wd, loaded, state)
     return ReleaseSummary.from_record(report.record, final, already_released=True)
 
 

@@ -7,15 +7,15 @@ outcome). Both engines search the very same merged, sorted table.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from deidflow.errors import GateFailed
 from deidflow.policy import LoadedPolicy
-from deidflow.release.state import SearchOutcome, RunState, pinned_policy, plain
-from deidflow.release.workdir import gated_part, gated_table, parquet_part
+from deidflow.jsonsafe import plain
+from deidflow.release.state import SearchOutcome, RunState, pinned_policy
+from deidflow.release.workdir import WorkDir
 
 
 NA = "<NA>"  # how a missing quasi-identifier value is encoded (risk/encoding.py)
@@ -43,21 +43,23 @@ def frequency_partition(work: Path, index: int) -> str:
     loaded = pinned_policy(state)
     qis, scols = _search_columns(loaded)
     cols = qis + scols
-    subject = gated_part(work, loaded.policy.subject_table, index, cols or None)
+    wd = WorkDir.of(work, state)
+    subject = wd.gated_part(loaded.policy.subject_table, index, cols or None)
     frame = subject[cols].astype("string").fillna(NA) if cols else pd.DataFrame(index=subject.index)
     freq = (frame.groupby(cols, sort=True).size().rename(COUNT).reset_index() if cols and len(frame)
             else pd.DataFrame({**{c: pd.Series(dtype="string") for c in cols}, COUNT: pd.Series(dtype="int64")}))
-    out = work / "freq" / parquet_part(index)
+    out = wd.frequencies(index)
     out.parent.mkdir(parents=True, exist_ok=True)
     freq.to_parquet(out)
     return str(out)
 
 
 def _merged_frequencies(work: Path, state: RunState, cols: list[str]) -> pd.DataFrame:
+    wd = WorkDir.of(work, state)
     for i in range(state.partitions):
-        if not (work / "freq" / parquet_part(i)).exists():
+        if not wd.frequencies(i).exists():
             frequency_partition(work, i)
-    parts = [pd.read_parquet(work / "freq" / parquet_part(i)) for i in range(state.partitions)]
+    parts = [pd.read_parquet(wd.frequencies(i)) for i in range(state.partitions)]
     freq = pd.concat(parts, ignore_index=True)
     if not cols:
         return pd.DataFrame({COUNT: [int(freq[COUNT].sum())]})
@@ -115,7 +117,7 @@ def search(work: Path) -> SearchOutcome:
 
         cols = qi_cols + scols
         loss = ClassificationLoss.for_frequencies(
-            freq, cols, gated_table(work, policy.subject_table, list(dict.fromkeys([*cols, policy.utility.target]))),
+            freq, cols, WorkDir.of(work, state).gated_table(policy.subject_table, list(dict.fromkeys([*cols, policy.utility.target]))),
             policy.utility.target, count=COUNT, na=NA)
     result = lattice_search(qis, **RiskLimits.from_policy(policy).search_kwargs(),
                             sensitives=sensitives, level_bounds=bounds, loss=loss)
@@ -126,7 +128,7 @@ def search(work: Path) -> SearchOutcome:
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.array([], dtype=np.int64)
     sup_rows = np.add.reduceat(mask.astype(np.int64), starts) if len(counts) else np.array([], dtype=np.int64)
     sup_combo = sup_rows > 0
-    freq.loc[sup_combo, qi_cols + scols].to_parquet(work / "suppressed-combos.parquet")
+    freq.loc[sup_combo, qi_cols + scols].to_parquet(WorkDir.of(work, state).suppressed_combos)
     state.search = SearchOutcome(
         levels={k: int(v) for k, v in result.levels.items()},
         suppressed_subjects=int(counts[sup_combo].sum()),

@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deidflow.errors import GateFailed
+from deidflow.jsonsafe import plain
 from deidflow.manifest.record import ColumnTreatment, InputFile
 from deidflow.policy import LoadedPolicy
 from deidflow.utility.record import UtilityEvidence
@@ -203,16 +203,3 @@ def dump_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(plain(obj), ensure_ascii=False, sort_keys=True))
 
 
-def plain(obj: Any) -> Any:
-    """JSON-able copy of numbers/dicts/lists (numpy scalars to Python)."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [plain(v) for v in obj.tolist()]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if hasattr(obj, "as_dict"):
-        return plain(obj.as_dict())
-    return obj

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -17,11 +16,13 @@ import numpy as np
 import pandas as pd
 
 from deidflow.errors import GateFailed
-from deidflow.io import read_released_csv, read_work, write_frame, write_work
+from deidflow.io import read_work, write_frame
 from deidflow.policy import LoadedPolicy, Role
 from deidflow.manifest.record import ColumnTreatment
-from deidflow.release.state import TransformOutcome, RunState, dump_json, pinned_policy, plain
-from deidflow.release.workdir import consented_path, gated_part, gated_path, parquet_part, prepare_staging, released_copy, staging_dir
+from deidflow.jsonsafe import plain
+from deidflow.release.state import TransformOutcome, RunState, dump_json, pinned_policy
+from deidflow.release.engines import engine_named, engine_of
+from deidflow.release.workdir import WorkDir
 from deidflow.release.search import NA
 
 
@@ -32,20 +33,20 @@ def begin_transform(work: Path) -> str:
     state = RunState.load(work)
     loaded = pinned_policy(state)
     state.release_id = _release_id(loaded, state, KeyRing.from_policy(loaded))
-    prepare_staging(loaded, state)
+    WorkDir.of(work, state).prepare_staging()
     state.save(work)
     return state.release_id
 
 
-def _suppressed_subjects(subject: pd.DataFrame, work: Path, loaded: LoadedPolicy) -> pd.Series:
+def _suppressed_subjects(subject: pd.DataFrame, work: WorkDir, loaded: LoadedPolicy) -> pd.Series:
     """Boolean per subject row: its combination was suppressed by the search (or, after the
     whole-record search, the subject itself)."""
-    if (work / "suppressed-subjects.parquet").is_file():  # the whole-record search's choice
-        ids = pd.read_parquet(work / "suppressed-subjects.parquet")["subject_id"]
+    if work.suppressed_subjects.is_file():  # the whole-record search's choice
+        ids = pd.read_parquet(work.suppressed_subjects)["subject_id"]
         sid = loaded.policy.tables[loaded.policy.subject_table].subject_column
         return pd.Series(subject[sid].astype("string").isin(ids).to_numpy(dtype=bool),
                          index=subject.index)
-    combos = pd.read_parquet(work / "suppressed-combos.parquet")
+    combos = pd.read_parquet(work.suppressed_combos)
     if combos.empty:
         return pd.Series(False, index=subject.index)
     cols = list(combos.columns)
@@ -64,11 +65,11 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     loaded = pinned_policy(state)
     policy = loaded.policy
     keyring = KeyRing.from_policy(loaded)
-    stage = staging_dir(loaded, state)
+    wd = WorkDir.of(work, state)
     subj_spec = policy.tables[policy.subject_table]
     sid = subj_spec.subject_column
-    subject_all = gated_part(work, policy.subject_table, index)
-    suppressed_mask = _suppressed_subjects(subject_all, work, loaded)
+    subject_all = wd.gated_part(policy.subject_table, index)
+    suppressed_mask = _suppressed_subjects(subject_all, wd, loaded)
     suppressed = pd.Index(subject_all.loc[suppressed_mask.to_numpy(), sid].astype("string"))
     subject_raw = subject_all.loc[~suppressed_mask.to_numpy()]
     del subject_all
@@ -78,22 +79,18 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     if known is not None:  # every direct identifier of every table (attending doctors…)
         from deidflow.techniques.scrub import known_from_tables
 
-        known = known_from_tables(known, policy, lambda t, cols, i: gated_part(work, t, i, cols),
+        known = known_from_tables(known, policy, lambda t, cols, i: wd.gated_part(t, i, cols),
                                   index, state.partitions)
 
-    # The memory engine applies a table's columns on a few threads: the techniques' work is in
-    # numpy, Arrow and cryptography calls that release the GIL (two CMAC columns on two threads
-    # take half the time of one after the other). Each column gets its own memo, so no two
-    # threads share mutable state. The Dask engine already runs one partition per core.
+    # A table's columns are applied on the engine's threads (`Engine.transform_threads`).
     from concurrent.futures import ThreadPoolExecutor
 
-    threads = 1 if state.engine == "dask" else min(4, os.cpu_count() or 1)
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="transform")
+    pool = ThreadPoolExecutor(max_workers=engine_of(state).transform_threads(), thread_name_prefix="transform")
 
     from deidflow.column_types import describe_kind, released_kinds
     from deidflow.note_consistency import note_ages
 
-    kinds = released_kinds(work, loaded, lambda t: sorted((work / "gated" / t).glob("part-*.arrow")))
+    kinds = released_kinds(wd.column_types, loaded, wd.gated_parts)
     levels = state.outcome("search").levels
 
     def apply(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> tuple[dict[str, Any], Any]:
@@ -121,8 +118,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         return entry, result
 
     try:
-        return _transform_tables(work, index, state, policy, stage, subject_raw, suppressed, pool, apply,
-                                 kinds)
+        return _transform_tables(wd, index, state, policy, subject_raw, suppressed, pool, apply, kinds)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -136,7 +132,7 @@ def _apply(technique: Any, frame: pd.DataFrame, col: str, cspec: Any, ctx: Any, 
     return technique.apply(frame[col], cspec, ctx)
 
 
-def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stage: Path,
+def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
                       subject_raw: pd.DataFrame, suppressed: pd.Index, pool: Any,
                       apply: Callable[..., tuple[dict[str, Any], Any]],
                       kinds: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
@@ -154,6 +150,7 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
 
     sid = policy.tables[policy.subject_table].subject_column
     fmt = policy.output.format
+    engine = engine_of(state)
     columns: list[dict[str, Any]] = []
     rows: dict[str, int] = {}
     released_subject = None
@@ -165,13 +162,13 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
         for name, tspec in policy.tables.items():
             # The link column first, for the verdicts; then the table's kept rows only (an
             # Arrow filter per column over the memory-mapped work file, on the pool).
-            link = gated_part(work, name, index, [tspec.subject_column])[tspec.subject_column]
+            link = work.gated_part(name, index, [tspec.subject_column])[tspec.subject_column]
             keep = ~subject_mask(link, suppressed)
             del link
-            consented = consented_path(work, name, index)
+            consented = work.consented(name, index)
             if consented.is_file():
                 keep &= np.load(consented)
-            frame = read_work(gated_path(work, name, index), keep=keep, pool=pool)
+            frame = read_work(work.gated(name, index), keep=keep, pool=pool)
             out = {}
             futures = [(col, pool.submit(apply, name, frame, col, cspec)) for col, cspec in tspec.columns.items()]
             for col, future in futures:  # in the policy's column order, whatever finished first
@@ -186,19 +183,13 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
             for entry in columns[-len(futures):]:
                 if entry["column"] in withheld:
                     entry["counts"]["event_dates_withheld"] = withheld[entry["column"]]
-            if state.engine == "dask" or fmt == "parquet":  # numbers and dates keep their type
+            if engine.typed_output(fmt):  # numbers and dates keep their type
                 released = with_kinds(released, (kinds or {}).get(name, {}))
             rows[name] = int(len(frame))
             if name == policy.subject_table:
                 released_subject = released
-            if state.engine == "dask":
-                written.append(writer.submit(write_frame, released, stage / "data" / name / parquet_part(index), "parquet"))
-            else:
-                written.append(writer.submit(write_frame, released, stage / "data" / f"{name}.{fmt}", fmt))
-                if name != policy.subject_table:
-                    # The very Arrow table the writer serialises, for the validation gate and
-                    # the aggregates: reading it back costs a tenth of parsing the CSV again.
-                    written.append(writer.submit(write_work, released, released_copy(work, name)))
+            written += engine.write_released(writer, work, name, index, fmt, released,
+                                             name == policy.subject_table)
             for done in [f for f in written if f.done()]:
                 done.result()  # a failed write stops the stage now
             del frame, released, out
@@ -212,23 +203,13 @@ def _transform_tables(work: Path, index: int, state: RunState, policy: Any, stag
     mapping = pd.DataFrame({"subject_id": subject_raw[sid].astype("string").array})
     if released_subject is not None and sid in released_subject:
         mapping["pseudonym"] = released_subject[sid].astype("string").array
-    out = work / "pseudonyms" / parquet_part(index)
+    out = work.pseudonyms(index)
     out.parent.mkdir(parents=True, exist_ok=True)
     mapping.to_parquet(out)
     result = {"columns": columns, "rows": rows, "suppressed": int(len(suppressed)),
               "released": int(len(subject_raw))}
-    dump_json(work / "transform" / f"part-{index:05d}.json", result)
+    dump_json(work.transformed(index), result)
     return {"rows": rows, "released": result["released"]}
-
-
-def released_for_checks(work: Path, stage: Path, engine: str, fmt: str, name: str,
-              columns: list[str] | None = None) -> pd.DataFrame:
-    """A staged released table for the later stages: the memory engine's Arrow copy of what
-    it wrote (the subject table is read from its file), or the Dask engine's parts."""
-    copy = released_copy(work, name)
-    if engine != "dask" and copy.is_file():
-        return read_work(copy, columns)
-    return released_table(stage, name, fmt, engine, columns)
 
 
 def _treatment(entry: dict[str, Any]) -> ColumnTreatment:
@@ -240,15 +221,10 @@ def _treatment(entry: dict[str, Any]) -> ColumnTreatment:
                            technique=entry["technique"], params=plain({**flat, **params}))
 
 
-def released_table(stage: Path, name: str, fmt: str, engine: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """A released table read back (all partitions in order for the Dask engine)."""
-    if engine == "dask":
-        parts = sorted((stage / "data" / name).glob("part-*.parquet"))
-        return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
-    path = stage / "data" / f"{name}.{fmt}"
-    if fmt == "parquet":
-        return pd.read_parquet(path, columns=columns)
-    return read_released_csv(path, columns)
+def released_table(release_dir: Path, name: str, fmt: str, engine: str,
+                   columns: list[str] | None = None) -> pd.DataFrame:
+    """A released table read back from a release directory, as the named engine wrote it."""
+    return engine_named(engine).read_released(release_dir, name, fmt, columns)
 
 
 def finish_transform(work: Path) -> str:
@@ -258,8 +234,8 @@ def finish_transform(work: Path) -> str:
     state = RunState.load(work)
     loaded = pinned_policy(state)
     policy = loaded.policy
-    stage = staging_dir(loaded, state)
-    parts = [json.loads(p.read_text()) for p in sorted((work / "transform").glob("part-*.json"))]
+    wd = WorkDir.of(work, state)
+    parts = [json.loads(p.read_text()) for p in wd.transformed_parts()]
     if len(parts) != state.partitions:
         raise GateFailed(f"{state.partitions - len(parts)} partition(s) were not transformed",
                          key="engine", fix="rerun the release")
@@ -280,9 +256,9 @@ def finish_transform(work: Path) -> str:
             rows[k] = rows.get(k, 0) + int(v)
     aggregates = []
     for agg in policy.aggregates:
-        frame = released_for_checks(work, stage, state.engine, policy.output.format, agg.table, list(agg.by))
+        frame = engine_of(state).released_for_checks(wd, agg.table, policy.output.format, list(agg.by))
         table, summary = published_table(frame, list(agg.by), policy.limits.small_cell)
-        write_frame(table, stage / "aggregates" / f"{agg.name}.csv", "csv")
+        write_frame(table, wd.staging / "aggregates" / f"{agg.name}.csv", "csv")
         aggregates.append({"name": agg.name, "table": agg.table, "by": list(agg.by), **plain(summary)})
     state.transform = TransformOutcome(
         suppressed_subjects=sum(p["suppressed"] for p in parts),
@@ -290,7 +266,7 @@ def finish_transform(work: Path) -> str:
         released_rows=rows, columns=columns, aggregates=aggregates,
     )
     state.save(work)
-    return str(stage)
+    return str(wd.staging)
 
 
 def transform(work: Path) -> Path:

@@ -14,12 +14,13 @@ import pyarrow as pa
 
 from deidflow.io import as_arrow, read_work
 from deidflow.policy import LoadedPolicy, Role
-from deidflow.release.state import RunState, WholeRecordCheck, pinned_policy, plain
-from deidflow.release.workdir import gated_table, private_dir, pseudonym_mapping, staging_dir
-from deidflow.release.transform import released_for_checks
+from deidflow.jsonsafe import plain
+from deidflow.release.state import RunState, WholeRecordCheck, pinned_policy
+from deidflow.release.engines import engine_of
+from deidflow.release.workdir import WorkDir
 
 
-def known_values(work: Path, loaded: LoadedPolicy) -> Any:
+def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
     """Every direct-identifier value of the consented subjects, for the validation gate, as a
     source it reads column by column from the memory-mapped gated subject table (repeats and
     nulls left in: the gate handles them). The gate keeps their 64-bit hashes, not the strings,
@@ -29,7 +30,7 @@ def known_values(work: Path, loaded: LoadedPolicy) -> Any:
     from deidflow.validation.sets import Chunks
 
     spec = loaded.policy.tables[loaded.policy.subject_table]
-    parts = sorted((work / "gated" / loaded.policy.subject_table).glob("part-*.arrow"))
+    parts = work.gated_parts(loaded.policy.subject_table)
     present = set(pa.ipc.open_file(parts[0]).schema.names) if parts else set()
     direct = [c for c, cs in spec.columns.items() if cs.role is Role.direct_identifier and c in present]
 
@@ -51,34 +52,21 @@ def known_values(work: Path, loaded: LoadedPolicy) -> Any:
 
 class _ReleasedTables(Mapping[str, Any]):
     """The staged release's tables, each read from its file when asked for and not kept, so
-    the validation gate holds one released table at a time (with the Dask engine, one
-    partition of a table at a time, except the subject table)."""
+    the validation gate holds one released table at a time (or, as the engine gives it, one
+    partition of a table at a time, except the subject table: `Engine.released_for_gate`)."""
 
-    def __init__(self, work: Path, stage: Path, state: RunState, policy: Any) -> None:
-        self.work, self.stage, self.policy = work, stage, policy
-        self.engine = state.engine
+    def __init__(self, work: WorkDir, state: RunState, policy: Any) -> None:
+        self.work, self.stage, self.policy = work, work.staging, policy
+        self.engine = engine_of(state)
         self.fmt = policy.output.format
 
     def _exists(self, name: str) -> bool:
-        if self.engine == "dask":
-            return any((self.stage / "data" / name).glob("part-*.parquet"))
-        return (self.stage / "data" / f"{name}.{self.fmt}").is_file()
+        return self.engine.has_released(self.work, name, self.fmt)
 
     def __getitem__(self, name: str) -> Any:
         if not self._exists(name):
             raise KeyError(name)
-        if self.engine == "dask" and name != self.policy.subject_table:
-            # Row-local checks: one partition at a time, so a 10M-patient release's largest
-            # table is never in memory whole. The subject table's risk checks need it whole.
-            from functools import partial
-
-            from deidflow.validation.gate import Parts
-
-            parts = sorted((self.stage / "data" / name).glob("part-*.parquet"))
-            return Parts(tuple(partial(pd.read_parquet, p) for p in parts))
-        # The subject table, on which k, l and risk are proved, is read from the file that
-        # ships; the others from the Arrow table that the CSV writer serialised.
-        return released_for_checks(self.work, self.stage, self.engine, self.fmt, name)
+        return self.engine.released_for_gate(self.work, name, self.fmt, name == self.policy.subject_table)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._exists(name)
@@ -104,10 +92,11 @@ def validate(work: Path) -> dict[str, Any]:
     state = RunState.load(work)
     loaded = pinned_policy(state)
     policy = loaded.policy
-    stage = staging_dir(loaded, state)
-    tables = _ReleasedTables(work, stage, state, policy)
-    known = known_values(work, loaded)
-    mapping = pseudonym_mapping(work)
+    wd = WorkDir.of(work, state)
+    stage = wd.staging
+    tables = _ReleasedTables(wd, state, policy)
+    known = known_values(wd, loaded)
+    mapping = wd.pseudonym_mapping()
     consented = mapping["pseudonym"] if "pseudonym" in mapping else pd.Series([], dtype="string")
     report = validate_release(
         policy, tables,
@@ -119,8 +108,8 @@ def validate(work: Path) -> dict[str, Any]:
     # k over the whole record, recomputed from the released files (validation.record_check)
     from deidflow.validation.record_check import check_whole_record
 
-    whole = check_whole_record(policy, lambda t, cols: released_for_checks(
-        work, stage, state.engine, policy.output.format, t, cols))
+    whole = check_whole_record(policy, lambda t, cols: engine_of(state).released_for_checks(
+        wd, t, policy.output.format, cols))
     passed = report.success
     if whole:
         state.whole_record = WholeRecordCheck(**whole)
@@ -139,16 +128,16 @@ def validate(work: Path) -> dict[str, Any]:
 
         failed = [e for e in state.validation.get("expectations", []) if not e.get("success")]
         if direct.gate_fix(e.get("type", "") for e in failed):
-            direct.write_leak_log(private_dir(loaded) / "gate" / f"{state.release_id}.json",
+            direct.write_leak_log(wd.leak_log,
                                   direct.leak_rows(tables, failed, known))
-        kept = keep_report(stage / "validation" / "validation.json", private_dir(loaded), state.run_id)
+        kept = keep_report(stage / "validation" / "validation.json", wd.private, state.run_id)
         raise gate_failure(policy, state.validation, kept)
     # Utility evidence from the consented input and the staged output: aggregates only.
     from deidflow.utility.evidence import utility_evidence
 
     searched = state.outcome("search")
     state.utility_evidence = utility_evidence(
-        loaded, gated_table(work, policy.subject_table), tables[policy.subject_table], mapping["subject_id"],
+        loaded, wd.gated_table(policy.subject_table), tables[policy.subject_table], mapping["subject_id"],
         levels=searched.levels, search_loss=searched.utility.get("metric", "loss"),
         as_of=datetime.fromisoformat(state.as_of).date())
     state.save(work)

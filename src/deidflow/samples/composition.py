@@ -1,6 +1,6 @@
 """Building string columns from pools and numbers with Arrow kernels, one pass per column.
 
-Faker is far too slow per row (about 18 s per 100,000 patients); instead small pools are
+Faker is far too slow per row at these sizes; instead small pools are
 indexed with numpy-drawn positions and pieces are joined element-wise by Arrow, which skips
 null pieces, so an optional phrase is just a piece masked to null.
 """

@@ -26,8 +26,8 @@ from deidflow.samples.pools import faker_pools
 from deidflow.samples.population import draw_population
 
 TABLES = ("patients", "encounters", "diagnoses", "lab_results", "notes", "consents")
-# 20,000 patients (~60,000 notes) per chunk: peak RSS ~0.5 GB at 100k patients against
-# ~0.85 GB with 50,000, for the same CPU time (benchmarks/bench_samples.py).
+# 20,000 patients (~60,000 notes) per chunk: a lower memory peak than larger chunks for the
+# same CPU time (benchmarks/bench_samples.py prints the figures).
 CHUNK_PATIENTS = 20_000
 MAX_PATIENTS = 9_999_999  # patient IDs are P + 7 digits
 DEFAULT_SEED = 20261125

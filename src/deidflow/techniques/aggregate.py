@@ -32,7 +32,7 @@ from deidflow.errors import InputError
 
 TOTAL = "(total)"
 SUPPRESSED = "(suppressed)"
-AUDIT_MAX_WORK = 2e8  # lines^2 x hidden cells ~ cost of one thin SVD; ~1-2 s per audit at the limit
+AUDIT_MAX_WORK = 2e8  # lines^2 x hidden cells ~ cost of one thin SVD
 
 
 def _hide_singletons(m: np.ndarray, hidden: np.ndarray, axes: tuple[int, ...]) -> int:

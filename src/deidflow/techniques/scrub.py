@@ -649,8 +649,8 @@ def _known_table(known: pd.DataFrame | None) -> dict[str, list[tuple[str, int, s
 EVERYONE = "*"
 """subject_id of the known values searched in every note (staff, contacts of any subject)."""
 EVERYONE_MAX = 2_000
-"""Most distinct values searched in every note (one trie regex: ~0.1 s per 5,000 notes at
-2,000 names; a hospital's staff list is of this order); past it, other tables' values are
+"""Most distinct values searched in every note (one trie regex of 2,000 names; a hospital's
+staff list is of this order); past it, other tables' values are
 known for their own subject's notes only."""
 
 

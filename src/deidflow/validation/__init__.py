@@ -1,5 +1,5 @@
 """Great Expectations release gate: suites generated from the policy, custom privacy
-expectations, self-contained Data Docs. Import is lazy-ish: GX itself takes ~2.5 s to import,
+expectations, self-contained Data Docs. Import is lazy-ish: GX itself takes seconds to import,
 so the CLI should import this package only when it validates (or `preload` it while it waits)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ __all__ = ["validate_release", "ValidationReport", "ExpectationOutcome", "load_s
 
 
 def preload(*, quiet: str) -> bool:
-    """Import the gate (and Great Expectations, ~2.5 s of module code) now, on this thread,
+    """Import the gate (and Great Expectations, seconds of module code) now, on this thread,
     if every other Python thread alive is named `quiet…`: threads the caller knows load no
     module while this runs. Returns whether the gate is imported.
 

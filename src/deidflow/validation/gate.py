@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from deidflow.errors import GateFailed
+from deidflow.jsonsafe import plain
 from deidflow.policy import Policy
 from deidflow.validation import expectations as dx
 from deidflow.validation.data_docs import build_data_docs
@@ -181,28 +181,9 @@ def _outcome(table: str, er: Any) -> ExpectationOutcome:
         explanation = f"{etype}: {'passed' if er.success else 'failed'}"
     return ExpectationOutcome(
         type=etype, table=table, columns=columns, success=bool(er.success),
-        observed=_plain(result.get("observed_value", result.get("unexpected_count"))),
+        observed=plain(result.get("observed_value", result.get("unexpected_count"))),
         explanation=explanation,
     )
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars and sets become plain values, and infinities and NaN
-    (a recursive l-diversity ratio with no tail is infinite) become null, because strict JSON
-    readers (the manifest verifier among them) refuse `Infinity`."""
-    if value is None:
-        return None
-    return _finite(json.loads(json.dumps(value, default=str, allow_nan=True)))
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _scrub_result_dict(obj: Any) -> Any:
@@ -231,7 +212,7 @@ def _scrub_result_dict(obj: Any) -> Any:
 def _quiet_gx() -> Iterator[None]:
     """GX logs 'expectation not found', store and renderer chatter at WARNING; the gate reports
     what matters itself. GX also fingerprints every pandas batch (an MD5 over a hash of every
-    cell, about 1 s per million rows) into the result; the gate has no use for it and it is
+    cell, paid per row) into the result; the gate has no use for it and it is
     a digest of the released data, so it is switched off for the run (GX skips it above a
     size threshold; the threshold is set to zero)."""
     from great_expectations.execution_engine import pandas_execution_engine as pee
@@ -350,7 +331,7 @@ def validate_release(
                     _release_batches(source)
                     per_part.append([_outcome(name, er) for er in res.results])
                     stored.append({"table": name, "partition": i, "suite": suite.name,
-                                   "result": _plain(_scrub_result_dict(res.to_json_dict()))})
+                                   "result": plain(_scrub_result_dict(res.to_json_dict()))})
                 outcomes += _combine_parts(per_part)
                 continue
             res = vd.run(batch_parameters={"dataframe": value}, result_format=RESULT_FORMAT)
@@ -358,7 +339,7 @@ def validate_release(
             _release_batches(source)
             outcomes += [_outcome(name, er) for er in res.results]
             stored.append({"table": name, "suite": suite.name,
-                           "result": _plain(_scrub_result_dict(res.to_json_dict()))})
+                           "result": plain(_scrub_result_dict(res.to_json_dict()))})
         _scrub_store(ctx)
         index = build_data_docs(ctx, DOCS_SITE, docs_dir) if docs_dir is not None else None
 
@@ -367,7 +348,7 @@ def validate_release(
     report = ValidationReport(success=success, expectations=outcomes, result_path=result_path,
                               data_docs_index=index, suite_paths=suite_paths)
     result_path.write_text(json.dumps(
-        _plain({"success": success, "summary": report.as_dict(), "validations": stored}),
+        plain({"success": success, "summary": report.as_dict(), "validations": stored}),
         ensure_ascii=False, indent=1, allow_nan=False))
     return report
 
