@@ -240,7 +240,7 @@ def test_reference_tables_with_the_partitioned_engine(synthea):
 
     root, policy, src = synthea
     parted = root / "parted"
-    partition_extract(load_policy(policy), parted, 2, batch_rows=2000)
+    partition_extract(load_policy(policy), parted, 2, block_bytes=1 << 16)
     text = policy.read_text(encoding="utf-8")
     for table in ("patients", "encounters", "conditions"):
         text = text.replace(f"path: {src / f'{table}.csv'}", f"path: {parted / table}\n    format: parquet")
