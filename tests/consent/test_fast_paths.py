@@ -122,3 +122,22 @@ def test_digest_is_sha256_of_the_sorted_ids_one_per_line(event_ids):
     snap = ConsentSnapshot.from_events(events, NOW)
     want = hashlib.sha256("\n".join(sorted(event_ids)).encode("utf-8")).hexdigest()
     assert snap.digest == want and snap.summary()["subjects"] == len(event_ids)
+
+
+_ID_CHARS = st.sampled_from(list("P0123456789xX \t\u3000\uff10ab\u200b\x1f\x7f"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(_ID_CHARS, max_size=20),
+                          st.from_regex(r"[0-9]{17}[xX]", fullmatch=True)), max_size=30),
+       st.integers(0, 3))
+def test_canonical_ids_agrees_with_one_id_at_a_time(values, offset):
+    """The buffer-level "already canonical" shortcut never skips an id that needs a change
+    (edge white space, a lower-case check character, non-ASCII), also in a sliced array."""
+    import pyarrow as pa
+
+    from deidflow.consent.subject_ids import canonical_ids
+
+    arr = pa.array(values, pa.string())[min(offset, len(values)):]
+    want = [None if v is None else canonical_id(v) for v in arr.to_pylist()]
+    assert canonical_ids(arr).to_pylist() == want

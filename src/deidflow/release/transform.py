@@ -145,6 +145,7 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
         policy.tables[policy.subject_table].subject_column].astype(str).to_numpy())
         if bcol and bcol in subject_raw else pd.Series(dtype=object))
     levels = state.outcome("search").levels
+    birth_memo: dict = {}  # the subjects' birth thresholds, computed for the first table only
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -179,7 +180,7 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
             released = pd.DataFrame(out, index=frame.index)
             # event dates that would narrow a birth date below its released level are withheld
             withheld = protect_birth_dates(released, frame[tspec.subject_column], tspec, policy,
-                                           levels, births)
+                                           levels, births, memo=birth_memo)
             for entry in columns[-len(futures):]:
                 if entry["column"] in withheld:
                     entry["counts"]["event_dates_withheld"] = withheld[entry["column"]]

@@ -65,14 +65,17 @@ def birth_level(policy, levels: dict) -> tuple[int, bool, int] | None:
 
 
 def protect_birth_dates(released: pd.DataFrame, subject_ids: pd.Series, table_spec, policy,
-                        levels: dict, births: pd.Series) -> dict[str, int]:
+                        levels: dict, births: pd.Series, *, memo: dict | None = None) -> dict[str, int]:
     """Withhold, in place, the date-shifted event dates of `released` (one table's rows, with
     `subject_ids` their raw subjects) that would narrow each subject's released birth date.
-    `births` maps raw subject id -> birth date. Returns withheld dates per column.
+    `births` maps raw subject id -> birth date. Returns withheld dates per column. `memo`, a
+    dict kept across the tables of one partition (same `births`, policy and levels), holds
+    the subjects' thresholds so they are computed once, not once per table.
 
     Vectorised as text: ISO dates order as their text, so an event narrows when its first ten
     characters sort before the subject's threshold (interval end - max_days); only the
-    subjects whose threshold is later than the table's earliest event are looked up."""
+    subjects whose threshold is later than the table's earliest event are looked up, once
+    per run of equal ids (`idcolumns.run_heads`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -84,13 +87,13 @@ def protect_birth_dates(released: pd.DataFrame, subject_ids: pd.Series, table_sp
             if spec.technique == "date_shift" and c in released]
     if not cols:
         return {}
-    end = interval_end(pd.Series(births.to_numpy()), level, decade=decade, top=top)
+    memo = {} if memo is None else memo
     counts = {}
-    ids = pd.Index(births.index.astype(str))
+    row_ids = None
     for col, max_days in cols:
         # released only when its true date (E - max_days at the earliest) is after the end
         # of the birth interval: no released event can then be the birth event
-        threshold = (end + pd.Timedelta(days=max_days + 1)).dt.strftime("%Y-%m-%d")
+        ids, threshold = _thresholds(births, level, decade, top, max_days, memo)
         text = pa.chunked_array([pa.array(released[col].astype("string").array)]) \
             if not hasattr(released[col].array, "__arrow_array__") \
             else released[col].array.__arrow_array__()
@@ -98,21 +101,69 @@ def protect_birth_dates(released: pd.DataFrame, subject_ids: pd.Series, table_sp
         earliest = pc.min(day).as_py()
         if earliest is None:
             continue
-        at_risk = (threshold > earliest).fillna(False).to_numpy(dtype=bool)
-        if not at_risk.any():
+        at_risk = pc.fill_null(pc.greater(threshold, earliest), False)
+        if not pc.any(at_risk).as_py():
             continue
-        risky = pd.Series(threshold.to_numpy()[at_risk], index=ids[at_risk])
-        row_threshold = pd.Series(subject_ids.astype(str).to_numpy()).map(risky)
-        has = row_threshold.notna().to_numpy()
-        if not has.any():
+        if row_ids is None:
+            row_ids = _row_ids(subject_ids)
+        pos = _positions(row_ids, ids.filter(at_risk))
+        idx = np.flatnonzero(pos >= 0)
+        if not len(idx):
             continue
-        idx = np.flatnonzero(has)
-        row_days = pd.Series(day.take(pa.array(idx)).to_pandas(), dtype="string")
-        limit = pd.Series(row_threshold.to_numpy()[idx], dtype="string")
-        bad_rows = idx[(row_days < limit).fillna(False).to_numpy(dtype=bool)]
+        take = pa.array(idx)
+        limit = threshold.filter(at_risk).take(pa.array(pos[idx]))
+        row_days = day.take(take)
+        narrows = pc.fill_null(pc.less(row_days, limit), False)
+        bad_rows = idx[np.asarray(narrows.to_numpy(zero_copy_only=False), dtype=bool)]
         if len(bad_rows):
             mask = np.zeros(len(released), dtype=bool)
             mask[bad_rows] = True
             released[col] = released[col].mask(pd.Series(mask, index=released.index))
             counts[col] = int(len(bad_rows))
     return counts
+
+
+def _thresholds(births: pd.Series, level: int, decade: bool, top: int, max_days: int,
+                memo: dict):
+    """(subject ids, first event day released for each) as Arrow text, for one max_days."""
+    import pyarrow as pa
+
+    from deidflow.idcolumns import id_strings
+
+    if max_days not in memo:
+        if "end" not in memo:
+            memo["end"] = interval_end(pd.Series(births.to_numpy()), level, decade=decade, top=top)
+            memo["ids"] = id_strings(pd.Index(births.index.astype(str)))
+        threshold = (memo["end"] + pd.Timedelta(days=max_days + 1)).dt.strftime("%Y-%m-%d")
+        memo[max_days] = (memo["ids"], pa.array(threshold.to_numpy(dtype=object), pa.string(),
+                                                 from_pandas=True))
+    return memo[max_days]
+
+
+def _row_ids(subject_ids: pd.Series):
+    """A table's subject ids as Arrow text, spelled as `births`' index is (str())."""
+    from deidflow.idcolumns import id_strings
+
+    if isinstance(subject_ids.dtype, pd.StringDtype) or pd.api.types.is_string_dtype(subject_ids.dtype):
+        return id_strings(subject_ids)
+    return id_strings(subject_ids.astype(str))
+
+
+def _positions(row_ids, ids) -> np.ndarray:
+    """Position of each row's id in `ids` (unique subject ids), -1 where absent: exact text
+    comparison, one lookup per run of equal ids."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from deidflow.idcolumns import key_positions, run_heads, run_lengths, short_keys
+
+    starts = run_heads(row_ids)
+    probe = row_ids if starts is None else row_ids.take(pa.array(starts))
+    pos = None
+    keys, set_keys = short_keys(probe), short_keys(ids)
+    if keys is not None and set_keys is not None and keys[1] == set_keys[1]:
+        pos = key_positions(keys[0], set_keys[0], unique=True)
+    if pos is None:
+        pos = np.asarray(pc.index_in(probe, value_set=ids).fill_null(-1).to_numpy(
+            zero_copy_only=False), dtype=np.int64)
+    return pos if starts is None else np.repeat(pos, run_lengths(starts, len(row_ids)))
