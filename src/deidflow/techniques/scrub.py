@@ -261,8 +261,12 @@ _LABEL_RX = re.compile(
 # The employer labels (工作单位, 就职于…) are read by identifiers.scan_fields; a bare 单位： is
 # the person's work unit only as a label of its own (not 转出单位：).
 _EMPLOYER_RX = re.compile(r"单位(?<![\u4e00-\u9fff]..)[:：][ \u3000]{0,2}(?P<v>[^，。；;,、\n\x00\s]{2,30})")
+# Each branch starts with a literal and checks the character before the label after it: a
+# leading look-behind would make `re` try the pattern at every position instead of scanning
+# for 编/号/I/N in C.
+_WORD_BEFORE = r"(?<=[\u4e00-\u9fffA-Za-z].)"
 _ANY_NUMBER_LABEL = re.compile(
-    r"(?<=[\u4e00-\u9fffA-Za-z])(?:编号|号码|号|ID|No\.?)[:：][ \u3000]{0,2}"
+    rf"(?:编{_WORD_BEFORE}号|号{_WORD_BEFORE}码|号{_WORD_BEFORE}|I{_WORD_BEFORE}D|N{_WORD_BEFORE}o\.?)[:：][ \u3000]{{0,2}}"
     r"(?P<v>[A-Za-z0-9][A-Za-z0-9\-]{3,31})(?![A-Za-z0-9])")
 _FREE_GUARD = rf"(?<=[{_SINGLE_FREE}])(?<![担现出兼继升就调委聘信]任)"
 
