@@ -532,9 +532,27 @@ def gapped_alternation(words: tuple[str, ...]) -> str:
     return emit(trie)
 
 
-@lru_cache(maxsize=1)
-def _field_rx() -> tuple[re.Pattern[str], dict[str, str]]:
-    by_label = {w: kind for kind, words in FIELD_LABELS.items() for w in words}
+def _digit_label_prefixes() -> tuple[str, ...]:
+    """The fixed start (up to the first place a gap may follow) of every label that starts
+    with a digit (1st Asst): one of them must be in a text for such a label to match."""
+    out = []
+    for words in FIELD_LABELS.values():
+        for w in words:
+            if w[0].isdigit():
+                k = next((i for i, c in enumerate(w) if "\u4e00" <= c <= "\u9fff" or c.isupper()), len(w) - 1)
+                out.append(w[:k + 1])
+    return tuple(out)
+
+
+_DIGIT_LABEL_PREFIXES = _digit_label_prefixes()
+
+
+@lru_cache(maxsize=2)
+def _field_rx(digit_labels: bool = True) -> tuple[re.Pattern[str], dict[str, str]]:
+    """The labelled-field pattern; without `digit_labels` it leaves out the labels that start
+    with a digit (1st Asst), which would make every 1 and 2 of a text a place to try."""
+    by_label = {w: kind for kind, words in FIELD_LABELS.items() for w in words
+                if digit_labels or not w[0].isdigit()}
     firsts = "".join(sorted({w[0] for w in by_label}))
     cls = "".join("\\" + c if c in "\\]^-[" else c for c in firsts)
     rx = re.compile(
@@ -603,7 +621,7 @@ def scan_fields(text: str, kinds: frozenset[str] | set[str],
     """(start, end, field kind) of every labelled field value of `kinds` in `text` (folded).
     Names need `is_name(value, separated)` (techniques.names.field_name_ok): whether a value
     reads as a name, after a colon/bar/tab or directly after its label (技师曲春和)."""
-    rx, by_label = _field_rx()
+    rx, by_label = _field_rx(any(w in text for w in _DIGIT_LABEL_PREFIXES))
     out = []
     for m in rx.finditer(text):
         label = m.group("label")
