@@ -608,7 +608,7 @@ def _field_value(kind: str, v: str, separated: bool,
     if m is None:
         return None
     s = m.group().rstrip(" +-(（:：./")
-    if sum(c.isdigit() for c in s) < (5 if phone else 1) or len(s) > 40:
+    if sum(map(str.isdigit, s)) < (5 if phone else 1) or len(s) > 40:
         if not (kind == "wechat" and len(s) >= 5):
             return None
     if kind == "wechat" and len(s) < 5:

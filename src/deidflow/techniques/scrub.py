@@ -405,7 +405,7 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
         # any other numbered label (体检编号：TJ2023001, 会员号：…): a code holding a digit
         code = _KIND_CODE["record_no"]
         out.extend((m.start("v"), m.end("v"), code) for m in _ANY_NUMBER_LABEL.finditer(big)
-                   if any(c.isdigit() for c in m.group("v")))
+                   if any(map(str.isdigit, m.group("v"))))
     fields = {f for f, k in _FIELD_KINDS.items() if k in kinds}
     if fields:
         if "landline" in kinds:
