@@ -624,24 +624,22 @@ def scan_fields(text: str, kinds: frozenset[str] | set[str],
     rx, by_label = _field_rx(any(w in text for w in _DIGIT_LABEL_PREFIXES))
     out = []
     for m in rx.finditer(text):
-        label = m.group("label")
-        if " " in label or "\u3000" in label:
-            label = label.replace(" ", "").replace("\u3000", "")
-        kind = by_label.get(label, "record_no" if label.isupper() and m.group("tail") else None)
+        raw, tail, sep, value = m.group("label", "tail", "sep", "v")
+        label = raw.replace(" ", "").replace("\u3000", "") if " " in raw or "\u3000" in raw else raw
+        kind = by_label.get(label, "record_no" if label.isupper() and tail else None)
         if kind is None or kind not in kinds:
             continue
-        sep = m.group("sep")
-        glued = label[-1].isascii() and label[-1].isalpha() and not sep and m.group("v")[:1].isascii() \
-            and m.group("v")[:1].isalpha()
-        if glued and not (kind == "wechat" and re.search(r"[0-9_\-]", m.group("v"))):
+        glued = label[-1].isascii() and label[-1].isalpha() and not sep and value[:1].isascii() \
+            and value[:1].isalpha()
+        if glued and not (kind == "wechat" and re.search(r"[0-9_\-]", value)):
             continue  # Bedside is no bed number; WeChatfang-yan0147 is a WeChat id
-        if m.group("label")[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1)
+        if raw[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1)
             sep = " " + sep
-        separated = (bool(sep.strip(" \u3000")) or len(sep) >= 2 or bool(m.group("tail"))
+        separated = (bool(sep.strip(" \u3000")) or len(sep) >= 2 or bool(tail)
                      or (label.isascii() and bool(sep)))
         if not separated and label.isascii() and not sep and not glued:
             continue  # an English label needs a colon or a space (Bed 4, not Bed4)
-        got = _field_value(kind, m.group("v"), separated, is_name)
+        got = _field_value(kind, value, separated, is_name)
         if got is not None:
             s = m.start("v")
             if kind == "phone":
