@@ -532,9 +532,27 @@ def gapped_alternation(words: tuple[str, ...]) -> str:
     return emit(trie)
 
 
-@lru_cache(maxsize=1)
-def _field_rx() -> tuple[re.Pattern[str], dict[str, str]]:
-    by_label = {w: kind for kind, words in FIELD_LABELS.items() for w in words}
+def _digit_label_prefixes() -> tuple[str, ...]:
+    """The fixed start (up to the first place a gap may follow) of every label that starts
+    with a digit (1st Asst): one of them must be in a text for such a label to match."""
+    out = []
+    for words in FIELD_LABELS.values():
+        for w in words:
+            if w[0].isdigit():
+                k = next((i for i, c in enumerate(w) if "\u4e00" <= c <= "\u9fff" or c.isupper()), len(w) - 1)
+                out.append(w[:k + 1])
+    return tuple(out)
+
+
+_DIGIT_LABEL_PREFIXES = _digit_label_prefixes()
+
+
+@lru_cache(maxsize=2)
+def _field_rx(digit_labels: bool = True) -> tuple[re.Pattern[str], dict[str, str]]:
+    """The labelled-field pattern; without `digit_labels` it leaves out the labels that start
+    with a digit (1st Asst), which would make every 1 and 2 of a text a place to try."""
+    by_label = {w: kind for kind, words in FIELD_LABELS.items() for w in words
+                if digit_labels or not w[0].isdigit()}
     firsts = "".join(sorted({w[0] for w in by_label}))
     cls = "".join("\\" + c if c in "\\]^-[" else c for c in firsts)
     rx = re.compile(
@@ -590,7 +608,7 @@ def _field_value(kind: str, v: str, separated: bool,
     if m is None:
         return None
     s = m.group().rstrip(" +-(（:：./")
-    if sum(c.isdigit() for c in s) < (5 if phone else 1) or len(s) > 40:
+    if sum(map(str.isdigit, s)) < (5 if phone else 1) or len(s) > 40:
         if not (kind == "wechat" and len(s) >= 5):
             return None
     if kind == "wechat" and len(s) < 5:
@@ -603,27 +621,25 @@ def scan_fields(text: str, kinds: frozenset[str] | set[str],
     """(start, end, field kind) of every labelled field value of `kinds` in `text` (folded).
     Names need `is_name(value, separated)` (techniques.names.field_name_ok): whether a value
     reads as a name, after a colon/bar/tab or directly after its label (技师曲春和)."""
-    rx, by_label = _field_rx()
+    rx, by_label = _field_rx(any(w in text for w in _DIGIT_LABEL_PREFIXES))
     out = []
     for m in rx.finditer(text):
-        label = m.group("label")
-        if " " in label or "\u3000" in label:
-            label = label.replace(" ", "").replace("\u3000", "")
-        kind = by_label.get(label, "record_no" if label.isupper() and m.group("tail") else None)
+        raw, tail, sep, value = m.group("label", "tail", "sep", "v")
+        label = raw.replace(" ", "").replace("\u3000", "") if " " in raw or "\u3000" in raw else raw
+        kind = by_label.get(label, "record_no" if label.isupper() and tail else None)
         if kind is None or kind not in kinds:
             continue
-        sep = m.group("sep")
-        glued = label[-1].isascii() and label[-1].isalpha() and not sep and m.group("v")[:1].isascii() \
-            and m.group("v")[:1].isalpha()
-        if glued and not (kind == "wechat" and re.search(r"[0-9_\-]", m.group("v"))):
+        glued = label[-1].isascii() and label[-1].isalpha() and not sep and value[:1].isascii() \
+            and value[:1].isalpha()
+        if glued and not (kind == "wechat" and re.search(r"[0-9_\-]", value)):
             continue  # Bedside is no bed number; WeChatfang-yan0147 is a WeChat id
-        if m.group("label")[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1)
+        if raw[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1)
             sep = " " + sep
-        separated = (bool(sep.strip(" \u3000")) or len(sep) >= 2 or bool(m.group("tail"))
+        separated = (bool(sep.strip(" \u3000")) or len(sep) >= 2 or bool(tail)
                      or (label.isascii() and bool(sep)))
         if not separated and label.isascii() and not sep and not glued:
             continue  # an English label needs a colon or a space (Bed 4, not Bed4)
-        got = _field_value(kind, m.group("v"), separated, is_name)
+        got = _field_value(kind, value, separated, is_name)
         if got is not None:
             s = m.start("v")
             if kind == "phone":

@@ -108,12 +108,15 @@ def _actor(window: str) -> bool:
 
 def _clinical_at(text: str, i: int) -> bool:
     ws = _CLINICAL.get(text[i]) if i < len(text) else None
-    return ws is not None and any(text.startswith(w, i) for w in ws)
+    return ws is not None and text.startswith(ws, i)  # a tuple: every word tried in C
 
 
 def _clinical_end(text: str, i: int) -> int:
     """End of the longest clinical word starting at i (i if none)."""
-    for w in _CLINICAL.get(text[i], ()):
+    ws = _CLINICAL.get(text[i], ())
+    if not ws or not text.startswith(ws, i):
+        return i  # most positions: no word at all, answered in C
+    for w in ws:  # longest first
         if text.startswith(w, i):
             return i + len(w)
     return i
