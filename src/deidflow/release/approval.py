@@ -40,11 +40,14 @@ import os
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from deidflow.errors import DeidflowError, GateFailed, VerificationError
+
+if TYPE_CHECKING:
+    from deidflow.release.workdir import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -122,25 +125,12 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-class _approvals_lock:
+def _approvals_lock(private_dir: Path) -> "FileLock":
     """One decision at a time per private directory (flock), so that approve, reject, expiry
     and record_flow_run never interleave on one staged release."""
+    from deidflow.release.workdir import FileLock
 
-    def __init__(self, private_dir: Path) -> None:
-        self.path = _mkdir_private(approvals_root(private_dir)) / ".lock"
-
-    def __enter__(self) -> "_approvals_lock":
-        import fcntl
-
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        import fcntl
-
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
+    return FileLock(_mkdir_private(approvals_root(private_dir)) / ".lock")
 
 
 # --- the interface the Prefect pause/resume uses --------------------------------------------------

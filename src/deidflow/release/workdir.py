@@ -238,19 +238,13 @@ class WorkDir:
         return self.release_id
 
 
-class OutputLock:
-    """An exclusive lock on one output directory, held while a run creates its staging or
-    publishes: the check that a release id is free and the rename into it are one step for
-    every run writing there. The lock file (flock) is in the private directory, named by the
-    output directory's resolved path, so nothing but releases appears in the output."""
+class FileLock:
+    """An exclusive lock (flock) on one file, created 0600 when missing; held for a `with`."""
 
-    def __init__(self, private: Path, output: Path) -> None:
-        root = str(output.resolve())
-        locks = private / "locks"
-        locks.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = locks / (hashlib.sha256(root.encode()).hexdigest()[:16] + ".lock")
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> "FileLock":
         import fcntl
 
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -262,6 +256,19 @@ class OutputLock:
 
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
+
+
+class OutputLock(FileLock):
+    """An exclusive lock on one output directory, held while a run creates its staging or
+    publishes: the check that a release id is free and the rename into it are one step for
+    every run writing there. The lock file (flock) is in the private directory, named by the
+    output directory's resolved path, so nothing but releases appears in the output."""
+
+    def __init__(self, private: Path, output: Path) -> None:
+        root = str(output.resolve())
+        locks = private / "locks"
+        locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+        super().__init__(locks / (hashlib.sha256(root.encode()).hexdigest()[:16] + ".lock"))
 
 
 def reap_stale_work(root: Path) -> None:
