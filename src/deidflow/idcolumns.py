@@ -46,7 +46,7 @@ def run_lengths(starts: np.ndarray, n: int) -> np.ndarray:
     return np.diff(np.append(starts, n))
 
 
-def id_strings(values: Sequence[str] | pd.Series | pd.Index | pa.Array | pa.ChunkedArray) -> pa.Array:
+def id_strings(values: Sequence[str] | pd.Series | pd.Index | np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
     """Ids as one Arrow string array (non-string ids as their str(); missing stays missing).
     Arrow text is taken as it is (no copy unless it is chunked)."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)) and (
@@ -56,8 +56,10 @@ def id_strings(values: Sequence[str] | pd.Series | pd.Index | pa.Array | pa.Chun
         np.asarray(values, dtype=object))
     series = pd.Series(series, copy=False)
     if not (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"):
-        series = series.astype("str")
+        series = series.astype("str") if series.dtype != object else series.astype("string[pyarrow]")
     arr = pa.array(series.array)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.string())
     return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 

@@ -34,6 +34,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from deidflow.idcolumns import id_strings
+
 #: An 18-character resident ID whose check character was written lower-case.
 _LOWER_CHECK = r"^([0-9]{17})x$"
 #: Unicode general categories refused in an id: control, format, private use, surrogate,
@@ -42,22 +44,6 @@ _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn"})
 #: Letter scripts counted as one for the mixed-script test (Chinese ids mix Han and Latin).
 _SCRIPT_GROUPS = {"CJK": "han", "HIRAGANA": "han", "KATAKANA": "han", "BOPOMOFO": "han"}
 _ALLOWED_MIX = frozenset({"han", "latin"})
-
-
-def _strings(values: Sequence[str] | pd.Series | pd.Index | np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Ids as one Arrow string array (non-string ids as their str(); missing stays missing)."""
-    if isinstance(values, (pa.Array, pa.ChunkedArray)) and (
-            pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    series = values if isinstance(values, (pd.Series, pd.Index)) else pd.Series(
-        np.asarray(values, dtype=object))
-    series = pd.Series(series, copy=False)
-    if not (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"):
-        series = series.astype("str") if series.dtype != object else series.astype("string[pyarrow]")
-    arr = pa.array(series.array)
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = arr.cast(pa.string())
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
 def canonical_id(value: str) -> str:
@@ -107,7 +93,7 @@ def _plainly_canonical(arr: pa.Array) -> bool:
 def canonical_ids(values: Sequence[str] | pd.Series | pd.Index | np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
     """Every id in canonical form, as an Arrow string array (missing stays missing). ASCII
     ids need no NFKC; an array that needs no change at all is returned as it is (no copy)."""
-    arr = _strings(values)
+    arr = id_strings(values)
     if len(arr) == 0:
         return arr
     if _plainly_canonical(arr):
@@ -141,7 +127,7 @@ def canonical_column(values: pd.Series) -> pd.Series:
     nothing changes or when it is not text (integer ids have one spelling)."""
     if not (pd.api.types.is_string_dtype(values.dtype) or values.dtype == object):
         return values
-    arr = _strings(values)
+    arr = id_strings(values)
     fixed = canonical_ids(arr)
     if fixed is arr or pc.all(pc.equal(fixed, arr), skip_nulls=True).as_py() is not False:
         return values
@@ -170,7 +156,7 @@ def id_problems(values: Sequence[str] | pd.Series | pd.Index | np.ndarray | pa.A
     """Position → what is wrong, for every id that must be refused (control or format
     characters, mixed scripts). ASCII ids are tested with one Arrow kernel; distinct non-ASCII
     ids one by one."""
-    arr = _strings(values)
+    arr = id_strings(values)
     if len(arr) == 0:
         return {}
     arr = pc.utf8_trim_whitespace(arr)  # edge white space is trimmed, not refused
