@@ -223,14 +223,8 @@ def _print_summary(s) -> None:
               show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("subjects in", f"{s.subjects_in:,}")
-    t.add_row("excluded for consent", f"{s.excluded_for_consent:,}")
-    t.add_row("suppressed (risk)", f"{s.suppressed:,}")
-    t.add_row("released", f"{s.released:,}")
-    t.add_row("k reached", str(s.k))
-    if s.levels:
-        t.add_row("levels", ", ".join(f"{k}={v}" for k, v in s.levels.items()))
-    t.add_row("validation", s.validation_text)
+    for row in s.figure_rows():
+        t.add_row(*row)
     out.print(t)
     # Paths on their own lines, never wrapped or cut, so they can be copied.
     for label, path in (("release", s.release_dir), ("manifest", s.manifest), ("review page", s.review)):

@@ -39,12 +39,8 @@ def print_staged(s, policy: Path) -> None:
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("subjects in", f"{s.subjects_in:,}")
-    t.add_row("excluded for consent", f"{s.excluded_for_consent:,}")
-    t.add_row("suppressed (risk)", f"{s.suppressed:,}")
-    t.add_row("released", f"{s.released:,}")
-    t.add_row("k reached", str(s.k))
-    t.add_row("validation", "passed" if s.validation_ok else "FAILED")
+    for row in s.figure_rows():
+        t.add_row(*row)
     out.print(t)
     p = shlex.quote(str(policy))
     for label, value in (

@@ -265,6 +265,18 @@ class ReleaseSummary(BaseModel):
             return "passed under an approved override of " + "; ".join(self.limits_override)
         return "passed"
 
+    def figure_rows(self) -> list[tuple[str, str]]:
+        """The run's figures as the CLI shows them, published or staged: label, value."""
+        rows = [("subjects in", f"{self.subjects_in:,}"),
+                ("excluded for consent", f"{self.excluded_for_consent:,}"),
+                ("suppressed (risk)", f"{self.suppressed:,}"),
+                ("released", f"{self.released:,}"),
+                ("k reached", str(self.k))]
+        if self.levels:
+            rows.append(("levels", ", ".join(f"{k}={v}" for k, v in self.levels.items())))
+        rows.append(("validation", self.validation_text))
+        return rows
+
     @property
     def manifest(self) -> Path | None:
         return None if self.release_dir is None else self.release_dir / "manifest.json"
