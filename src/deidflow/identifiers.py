@@ -85,13 +85,18 @@ def alternation(words: tuple[str, ...] | list[str]) -> str:
     """A regex matching any of `words`, longest first (身份证号码 wins over 身份证), written
     as a trie: Python's `re` tries alternatives one by one, and a flat list of 700 labels
     is 700 tries at every position where a trie is one character test per branch."""
+    return _trie_regex(_trie(words))
+
+
+def _trie(words: tuple[str, ...] | list[str]) -> dict:
+    """`words` as a character trie; the key "" marks the end of a word."""
     trie: dict = {}
     for w in set(words):
         node = trie
         for ch in w:
             node = node.setdefault(ch, {})
         node[""] = {}
-    return _trie_regex(trie)
+    return trie
 
 
 def _trie_regex(node: dict) -> str:
@@ -512,12 +517,7 @@ _SPACE_CLS = r"[ \u3000]"
 
 def gapped_alternation(words: tuple[str, ...]) -> str:
     """`alternation` with up to two spaces allowed after each CJK character (冰 冻 号)."""
-    trie: dict = {}
-    for w in set(words):
-        node = trie
-        for ch in w:
-            node = node.setdefault(ch, {})
-        node[""] = {}
+    trie = _trie(words)
 
     def emit(node: dict) -> str:
         branches = []
