@@ -193,11 +193,16 @@ class Column(Strict):
     references: str | None = Field(None, min_length=1, description="a reference table's name")
 
 
-class Table(Strict):
+class _TableFile(Strict):
+    """Where a table's file is and how it is read (patient and reference tables alike)."""
+
     path: str = Field(min_length=1, description="relative to the policy file")
     format: Literal["csv", "parquet"] | None = None
     encoding: str = "utf-8"
     delimiter: str = ","
+
+
+class Table(_TableFile):
     subject_column: str = Field(min_length=1, description="column holding the subject id")
     columns: dict[str, Column] = Field(min_length=1)
 
@@ -211,7 +216,7 @@ class Table(Strict):
         return data
 
 
-class ReferenceTable(Strict):
+class ReferenceTable(_TableFile):
     """A lookup table without a subject column (providers, organisations, payers): it holds
     no patient records, so it is not consent-filtered and not in the patient risk; its
     columns go through their techniques as in any table. `key` is the column other tables'
@@ -219,10 +224,6 @@ class ReferenceTable(Strict):
     as those foreign keys, so joins work. `keep: referenced` (default, data minimisation)
     releases only the rows some released row references; `keep: all` needs a `reason`."""
 
-    path: str = Field(min_length=1, description="relative to the policy file")
-    format: Literal["csv", "parquet"] | None = None
-    encoding: str = "utf-8"
-    delimiter: str = ","
     key: str = Field(min_length=1, description="the column foreign keys reference")
     columns: dict[str, Column] = Field(min_length=1)
     keep: Literal["referenced", "all"] = "referenced"
