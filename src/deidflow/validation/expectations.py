@@ -315,8 +315,9 @@ def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = 
     if known and texts.nbytes >= CONCURRENT_BYTES:
         # a notes column: the second opinion on all texts beside the detectors, not after
         # them on the texts they left (the same answer: a text either holds or it does not),
-        # a slice at a time: the detectors' Python strings and the normalised copy of 2 GB of
-        # notes at once took the 1M-patient release to 12 GB
+        # a slice at a time: the detectors' Python strings and the normalised copy of the
+        # texts are held per slice, so peak memory follows the slice, not the column
+        # (figures in the README)
         from concurrent.futures import ThreadPoolExecutor
 
         step = max(1, int(len(texts) * SLICE_BYTES / max(texts.nbytes, 1)))
