@@ -10,6 +10,7 @@ import pandas as pd
 from deidflow.keys import KeyRing
 from deidflow.policy import Column
 from deidflow.release import cores
+from deidflow.release.engines import engine_named
 from deidflow.techniques import ApplyContext, registry
 from deidflow.techniques.scrub import EVERYONE
 
@@ -61,7 +62,7 @@ def test_arrow_backed_notes_come_back_arrow_backed():
 
 def test_only_row_local_techniques_on_the_memory_engine_spread():
     rows = cores.MIN_ROWS
-    assert cores.spreads("scrub", rows, "memory") == (cores.cores() > 1)
-    assert not cores.spreads("scrub", rows - 1, "memory")
-    assert not cores.spreads("scrub", rows, "dask")
-    assert not cores.spreads("pseudonymise", rows, "memory")
+    assert cores.spreads("scrub", rows, engine_named("memory")) == (cores.cores() > 1)
+    assert not cores.spreads("scrub", rows - 1, engine_named("memory"))
+    assert not cores.spreads("scrub", rows, engine_named("dask"))
+    assert not cores.spreads("pseudonymise", rows, engine_named("memory"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ CHUNKS_PER_CORE = 8  # smaller pieces even out the workers and bound their memor
 
 _JOB: tuple[Any, pd.Series, Any, Any] | None = None  # what the forked workers read
 
+if TYPE_CHECKING:
+    from deidflow.release.engines import Engine
+
 
 def cores() -> int:
     try:
@@ -31,10 +34,10 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def spreads(technique_name: str, rows: int, engine: str) -> bool:
-    """Whether a column's technique runs on every core (memory engine, enough rows, a
-    row-local technique, fork available)."""
-    return (engine == "memory" and technique_name in ROW_LOCAL and rows >= MIN_ROWS and cores() > 1
+def spreads(technique_name: str, rows: int, engine: "Engine") -> bool:
+    """Whether a column's technique runs on every core (an in-process engine: a distributed
+    one already runs a partition per core; enough rows, a row-local technique, fork)."""
+    return (not engine.distributed and technique_name in ROW_LOCAL and rows >= MIN_ROWS and cores() > 1
             and "fork" in multiprocessing.get_all_start_methods())
 
 

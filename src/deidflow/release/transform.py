@@ -104,7 +104,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
             keyring=keyring, level=levels.get(col if name == policy.subject_table else f"{name}.{col}"),
             frame=frame, known_identifiers=known, base_dir=loaded.base_dir, memo={},
         )
-        result = _apply(technique, frame, col, cspec, ctx, state.engine)
+        result = _apply(technique, frame, col, cspec, ctx, engine_of(state))
         entry = {"table": name, "column": col, "role": cspec.role.value,
                  **plain(technique.describe(cspec, ctx))}
         if cspec.identifier_check is not None:  # shown in the manifest and review page
@@ -123,7 +123,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _apply(technique: Any, frame: pd.DataFrame, col: str, cspec: Any, ctx: Any, engine: str) -> Any:
+def _apply(technique: Any, frame: pd.DataFrame, col: str, cspec: Any, ctx: Any, engine: Any) -> Any:
     """One column's technique; a row-local one (the scrubber) on every core (`release.cores`)."""
     from deidflow.release.cores import apply_on_cores, spreads
 
