@@ -15,12 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -29,78 +24,22 @@ import pandas as pd
 import pytest
 
 from .conftest import SECRET_HEX
+from .prefect_server import BIN, free_port, get, post, start_server, stop, wait
 from .test_approval import OFFICER, World, make_world
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    """Kill a process group we started (server, background release), even on failure."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def _post(url: str, body: dict):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def _wait(pred, timeout: float, what: str, procs=()):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for p in procs:
-            if p.poll() is not None:
-                raise AssertionError(f"{what}: a process exited early (rc={p.returncode})")
-        try:
-            value = pred()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory):
     """A real Prefect server for this module; stopped (its process group) whatever happens."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_SERVER_UI_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING")
-    log = open(home / "server.log", "w")
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        _wait(lambda: urllib.request.urlopen(f"{api}/health", timeout=2).status == 200, 120,
-              "the Prefect server to start", [server])
-        yield api
-    finally:
-        _stop(server)
-        log.close()
+    with open(home / "server.log", "w") as log:
+        server, api = start_server(home, log, timeout=120)
+        try:
+            yield api
+        finally:
+            stop(server)
 
 
 @dataclass
@@ -163,14 +102,14 @@ def until_paused(world: Hospital, proc: subprocess.Popen) -> Paused:
     def paused():
         for staged in pending(world.private):
             if staged.flow_run_id:
-                run = _get(f"{world.api}/flow_runs/{staged.flow_run_id}")
+                run = get(f"{world.api}/flow_runs/{staged.flow_run_id}")
                 if run["state_type"] == "PAUSED":
                     return staged, run
         return None
 
     log = world.root / "release.log"
     try:
-        staged, run = _wait(paused, 400, "the release flow run to pause", [proc])
+        staged, run = wait(paused, 400, "the release flow run to pause", [proc])
     except BaseException:
         print(log.read_text(encoding="utf-8"))
         raise
@@ -191,26 +130,26 @@ def paused(tmp_path_factory, extract, prefect_api) -> dict[str, Paused]:
         yield {v: until_paused(w, procs[v]) for v, w in worlds.items()}
     finally:
         for proc in procs.values():
-            _stop(proc)
+            stop(proc)
 
 
 def finish(p: Paused, timeout: float = 120) -> int:
     try:
         return p.proc.wait(timeout)
     finally:
-        _stop(p.proc)
+        stop(p.proc)
 
 
 def artifacts_of(world: Hospital, run_id: str) -> list[dict]:
-    return _post(f"{world.api}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+    return post(f"{world.api}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
 
 
 def prefect_text(world: Hospital, run_id: str) -> str:
     """Everything the server keeps about a run that a UI user could read: parameters, every
     state's name and message, artifacts, logs."""
-    run = _get(f"{world.api}/flow_runs/{run_id}")
-    states = _get(f"{world.api}/flow_run_states/?flow_run_id={run_id}")
-    logs = _post(f"{world.api}/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+    run = get(f"{world.api}/flow_runs/{run_id}")
+    states = get(f"{world.api}/flow_run_states/?flow_run_id={run_id}")
+    logs = post(f"{world.api}/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
     return json.dumps([run, states, artifacts_of(world, run_id), logs], ensure_ascii=False)
 
 
@@ -246,16 +185,16 @@ def test_approve_resumes_the_paused_run_and_it_completes_published(paused):
         assert p.proc.poll() is None
         assert not (world.releases / staged.release_id).exists()
         assert staged.review_page.is_file()
-        _wait(lambda: "paused" in p.output() and str(staged.review_page) in p.output(), 30,
+        wait(lambda: "paused" in p.output() and str(staged.review_page) in p.output(), 30,
               "the terminal to say the run is paused")
         # The UI's Resume button (the same API call) decides nothing: the run pauses again.
-        _post(f"{world.api}/flow_runs/{staged.flow_run_id}/resume", {})
+        post(f"{world.api}/flow_runs/{staged.flow_run_id}/resume", {})
 
         def paused_again():
-            state = _get(f"{world.api}/flow_runs/{staged.flow_run_id}")["state"]
+            state = get(f"{world.api}/flow_runs/{staged.flow_run_id}")["state"]
             return state["type"] == "PAUSED" and state["state_details"]["pause_key"].endswith(":1")
 
-        _wait(paused_again, 60, "the run resumed from the UI to pause again", [p.proc])
+        wait(paused_again, 60, "the run resumed from the UI to pause again", [p.proc])
         assert not (world.releases / staged.release_id).exists()
 
         approve = world.run("approve", staged.staged_id, "--policy", str(p.policy),
@@ -267,12 +206,12 @@ def test_approve_resumes_the_paused_run_and_it_completes_published(paused):
         out = p.output()
         assert rc == 0, out
     finally:
-        _stop(p.proc)
+        stop(p.proc)
     final = world.releases / staged.release_id
     assert [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("release:")] == [str(final)]
-    done = _get(f"{world.api}/flow_runs/{staged.flow_run_id}")
+    done = get(f"{world.api}/flow_runs/{staged.flow_run_id}")
     assert done["state_type"] == "COMPLETED", done["state"]
-    names = [s["name"] for s in sorted(_get(f"{world.api}/flow_run_states/?flow_run_id={staged.flow_run_id}"),
+    names = [s["name"] for s in sorted(get(f"{world.api}/flow_run_states/?flow_run_id={staged.flow_run_id}"),
                                        key=lambda s: s["timestamp"])]
     assert names[-3:] == ["Paused", "Running", "Completed"], names
     # A second resume (approve retried, say) finds nothing paused and says nothing.
@@ -290,6 +229,12 @@ def test_approve_resumes_the_paused_run_and_it_completes_published(paused):
 
 # --- reject -------------------------------------------------------------------------------------
 
+def _edit_staged_record(staged, **fields: str) -> None:
+    """Change fields of a staged release's staged.json (not signed: what the run polls)."""
+    meta = staged.staged_dir / "staged.json"
+    meta.write_text(json.dumps(json.loads(meta.read_text()) | fields))
+
+
 def test_reject_with_prefect_unreachable_still_ends_the_run_reporting_the_rejection(paused):
     p = paused["reject"]
     world = p.world
@@ -298,10 +243,7 @@ def test_reject_with_prefect_unreachable_still_ends_the_run_reporting_the_reject
         # The officer's command cannot reach the server (down, or another network): the
         # rejection still stands, with a warning; the waiting run finds it in the staged record
         # and resumes itself.
-        meta = staged.staged_dir / "staged.json"
-        record = json.loads(meta.read_text())
-        record["prefect_api_url"] = f"http://127.0.0.1:{_free_port()}/api"
-        meta.write_text(json.dumps(record))
+        _edit_staged_record(staged, prefect_api_url=f"http://127.0.0.1:{free_port()}/api")
         reject = world.run("reject", staged.staged_id, "--policy", str(p.policy),
                            "--key", str(world.officer_key), "--reason", "ages too fine")
         assert reject.returncode == 0, reject.stdout + reject.stderr
@@ -311,11 +253,11 @@ def test_reject_with_prefect_unreachable_still_ends_the_run_reporting_the_reject
         rc = finish(p)
         out = " ".join(p.output().split())
     finally:
-        _stop(p.proc)
+        stop(p.proc)
     assert rc == 2, out
     assert f"staged release {staged.staged_id} was rejected" in out and "Nothing was released" in out
     assert "Traceback" not in out
-    done = _get(f"{world.api}/flow_runs/{staged.flow_run_id}")
+    done = get(f"{world.api}/flow_runs/{staged.flow_run_id}")
     assert done["state_type"] == "FAILED" and "rejected" in done["state"]["message"], done["state"]
     assert not (world.releases / staged.release_id).exists()
     assert not staged.staged_dir.exists()
@@ -331,17 +273,14 @@ def test_a_staged_release_not_decided_in_time_expires_and_the_run_says_so(paused
         staged = p.staged
         # Time passes: the staged record's expiry moves into the past (approval_days is whole
         # days); the waiting run finds it at its next poll, removes the staged release and ends.
-        meta = staged.staged_dir / "staged.json"
-        record = json.loads(meta.read_text())
-        record["expires_at"] = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
-        meta.write_text(json.dumps(record))
+        _edit_staged_record(staged, expires_at=(datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat())
         rc = finish(p)
         out = " ".join(p.output().split())
     finally:
-        _stop(p.proc)
+        stop(p.proc)
     assert rc == 2, out
     assert f"staged release {staged.staged_id} expired" in out and "approval_days" in out
-    done = _get(f"{world.api}/flow_runs/{staged.flow_run_id}")
+    done = get(f"{world.api}/flow_runs/{staged.flow_run_id}")
     assert done["state_type"] == "FAILED" and "expired" in done["state"]["message"], done["state"]
     assert not staged.staged_dir.exists() and not (world.releases / staged.release_id).exists()
     late = world.run("approve", staged.staged_id, "--policy", str(p.policy),
@@ -358,7 +297,7 @@ def test_resume_with_no_run_or_no_server_is_quiet_or_a_warning():
 
     said: list[str] = []
     staged = SimpleNamespace(staged_id="r1", flow_run_id="0b9f2c1e-4a7d-4f7e-9a51-3c2d1e0f9a8b",
-                             prefect_api_url=f"http://127.0.0.1:{_free_port()}/api")
+                             prefect_api_url=f"http://127.0.0.1:{free_port()}/api")
     assert resume_if_paused(staged, warn=said.append) == "unreachable"
     assert "could not reach the Prefect server" in said[0] and "decision is recorded" in said[0]
     assert resume_if_paused(SimpleNamespace(staged_id="r1", flow_run_id=None, prefect_api_url=None)) == "no-run"

@@ -3,69 +3,26 @@ schedule and completes. (On Prefect's temporary server schedules never fire; ser
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from .conftest import write_policy
+from .prefect_server import BIN, get, post, server_env, start_server, stop, wait
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, body: dict) -> list | dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def _wait(pred, timeout: float, what: str, procs=()):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for p in procs:
-            if p.poll() is not None:
-                raise AssertionError(f"{what}: a process exited early ({p.args[:2]}, rc={p.returncode})")
-        try:
-            value = pred()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_serve_runs_a_scheduled_flow_on_a_real_server(env, tmp_path):
     policy = write_policy(env.root, env.data, name="serve.yaml",
                           edits={r'recheck_cron: "[^"]*"': 'recheck_cron: "* * * * *"'})
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    base.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                PREFECT_SERVER_UI_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING")
+    base = server_env(tmp_path / "prefect-home")
     server_log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=base | {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"},
-        stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
-    serve = None
+    server, serve = None, None
     try:
-        _wait(lambda: urllib.request.urlopen(f"{api}/health", timeout=2).status == 200, 90,
-              "the Prefect server to start", [server])
+        server, api = start_server(tmp_path / "prefect-home", server_log, timeout=90,
+                                   extra_env={"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"})
         serve_log = open(tmp_path / "serve.log", "w")
         serve = subprocess.Popen([str(BIN / "deidflow"), "serve", str(policy)],
                                  env=base | {"PREFECT_API_URL": api}, stdout=serve_log,
@@ -73,7 +30,7 @@ def test_serve_runs_a_scheduled_flow_on_a_real_server(env, tmp_path):
 
         def runs_in(*states: str) -> list:
             # The scheduler creates many future runs; filter on the server, never page blindly.
-            return _post(f"{api}/flow_runs/filter", {
+            return post(f"{api}/flow_runs/filter", {
                 "flow_runs": {"state": {"type": {"any_": list(states)}}},
                 "sort": "EXPECTED_START_TIME_ASC", "limit": 5})
 
@@ -82,21 +39,15 @@ def test_serve_runs_a_scheduled_flow_on_a_real_server(env, tmp_path):
             assert not failed, f"scheduled run failed: {failed[0]['state_name']}"
             return [r for r in runs_in("COMPLETED") if r.get("deployment_id")]
 
-        done = _wait(completed, 240, "a scheduled run to complete", [server, serve])
-        deployment = json.loads(urllib.request.urlopen(
-            f"{api}/deployments/{done[0]['deployment_id']}", timeout=5).read())
+        done = wait(completed, 240, "a scheduled run to complete", [server, serve], every=1)
+        deployment = get(f"{api}/deployments/{done[0]['deployment_id']}")
         assert deployment["name"].startswith("recheck-")
         sched = deployment["schedules"][0]["schedule"]
         assert sched.get("cron") == "* * * * *"
         assert done[0]["auto_scheduled"] is True
     finally:
-        for p in (serve, server):
-            if p is not None and p.poll() is None:
-                os.killpg(p.pid, 15)
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, 9)
+        stop(serve)
+        stop(server)
 
 
 def test_serve_refuses_the_temporary_server(env, tmp_path):
