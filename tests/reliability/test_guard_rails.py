@@ -212,6 +212,15 @@ def test_a_lost_pseudonym_key_after_a_release_is_an_error_not_a_new_key(overridd
 # --- signing files --------------------------------------------------------------------------------
 
 
+def _failing_run(request, prefect: bool, case: str, build, tmp_path: Path, small_extract: Path):
+    """A failing case's environment and run: on the Prefect path from the module's shared
+    process (`prefect_failures`), else built by `build` and run with --no-prefect."""
+    if prefect:
+        return request.getfixturevalue("prefect_failures")[case]
+    env = build(tmp_path / "root", small_extract)
+    return env, deidflow(env, "release", str(env.policy), prefect=False)
+
+
 def _without_signing_key(root: Path, small_extract: Path) -> Env:
     from deidflow.manifest.signing import generate_signing_keys
 
@@ -226,11 +235,7 @@ def test_a_missing_signing_key_beside_its_public_half_fails_before_any_stage(tmp
                                                                              request):
     from deidflow.manifest.signing import public_key_path_for
 
-    if prefect:
-        env, proc = request.getfixturevalue("prefect_failures")["signing"]
-    else:
-        env = _without_signing_key(tmp_path / "root", small_extract)
-        proc = deidflow(env, "release", str(env.policy), prefect=False)
+    env, proc = _failing_run(request, prefect, "signing", _without_signing_key, tmp_path, small_extract)
     private = env.root / "keys" / "signing.key"
     public = public_key_path_for(private)
     out = proc.stdout + proc.stderr
@@ -253,11 +258,7 @@ def _scrubbing_names_only(root: Path, small_extract: Path) -> Env:
 @pytest.mark.parametrize("prefect", PATHS)
 def test_a_gate_failure_names_the_column_and_the_fix_and_keeps_its_report(tmp_path, small_extract, prefect,
                                                                           request):
-    if prefect:
-        env, proc = request.getfixturevalue("prefect_failures")["gate"]
-    else:
-        env = _scrubbing_names_only(tmp_path / "root", small_extract)
-        proc = deidflow(env, "release", str(env.policy), prefect=False)
+    env, proc = _failing_run(request, prefect, "gate", _scrubbing_names_only, tmp_path, small_extract)
     out = proc.stdout + proc.stderr
     flat = _flat(out)
     assert proc.returncode == 2, out
