@@ -31,6 +31,8 @@ class RecordingProxy:
                     line = conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
                 except OSError:
                     continue
+                if not line:  # a preconnected socket closed unused: no request was made
+                    continue
                 target = line.split(" ")[1] if line.count(" ") >= 2 else line
                 self.hosts.append(re.sub(r"^[a-z]+://", "", target).split("/")[0].split(":")[0])
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import Env, files_under, make_env, write_policy
+from .conftest import Env, make_env, write_policy
 
 pytestmark = pytest.mark.slow
 
