@@ -1011,7 +1011,10 @@ def _scrub_chunk(
         elif kind == "date" and dates == "shift" and shifts is not None:
             repl.append(_shift_date(text, int(shifts[span_rows[i]])))
         elif kind == "date" and dates in ("month", "year"):
-            repl.append(_generalise_date(text, dates))
+            # beside shifted structured dates, shifted first: the month of the shifted date
+            # (note_consistency.note_dates), never the true one
+            moved = text if shifts is None else _shift_date(text, int(shifts[span_rows[i]]))
+            repl.append(_generalise_date(moved, dates))
         elif mode == "generalise" and kind == "address":
             repl.append(_generalise_address(text))
         elif mode == "generalise" and kind == "date":
@@ -1065,6 +1068,8 @@ def _not_covered(p: Mapping[str, Any]) -> list[str]:
         out.append(f"ages in {p['ages']}-year bands")
     if p.get("dates") in (None, "keep"):
         out.append("dates as written")
+    elif p.get("dates") in ("month", "year") and "shift_days" in p:
+        out.append(f"the {p['dates']} of dates shifted by each subject's offset, as the structured dates")
     elif p.get("dates") in ("month", "year"):
         out.append(f"the true {p['dates']} of dates (not shifted: set params.dates: shift)")
     elif p.get("dates") == "shift":
@@ -1147,7 +1152,7 @@ class Scrub(Technique):
                 f"(got {ages!r})",
                 fix="ages: remove (every age becomes [年龄]) or e.g. ages: 10 (66岁 → 60-69岁)",
             )
-        if dates == "shift":
+        if dates == "shift" or (dates in ("month", "year") and "shift_days" in p):
             days = p.get("shift_days")
             if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650:
                 raise PolicyError(
@@ -1173,7 +1178,7 @@ class Scrub(Technique):
                 )
             key = ctx.keyring.derive(str(p.get("scope", "scrub")), purpose="scrub")
         offsets = None
-        if p.get("dates") == "shift":
+        if p.get("dates") == "shift" or (p.get("dates") in ("month", "year") and "shift_days" in p):
             # the same keyed per-subject offset as the date_shift technique: a note's dates
             # move with the subject's structured dates, never back to the true month
             from deidflow.techniques import dateshift
@@ -1214,7 +1219,7 @@ class Scrub(Technique):
             # what the scrubber leaves that the risk figures of the manifest do not count
             "not_covered_by_risk": _not_covered(p),
         }
-        if p.get("dates") == "shift":
+        if "shift_days" in p and p.get("dates") in ("shift", "month", "year"):
             out["params"]["shift_days"] = p["shift_days"]
         if self._uses_key(spec):
             scope = str(p.get("scope", "scrub"))
