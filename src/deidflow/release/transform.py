@@ -81,6 +81,9 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
 
         known = known_from_tables(known, policy, lambda t, cols, i: wd.gated_part(t, i, cols),
                                   index, state.partitions)
+        from deidflow.reference_tables import with_reference_identifiers
+
+        known = with_reference_identifiers(known, work)  # providers named in any note
 
     # A table's columns are applied on the engine's threads (`Engine.transform_threads`).
     from concurrent.futures import ThreadPoolExecutor

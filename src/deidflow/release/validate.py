@@ -26,6 +26,7 @@ def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
     nulls left in: the gate handles them). The gate keeps their 64-bit hashes, not the strings,
     and reads the strings again only to confirm a hash hit: at 10M subjects the strings and
     their index, held whole, were most of the flow process's memory (figures: README)."""
+    from deidflow.reference_tables import reference_identifier_values
     from deidflow.validation.known_identifiers import identifying_values
     from deidflow.validation.sets import Chunks
 
@@ -46,6 +47,8 @@ def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
                 # values too short or too common to identify anyone are not looked for
                 yield identifying_values(values, common=loaded.policy.limits.k)
             del table  # unmaps the part before the next one is read
+        # and the reference tables' (providers, organisations), as read: reference_tables
+        yield from reference_identifier_values(work.root)
 
     return Chunks(read)
 
