@@ -265,9 +265,10 @@ def with_reference_identifiers(known: pd.DataFrame, work: Path) -> pd.DataFrame:
     ref = reference_identifiers(work)
     if ref.empty:
         return known
-    everyone = pd.DataFrame({"subject_id": EVERYONE, "kind": ref["column"].to_numpy(),
-                             "value": ref["value"].to_numpy()})
-    return pd.concat([known, everyone], ignore_index=True).astype("string")
+    everyone = pd.DataFrame({"subject_id": pd.Series(EVERYONE, index=ref.index, dtype="string"),
+                             "kind": ref["column"], "value": ref["value"]})
+    # `known` is already text (known_from_tables): no second copy of a large partition's
+    return pd.concat([known, everyone], ignore_index=True)
 
 
 def reference_identifier_values(work: Path) -> list[Any]:
