@@ -14,8 +14,8 @@ Two couplings between the scrubber (`techniques.scrub`) and the structured colum
   (the offset is drawn from the key and the width). Otherwise one subject would carry two
   offsets, and the two shifted copies of one event would narrow the true date; the policy is
   refused with both keys named.
-- Dates cut to the month or year (`note_dates`): a note with `dates: month` (or `year`) in a
-  release whose structured dates are shifted has its dates shifted by the same per-subject
+- Dates cut to the month or year (`note_dates`): a note with `dates: month` (or `year`, or
+  `replace` generalise for dates) in a release whose structured dates are shifted has its dates shifted by the same per-subject
   offset first and then cut, so a note's month is the shifted date's month: the true month
   beside a shifted date would undo the shift. Chosen over refusing the policy because this
   module already derives a note's settings from the structured release (as for ages), and a
@@ -30,7 +30,6 @@ from typing import Any
 from deidflow.errors import PolicyError
 
 DATE_SHIFT_DEFAULT_DAYS = 180  # techniques.dateshift's default max_days
-CUT = ("month", "year")  # the scrubber's date levels that keep a part of the date
 
 
 # --- date shift ------------------------------------------------------------------------------
@@ -40,6 +39,7 @@ def _shift_settings(policy: Any) -> tuple[list[tuple[str, str, int]], list[tuple
     """(policy key, scope, days) of every structured date_shift column and of every note
     column that shifts its dates."""
     from deidflow.techniques.dateshift import DEFAULT_SCOPE
+    from deidflow.techniques.scrub import date_cut
 
     structured, notes = [], []
     for tname, table in policy.tables.items():
@@ -51,7 +51,7 @@ def _shift_settings(policy: Any) -> tuple[list[tuple[str, str, int]], list[tuple
             elif col.technique == "scrub" and col.params.get("dates") == "shift":
                 notes.append((f"{key}.shift_days", str(col.params.get("shift_scope", DEFAULT_SCOPE)),
                               int(col.params["shift_days"])))
-            elif col.technique == "scrub" and col.params.get("dates") in CUT:
+            elif col.technique == "scrub" and date_cut(col.params) is not None:
                 # shifted before the cut (note_dates); days taken from the structured dates
                 # unless the policy states them (then they must agree)
                 days = col.params.get("shift_days")
@@ -101,8 +101,12 @@ def note_dates(spec: Any, policy: Any) -> tuple[Any, dict[str, Any]]:
     scope is one of the structured dates' and the days, if stated, are theirs."""
     from deidflow.policy import Role
     from deidflow.techniques.dateshift import DEFAULT_SCOPE
+    from deidflow.techniques.scrub import date_cut
 
-    if spec.technique != "scrub" or spec.role is not Role.free_text or spec.params.get("dates") not in CUT:
+    if spec.technique != "scrub" or spec.role is not Role.free_text:
+        return spec, {}
+    cut = date_cut(spec.params)
+    if cut is None:
         return spec, {}
     structured, _ = _shift_settings(policy)
     scope = str(spec.params.get("shift_scope", DEFAULT_SCOPE))
@@ -111,7 +115,7 @@ def note_dates(spec: Any, policy: Any) -> tuple[Any, dict[str, Any]]:
         return spec, {}  # no structured date is shifted: the true month is all there is
     params = {**spec.params, "shift_days": days, "shift_scope": scope}
     record = {"dates_shifted_before_cut": f"by the structured dates' per-subject offset (scope "
-                                          f"'{scope}', up to {days} days), then cut to the {spec.params['dates']}"}
+                                          f"'{scope}', up to {days} days), then cut to the {cut}"}
     return spec.model_copy(update={"params": params}), record
 
 

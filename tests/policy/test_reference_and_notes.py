@@ -324,3 +324,16 @@ def test_reference_identifiers_leave_out_values_that_identify_nobody():
     assert got == {("ADDRESS", "1 Main St"), ("ZIP", "021100123"),
                    ("PHONE", "1-877-267-2323"), ("PHONE", "1-800-633-4227")}
     assert set(rows["table"]) == {"payers"}
+
+
+def test_a_note_generalising_its_dates_takes_the_structured_shift_too():
+    from deidflow.note_consistency import note_dates
+
+    raw = _raw(SAMPLE)
+    p = _notes(raw)
+    p.pop("shift_days")
+    p.pop("dates")
+    p["replace"] = {"date": "generalise", "default": "placeholder"}
+    policy = _parse(raw)
+    spec, record = note_dates(policy.tables["notes"].columns["text"], policy)
+    assert spec.params["shift_days"] == 30 and "cut to the month" in record["dates_shifted_before_cut"]

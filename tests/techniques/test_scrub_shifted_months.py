@@ -59,3 +59,27 @@ def test_the_technique_shifts_before_the_cut_with_the_structured_offset_and_says
     plain = Column(role="free_text", technique="scrub", params={"dates": "month"})
     assert scrub.apply(texts, plain, ctx).tolist() == ["2024-03就诊"] * 4
     assert any("true month" in x for x in scrub.describe(plain, ctx)["not_covered_by_risk"])
+
+
+def test_dates_generalised_by_replace_are_cut_after_the_shift_too():
+    from deidflow.techniques.dateshift import ALGORITHM, DEFAULT_SCOPE, subject_offsets
+    from deidflow.techniques.scrub import date_cut
+
+    assert date_cut({"replace": "generalise"}) == "month"
+    assert date_cut({"replace": {"date": "generalise"}}) == "month"
+    assert date_cut({"replace": {"address": "generalise"}}) is None
+    assert date_cut({"dates": "year", "replace": "generalise"}) == "year"
+    assert date_cut({"dates": "shift"}) is None and date_cut({"dates": "placeholder"}) is None
+
+    ring = KeyRing(b"\x07" * 32, recipient_id="r", agreement_id="a")
+    ids_ = pd.Series(["P1", "P2", "P3", "P4"], dtype="string")
+    off = subject_offsets(ids_, ring.derive(DEFAULT_SCOPE, purpose="date_shift", algorithm=ALGORITHM), 30)
+    want = [(pd.Timestamp("2024-03-20") + pd.Timedelta(days=int(o))).strftime("%Y-%m") + "就诊" for o in off]
+    scrub = registry.get("scrub")
+    spec = Column(role="free_text", technique="scrub",
+                  params={"replace": {"date": "generalise"}, "shift_days": 30})
+    ctx = ApplyContext(table="notes", column="text", subject_ids=ids_, keyring=ring)
+    assert scrub.apply(pd.Series(["2024-03-20就诊"] * 4, dtype="string"), spec, ctx).tolist() == want
+    plain = Column(role="free_text", technique="scrub", params={"replace": {"date": "generalise"}})
+    # the true month, and said so (it was listed as "dates as written")
+    assert any("true month" in x for x in scrub.describe(plain, ctx)["not_covered_by_risk"])
