@@ -1,7 +1,8 @@
 """Which of the input's direct-identifier values the gate looks for in the release.
 
 The gate searches every released value for any identifier string of the input (names, IDs,
-phones of the consented subjects). A value that cannot identify anyone only produces false
+phones of the consented subjects; of the doctors and contacts the other patient tables name;
+of the reference tables). A value that cannot identify anyone only produces false
 alarms there: a dropped row-number column's "7" is found inside every number, and a value that
 many subjects share points at none of them. Such values are left out of the known set; what
 is left out is decided here only, and the rule is stated in the manifest's validation notes.
