@@ -14,6 +14,13 @@ Two couplings between the scrubber (`techniques.scrub`) and the structured colum
   (the offset is drawn from the key and the width). Otherwise one subject would carry two
   offsets, and the two shifted copies of one event would narrow the true date; the policy is
   refused with both keys named.
+- Dates cut to the month or year (`note_dates`): a note with `dates: month` (or `year`, or
+  `replace` generalise for dates) in a release whose structured dates are shifted has its dates shifted by the same per-subject
+  offset first and then cut, so a note's month is the shifted date's month: the true month
+  beside a shifted date would undo the shift. Chosen over refusing the policy because this
+  module already derives a note's settings from the structured release (as for ages), and a
+  month is what the policy asked for. The scope and days are the structured dates' (checked
+  at load like a shifting note's; refused when they are ambiguous).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ def _shift_settings(policy: Any) -> tuple[list[tuple[str, str, int]], list[tuple
     """(policy key, scope, days) of every structured date_shift column and of every note
     column that shifts its dates."""
     from deidflow.techniques.dateshift import DEFAULT_SCOPE
+    from deidflow.techniques.scrub import date_cut
 
     structured, notes = [], []
     for tname, table in policy.tables.items():
@@ -43,6 +51,12 @@ def _shift_settings(policy: Any) -> tuple[list[tuple[str, str, int]], list[tuple
             elif col.technique == "scrub" and col.params.get("dates") == "shift":
                 notes.append((f"{key}.shift_days", str(col.params.get("shift_scope", DEFAULT_SCOPE)),
                               int(col.params["shift_days"])))
+            elif col.technique == "scrub" and date_cut(col.params) is not None:
+                # shifted before the cut (note_dates); days taken from the structured dates
+                # unless the policy states them (then they must agree)
+                days = col.params.get("shift_days")
+                notes.append((f"{key}.shift_days", str(col.params.get("shift_scope", DEFAULT_SCOPE)),
+                              None if days is None else int(days)))
     return structured, notes
 
 
@@ -72,12 +86,37 @@ def check_note_shift(policy: Any, source: str) -> None:
                 file=source, key=key.rsplit(".", 1)[0] + ".shift_scope",
                 fix=f"set shift_scope: {other} (or leave it out if that is the default)")
         want_key, want = by_scope[scope]
-        if days != want:
+        if days is not None and days != want:
             raise PolicyError(
                 f"{key} is {days} but {want_key} is {want}: the note's dates and the structured "
                 "dates would be moved by different offsets for one subject",
                 file=source, key=key,
                 fix=f"set shift_days: {want} (the structured dates' max_days)")
+
+
+def note_dates(spec: Any, policy: Any) -> tuple[Any, dict[str, Any]]:
+    """A scrub column that cuts its dates to the month or year, with the structured dates'
+    shift (scope and days) added to its params when the release shifts structured dates, and
+    what the manifest records of that choice. `check_note_shift` made sure at load that the
+    scope is one of the structured dates' and the days, if stated, are theirs."""
+    from deidflow.policy import Role
+    from deidflow.techniques.dateshift import DEFAULT_SCOPE
+    from deidflow.techniques.scrub import date_cut
+
+    if spec.technique != "scrub" or spec.role is not Role.free_text:
+        return spec, {}
+    cut = date_cut(spec.params)
+    if cut is None:
+        return spec, {}
+    structured, _ = _shift_settings(policy)
+    scope = str(spec.params.get("shift_scope", DEFAULT_SCOPE))
+    days = next((d for _, s, d in structured if s == scope), None)
+    if days is None:
+        return spec, {}  # no structured date is shifted: the true month is all there is
+    params = {**spec.params, "shift_days": days, "shift_scope": scope}
+    record = {"dates_shifted_before_cut": f"by the structured dates' per-subject offset (scope "
+                                          f"'{scope}', up to {days} days), then cut to the {cut}"}
+    return spec.model_copy(update={"params": params}), record
 
 
 # --- ages --------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ What was chosen, and why (README "Reference tables"):
   the provider. The manifest and the review page say so beside each such column.
 - A second look before anything ships: no released cell of a reference table may equal one of
   its input's direct-identifier values (names, addresses, phones), whatever the technique did.
+- Their direct-identifier values (as read, those long and rare enough to identify someone) are
+  known values of every patient's note: the scrubber removes them and the validation gate
+  looks for them in released text (`reference_identifiers`), as for the patient tables'.
 """
 
 from __future__ import annotations
@@ -202,14 +205,78 @@ def reference_inputs(work: Path) -> list[dict[str, Any]]:
     state = RunState.load(work)
     loaded = pinned_policy(state)
     added = []
+    identifiers = []
     for name, spec in loaded.policy.reference_tables.items():
         table = read_reference(loaded, name)
         added.append({"table": name, "path": spec.path, "sha256": table.sha256, "rows": table.rows})
+        identifiers += identifying_rows(name, spec, table.frame, loaded.policy.limits.k)
+    if identifiers:
+        pd.concat(identifiers, ignore_index=True).to_parquet(Path(work) / IDENTIFIERS_FILE)
     if added:
         known = {i.table for i in state.inputs}
         state.inputs = [*state.inputs, *[InputFile(**a) for a in added if a["table"] not in known]]
         state.save(work)
     return added
+
+
+# --- their identifiers, looked for in the patients' notes ----------------------------------------
+
+# In the run's private work directory: written by `reference_inputs`, read by the transform
+# (the scrubber) and the validation gate, so each reference table is read once per run.
+IDENTIFIERS_FILE = "reference-identifiers.parquet"
+
+
+def identifying_rows(name: str, spec: Any, frame: pd.DataFrame, k: int) -> list[pd.DataFrame]:
+    """(table, column, value) of the direct-identifier values of one reference table as read
+    (before any technique), without those that identify nobody: the known-value rule of the
+    gate (`validation.known_identifiers`: too short, a short bare number, or held by k or more
+    of the table's rows, which here are providers, not subjects)."""
+    from deidflow.io import as_arrow
+    from deidflow.policy import Role
+    from deidflow.validation.known_identifiers import identifying_values
+
+    out = []
+    for col, cspec in spec.columns.items():
+        if cspec.role is not Role.direct_identifier or col not in frame:
+            continue
+        values = identifying_values(as_arrow(frame[col]), common=k).unique()
+        if len(values):
+            out.append(pd.DataFrame({"table": name, "column": col,
+                                     "value": pd.Series(values.to_pylist(), dtype="string")}))
+    return out
+
+
+def reference_identifiers(work: Path) -> pd.DataFrame:
+    """The reference tables' identifying values of this run (table, column, value); empty
+    when the policy has none."""
+    path = Path(work) / IDENTIFIERS_FILE
+    if not path.is_file():
+        return pd.DataFrame({"table": [], "column": [], "value": []}, dtype="string")
+    return pd.read_parquet(path).astype("string")
+
+
+def with_reference_identifiers(known: pd.DataFrame, work: Path) -> pd.DataFrame:
+    """The scrubber's known values (subject_id, kind, value) with every reference table's
+    identifying value added for every note (`techniques.scrub.EVERYONE`): a provider belongs
+    to no subject, and any patient's note may name them. Not capped like the patient tables'
+    staff values (`scrub.EVERYONE_MAX`): a reference value has no subject to fall back on."""
+    from deidflow.techniques.scrub import EVERYONE
+
+    ref = reference_identifiers(work)
+    if ref.empty:
+        return known
+    everyone = pd.DataFrame({"subject_id": pd.Series(EVERYONE, index=ref.index, dtype="string"),
+                             "kind": ref["column"], "value": ref["value"]})
+    # `known` is already text (known_from_tables): no second copy of a large partition's
+    return pd.concat([known, everyone], ignore_index=True)
+
+
+def reference_identifier_values(work: Path) -> list[Any]:
+    """The same values as Arrow arrays, for the gate's known-value check."""
+    import pyarrow as pa
+
+    ref = reference_identifiers(work)
+    return [pa.array(ref["value"].to_numpy(dtype=object), type=pa.large_string())] if len(ref) else []
 
 
 # --- the release -------------------------------------------------------------------------------

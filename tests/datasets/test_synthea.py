@@ -256,3 +256,57 @@ def test_reference_tables_with_the_partitioned_engine(synthea):
     assert len(payers) == e["PAYER"].nunique()
     names = pd.read_csv(src / "organizations.csv", dtype=str)["NAME"]
     assert not orgs.astype(str).isin(set(names)).any().any()  # pseudonymised in parts too
+
+
+def test_reference_identifiers_reach_the_scrubber_and_the_gate(datasets, tmp_path):
+    """The export's own providers and organisations as notes would name them (name, the
+    organisation's address and phone): the generic readers leave the names and phones; the
+    reference tables' identifying values (as the reference-inputs step keeps them) scrub them,
+    and the gate's known-value search finds every unscrubbed one and none scrubbed."""
+    import yaml
+
+    from deidflow.policy import parse_policy
+    from deidflow.reference_tables import (IDENTIFIERS_FILE, identifying_rows,
+                                           reference_identifier_values, with_reference_identifiers)
+    from deidflow.techniques.scrub import scrub_texts
+    from deidflow.validation.direct import known_hits
+    from deidflow.validation.sets import Chunks, StringSet
+    from tests.datasets.helpers import REPO
+
+    src = datasets / SYNTHEA
+    raw = yaml.safe_load((REPO / "configs" / "datasets" / "synthea.yaml").read_text(encoding="utf-8"))
+    policy = parse_policy(yaml.safe_dump(raw, allow_unicode=True), source="synthea.yaml")
+    frames = {t: pd.read_csv(src / f"{t}.csv", dtype="string") for t in REFERENCE}
+    rows = [r for t in REFERENCE
+            for r in identifying_rows(t, policy.reference_tables[t], frames[t], policy.limits.k)]
+    kept = pd.concat(rows, ignore_index=True)
+    kept.to_parquet(tmp_path / IDENTIFIERS_FILE)
+    # the gate's rule on the real directory: a name that k or more providers share is not
+    # looked for (this export repeats some providers), every other one is
+    held = frames["providers"]["NAME"].value_counts()
+    names = set(kept.loc[(kept["table"] == "providers") & (kept["column"] == "NAME"), "value"])
+    assert names == set(held[held < policy.limits.k].index) and (held >= policy.limits.k).any()
+
+    rare = frames["providers"][frames["providers"]["NAME"].isin(names)]
+    provs = rare.merge(frames["organizations"], left_on="ORGANIZATION", right_on="Id",
+                       suffixes=("", "_ORG")).dropna(subset=["ADDRESS_ORG", "PHONE"])
+    org_values = set(kept.loc[kept["table"] == "organizations", "value"])
+    provs = provs[provs["ADDRESS_ORG"].isin(org_values) & provs["PHONE"].isin(org_values)]
+    provs = provs.sample(40, random_state=3)
+    notes = ("Referred to " + provs["NAME"] + " at " + provs["ADDRESS_ORG"] + "; call "
+             + provs["PHONE"] + ".").astype("string")
+    subjects = pd.Series([f"P{i}" for i in range(len(notes))], dtype="string")
+    none_known = pd.DataFrame({"subject_id": [], "kind": [], "value": []}, dtype="string")
+
+    generic, _ = scrub_texts(notes, subject_ids=subjects, known=none_known)
+    for col in ("NAME", "PHONE"):  # no detector of its own finds the names and phones
+        assert all(v in t for v, t in zip(provs[col], generic)), col
+    known = with_reference_identifiers(none_known, tmp_path)
+    scrubbed, counts = scrub_texts(notes, subject_ids=subjects, known=known)
+    for col in ("NAME", "ADDRESS_ORG", "PHONE"):
+        assert not any(v in t for v, t in zip(provs[col], scrubbed)), col
+    assert counts.get("name", 0) >= len(notes)
+
+    gate = StringSet(Chunks(lambda: reference_identifier_values(tmp_path)))
+    assert known_hits(notes.to_numpy(dtype=object), gate).all()
+    assert not known_hits(scrubbed.to_numpy(dtype=object), gate).any()

@@ -254,3 +254,86 @@ def test_note_ages_never_get_finer_as_the_birth_date_gets_coarser():
         assert _coarseness(here) >= _coarseness(finer)
 
     prop()
+
+
+# --- notes: dates cut to the month beside shifted structured dates ----------------------------
+
+
+def _month_notes(raw: dict, **params) -> dict:
+    p = _notes(raw)
+    p.pop("shift_days")
+    p["dates"] = "month"
+    p.update(params)
+    return raw
+
+
+def test_a_month_note_takes_the_structured_shift_before_the_cut():
+    from deidflow.note_consistency import note_dates
+
+    policy = _parse(_month_notes(_raw(SAMPLE)))
+    spec, record = note_dates(policy.tables["notes"].columns["text"], policy)
+    assert spec.params["shift_days"] == 30 and spec.params["shift_scope"] == "date_shift"
+    assert spec.params["dates"] == "month"
+    assert "30 days" in record["dates_shifted_before_cut"]
+    assert "cut to the month" in record["dates_shifted_before_cut"]
+
+
+def test_a_month_note_without_shifted_structured_dates_keeps_its_setting():
+    from deidflow.note_consistency import note_dates
+
+    raw = _month_notes(_raw(SAMPLE))
+    for table in raw["tables"].values():
+        for col in table["columns"].values():
+            if col.get("technique") == "date_shift":
+                col["technique"] = "drop"
+                col.pop("params", None)
+    policy = _parse(raw)
+    spec, record = note_dates(policy.tables["notes"].columns["text"], policy)
+    assert "shift_days" not in spec.params and record == {}
+
+
+def test_a_month_note_in_another_shift_scope_or_with_other_days_is_refused():
+    err = _refused(_month_notes(_raw(SAMPLE), shift_scope="notes-only"))
+    assert err.key == "tables.notes.columns.text.params.shift_scope"
+    assert "shift_scope: date_shift" in err.fix
+    err = _refused(_month_notes(_raw(SAMPLE), shift_days=60))
+    assert err.key == "tables.notes.columns.text.params.shift_days" and "shift_days: 30" in err.fix
+    _parse(_month_notes(_raw(SAMPLE), shift_days=30))  # stated and equal: accepted
+
+
+# --- reference tables: their identifying values ----------------------------------------------
+
+
+def test_reference_identifiers_leave_out_values_that_identify_nobody():
+    """The gate's known-value rule, applied to a reference table's rows: one character, a
+    short bare number and a value that k rows share are not looked for; the rest are."""
+    import pandas as pd
+
+    from deidflow.reference_tables import identifying_rows
+
+    policy = _parse(_raw(SYNTHEA))
+    spec = policy.reference_tables["payers"]  # ADDRESS, ZIP and PHONE are direct identifiers
+    frame = pd.DataFrame({
+        "ADDRESS": ["7500 Security Blvd", "7500 Security Blvd", "7500 Security Blvd", "1 Main St", "X"],
+        "ZIP": ["21244", "21244", "02110", "021100123", None],
+        "PHONE": ["1-877-267-2323", "1-800-633-4227", None, None, None],
+        "NAME": ["Medicare", "Medicaid", "Aetna", "Cigna", "Humana"],  # insensitive: not looked for
+    })
+    rows = pd.concat(identifying_rows("payers", spec, frame, k=3), ignore_index=True)
+    got = {(c, v) for c, v in zip(rows["column"], rows["value"])}
+    assert got == {("ADDRESS", "1 Main St"), ("ZIP", "021100123"),
+                   ("PHONE", "1-877-267-2323"), ("PHONE", "1-800-633-4227")}
+    assert set(rows["table"]) == {"payers"}
+
+
+def test_a_note_generalising_its_dates_takes_the_structured_shift_too():
+    from deidflow.note_consistency import note_dates
+
+    raw = _raw(SAMPLE)
+    p = _notes(raw)
+    p.pop("shift_days")
+    p.pop("dates")
+    p["replace"] = {"date": "generalise", "default": "placeholder"}
+    policy = _parse(raw)
+    spec, record = note_dates(policy.tables["notes"].columns["text"], policy)
+    assert spec.params["shift_days"] == 30 and "cut to the month" in record["dates_shifted_before_cut"]

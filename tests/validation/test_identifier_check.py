@@ -7,6 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deidflow.errors import PolicyError
 from deidflow.policy import IdentifierCheck, parse_policy
@@ -82,3 +84,33 @@ def test_short_and_common_values_are_not_looked_for():
     assert kept == ["123456", "张伟"]
     # below the common threshold a shared value is kept
     assert identifying_values(values, common=4).to_pylist().count("王芳") == 3
+
+
+def test_other_tables_values_are_not_left_out_for_filling_many_rows():
+    from deidflow.validation.known_identifiers import non_subject_values
+
+    # the subject table: 王芳 held by 3 subjects (k=3) is left out there, and reported
+    shared: list[pa.Array] = []
+    subjects = pa.array(["王芳", "王芳", "王芳", "张伟", "申屠梓轩"])
+    assert identifying_values(subjects, common=3, frequent=shared).to_pylist() == ["张伟", "申屠梓轩"]
+    assert [a.to_pylist() for a in shared] == [["王芳"]]
+    # an attending-doctor column: one doctor in 5,000 encounters is one person, looked for
+    doctors = pa.array(["夏莹"] * 5000 + ["王芳"] * 10 + ["李", "42", None, "申屠梓轩"])
+    kept = non_subject_values(doctors, shared_by_subjects=shared).to_pylist()
+    assert sorted(kept) == sorted(["夏莹", "申屠梓轩"])  # distinct; 王芳 as common as k subjects
+    # without the subject table's common values, only length and shape leave values out
+    assert sorted(non_subject_values(doctors).to_pylist()) == sorted(["夏莹", "王芳", "申屠梓轩"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["夏莹", "王芳", "申屠梓轩", "7", "123456", "12", ""]), max_size=40),
+       st.integers(min_value=2, max_value=6))
+def test_other_tables_values_are_the_distinct_values_the_shape_rules_keep(values, k):
+    from deidflow.validation.known_identifiers import non_subject_values
+
+    # whatever the row counts: a value is looked for exactly when the rules without counting
+    # keep it, once
+    kept = non_subject_values(pa.array(values, type=pa.string())).to_pylist()
+    want = set(identifying_values(pa.array(values, type=pa.string()), common=0).to_pylist())
+    assert sorted(kept) == sorted(want) and len(kept) == len(set(kept))
+    assert set(identifying_values(pa.array(values, type=pa.string()), common=k).to_pylist()) <= want

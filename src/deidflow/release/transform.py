@@ -81,6 +81,9 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
 
         known = known_from_tables(known, policy, lambda t, cols, i: wd.gated_part(t, i, cols),
                                   index, state.partitions)
+        from deidflow.reference_tables import with_reference_identifiers
+
+        known = with_reference_identifiers(known, work)  # providers named in any note
 
     # A table's columns are applied on the engine's threads (`Engine.transform_threads`).
     from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +91,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     pool = ThreadPoolExecutor(max_workers=engine_of(state).transform_threads(), thread_name_prefix="transform")
 
     from deidflow.column_types import describe_kind, released_kinds
-    from deidflow.note_consistency import note_ages
+    from deidflow.note_consistency import note_ages, note_dates
 
     kinds = released_kinds(wd.column_types, loaded, wd.gated_parts)
     levels = state.outcome("search").levels
@@ -97,6 +100,8 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         tspec = policy.tables[name]
         # a note states no finer age than the birth date's released level (note_consistency)
         cspec, ages_coupling = note_ages(cspec, policy, levels)
+        # and cuts to the month only dates shifted as the structured dates are (note_dates)
+        cspec, dates_coupling = note_dates(cspec, policy)
         technique = registry.get(cspec.technique)
         ctx = ApplyContext(
             table=name, column=col, subject_ids=frame[tspec.subject_column],
@@ -114,6 +119,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         if ctx.level is not None:
             entry["level"] = int(ctx.level)
         entry.update(ages_coupling)
+        entry.update(dates_coupling)
         entry["counts"] = dict(ctx.counts)
         return entry, result
 

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from deidflow.io import as_arrow, read_work
 from deidflow.policy import LoadedPolicy, Role
@@ -23,9 +24,11 @@ from deidflow.release.workdir import WorkDir
 def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
     """Every direct-identifier value of the consented subjects, for the validation gate, as a
     source it reads column by column from the memory-mapped gated subject table (repeats and
-    nulls left in: the gate handles them). The gate keeps their 64-bit hashes, not the strings,
+    nulls left in: the gate handles them), then the other patient tables' and the reference
+    tables' (distinct). The gate keeps their 64-bit hashes, not the strings,
     and reads the strings again only to confirm a hash hit: at 10M subjects the strings and
     their index, held whole, were most of the flow process's memory (figures: README)."""
+    from deidflow.reference_tables import reference_identifier_values
     from deidflow.validation.known_identifiers import identifying_values
     from deidflow.validation.sets import Chunks
 
@@ -34,7 +37,10 @@ def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
     present = set(pa.ipc.open_file(parts[0]).schema.names) if parts else set()
     direct = [c for c, cs in spec.columns.items() if cs.role is Role.direct_identifier and c in present]
 
+    others: list[list[pa.Array]] = []  # the other tables' values: distinct, read once, kept
+
     def read():
+        shared: list[pa.Array] = []  # values k or more subjects hold (identifying_values)
         for part in parts:
             table = pa.feather.read_table(part, columns=direct, memory_map=True)
             for col in direct:
@@ -44,10 +50,48 @@ def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
                     # would have read it), e.g. a mobile column read as integers
                     values = as_arrow(read_work(part, [col])[col])
                 # values too short or too common to identify anyone are not looked for
-                yield identifying_values(values, common=loaded.policy.limits.k)
+                yield identifying_values(values, common=loaded.policy.limits.k, frequent=shared)
             del table  # unmaps the part before the next one is read
+        # and every other patient table's (attending doctors, contacts), as read
+        if not others:
+            others.append(non_subject_known_values(work, loaded, shared))
+        yield from others[0]
+        # and the reference tables' (providers, organisations), as read: reference_tables
+        yield from reference_identifier_values(work.root)
 
     return Chunks(read)
+
+
+def non_subject_known_values(work: WorkDir, loaded: LoadedPolicy, shared: list[pa.Array]) -> list[pa.Array]:
+    """The distinct identifying values of every direct-identifier column of every patient table
+    but the subject table, over all its rows as read (before any technique): the scrubber
+    looks for them in every note (`scrub.known_from_tables`), so the gate looks for them in
+    every released text. Every row, not only the consented subjects': a doctor is the same
+    person whoever's encounter names them. Which values identify someone is
+    `known_identifiers.non_subject_values`'s rule (no row-count rule: one doctor fills many
+    rows; a value `shared` by k or more subjects is left out)."""
+    from deidflow.validation.known_identifiers import non_subject_values
+
+    policy = loaded.policy
+    out = []
+    for name, tspec in policy.tables.items():
+        if name == policy.subject_table:
+            continue
+        parts = work.gated_parts(name)
+        present = set(pa.ipc.open_file(parts[0]).schema.names) if parts else set()
+        direct = [c for c, cs in tspec.columns.items() if cs.role is Role.direct_identifier and c in present]
+        for col in direct:
+            seen = []
+            for part in parts:
+                values = pa.feather.read_table(part, columns=[col], memory_map=True).column(col)
+                if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                    values = as_arrow(read_work(part, [col])[col])  # as the gate reads it
+                seen.append(pc.unique(pc.cast(values.combine_chunks(), pa.large_string())))
+            if seen:
+                values = non_subject_values(pa.concat_arrays(seen), shared_by_subjects=shared)
+                if len(values):
+                    out.append(values)
+    return out
 
 
 class _ReleasedTables(Mapping[str, Any]):

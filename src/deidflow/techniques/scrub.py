@@ -1011,11 +1011,15 @@ def _scrub_chunk(
         elif kind == "date" and dates == "shift" and shifts is not None:
             repl.append(_shift_date(text, int(shifts[span_rows[i]])))
         elif kind == "date" and dates in ("month", "year"):
-            repl.append(_generalise_date(text, dates))
+            # beside shifted structured dates, shifted first: the month of the shifted date
+            # (note_consistency.note_dates), never the true one
+            moved = text if shifts is None else _shift_date(text, int(shifts[span_rows[i]]))
+            repl.append(_generalise_date(moved, dates))
         elif mode == "generalise" and kind == "address":
             repl.append(_generalise_address(text))
         elif mode == "generalise" and kind == "date":
-            repl.append(_generalise_date(text, "month"))
+            moved = text if shifts is None else _shift_date(text, int(shifts[span_rows[i]]))
+            repl.append(_generalise_date(moved, "month"))
         elif mode == "pseudonym":
             repl.append("")
             pseudo_at.append(i)
@@ -1052,6 +1056,19 @@ def _modes(replace: Mapping[str, str] | str, dates: str | None) -> dict[str, str
     return modes
 
 
+def date_cut(p: Mapping[str, Any]) -> str | None:
+    """The level a scrub column cuts its dates to (month or year; `replace` generalise on
+    dates is the month), or None where it keeps, shifts or replaces them whole. Such a column
+    with `shift_days` shifts each date first (`note_consistency.note_dates`)."""
+    dates = p.get("dates")
+    if dates in ("month", "year"):
+        return dates
+    if dates is None:
+        modes = _modes(p.get("replace", "placeholder"), None)
+        return "month" if modes.get("date", modes["default"]) == "generalise" else None
+    return None
+
+
 # --- the technique ----------------------------------------------------------------------------
 
 
@@ -1063,10 +1080,13 @@ def _not_covered(p: Mapping[str, Any]) -> list[str]:
         out.append("ages under 90 as written (set params.ages: remove or a band width)")
     elif p.get("ages") != "remove":
         out.append(f"ages in {p['ages']}-year bands")
-    if p.get("dates") in (None, "keep"):
+    cut = date_cut(p)
+    if cut is not None and "shift_days" in p:
+        out.append(f"the {cut} of dates shifted by each subject's offset, as the structured dates")
+    elif cut is not None:
+        out.append(f"the true {cut} of dates (not shifted: set params.dates: shift)")
+    elif p.get("dates") in (None, "keep"):
         out.append("dates as written")
-    elif p.get("dates") in ("month", "year"):
-        out.append(f"the true {p['dates']} of dates (not shifted: set params.dates: shift)")
     elif p.get("dates") == "shift":
         out.append("dates shifted by each subject's offset, as the structured dates")
     return out
@@ -1147,7 +1167,7 @@ class Scrub(Technique):
                 f"(got {ages!r})",
                 fix="ages: remove (every age becomes [年龄]) or e.g. ages: 10 (66岁 → 60-69岁)",
             )
-        if dates == "shift":
+        if dates == "shift" or (date_cut(p) is not None and "shift_days" in p):
             days = p.get("shift_days")
             if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650:
                 raise PolicyError(
@@ -1173,7 +1193,7 @@ class Scrub(Technique):
                 )
             key = ctx.keyring.derive(str(p.get("scope", "scrub")), purpose="scrub")
         offsets = None
-        if p.get("dates") == "shift":
+        if p.get("dates") == "shift" or (date_cut(p) is not None and "shift_days" in p):
             # the same keyed per-subject offset as the date_shift technique: a note's dates
             # move with the subject's structured dates, never back to the true month
             from deidflow.techniques import dateshift
@@ -1214,7 +1234,7 @@ class Scrub(Technique):
             # what the scrubber leaves that the risk figures of the manifest do not count
             "not_covered_by_risk": _not_covered(p),
         }
-        if p.get("dates") == "shift":
+        if "shift_days" in p and (p.get("dates") == "shift" or date_cut(p) is not None):
             out["params"]["shift_days"] = p["shift_days"]
         if self._uses_key(spec):
             scope = str(p.get("scope", "scrub"))
