@@ -322,8 +322,11 @@ def _gate_staged(work: WorkDir, index: int, state: RunState, loaded: LoadedPolic
     )
     allowed = gate.admits(subjects["subject_id"])  # per subject row
     write_work(subject, work.gated(policy.subject_table, index), allowed)
+    # Each row's subject by position in the gated subject part (-1: not consented)
+    gated_row = np.where(allowed, np.cumsum(allowed) - 1, -1).astype(np.int32)
     for name, rows in staged.rows.items():
         np.save(work.consented(name, index), allowed[rows])
+        np.save(work.subject_positions(name, index), gated_row[rows])
     excluded = work.excluded(index)
     excluded.parent.mkdir(parents=True, exist_ok=True)
     gate.private_log().to_parquet(excluded)  # with the orphan withdrawals

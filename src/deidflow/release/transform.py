@@ -118,7 +118,8 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         return entry, result
 
     try:
-        return _transform_tables(wd, index, state, policy, subject_raw, suppressed, pool, apply, kinds)
+        return _transform_tables(wd, index, state, policy, subject_raw, suppressed, pool, apply, kinds,
+                                 suppressed_mask.to_numpy(dtype=bool))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -132,12 +133,37 @@ def _apply(technique: Any, frame: pd.DataFrame, col: str, cspec: Any, ctx: Any, 
     return technique.apply(frame[col], cspec, ctx)
 
 
+def _kept_rows(work: WorkDir, name: str, index: int, tspec: Any, suppressed: pd.Index,
+               suppressed_rows: np.ndarray | None, subject_table: bool) -> np.ndarray:
+    """Which rows of a table's gated part are released: their subject passed the gate and was
+    not suppressed. By each row's subject position from prepare (`WorkDir.subject_positions`)
+    where there is one, a lookup of the link keys otherwise (the subject table itself, or a
+    work directory without positions)."""
+    from deidflow.idcolumns import subject_mask
+
+    if suppressed_rows is not None and subject_table:  # the very rows `suppressed_rows` is over
+        return ~suppressed_rows
+    positions = work.subject_positions(name, index)
+    if suppressed_rows is not None and positions.is_file():
+        pos = np.load(positions)
+        keep = pos >= 0
+        keep[keep] = ~suppressed_rows[pos[keep]]
+        return keep
+    link = work.gated_part(name, index, [tspec.subject_column])[tspec.subject_column]
+    keep = ~subject_mask(link, suppressed)
+    del link
+    consented = work.consented(name, index)
+    if consented.is_file():
+        keep &= np.load(consented)
+    return keep
+
+
 def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
                       subject_raw: pd.DataFrame, suppressed: pd.Index, pool: Any,
                       apply: Callable[..., tuple[dict[str, Any], Any]],
-                      kinds: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+                      kinds: dict[str, dict[str, str]] | None = None,
+                      suppressed_rows: np.ndarray | None = None) -> dict[str, Any]:
     from deidflow.column_types import with_kinds
-    from deidflow.idcolumns import subject_mask
     from deidflow.risk.birth_dates import protect_birth_dates
 
     bcol = policy.consent.birth_date_column
@@ -161,14 +187,10 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
     written: list[Any] = []
     try:
         for name, tspec in policy.tables.items():
-            # The link column first, for the verdicts; then the table's kept rows only (an
-            # Arrow filter per column over the memory-mapped work file, on the pool).
-            link = work.gated_part(name, index, [tspec.subject_column])[tspec.subject_column]
-            keep = ~subject_mask(link, suppressed)
-            del link
-            consented = work.consented(name, index)
-            if consented.is_file():
-                keep &= np.load(consented)
+            # The verdicts first (gate and suppression, per row); then the table's kept rows
+            # only (an Arrow filter per column over the memory-mapped work file, on the pool).
+            keep = _kept_rows(work, name, index, tspec, suppressed, suppressed_rows,
+                              name == policy.subject_table)
             frame = read_work(work.gated(name, index), keep=keep, pool=pool)
             out = {}
             futures = [(col, pool.submit(apply, name, frame, col, cspec)) for col, cspec in tspec.columns.items()]
