@@ -33,3 +33,30 @@ def test_no_released_event_falls_in_the_birth_interval(rows, level):
     # and an event after the interval's end plus the shift is never withheld
     late = pd.to_datetime(pd.Series(events)) - pd.Timedelta(days=30) > end + pd.Timedelta(days=1)
     assert kept[late].all()
+
+
+_BIRTHS = st.one_of(st.none(), st.sampled_from(
+    ["1990-01-01", "1990-12-31", "2000-02-29", "2019-07-14T08:30:00Z", "2020-03-05", "2023-11-30"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_BIRTHS, st.dates(pd.Timestamp("1989-06-01").date(),
+                                            pd.Timestamp("2025-06-01").date())), min_size=1, max_size=40),
+       st.sampled_from([1, 2, 3, 4]))
+def test_withheld_dates_are_those_before_each_subjects_own_threshold(rows, level):
+    # repeated, missing and timestamped birth dates: the thresholds are computed once per
+    # distinct birth date and each subject gets its own birth date's
+    births = pd.Series([b for b, _ in rows], index=[f"S{i}" for i in range(len(rows))], dtype=object)
+    events = [str(e) for _, e in rows]
+    released = pd.DataFrame({"admit_date": pd.array(events, dtype="string")})
+    withheld = protect_birth_dates(released, pd.Series(births.index), POLICY.tables["encounters"],
+                                   POLICY, {"birth_date": level}, births)
+    expected = []
+    for b, e in rows:
+        if b is None:
+            expected.append(False)
+            continue
+        end = interval_end(pd.Series([b], dtype=object), level, decade=False, top=4).iloc[0]
+        expected.append(str(e) < (end + pd.Timedelta(days=31)).strftime("%Y-%m-%d"))
+    assert released["admit_date"].isna().tolist() == expected
+    assert withheld.get("admit_date", 0) == sum(expected)

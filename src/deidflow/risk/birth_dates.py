@@ -132,11 +132,15 @@ def _thresholds(births: pd.Series, level: int, decade: bool, top: int, max_days:
 
     if max_days not in memo:
         if "end" not in memo:
-            memo["end"] = interval_end(pd.Series(births.to_numpy()), level, decade=decade, top=top)
+            # per distinct birth date (tens of thousands for a million subjects): parsing
+            # and formatting dates is the cost, and each value's answer is its own
+            codes, uniques = pd.factorize(births.to_numpy(), use_na_sentinel=True)
+            memo["end"] = interval_end(pd.Series(uniques, dtype=object), level, decade=decade, top=top)
+            memo["rows"] = pa.array(codes, mask=codes < 0)
             memo["ids"] = id_strings(pd.Index(births.index.astype(str)))
         threshold = (memo["end"] + pd.Timedelta(days=max_days + 1)).dt.strftime("%Y-%m-%d")
-        memo[max_days] = (memo["ids"], pa.array(threshold.to_numpy(dtype=object), pa.string(),
-                                                 from_pandas=True))
+        distinct = pa.array(threshold.to_numpy(dtype=object), pa.string(), from_pandas=True)
+        memo[max_days] = (memo["ids"], distinct.take(memo["rows"]))
     return memo[max_days]
 
 
