@@ -62,3 +62,21 @@ def test_positions_keep_what_the_id_lookup_keeps(tmp_path_factory, data):
     # the subject table's own rows: the gated rows that were not suppressed
     assert _kept_rows(work, "patients", 0, tspec, suppressed, suppressed_rows, True).tolist() == \
         (~suppressed_rows).tolist()
+
+
+def test_each_kept_row_points_at_its_released_subject(tmp_path):
+    # the positions transform hands to the birth-date protection: a kept row's subject among
+    # the released subject rows (gated rows that were not suppressed)
+    from deidflow.release.transform import _kept_and_subjects
+
+    ids = ["A", "B", "C", "D", "E"]
+    allowed = np.array([True, False, True, True, True])  # gated: A C D E
+    suppressed_rows = np.array([False, True, False, False])  # C suppressed: released A D E
+    rows = np.array([4, 1, 0, 2, 3, 4, 0])
+    work = _Work(tmp_path)
+    gated_row = np.where(allowed, np.cumsum(allowed) - 1, -1).astype(np.int32)
+    np.save(work.subject_positions("visits", 0), gated_row[rows])
+    keep, subject = _kept_and_subjects(work, "visits", 0, None, pd.Index(["C"]), suppressed_rows, False)
+    released = ["A", "D", "E"]
+    assert keep.tolist() == [True, False, True, False, True, True, True]
+    assert [released[s] for s in subject] == [ids[r] for r, k in zip(rows, keep) if k]
