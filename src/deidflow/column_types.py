@@ -67,22 +67,43 @@ def column_kind(parts: Iterable[pa.Array | pa.ChunkedArray]) -> str:
     candidates = list(_ORDER)
     seen = False
     for values in parts:
-        arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-            arr = pc.cast(arr, pa.large_string())
-        arr = arr.filter(pc.is_valid(arr))
-        if not len(arr):
+        # a sample first: a text column fails every kind on its first values, without a
+        # regular-expression pass over millions of rows, nor a copy of the whole column
+        head, whole = _head(values)
+        if not len(head):
             continue
         seen = True
-        # a sample first: a text column fails every kind on its first values, without a
-        # regular-expression pass over millions of rows
-        head = arr.slice(0, _SAMPLE)
         candidates = [k for k in candidates if _fits(head, k)]
-        if len(arr) > _SAMPLE:
-            candidates = [k for k in candidates if _fits(arr, k)]
+        if not candidates:
+            return "text"
+        if whole is None:
+            whole = _present_text(values)
+        if len(whole) > _SAMPLE:
+            candidates = [k for k in candidates if _fits(whole, k)]
         if not candidates:
             return "text"
     return candidates[0] if seen and candidates else "text"
+
+
+def _present_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The non-missing values as one text array."""
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pc.cast(arr, pa.large_string())
+    return arr.filter(pc.is_valid(arr))
+
+
+def _head(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array | None]:
+    """The first `_SAMPLE` non-missing values as text, read from the column's first rows;
+    and all of them when that read the whole column (else None)."""
+    prefix = values.slice(0, 4 * _SAMPLE)
+    present = _present_text(prefix)
+    if len(prefix) == len(values):
+        return present.slice(0, _SAMPLE), present
+    if len(present) >= _SAMPLE:
+        return present.slice(0, _SAMPLE), None
+    whole = _present_text(values)  # a column that starts with many missing values
+    return whole.slice(0, _SAMPLE), whole
 
 
 def released_kinds(cache: Path, loaded: Any, gated_parts: Any) -> dict[str, dict[str, str]]:

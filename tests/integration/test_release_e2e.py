@@ -186,3 +186,28 @@ def test_note_keeping_a_phone_number_fails_the_gate_points_at_the_scrubber_and_l
     assert len(logs) == 1 and (logs[0].stat().st_mode & 0o777) == 0o600
     rows = json.loads(logs[0].read_text())["rows_with_direct_identifiers"]
     assert rows["notes"]["text"] and all(isinstance(r, int) for r in rows["notes"]["text"])
+
+
+def test_child_tables_hold_exactly_the_released_subjects_rows(released):
+    """Every input row of a released subject is in its table, and no other row: no excluded
+    subject's (transform keeps rows by their subject's position, found once in prepare;
+    tests/release/test_kept_rows.py has the suppressed subjects)."""
+    from deidflow.keys import KeyRing
+    from deidflow.techniques import ApplyContext, registry
+
+    env, summary = released
+    loaded = load_policy(env.policy)
+    spec = loaded.policy.tables["patients"].columns["patient_id"]
+    keyring = KeyRing.from_policy(loaded)
+    patients = pd.read_csv(summary.release_dir / "data" / "patients.csv", dtype="string")
+    kept = set(patients["patient_id"])
+    for table in loaded.policy.tables:
+        if table == loaded.policy.subject_table or table == "notes":
+            continue
+        raw = pd.read_csv(env.data / f"{table}.csv", dtype="string")["patient_id"]
+        ctx = ApplyContext(table=table, column="patient_id", subject_ids=raw, keyring=keyring)
+        pseudonym = registry.get("pseudonymise").apply(raw, spec, ctx).astype(str)
+        out = pd.read_csv(summary.release_dir / "data" / f"{table}.csv", dtype="string")
+        assert len(out) == int(pseudonym.isin(kept).sum()), table
+        assert dict(out["patient_id"].astype(str).value_counts()) == dict(
+            pseudonym[pseudonym.isin(kept)].value_counts()), table

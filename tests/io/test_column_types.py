@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,3 +40,41 @@ def test_typed_values_read_back_equal(texts):
         assert [float(t) for t in texts] == out.tolist()
     else:
         assert kind == "text" and out.tolist() == texts
+
+
+def _kind_over_whole_columns(parts, sample):
+    """The decision as made before the sample was read from the first rows only: every
+    part's present values as one array, its first `sample` values tested first."""
+    import pyarrow.compute as pc
+
+    from deidflow import column_types as ct
+
+    candidates, seen = list(ct._ORDER), False
+    for values in parts:
+        arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        arr = arr.filter(pc.is_valid(arr))
+        if not len(arr):
+            continue
+        seen = True
+        candidates = [k for k in candidates if ct._fits(arr.slice(0, sample), k)]
+        if len(arr) > sample:
+            candidates = [k for k in candidates if ct._fits(arr, k)]
+        if not candidates:
+            return "text"
+    return candidates[0] if seen and candidates else "text"
+
+
+_VALUE = st.one_of(st.none(), st.sampled_from(["1", "-7", "2.5", "2020-01-31", "x", "01"]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.lists(_VALUE, max_size=12), min_size=1, max_size=3), min_size=1, max_size=3))
+def test_the_sample_from_the_first_rows_decides_as_the_whole_column_did(parts):
+    # a sample of 3 values: columns that start with many missing values, a bad value just
+    # after the rows read for the sample, chunked partitions
+    from deidflow import column_types as ct
+
+    arrays = [pa.chunked_array([pa.array(c, pa.large_string()) for c in chunks]) for chunks in parts]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ct, "_SAMPLE", 3)
+        assert column_kind(arrays) == _kind_over_whole_columns(arrays, 3)

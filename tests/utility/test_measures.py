@@ -74,6 +74,19 @@ def test_total_variation_of_suppression():
     assert tvd == pytest.approx(0.4)
 
 
+
+def test_dates_are_fractional_years_without_a_deprecation(recwarn):
+    # 1 January is the year itself, 31 December 2021 is 364/365.25 of the year later; the
+    # day of year is read through the accessor pandas keeps (dt.dayofyear warns in pandas 3)
+    days = pd.date_range("2020-01-01", periods=30, freq="13D").strftime("%Y-%m-%d").tolist()
+    values = pd.Series(days + ["2021-12-31", None], dtype="string")
+    num = ms.numeric(values)
+    assert num.iloc[0] == pytest.approx(2020.0)
+    assert num.iloc[1] == pytest.approx(2020 + 13 / 365.25)
+    assert num.iloc[30] == pytest.approx(2021 + 364 / 365.25)
+    assert math.isnan(num.iloc[31])
+    assert not [w for w in recwarn if "dayofyear" in str(w.message)]
+
 def test_group_shares_and_flag_by_hand():
     labels = pd.Series(["A"] * 5 + ["B"] * 20 + ["C"] * 3)
     suppressed = np.array([1, 1, 1, 1, 0] + [1] + [0] * 19 + [0, 0, 0], dtype=bool)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +60,7 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     partitions = engine_.partitions(loaded)
     wd = WorkDir.new(loaded)
     work = wd.root
+    ahead = _RELEASE_AHEAD.set(not dry_run)
     try:
         state = RunState(
             policy_path=str(loaded.path), policy_text=loaded.text, policy_sha256=loaded.sha256,
@@ -72,6 +74,8 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        _RELEASE_AHEAD.reset(ahead)
 
 
 def read_whole(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: Any) -> None:
@@ -87,6 +91,8 @@ def read_whole(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: A
     as_of = datetime.fromisoformat(state.as_of)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
         pending = pool.submit(registry.snapshot, as_of)
+        if _RELEASE_AHEAD.get():
+            _import_gate_now()
         inputs = _InputTables(loaded)
         staged = _stage_tables(work, 0, inputs, state, loaded, pending)
         if not pending.done():
@@ -103,6 +109,26 @@ def read_whole(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: A
     done = _gate_staged(work, 0, state, loaded, staged, snapshot.events)
     del snapshot, staged
     finish_prepare(work.root, [done])
+
+
+#: False while `prepare` serves a dry run (`deidflow consent check`), which never validates.
+_RELEASE_AHEAD: ContextVar[bool] = ContextVar("release_ahead", default=True)
+
+
+def _import_gate_now() -> None:
+    """Import the validation gate (Great Expectations: seconds of single-threaded module
+    code) first thing, while the consent snapshot is read on its thread. The snapshot's
+    database work then overlaps the import, on a core of its own, rather than competing with
+    the multithreaded CSV parsing of the tables that follows; the import itself would be paid
+    in validate otherwise. `preload` imports only if no other thread may import meanwhile (so
+    never under Prefect's threads). An import that fails here is left to validate, which
+    imports the gate again and fails closed there, as it always did."""
+    from deidflow.validation import preload
+
+    try:
+        preload(quiet="consent-snapshot")
+    except Exception:  # noqa: BLE001 - validate imports again and reports the failure
+        pass
 
 
 def read_partitioned(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: Any) -> None:
@@ -322,8 +348,11 @@ def _gate_staged(work: WorkDir, index: int, state: RunState, loaded: LoadedPolic
     )
     allowed = gate.admits(subjects["subject_id"])  # per subject row
     write_work(subject, work.gated(policy.subject_table, index), allowed)
+    # Each row's subject by position in the gated subject part (-1: not consented)
+    gated_row = np.where(allowed, np.cumsum(allowed) - 1, -1).astype(np.int32)
     for name, rows in staged.rows.items():
         np.save(work.consented(name, index), allowed[rows])
+        np.save(work.subject_positions(name, index), gated_row[rows])
     excluded = work.excluded(index)
     excluded.parent.mkdir(parents=True, exist_ok=True)
     gate.private_log().to_parquet(excluded)  # with the orphan withdrawals

@@ -124,7 +124,8 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         return entry, result
 
     try:
-        return _transform_tables(wd, index, state, policy, subject_raw, suppressed, pool, apply, kinds)
+        return _transform_tables(wd, index, state, policy, subject_raw, suppressed, pool, apply, kinds,
+                                 suppressed_mask.to_numpy(dtype=bool))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -138,16 +139,55 @@ def _apply(technique: Any, frame: pd.DataFrame, col: str, cspec: Any, ctx: Any, 
     return technique.apply(frame[col], cspec, ctx)
 
 
+def _kept_rows(work: WorkDir, name: str, index: int, tspec: Any, suppressed: pd.Index,
+               suppressed_rows: np.ndarray | None, subject_table: bool) -> np.ndarray:
+    """Which rows of a table's gated part are released: their subject passed the gate and was
+    not suppressed. By each row's subject position from prepare (`WorkDir.subject_positions`)
+    where there is one, a lookup of the link keys otherwise (the subject table itself, or a
+    work directory without positions)."""
+    return _kept_and_subjects(work, name, index, tspec, suppressed, suppressed_rows, subject_table)[0]
+
+
+def _kept_and_subjects(work: WorkDir, name: str, index: int, tspec: Any, suppressed: pd.Index,
+                       suppressed_rows: np.ndarray | None,
+                       subject_table: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """`_kept_rows`, and each kept row's subject as its position among the released subject
+    rows (the gated rows not suppressed) when prepare's positions give it (else None)."""
+    if suppressed_rows is not None and subject_table:  # the very rows `suppressed_rows` is over
+        return ~suppressed_rows, np.arange(int((~suppressed_rows).sum()))
+    positions = work.subject_positions(name, index)
+    if suppressed_rows is not None and positions.is_file():
+        pos = np.load(positions)
+        keep = pos >= 0
+        keep[keep] = ~suppressed_rows[pos[keep]]
+        released_row = np.cumsum(~suppressed_rows) - 1  # gated row -> released subject row
+        return keep, released_row[pos[keep]]
+    return _looked_up(work, name, index, tspec, suppressed), None
+
+
+def _looked_up(work: WorkDir, name: str, index: int, tspec: Any, suppressed: pd.Index) -> np.ndarray:
+    """The rows kept, by looking every link key up among the suppressed subjects."""
+    from deidflow.idcolumns import subject_mask
+
+    link = work.gated_part(name, index, [tspec.subject_column])[tspec.subject_column]
+    keep = ~subject_mask(link, suppressed)
+    del link
+    consented = work.consented(name, index)
+    if consented.is_file():
+        keep &= np.load(consented)
+    return keep
+
+
 def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
                       subject_raw: pd.DataFrame, suppressed: pd.Index, pool: Any,
                       apply: Callable[..., tuple[dict[str, Any], Any]],
-                      kinds: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+                      kinds: dict[str, dict[str, str]] | None = None,
+                      suppressed_rows: np.ndarray | None = None) -> dict[str, Any]:
     from deidflow.column_types import with_kinds
-    from deidflow.idcolumns import subject_mask
     from deidflow.risk.birth_dates import protect_birth_dates
 
     bcol = policy.consent.birth_date_column
-    births = (pd.Series(subject_raw[bcol].to_numpy(), index=subject_raw[
+    births = (pd.Series(subject_raw[bcol].array, index=subject_raw[
         policy.tables[policy.subject_table].subject_column].astype(str).to_numpy())
         if bcol and bcol in subject_raw else pd.Series(dtype=object))
     levels = state.outcome("search").levels
@@ -167,14 +207,10 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
     written: list[Any] = []
     try:
         for name, tspec in policy.tables.items():
-            # The link column first, for the verdicts; then the table's kept rows only (an
-            # Arrow filter per column over the memory-mapped work file, on the pool).
-            link = work.gated_part(name, index, [tspec.subject_column])[tspec.subject_column]
-            keep = ~subject_mask(link, suppressed)
-            del link
-            consented = work.consented(name, index)
-            if consented.is_file():
-                keep &= np.load(consented)
+            # The verdicts first (gate and suppression, per row); then the table's kept rows
+            # only (an Arrow filter per column over the memory-mapped work file, on the pool).
+            keep, subject_rows = _kept_and_subjects(work, name, index, tspec, suppressed, suppressed_rows,
+                                                    name == policy.subject_table)
             frame = read_work(work.gated(name, index), keep=keep, pool=pool)
             out = {}
             futures = [(col, pool.submit(apply, name, frame, col, cspec)) for col, cspec in tspec.columns.items()]
@@ -186,7 +222,7 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
             released = pd.DataFrame(out, index=frame.index)
             # event dates that would narrow a birth date below its released level are withheld
             withheld = protect_birth_dates(released, frame[tspec.subject_column], tspec, policy,
-                                           levels, births, memo=birth_memo)
+                                           levels, births, memo=birth_memo, subject_rows=subject_rows)
             for entry in columns[-len(futures):]:
                 if entry["column"] in withheld:
                     entry["counts"]["event_dates_withheld"] = withheld[entry["column"]]

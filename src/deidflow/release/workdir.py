@@ -106,6 +106,12 @@ class WorkDir:
         """Per row of a non-subject table's gated part: whether its subject passed the gate."""
         return self.root / "gated" / table / _part(i, "consented.npy")
 
+    def subject_positions(self, table: str, i: int) -> Path:
+        """Per row of a non-subject table's gated part: its subject's row in the gated subject
+        part (-1 where the subject did not pass the gate), so transform drops the suppressed
+        subjects' rows by position instead of looking their ids up again."""
+        return self.root / "gated" / table / _part(i, "subject-rows.npy")
+
     def gated_parts(self, table: str) -> list[Path]:
         return sorted((self.root / "gated" / table).glob("part-*.arrow"))
 

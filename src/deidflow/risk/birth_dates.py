@@ -65,7 +65,8 @@ def birth_level(policy, levels: dict) -> tuple[int, bool, int] | None:
 
 
 def protect_birth_dates(released: pd.DataFrame, subject_ids: pd.Series, table_spec, policy,
-                        levels: dict, births: pd.Series, *, memo: dict | None = None) -> dict[str, int]:
+                        levels: dict, births: pd.Series, *, memo: dict | None = None,
+                        subject_rows: np.ndarray | None = None) -> dict[str, int]:
     """Withhold, in place, the date-shifted event dates of `released` (one table's rows, with
     `subject_ids` their raw subjects) that would narrow each subject's released birth date.
     `births` maps raw subject id -> birth date. Returns withheld dates per column. `memo`, a
@@ -75,7 +76,8 @@ def protect_birth_dates(released: pd.DataFrame, subject_ids: pd.Series, table_sp
     Vectorised as text: ISO dates order as their text, so an event narrows when its first ten
     characters sort before the subject's threshold (interval end - max_days); only the
     subjects whose threshold is later than the table's earliest event are looked up, once
-    per run of equal ids (`idcolumns.run_heads`)."""
+    per run of equal ids (`idcolumns.run_heads`). `subject_rows`, when the caller knows it:
+    each row's position in `births` (no id is looked up then)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -104,23 +106,44 @@ def protect_birth_dates(released: pd.DataFrame, subject_ids: pd.Series, table_sp
         at_risk = pc.fill_null(pc.greater(threshold, earliest), False)
         if not pc.any(at_risk).as_py():
             continue
-        if row_ids is None:
-            row_ids = _row_ids(subject_ids)
-        pos = _positions(row_ids, ids.filter(at_risk))
-        idx = np.flatnonzero(pos >= 0)
-        if not len(idx):
-            continue
+        if subject_rows is not None:
+            risky = np.asarray(at_risk.to_numpy(zero_copy_only=False), dtype=bool)
+            idx = np.flatnonzero(risky[subject_rows])
+            if not len(idx):
+                continue
+            limit = threshold.take(pa.array(subject_rows[idx]))
+        else:
+            if row_ids is None:
+                row_ids = _row_ids(subject_ids)
+            pos = _positions(row_ids, ids.filter(at_risk))
+            idx = np.flatnonzero(pos >= 0)
+            if not len(idx):
+                continue
+            limit = threshold.filter(at_risk).take(pa.array(pos[idx]))
         take = pa.array(idx)
-        limit = threshold.filter(at_risk).take(pa.array(pos[idx]))
         row_days = day.take(take)
         narrows = pc.fill_null(pc.less(row_days, limit), False)
         bad_rows = idx[np.asarray(narrows.to_numpy(zero_copy_only=False), dtype=bool)]
         if len(bad_rows):
             mask = np.zeros(len(released), dtype=bool)
             mask[bad_rows] = True
-            released[col] = released[col].mask(pd.Series(mask, index=released.index))
+            released[col] = _withhold(released[col], mask)
             counts[col] = int(len(bad_rows))
     return counts
+
+
+def _withhold(values: pd.Series, mask: np.ndarray) -> pd.Series:
+    """`values` missing where `mask`, same dtype (for Arrow text, one Arrow kernel: pandas'
+    mask goes through a general element setter that costs many times more)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(values.array, pd.arrays.ArrowStringArray):
+        return values.mask(pd.Series(mask, index=values.index))
+    arr = values.array.__arrow_array__()
+    out = pc.if_else(pa.array(mask), pa.scalar(None, arr.type), arr)
+    return pd.Series(pd.arrays.ArrowStringArray(out, dtype=values.dtype), index=values.index,
+                     name=values.name, copy=False)
 
 
 def _thresholds(births: pd.Series, level: int, decade: bool, top: int, max_days: int,
@@ -132,11 +155,16 @@ def _thresholds(births: pd.Series, level: int, decade: bool, top: int, max_days:
 
     if max_days not in memo:
         if "end" not in memo:
-            memo["end"] = interval_end(pd.Series(births.to_numpy()), level, decade=decade, top=top)
+            # per distinct birth date (tens of thousands for a million subjects): parsing
+            # and formatting dates is the cost, and each value's answer is its own
+            codes, uniques = pd.factorize(births, use_na_sentinel=True)
+            memo["end"] = interval_end(pd.Series(np.asarray(uniques, dtype=object)), level,
+                                       decade=decade, top=top)
+            memo["rows"] = pa.array(codes, mask=codes < 0)
             memo["ids"] = id_strings(pd.Index(births.index.astype(str)))
         threshold = (memo["end"] + pd.Timedelta(days=max_days + 1)).dt.strftime("%Y-%m-%d")
-        memo[max_days] = (memo["ids"], pa.array(threshold.to_numpy(dtype=object), pa.string(),
-                                                 from_pandas=True))
+        distinct = pa.array(threshold.to_numpy(dtype=object), pa.string(), from_pandas=True)
+        memo[max_days] = (memo["ids"], distinct.take(memo["rows"]))
     return memo[max_days]
 
 

@@ -119,7 +119,7 @@ def numeric(values: pd.Series) -> pd.Series | None:
         dates = parsed(values, "date")
         if dates.notna().to_numpy()[present].mean() < 0.95:
             return None
-        num = dates.dt.year + (dates.dt.dayofyear - 1) / 365.25
+        num = dates.dt.year + (dates.dt.day_of_year - 1) / 365.25
     num = num.astype(float)
     if num.nunique() <= 12:
         return None
