@@ -684,18 +684,6 @@ def _dense_subjects(subject: np.ndarray) -> tuple[np.ndarray, int]:
     return codes.astype(np.int64), len(uniques)
 
 
-def _rows_of(subjects: np.ndarray, row_start: np.ndarray, row_count: np.ndarray,
-             by_subject: np.ndarray) -> np.ndarray:
-    """The rows of `subjects` (CSR over the rows sorted by subject)."""
-    counts = row_count[subjects]
-    total = int(counts.sum())
-    if not total:
-        return np.zeros(0, dtype=np.int64)
-    ends = np.cumsum(counts)
-    pos = np.arange(total, dtype=np.int64) - np.repeat(ends - counts, counts)
-    return by_subject[np.repeat(row_start[subjects], counts) + pos]
-
-
 def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overall_risk, model,
                      lo, hi, l, t, l_variant="distinct", c=None, sensitives=None,
                      loss_kw=None, blocks=None) -> SearchResult:
@@ -716,10 +704,10 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
             fix="mark a subject-table column as sensitive, or drop limits.l/limits.t",
         )
     subject = np.asarray(subject_codes)
-    ft = frequency_table(qis)
-    lat = _Lattice(qis, ft, lo, hi, **(loss_kw or {}))
     subj_codes, n_subj = _dense_subjects(subject)
     signatures = RecordSignatures(qis, subj_codes, n_subj, blocks)
+    # the stacked rows' combinations, put together from the blocks' (no pass over the rows)
+    lat = _Lattice(qis, signatures.frequency_table(), lo, hi, **(loss_kw or {}))
     budget_subj = math.floor(budget * n_subj + 1e-9)
     measured = {name: np.asarray(v, dtype=np.int64) for name, v in sensitives.items()} \
         if (l is not None or t is not None) else {}
@@ -742,10 +730,6 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     # rows per level-0 code of each quasi-identifier: the loss of a node is then a dot product
     # per quasi-identifier, not a gather over every row for every level
     all_counts = [np.bincount(q.codes, minlength=q.cardinality(0)) for q in qis]
-    # the rows of each subject (for the rows of suppressed subjects only, at passing nodes)
-    by_subject = np.argsort(subj_codes, kind="stable")
-    row_count = np.bincount(subj_codes, minlength=n_subj)
-    row_start = np.concatenate([[0], np.cumsum(row_count)[:-1]]).astype(np.int64)
 
     def evaluate(idx: int):
         lv = [int(v) for v in lat.nodes[idx]]
@@ -756,17 +740,14 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
         out = crit.check(node, lat)
         if out.passes:
             # Loss over the rows: each kept row's generalisation loss; suppressed rows count 1.
-            # The kept rows' level-0 codes, per quasi-identifier, from the combinations' counts
-            # less the suppressed subjects' rows (few): no pass over every row.
-            bad_rows = _rows_of(np.flatnonzero(out.bad[cls]), row_start, row_count, by_subject)
+            # The kept rows per level-0 code are all rows' less the suppressed ones' (few).
+            bad_rows = np.flatnonzero(out.bad[cls][subj_codes])
             n_bad = len(bad_rows)
-            kept_combo = ft.counts - np.bincount(ft.row_combo[bad_rows], minlength=ft.n_combos) \
-                if n_bad else None
             per_qi = []
             for i, q in enumerate(qis):
                 lvl = lv[i]
-                counts = all_counts[i] if not n_bad else np.bincount(
-                    ft.codes[:, i], weights=kept_combo, minlength=q.cardinality(0)).astype(np.int64)
+                counts = all_counts[i] if not n_bad else all_counts[i] - np.bincount(
+                    q.codes[bad_rows], minlength=q.cardinality(0))
                 per_qi.append(float(counts @ lat.loss_of[i][lvl][q.maps[lvl]]) + n_bad)
             out.loss = lat.aggregate(np.array(per_qi) / max(len(subject), 1))
         return out, (cls, sizes)

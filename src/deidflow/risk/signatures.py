@@ -75,6 +75,7 @@ class RecordSignatures:
         if blocks is None:
             blocks = [(0, n, names)]
         self._check(blocks, names, n)
+        self._spans = [(int(lo), int(hi)) for lo, hi, _ in blocks]
         self.blocks = [self._block(b, lo, hi, [names.index(c) for c in cols], subject)
                        for b, (lo, hi, cols) in enumerate(blocks)]
         self._cache: list[OrderedDict] = [OrderedDict() for _ in self.blocks]
@@ -122,6 +123,31 @@ class RecordSignatures:
                       pair_combo=pair_combo, starts=starts, owners=pair_subject[starts],
                       single=len(starts) == len(pair_subject),
                       salt=np.uint64(b) << _BLOCK_SHIFT)
+
+    def frequency_table(self) -> FrequencyTable:
+        """The stacked rows' distinct level-0 combinations with their counts, from the
+        blocks' (each block's other columns are constant), for the lattice's loss tables.
+        Rows are not mapped to combinations (`row_combo` is empty)."""
+        codes, counts = [], []
+        for blk, (lo, hi) in zip(self.blocks, self._spans):
+            if hi == lo:
+                continue
+            const = np.array([q.codes[lo] for q in self.qis], dtype=np.int32)
+            m = blk.ft.n_combos if blk.ft is not None else 1
+            part = np.tile(const, (m, 1))
+            if blk.ft is not None:
+                part[:, list(blk.qi_index)] = blk.ft.codes
+                counts.append(blk.ft.counts)
+            else:
+                counts.append(np.array([hi - lo], dtype=np.int64))
+            codes.append(part)
+        q = len(self.qis)
+        return FrequencyTable(
+            names=tuple(x.name for x in self.qis),
+            codes=np.concatenate(codes) if codes else np.zeros((0, q), dtype=np.int32),
+            counts=np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64),
+            row_combo=np.zeros(0, dtype=np.int64),
+            n_records=int(sum(hi - lo for lo, hi in self._spans)))
 
     def has_rows(self, b: int) -> np.ndarray:
         """Whether each subject has a row in block `b`."""
