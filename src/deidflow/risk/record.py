@@ -99,9 +99,12 @@ def record_search(
     if len(order) > 1:
         qis.append(_tag(sizes))
         owners.append(None)
-    # the subject ids as integer codes, once: every grouping below works on them, and
+    # the subject ids as integer codes, once: every grouping below factorises them again, and
     # integers cost a fraction of strings
-    subject, subjects = _subject_codes([frames[t][subject_columns[t]] for t in order])
+    ids = pd.concat([frames[t][subject_columns[t]].astype("string") for t in order],
+                    ignore_index=True)
+    subj_codes, subjects = pd.factorize(ids)
+    subject = subj_codes.astype(np.int64)
     sensitives = {}
     measured = list(limits.measured_sensitive_columns())
     if measured:
@@ -130,33 +133,6 @@ def record_search(
     return RecordSearch(levels=levels, suppressed_subjects=bad_subjects, before=res.before,
                         after=res.after, utility=res.utility, nodes_evaluated=res.nodes_evaluated,
                         by_table=by_table, sensitive_after=res.sensitive_after)
-
-
-def _subject_codes(columns: Sequence[pd.Series]) -> tuple[np.ndarray, Any]:
-    """Each stacked row's subject as codes in order of first appearance, and the distinct ids
-    (as pd.factorize gives them for the stacked ids as text). The subject table's ids are
-    hashed once with Arrow and the other tables' looked up among them; an id missing there,
-    or missing altogether, takes the general path."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    text = [c.astype("string") for c in columns]
-    arrays = [pa.array(c, from_pandas=True) for c in text]
-    arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays]
-    first = arrays[0].dictionary_encode()
-    parts = [first.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-    ok = arrays[0].null_count == 0
-    for a in arrays[1:]:
-        if not ok:
-            break
-        found = pc.index_in(a.cast(first.dictionary.type), value_set=first.dictionary)
-        ok = found.null_count == 0  # an id the subject table lacks, or a missing id
-        if ok:
-            parts.append(found.to_numpy(zero_copy_only=False).astype(np.int64))
-    if ok:
-        return np.concatenate(parts), first.dictionary.to_numpy(zero_copy_only=False)
-    codes, uniques = pd.factorize(pd.concat(text, ignore_index=True))
-    return codes.astype(np.int64), uniques
 
 
 def _by_table(order, qis, owners, res, bad) -> dict:
