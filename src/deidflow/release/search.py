@@ -38,9 +38,15 @@ def _search_columns(loaded: LoadedPolicy) -> tuple[list[str], list[str]]:
 
 def frequency_partition(work: Path, index: int) -> str:
     """Distinct combinations of one partition's subjects with their counts (a distributed
-    group-by's map side). Returns the path of the partial table."""
+    group-by's map side). Returns the path of the partial table, or "" when the policy
+    declares quasi-identifiers beyond the subject table: the whole-record search
+    (`whole_record.py`) reads every table's rows itself and would not look at it."""
     state = RunState.load(work)
     loaded = pinned_policy(state)
+    from deidflow.risk.record import child_quasi_identifiers
+
+    if child_quasi_identifiers(loaded.policy):
+        return ""
     qis, scols = _search_columns(loaded)
     cols = qis + scols
     wd = WorkDir.of(work, state)

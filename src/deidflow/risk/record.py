@@ -17,7 +17,7 @@ columns over the record classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from typing import Any, Mapping, Sequence
 
@@ -105,43 +105,53 @@ def record_search(
                     ignore_index=True)
     subj_codes, subjects = pd.factorize(ids)
     subject = subj_codes.astype(np.int64)
-    first = np.unique(subj_codes, return_index=True)[1]  # the subject-table row comes first
     sensitives = {}
-    for col in limits.measured_sensitive_columns():
+    measured = list(limits.measured_sensitive_columns())
+    if measured:
+        # each subject's first row (the subject-table row comes first): codes are in order of
+        # first appearance, so a first row is where the running maximum grows
+        grows = np.concatenate([[True], subject[1:] > np.maximum.accumulate(subject)[:-1]])
+        first = np.flatnonzero(grows)
+    for col in measured:
         values = frames[subject_table][col].astype("string").fillna("<NA>").to_numpy(dtype=object)
         padded = np.concatenate([values, np.full(total - len(values), "", dtype=object)])
         sensitives[col] = pd.factorize(padded[first], sort=True)[0]
     bounds = dict(level_bounds)
     if len(order) > 1:
         bounds["__table"] = (0, 0)
+    # one block of rows per table, with its own quasi-identifiers (risk.signatures)
+    blocks = [(int(starts[i]), int(starts[i + 1]), [q.name for q, o in zip(qis, owners) if o == t])
+              for i, t in enumerate(order)]
     res = search(qis, **limits.search_kwargs(), level_bounds=bounds, subject_codes=subject,
-                 subject_sensitives=sensitives)
+                 subject_sensitives=sensitives, record_blocks=blocks)
     levels = {k: v for k, v in res.levels.items() if k != "__table"}
     bad_rows = np.asarray(res.suppressed, dtype=bool)
-    bad_subjects = np.asarray(subjects.take(np.unique(subject[bad_rows])), dtype=object).astype(str)
-    by_table = _by_table(order, qis, owners, levels, subject, bad_rows, starts)
+    bad = np.zeros(len(subjects), dtype=bool)
+    bad[subject[bad_rows]] = True
+    bad_subjects = np.asarray(subjects.take(np.flatnonzero(bad)), dtype=object).astype(str)
+    by_table = _by_table(order, qis, owners, res, bad)
     return RecordSearch(levels=levels, suppressed_subjects=bad_subjects, before=res.before,
                         after=res.after, utility=res.utility, nodes_evaluated=res.nodes_evaluated,
                         by_table=by_table, sensitive_after=res.sensitive_after)
 
 
-def _by_table(order, qis, owners, levels, subject, bad_rows, starts) -> dict:
+def _by_table(order, qis, owners, res, bad) -> dict:
     """k, classes and unique subjects per table alone at the chosen levels (each table's own
-    quasi-identifiers, its subjects' sets of combinations), beside the whole record's."""
-    from deidflow.risk.classes import subject_classes
-
+    quasi-identifiers, its subjects' sets of combinations), beside the whole record's: each
+    table's part of the record signatures the search computed (`risk.signatures`), over the
+    kept subjects with rows in that table."""
+    sig = res.signatures
+    lv = [int(res.levels.get(q.name, 0)) for q in qis]
     out = {}
-    for i, t in enumerate(order):
-        lo, hi = int(starts[i]), int(starts[i + 1])
-        own = [replace(q, codes=q.codes[lo:hi]) for q, o in zip(qis, owners) if o == t]
-        keep = ~bad_rows[lo:hi]
-        if not own or not keep.any():
+    for b, t in enumerate(order):
+        own = [q.name for q, o in zip(qis, owners) if o == t]
+        subjects = sig.has_rows(b) & ~bad
+        if not own or not subjects.any():
             continue
-        lv = {q.name: levels.get(q.name, 0) for q in own}
-        _, sizes = subject_classes(own, subject[lo:hi], lv, keep=keep)
+        _, sizes = sig.block_classes(b, lv, subjects)
         out[t] = {"k": int(sizes.min()), "classes": int(len(sizes)),
                   "unique_subjects": int((sizes == 1).sum()), "subjects": int(sizes.sum()),
-                  "quasi_identifiers": [q.name for q in own]}
+                  "quasi_identifiers": own}
     return out
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,6 @@ from deidflow.risk.classes import (
     frequency_table,
     group,
     restrict,
-    subject_classes,
 )
 from deidflow.risk.encoding import EncodedQI
 from deidflow.risk.metrics import (
@@ -77,6 +76,9 @@ class SearchResult:
     limits: dict = field(default_factory=dict)
     # l and t of each sensitive attribute after the search (the report holds the worst)
     sensitive_after: dict = field(default_factory=dict)
+    # patient level: the subjects' record signatures (risk.signatures), cached at the chosen
+    # levels, for figures over the same records (risk.record's per-table k)
+    signatures: Any = field(default=None, repr=False, compare=False)
 
     @property
     def n_suppressed(self) -> int:
@@ -380,6 +382,7 @@ def search(
     subject_codes=None,
     sensitives: Mapping[str, np.ndarray] | None = None,
     subject_sensitives: Mapping[str, np.ndarray] | None = None,
+    record_blocks: Sequence[tuple[int, int, Sequence[str]]] | None = None,
     loss_aggregate: str = "arithmetic",
     loss_domain: str = "hierarchy",
     loss=None,
@@ -391,6 +394,9 @@ def search(
     l and t hold on every sensitive attribute: `sensitive` (one, unnamed) and each of
     `sensitives` (by column name), as the validation gate checks them.
     `loss`: another loss to minimise than Iyengar's (risk/classification.py).
+    `record_blocks`: with `subject_codes`, the stacked tables' row ranges and own
+    quasi-identifiers (`risk.signatures`), so that each table's part of a subject's record is
+    computed once per distinct levels of that table.
 
     Raises GateFailed, naming the limit, when no node within the bounds meets the limits."""
     n_rows = check_qis(qis)
@@ -427,7 +433,8 @@ def search(
                                 max_class_risk=max_class_risk,
                                 max_overall_risk=max_overall_risk, model=model, lo=lo, hi=hi,
                                 l=None if l is None else int(l), t=t, l_variant=variant, c=c,
-                                sensitives=dict(subject_sensitives or {}), loss_kw=loss_kw)
+                                sensitives=dict(subject_sensitives or {}), loss_kw=loss_kw,
+                                blocks=record_blocks)
     measured = named if (l is not None or t is not None) else {}
     # One frequency table per sensitive attribute; their combinations are the same (the same
     # quasi-identifier codes give the same dense ids), only the pairs differ.
@@ -664,40 +671,31 @@ def _fail_fix(detail: str, max_overall_risk) -> str:
             "the quasi-identifiers' hierarchies, or release to an enclave/controlled model")
 
 
-def _record_classes(row_combo: np.ndarray, g: Grouping, row_subject: np.ndarray,
-                    n_subj: int) -> tuple[np.ndarray, np.ndarray]:
-    """Classes of subjects whose sets of row classes are equal (as `classes.subject_classes`,
-    without going back to the rows' strings): the distinct (subject, class) pairs sorted by
-    subject, each subject's set identified by the wrapping sum of 64-bit mixes of its classes.
-    Returns (class of each subject, size of each class in subjects)."""
-    from deidflow.risk.classes import _mix64
-
-    rc = g.combo_class[row_combo]
-    width = max(g.n_classes, 1)
-    # The rows come sorted by subject, so the keys are nearly sorted already: a stable sort
-    # (timsort) finishes them in about one pass, several times faster than np.unique's hash.
-    pairs = np.sort(row_subject * width + rc, kind="stable")
-    if len(pairs):
-        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
-    pair_subject = pairs // width
-    mixed = _mix64(pairs % width)
-    starts = np.flatnonzero(np.concatenate([[True], pair_subject[1:] != pair_subject[:-1]]))
-    signature = np.add.reduceat(mixed, starts) if len(starts) else np.zeros(0, np.uint64)
-    # every subject has at least one row, so there is one signature per subject, in order
-    assert len(signature) == n_subj
-    cls, uniques = pd.factorize(signature)
-    return cls.astype(np.int64), np.bincount(cls, minlength=len(uniques)).astype(np.int64)
+def _dense_subjects(subject: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each row's subject as codes 0..n-1 in order of first appearance (pd.factorize's), and
+    n. Codes already in that form (risk.record passes them) are taken as they are: the hash
+    over millions of rows is skipped."""
+    if subject.dtype.kind in "iu" and len(subject):
+        s = subject.astype(np.int64, copy=False)
+        seen = np.maximum.accumulate(s)
+        if s[0] == 0 and s.min() >= 0 and (np.diff(seen) <= 1).all():
+            return s, int(seen[-1]) + 1
+    codes, uniques = pd.factorize(pd.Series(subject))
+    return codes.astype(np.int64), len(uniques)
 
 
 def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overall_risk, model,
                      lo, hi, l, t, l_variant="distinct", c=None, sensitives=None,
-                     loss_kw=None) -> SearchResult:
+                     loss_kw=None, blocks=None) -> SearchResult:
     """Patient-level search: a subject's footprint is the set of its generalised combinations,
     each subject counts once, and suppression removes whole subjects. The lattice is explored
-    the same way (`_explore`); each node costs one subject grouping over the rows.
+    the same way (`_explore`); a node costs one grouping of the subjects' record signatures
+    (`risk.signatures`: each block's part computed once per distinct levels of that block).
 
     l and t are measured on `sensitives`: one value code per subject (in order of first
     appearance in `subject_codes`), over the subjects' classes."""
+    from deidflow.risk.signatures import RecordSignatures
+
     sensitives = dict(sensitives or {})
     if (l is not None or t is not None) and not sensitives:
         raise PolicyError(
@@ -706,10 +704,10 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
             fix="mark a subject-table column as sensitive, or drop limits.l/limits.t",
         )
     subject = np.asarray(subject_codes)
-    ft = frequency_table(qis)
-    lat = _Lattice(qis, ft, lo, hi, **(loss_kw or {}))
-    subj_codes, subjects = pd.factorize(pd.Series(subject))
-    n_subj = len(subjects)
+    subj_codes, n_subj = _dense_subjects(subject)
+    signatures = RecordSignatures(qis, subj_codes, n_subj, blocks)
+    # the stacked rows' combinations, put together from the blocks' (no pass over the rows)
+    lat = _Lattice(qis, signatures.frequency_table(), lo, hi, **(loss_kw or {}))
     budget_subj = math.floor(budget * n_subj + 1e-9)
     measured = {name: np.asarray(v, dtype=np.int64) for name, v in sensitives.items()} \
         if (l is not None or t is not None) else {}
@@ -733,27 +731,23 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     # per quasi-identifier, not a gather over every row for every level
     all_counts = [np.bincount(q.codes, minlength=q.cardinality(0)) for q in qis]
 
-    by_subject = np.argsort(subj_codes, kind="stable")
-    row_subject = subj_codes.astype(np.int64)[by_subject]
-    row_combo = ft.row_combo[by_subject]
-
     def evaluate(idx: int):
-        levels = {q.name: int(v) for q, v in zip(qis, lat.nodes[idx])}
-        cls, sizes = _record_classes(row_combo, group(ft, qis, [levels[q.name] for q in qis]),
-                                     row_subject, n_subj)
+        lv = [int(v) for v in lat.nodes[idx]]
+        cls, sizes = signatures.classes(lv)
         node = _Node(levels=lat.nodes[idx].astype(np.int64),
                      codes=np.zeros((len(sizes), len(qis)), np.int32), sizes=sizes,
                      pairs=subject_pairs(cls, len(sizes)) if measured else [])
         out = crit.check(node, lat)
         if out.passes:
             # Loss over the rows: each kept row's generalisation loss; suppressed rows count 1.
-            row_bad = out.bad[cls][subj_codes]
-            n_bad = int(row_bad.sum())
+            # The kept rows per level-0 code are all rows' less the suppressed ones' (few).
+            bad_rows = np.flatnonzero(out.bad[cls][subj_codes])
+            n_bad = len(bad_rows)
             per_qi = []
             for i, q in enumerate(qis):
-                lvl = levels[q.name]
-                counts = all_counts[i] if not n_bad else np.bincount(
-                    q.codes[~row_bad], minlength=q.cardinality(0))
+                lvl = lv[i]
+                counts = all_counts[i] if not n_bad else all_counts[i] - np.bincount(
+                    q.codes[bad_rows], minlength=q.cardinality(0))
                 per_qi.append(float(counts @ lat.loss_of[i][lvl][q.maps[lvl]]) + n_bad)
             out.loss = lat.aggregate(np.array(per_qi) / max(len(subject), 1))
         return out, (cls, sizes)
@@ -770,7 +764,7 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
     levels = {q.name: int(v) for q, v in zip(qis, lat.nodes[idx])}
     subj_bad = out.bad[cls]
     suppressed = subj_bad[subj_codes]
-    _, before_sizes = subject_classes(qis, subject, None)
+    _, before_sizes = signatures.classes([0] * len(qis))
     before = report_from_sizes(before_sizes, release_model=model)
     after = report_from_sizes(sizes[~out.bad], n_suppressed=int(subj_bad.sum()),
                               release_model=model)
@@ -800,4 +794,4 @@ def _search_subjects(qis, subject_codes, *, k, budget, max_class_risk, max_overa
                         limits=dict(k=k, l=l, t=t, max_class_risk=max_class_risk,
                                     max_overall_risk=max_overall_risk, suppression_budget=budget,
                                     release_model=model, unit="subject"),
-                        sensitive_after=sensitive_after)
+                        sensitive_after=sensitive_after, signatures=signatures)

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -32,19 +34,48 @@ def _codes(frame: pd.DataFrame, cols: list[str]) -> np.ndarray:
     return key
 
 
+def _subject_codes(ids: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """Each released subject row's code (order of first appearance, a missing id a value of
+    its own) and the distinct ids: Arrow's hash, several times pandas' on millions of text
+    pseudonyms."""
+    encoded = _arrow(ids).dictionary_encode(null_encoding="encode")
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+
+
+def _positions(ids: pd.Series, subjects: pa.Array) -> np.ndarray:
+    """Each id's position among `subjects`, -1 when it is not one of them."""
+    arr = _arrow(ids)
+    text = (pa.types.is_string, pa.types.is_large_string)
+    if arr.type != subjects.type and any(f(arr.type) for f in text) \
+            and any(f(subjects.type) for f in text):
+        arr = arr.cast(subjects.type)  # string beside large_string: the same text
+    if arr.type != subjects.type:
+        # ids of different kinds in the two tables (numbers and text): pandas compares them,
+        # and a number never equals a text
+        return pd.Index(subjects.to_pandas()).get_indexer(ids)
+    found = pc.index_in(arr, value_set=subjects, skip_nulls=False)
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _arrow(values: pd.Series) -> pa.Array:
+    arr = pa.array(values, from_pandas=True)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
 def record_class_sizes(subject: pd.DataFrame, sid: str, qis: list[str],
                        children: list[tuple[pd.DataFrame, str, list[str]]]) -> np.ndarray:
     """Size of each record class among the released subjects."""
-    ids, subjects = pd.factorize(subject[sid], use_na_sentinel=False)
+    ids, subjects = _subject_codes(subject[sid])
     signature = _mix(_codes(subject, qis) + 1)
     n = len(subjects)
     for t, (frame, csid, cols) in enumerate(children):
         # each child row's subject among the released subjects (-1: not released)
-        rows = pd.Index(subjects).get_indexer(frame[csid])
+        rows = _positions(frame[csid], subjects)
         combo = _codes(frame, cols)
         width = int(combo.max()) + 1 if len(combo) else 1
         ok = rows >= 0
-        pairs = np.sort(rows[ok].astype(np.int64) * width + combo[ok])
+        # rows come grouped by subject: a stable sort of nearly sorted keys is about one pass
+        pairs = np.sort(rows[ok].astype(np.int64) * width + combo[ok], kind="stable")
         if len(pairs):
             pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
         per = np.zeros(n, dtype=np.uint64)
