@@ -360,7 +360,8 @@ def whole_value(kind: str) -> str:
 def _combined(kinds: tuple[str, ...]) -> tuple[list[re.Pattern[str]], dict[str, Recogniser]]:
     """Two regexes for `kinds`: their labels (a trie, which `re` skips to in C), and their
     shapes, opened by a look-ahead on the characters the shapes can start with."""
-    shapes, labels, groups, firsts, label_firsts = [], [], {}, set(), set()
+    shapes, labels, groups, firsts = [], [], {}, set()
+    label_words: set[str] = set()
     for i, kind in enumerate(kinds):
         r = RECOGNISERS[kind]
         if r.pattern is not None:
@@ -372,11 +373,10 @@ def _combined(kinds: tuple[str, ...]) -> tuple[list[re.Pattern[str]], dict[str, 
         if r.labels:
             labels.append(f"{alternation(r.labels)}{LABEL_TAIL}(?P<l{i}>{r.after_label or r.pattern})")
             groups[f"l{i}"] = r
-            label_firsts |= {w[0] for w in r.labels}
+            label_words |= set(r.labels)
     out = []
     if labels:
-        cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(label_firsts))
-        out.append(re.compile(f"(?=[{cls}])(?:" + "|".join(labels) + ")"))
+        out.append(re.compile(_two_chars(tuple(sorted(label_words))) + "(?:" + "|".join(labels) + ")"))
     if shapes:
         cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(firsts))
         # every edge holds the digits, so no shape starts right after one: skip those in C
@@ -547,16 +547,35 @@ def _digit_label_prefixes() -> tuple[str, ...]:
 _DIGIT_LABEL_PREFIXES = _digit_label_prefixes()
 
 
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _two_chars(words: tuple[str, ...], *, gaps: bool = False, extra: str = "") -> str:
+    """A look-ahead on the first two characters any of `words` can start with (and `extra`,
+    the second characters of other alternatives; with `gaps`, the spaces a gapped label may
+    hold after its first character). Most places where a label's first character stands
+    (生, 医, 住, 1) are not a label: this test turns them away before the label trie is tried,
+    which costs far more. Words of one character need no second one: the first
+    alone then."""
+    firsts = {w[0] for w in words}
+    if any(len(w) < 2 for w in words):
+        return f"(?=[{_class(firsts)}])"
+    seconds = {w[1] for w in words} | set(extra) | (set(" \u3000") if gaps else set())
+    return f"(?=[{_class(firsts)}][{_class(seconds)}])"
+
+
+def _class(chars: set[str]) -> str:
+    return "".join("\\" + c if c in "\\]^-[" else c for c in sorted(chars))
+
+
 @lru_cache(maxsize=2)
 def _field_rx(digit_labels: bool = True) -> tuple[re.Pattern[str], dict[str, str]]:
     """The labelled-field pattern; without `digit_labels` it leaves out the labels that start
     with a digit (1st Asst), which would make every 1 and 2 of a text a place to try."""
     by_label = {w: kind for kind, words in FIELD_LABELS.items() for w in words
                 if digit_labels or not w[0].isdigit()}
-    firsts = "".join(sorted({w[0] for w in by_label}))
-    cls = "".join("\\" + c if c in "\\]^-[" else c for c in firsts)
     rx = re.compile(
-        rf"(?=[{cls}])(?<![A-Za-z])(?P<label>{gapped_alternation(tuple(by_label))}|[A-Z]{{2,4}}(?=号))"
+        rf"{_two_chars(tuple(by_label), gaps=True, extra=_UPPER)}(?<![A-Za-z])(?P<label>{gapped_alternation(tuple(by_label))}|[A-Z]{{2,4}}(?=号))"
         r"(?P<tail>(?:[ \u3000]{0,3}(?:号[ \u3000]{0,3}码|编[ \u3000]{0,3}号|号))?)"
         rf"(?P<sep>[ \t\u3000]{{0,4}}(?:[:：|｜][ \t\u3000]{{0,4}})?(?:为|是)?[ \u3000]{{0,3}})"
         # the value is read in a look-ahead: a field whose value is missing (电话 | 随访人 | 王伟)
