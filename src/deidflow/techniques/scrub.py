@@ -430,7 +430,7 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
                    for a, b, f in ids.scan_fields(big, fields, names.field_name_ok))
     by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
     if by_recogniser:
-        out.extend((a, b, _KIND_CODE[k]) for a, b, k in ids.scan(big, by_recogniser))
+        out.extend((a, b, _KIND_CODE[k]) for a, b, k in _scan_where_possible(big, by_recogniser))
     if "employer" in kinds:
         code = _KIND_CODE["employer"]
         for m in _ORG_SUFFIX.finditer(big):
@@ -452,6 +452,37 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
             if back and fwd:
                 append((back.start(), fwd.end(), code))
     return out
+
+
+def _scan_where_possible(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, str]]:
+    """`ids.scan(big, kinds)`, run only over the notes that may hold such an identifier
+    (`ids.may_hold`, one RE2 pass): passports, permits, plates or landlines are in few notes,
+    and the Python scan for them costs far more than the RE2 test.
+
+    The notes selected are scanned as one string in which each keeps the neighbours it has
+    in `big` (a NUL, or the string's start or end), so every look-around and edge test sees
+    what it saw there; no pattern matches a NUL, so no match crosses a note."""
+    notes = big.split(_SEP)
+    keep = np.flatnonzero(ids.may_hold(notes, kinds))
+    if len(keep) == len(notes):
+        return ids.scan(big, kinds)
+    if not len(keep):
+        return []
+    lengths = np.fromiter((len(t) for t in notes), dtype=np.int64, count=len(notes))
+    starts = np.zeros(len(notes), dtype=np.int64)
+    starts[1:] = np.cumsum(lengths[:-1] + 1)
+    lead = _SEP if keep[0] > 0 else ""
+    tail = _SEP if keep[-1] < len(notes) - 1 else ""
+    sub = lead + _SEP.join(notes[i] for i in keep) + tail
+    sub_starts = np.zeros(len(keep), dtype=np.int64)
+    sub_starts[1:] = np.cumsum(lengths[keep][:-1] + 1)
+    sub_starts += len(lead)
+    found = ids.scan(sub, kinds)
+    if not found:
+        return []
+    at = np.searchsorted(sub_starts, [a for a, _, _ in found], side="right") - 1
+    shift = (starts[keep] - sub_starts)[at].tolist()
+    return [(a + d, b + d, k) for (a, b, k), d in zip(found, shift)]
 
 
 # An age in a note: 66岁, 3 周岁, 年龄：66, 年龄 66岁 (months and days of infants too).
