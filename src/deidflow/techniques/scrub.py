@@ -547,18 +547,23 @@ def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[in
     """The names read by `techniques.names` added, and every name span checked against the
     clinical vocabulary (患者安返病房 keeps 安返; 王伟高血压 ends at 伟)."""
     code = _KIND_CODE["name"]
-    out = []
+    # only the name spans are looked at (the order of spans does not matter to _merge)
+    out = [t for t in spans if t[2] != code and t[2] != _FIELD_NAME]
+    checked = []
+    clinical = names.CLINICAL_FIRSTS
     for s, e, k in spans:
         if k == _FIELD_NAME:
-            k = code
-        elif k == code and not names.CLINICAL_FIRSTS.isdisjoint(big[s:e]):
-            e2 = names.plausible(big, s, e)
-            if e2 is None:
-                continue
-            e = e2
-        out.append((s, e, k))
-    out.extend((s, e, code) for s, e in names.find_names(big))
-    out.extend((s, e, code) for s, e in names.extend_lists(big, [(s, e) for s, e, k in out if k == code]))
+            checked.append((s, e, code))
+        elif k == code:
+            if not clinical.isdisjoint(big[s:e]):
+                e2 = names.plausible(big, s, e)
+                if e2 is None:
+                    continue
+                e = e2
+            checked.append((s, e, code))
+    checked.extend((s, e, code) for s, e in names.find_names(big))
+    checked.extend((s, e, code) for s, e in names.extend_lists(big, [(s, e) for s, e, _ in checked]))
+    out.extend(checked)
     return out
 
 
@@ -566,14 +571,12 @@ def _extend_addresses(big: str, spans: list[tuple[int, int, int]]) -> list[tuple
     """Grow each Chinese address core (中山路123号) backwards over the place words before it
     (黑龙江省哈尔滨市南岗区), stopping at words that end a sentence part (住, 于, 在, ：, ，)."""
     code = _KIND_CODE["address"]
-    out = []
-    for s, e, k in spans:
+    for i, (s, e, k) in enumerate(spans):
         if k == code and not big[s].isascii():
             m = _ADDRESS_BACK.search(big, max(0, s - 24), s)
             if m:
-                s = m.start()
-        out.append((s, e, k))
-    return out
+                spans[i] = (m.start(), e, k)
+    return spans
 
 
 def _digit_variants(value: str) -> set[str]:
@@ -805,10 +808,18 @@ def detect_spans(
         rows_of = np.searchsorted(starts, [s for s, _ in name_spans], side="right") - 1
         for row, (s, e) in zip(rows_of.tolist(), name_spans):
             found.setdefault(row, set()).add(big[s:e])
+        append = spans.append
         for row, names in found.items():
             text, off = texts[row], int(starts[row])
             for name in names:
-                _find_all(text, name, off, name_code, spans, None, None)
+                if name[0].isdigit() or name[-1].isdigit():
+                    _find_all(text, name, off, name_code, spans, None, None)
+                    continue
+                n = len(name)
+                i = text.find(name)
+                while i >= 0:  # _find_all for a needle without digit ends, inline: one per name
+                    append((off + i, off + i + n, name_code))
+                    i = text.find(name, i + 1)
 
     canon: list[tuple[int, str]] = []
     if "known" in kinds and subject_ids is not None and (known is not None or table is not None):
@@ -823,11 +834,12 @@ def detect_spans(
                                        or (m.end() < len(big) and big[m.end()].isdigit())):
                     continue
                 spans.append((m.start(), m.end(), codes[v]))
+        offsets = starts.tolist()
         for row, sid in enumerate(subject_ids):
-            entries = table.get(str(sid))
+            entries = table.get(sid if isinstance(sid, str) else str(sid))
             if not entries:
                 continue
-            text, off = texts[row], int(starts[row])
+            text, off = texts[row], offsets[row]
             for variant, code, canonical in entries:
                 if variant in text:
                     _find_all(text, variant, off, code, spans, canon, canonical)
@@ -866,10 +878,14 @@ def _merge(spans: list[tuple[int, int, int]], starts: np.ndarray,
                         "kind": np.asarray(KINDS, dtype=object)[g_kind]})
     canonical = np.full(n, None, dtype=object)
     if canon:
-        by_start = {}
-        for pos, value in canon:
-            by_start.setdefault(pos, value)
-        canonical = np.array([by_start.get(int(p)) for p in g_start], dtype=object)
+        # the first canonical value recorded at each position, for the groups starting there
+        pos = np.fromiter((p for p, _ in canon), dtype=np.int64, count=len(canon))
+        values = np.empty(len(canon), dtype=object)
+        values[:] = [v for _, v in canon]
+        at, first = np.unique(pos, return_index=True)
+        j = np.minimum(np.searchsorted(at, g_start), len(at) - 1)
+        hit = at[j] == g_start
+        canonical[hit] = values[first[j[hit]]]
     out["canonical"] = pd.Series(canonical, dtype=object)
     return out
 
