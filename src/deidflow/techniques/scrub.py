@@ -1052,53 +1052,55 @@ def _scrub_chunk(
     spans = spans.sort_values(["row", "start"], kind="stable")
     g_start = (offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()).tolist()
     g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
-    span_kinds = spans["kind"].tolist()
+    span_kinds = spans["kind"].to_numpy(dtype=object)
     span_rows = spans["row"].tolist()
-    span_text = [folded[s:e] for s, e in zip(g_start, g_end)]
-    repl: list[str] = []
-    pseudo_at, pseudo_kind, pseudo_value = [], [], []
-    # a value is written many times in a chunk (a name in every sentence of a note): each
-    # distinct (kind, spelling) is normalised once
-    normalised: dict[tuple[str, str], str] = {}
-    for i, (kind, text, canonical) in enumerate(zip(span_kinds, span_text, spans["canonical"].tolist())):
+    canonicals = spans["canonical"].tolist()
+    repl = np.empty(len(span_kinds), dtype=object)
+    pseudo_at = []
+    # The replacement depends on the span's kind and the settings: decided once per kind,
+    # then written for all its spans at once (typed placeholders need no span text at all).
+    for kind in pd.unique(span_kinds):
+        at = np.flatnonzero(span_kinds == kind)
         mode = modes.get(kind, modes["default"])
         if kind == "age" and ages != "keep":
-            repl.append(_age_text(text, ages))
+            repl[at] = [_age_text(folded[g_start[i]:g_end[i]], ages) for i in at]
         elif kind == "date" and dates == "shift" and shifts is not None:
-            repl.append(_shift_date(text, int(shifts[span_rows[i]])))
+            repl[at] = [_shift_date(folded[g_start[i]:g_end[i]], int(shifts[span_rows[i]])) for i in at]
         elif kind == "date" and dates in ("month", "year"):
-            repl.append(_generalise_date(text, dates))
+            repl[at] = [_generalise_date(folded[g_start[i]:g_end[i]], dates) for i in at]
         elif mode == "generalise" and kind == "address":
-            repl.append(_generalise_address(text))
+            repl[at] = [_generalise_address(folded[g_start[i]:g_end[i]]) for i in at]
         elif mode == "generalise" and kind == "date":
-            repl.append(_generalise_date(text, "month"))
+            repl[at] = [_generalise_date(folded[g_start[i]:g_end[i]], "month") for i in at]
         elif mode == "pseudonym":
-            repl.append("")
-            pseudo_at.append(i)
-            pseudo_kind.append(kind)
-            raw = (kind, canonical if isinstance(canonical, str) else text)
-            value = normalised.get(raw)
-            if value is None:
-                value = normalised[raw] = _normalise(*raw)
-            pseudo_value.append(value)
+            pseudo_at.append(at)
         else:
-            repl.append(PLACEHOLDERS[kind])
+            repl[at] = PLACEHOLDERS[kind]
     if pseudo_at:
         if key is None:
             raise KeyCustodyError(
                 "pseudonyms in free text need the key ring", column=str(column),
                 fix="pass the KeyRing in the ApplyContext, or use replace: placeholder",
             )
-        for i, label in zip(pseudo_at, _pseudonym_labels(pseudo_kind, pseudo_value, key)):
-            repl[i] = label
+        at = np.concatenate(pseudo_at).tolist()
+        pseudo_kind = span_kinds[at].tolist()
+        # a value is written many times in a chunk (a name in every sentence of a note): each
+        # distinct (kind, spelling) is normalised once
+        normalised: dict[tuple[str, str], str] = {}
+        pseudo_value = []
+        for i, kind in zip(at, pseudo_kind):
+            canonical = canonicals[i]
+            raw = (kind, canonical if isinstance(canonical, str) else folded[g_start[i]:g_end[i]])
+            value = normalised.get(raw)
+            if value is None:
+                value = normalised[raw] = _normalise(*raw)
+            pseudo_value.append(value)
+        repl[at] = _pseudonym_labels(pseudo_kind, pseudo_value, key)
 
-    pieces: list[str] = []
-    prev = 0
-    for s, e, r in zip(g_start, g_end, repl):
-        pieces.append(big[prev:s])
-        pieces.append(r)
-        prev = e
-    pieces.append(big[prev:])
+    # the text between spans and the replacements, interleaved
+    pieces: list[str] = [""] * (2 * len(g_start) + 1)
+    pieces[0::2] = [big[a:b] for a, b in zip([0, *g_end], [*g_start, len(big)])]
+    pieces[1::2] = repl.tolist()
     return "".join(pieces).split(_SEP), counts
 
 
