@@ -1054,7 +1054,6 @@ def _scrub_chunk(
     g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
     span_kinds = spans["kind"].to_numpy(dtype=object)
     span_rows = spans["row"].tolist()
-    canonicals = spans["canonical"].tolist()
     repl = np.empty(len(span_kinds), dtype=object)
     pseudo_at = []
     # The replacement depends on the span's kind and the settings: decided once per kind,
@@ -1082,20 +1081,17 @@ def _scrub_chunk(
                 "pseudonyms in free text need the key ring", column=str(column),
                 fix="pass the KeyRing in the ApplyContext, or use replace: placeholder",
             )
-        at = np.concatenate(pseudo_at).tolist()
-        pseudo_kind = span_kinds[at].tolist()
-        # a value is written many times in a chunk (a name in every sentence of a note): each
-        # distinct (kind, spelling) is normalised once
-        normalised: dict[tuple[str, str], str] = {}
-        pseudo_value = []
-        for i, kind in zip(at, pseudo_kind):
-            canonical = canonicals[i]
-            raw = (kind, canonical if isinstance(canonical, str) else folded[g_start[i]:g_end[i]])
-            value = normalised.get(raw)
-            if value is None:
-                value = normalised[raw] = _normalise(*raw)
-            pseudo_value.append(value)
-        repl[at] = _pseudonym_labels(pseudo_kind, pseudo_value, key)
+        canonicals = spans["canonical"].to_numpy(dtype=object)
+        for at in pseudo_at:
+            kind = span_kinds[at[0]]
+            # the structured value a known match stands for, else the span's own text; each
+            # distinct one normalised and keyed once (a name recurs in every sentence)
+            raw = canonicals[at]
+            bare = np.flatnonzero(pd.isna(raw))
+            raw[bare] = [folded[g_start[i]:g_end[i]] for i in at[bare].tolist()]
+            codes, uniq = pd.factorize(raw)
+            labels = _pseudonym_labels([kind] * len(uniq), [_normalise(kind, u) for u in uniq], key)
+            repl[at] = np.asarray(labels, dtype=object)[codes]
 
     # the text between spans and the replacements, interleaved
     pieces: list[str] = [""] * (2 * len(g_start) + 1)
