@@ -361,6 +361,7 @@ def _combined(kinds: tuple[str, ...]) -> tuple[list[re.Pattern[str]], dict[str, 
     """Two regexes for `kinds`: their labels (a trie, which `re` skips to in C), and their
     shapes, opened by a look-ahead on the characters the shapes can start with."""
     shapes, labels, groups, firsts, label_firsts = [], [], {}, set(), set()
+    label_words: list[str] = []
     for i, kind in enumerate(kinds):
         r = RECOGNISERS[kind]
         if r.pattern is not None:
@@ -373,10 +374,11 @@ def _combined(kinds: tuple[str, ...]) -> tuple[list[re.Pattern[str]], dict[str, 
             labels.append(f"{alternation(r.labels)}{LABEL_TAIL}(?P<l{i}>{r.after_label or r.pattern})")
             groups[f"l{i}"] = r
             label_firsts |= {w[0] for w in r.labels}
+            label_words.extend(r.labels)
     out = []
     if labels:
         cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(label_firsts))
-        out.append(re.compile(f"(?=[{cls}])(?:" + "|".join(labels) + ")"))
+        out.append(re.compile(f"(?=[{cls}]{_second_chars(label_words)})(?:" + "|".join(labels) + ")"))
     if shapes:
         cls = "".join("\\" + c if c in "\\]^-[" else c for c in sorted(firsts))
         # every edge holds the digits, so no shape starts right after one: skip those in C
@@ -400,6 +402,70 @@ def scan(text: str, kinds: tuple[str, ...]) -> list[tuple[int, int, str]]:
         if r.check is None or r.check(text[s:e]):
             out.append((s, e, r.kind))
     return out
+
+
+def may_hold(notes: list[str], kinds: tuple[str, ...]) -> np.ndarray:
+    """True per note (already folded) that may hold an identifier `scan` finds for `kinds`;
+    False only where it cannot. One RE2 pass over the notes (pyarrow, linear time): each
+    kind's shape and its label form with the value's edges, a superset of what `scan`
+    accepts (it also tests the edges, the first alternative that matches and the check), so
+    `scan` needs to run only on the notes this selects."""
+    pattern = _superset_re2(tuple(kinds))
+    if pattern is None or not notes:
+        return np.ones(len(notes), dtype=bool)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        hit = pc.match_substring_regex(pa.array(notes, type=pa.large_string()), pattern)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a pattern RE2 cannot take
+        return np.ones(len(notes), dtype=bool)
+    return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+@lru_cache(maxsize=32)
+def _superset_re2(kinds: tuple[str, ...]) -> str | None:
+    parts = []
+    for kind in kinds:
+        r = RECOGNISERS[kind]
+        after = rf"(?:[^{r.edge[1:-1]}]|$)"
+        if r.pattern is not None:
+            parts.append(rf"(?:^|[^{r.edge[1:-1]}])(?:{r.pattern}){after}")
+        if r.labels:
+            parts.append(rf"{alternation(r.labels)}{LABEL_TAIL}(?:{r.after_label or r.pattern}){after}")
+    out = _python_spaces("|".join(parts))
+    # a NUL character itself (an edge of [\x00]) is not passed to RE2 as a C string could end there
+    return None if out is None or "\x00" in out else out
+
+
+def _python_spaces(pattern: str) -> str | None:
+    """`pattern` with every \\s meaning what it means to Python's `re` (every Unicode space),
+    not RE2's five ASCII ones; None where a \\s stands outside a character class."""
+    extra = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in "\t\n\f\r ")
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            esc = pattern[i:i + 2]
+            if esc == "\\s":
+                if not in_class:
+                    return None
+                esc += extra
+            out.append(esc)
+            i += 2
+            continue
+        if c == "[" and not in_class:
+            in_class = True
+            j = i + 1 + (pattern[i + 1:i + 2] == "^")
+            if pattern[j:j + 1] == "]":  # a ] right after [ or [^ is a member
+                out.append(pattern[i:j + 1])
+                i = j + 1
+                continue
+        elif c == "]" and in_class:
+            in_class = False
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 # GB 11643-1999: weights 2^(17-i) mod 11 for the first 17 digits; check = map[sum mod 11].
@@ -547,6 +613,18 @@ def _digit_label_prefixes() -> tuple[str, ...]:
 _DIGIT_LABEL_PREFIXES = _digit_label_prefixes()
 
 
+def _second_chars(words: tuple[str, ...] | list[str], extra: str = "") -> str:
+    """A class of every character that can stand second in a match of `words` (spaces too,
+    which a gapped label may hold after its first character; `extra` for other
+    alternatives), or "" where a word of one character needs none. Most places where a
+    label's first character stands (生, 医, 住) are no label: a look-ahead on the first two
+    characters turns them away before the label trie runs, which costs far more."""
+    if any(len(w) < 2 for w in words):
+        return ""
+    chars = sorted({w[1] for w in words} | set(extra) | {" ", "\u3000"})
+    return "[" + "".join("\\" + c if c in "\\]^-[" else c for c in chars) + "]"
+
+
 @lru_cache(maxsize=2)
 def _field_rx(digit_labels: bool = True) -> tuple[re.Pattern[str], dict[str, str]]:
     """The labelled-field pattern; without `digit_labels` it leaves out the labels that start
@@ -556,7 +634,7 @@ def _field_rx(digit_labels: bool = True) -> tuple[re.Pattern[str], dict[str, str
     firsts = "".join(sorted({w[0] for w in by_label}))
     cls = "".join("\\" + c if c in "\\]^-[" else c for c in firsts)
     rx = re.compile(
-        rf"(?=[{cls}])(?<![A-Za-z])(?P<label>{gapped_alternation(tuple(by_label))}|[A-Z]{{2,4}}(?=号))"
+        rf"(?=[{cls}]{_second_chars(tuple(by_label), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ')})(?<![A-Za-z])(?P<label>{gapped_alternation(tuple(by_label))}|[A-Z]{{2,4}}(?=号))"
         r"(?P<tail>(?:[ \u3000]{0,3}(?:号[ \u3000]{0,3}码|编[ \u3000]{0,3}号|号))?)"
         rf"(?P<sep>[ \t\u3000]{{0,4}}(?:[:：|｜][ \t\u3000]{{0,4}})?(?:为|是)?[ \u3000]{{0,3}})"
         # the value is read in a look-ahead: a field whose value is missing (电话 | 随访人 | 王伟)

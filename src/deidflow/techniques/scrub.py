@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -429,7 +430,7 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
                    for a, b, f in ids.scan_fields(big, fields, names.field_name_ok))
     by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
     if by_recogniser:
-        out.extend((a, b, _KIND_CODE[k]) for a, b, k in ids.scan(big, by_recogniser))
+        out.extend((a, b, _KIND_CODE[k]) for a, b, k in _scan_where_possible(big, by_recogniser))
     if "employer" in kinds:
         code = _KIND_CODE["employer"]
         for m in _ORG_SUFFIX.finditer(big):
@@ -451,6 +452,37 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
             if back and fwd:
                 append((back.start(), fwd.end(), code))
     return out
+
+
+def _scan_where_possible(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, str]]:
+    """`ids.scan(big, kinds)`, run only over the notes that may hold such an identifier
+    (`ids.may_hold`, one RE2 pass): passports, permits, plates or landlines are in few notes,
+    and the Python scan for them costs far more than the RE2 test.
+
+    The notes selected are scanned as one string in which each keeps the neighbours it has
+    in `big` (a NUL, or the string's start or end), so every look-around and edge test sees
+    what it saw there; no pattern matches a NUL, so no match crosses a note."""
+    notes = big.split(_SEP)
+    keep = np.flatnonzero(ids.may_hold(notes, kinds))
+    if len(keep) == len(notes):
+        return ids.scan(big, kinds)
+    if not len(keep):
+        return []
+    lengths = np.fromiter((len(t) for t in notes), dtype=np.int64, count=len(notes))
+    starts = np.zeros(len(notes), dtype=np.int64)
+    starts[1:] = np.cumsum(lengths[:-1] + 1)
+    lead = _SEP if keep[0] > 0 else ""
+    tail = _SEP if keep[-1] < len(notes) - 1 else ""
+    sub = lead + _SEP.join(notes[i] for i in keep) + tail
+    sub_starts = np.zeros(len(keep), dtype=np.int64)
+    sub_starts[1:] = np.cumsum(lengths[keep][:-1] + 1)
+    sub_starts += len(lead)
+    found = ids.scan(sub, kinds)
+    if not found:
+        return []
+    at = np.searchsorted(sub_starts, [a for a, _, _ in found], side="right") - 1
+    shift = (starts[keep] - sub_starts)[at].tolist()
+    return [(a + d, b + d, k) for (a, b, k), d in zip(found, shift)]
 
 
 # An age in a note: 66岁, 3 周岁, 年龄：66, 年龄 66岁 (months and days of infants too).
@@ -515,18 +547,23 @@ def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[in
     """The names read by `techniques.names` added, and every name span checked against the
     clinical vocabulary (患者安返病房 keeps 安返; 王伟高血压 ends at 伟)."""
     code = _KIND_CODE["name"]
-    out = []
+    # only the name spans are looked at (the order of spans does not matter to _merge)
+    out = [t for t in spans if t[2] != code and t[2] != _FIELD_NAME]
+    checked = []
+    clinical = names.CLINICAL_FIRSTS
     for s, e, k in spans:
         if k == _FIELD_NAME:
-            k = code
-        elif k == code and not names.CLINICAL_FIRSTS.isdisjoint(big[s:e]):
-            e2 = names.plausible(big, s, e)
-            if e2 is None:
-                continue
-            e = e2
-        out.append((s, e, k))
-    out.extend((s, e, code) for s, e in names.find_names(big))
-    out.extend((s, e, code) for s, e in names.extend_lists(big, [(s, e) for s, e, k in out if k == code]))
+            checked.append((s, e, code))
+        elif k == code:
+            if not clinical.isdisjoint(big[s:e]):
+                e2 = names.plausible(big, s, e)
+                if e2 is None:
+                    continue
+                e = e2
+            checked.append((s, e, code))
+    checked.extend((s, e, code) for s, e in names.find_names(big))
+    checked.extend((s, e, code) for s, e in names.extend_lists(big, [(s, e) for s, e, _ in checked]))
+    out.extend(checked)
     return out
 
 
@@ -534,14 +571,12 @@ def _extend_addresses(big: str, spans: list[tuple[int, int, int]]) -> list[tuple
     """Grow each Chinese address core (中山路123号) backwards over the place words before it
     (黑龙江省哈尔滨市南岗区), stopping at words that end a sentence part (住, 于, 在, ：, ，)."""
     code = _KIND_CODE["address"]
-    out = []
-    for s, e, k in spans:
+    for i, (s, e, k) in enumerate(spans):
         if k == code and not big[s].isascii():
             m = _ADDRESS_BACK.search(big, max(0, s - 24), s)
             if m:
-                s = m.start()
-        out.append((s, e, k))
-    return out
+                spans[i] = (m.start(), e, k)
+    return spans
 
 
 def _digit_variants(value: str) -> set[str]:
@@ -773,10 +808,18 @@ def detect_spans(
         rows_of = np.searchsorted(starts, [s for s, _ in name_spans], side="right") - 1
         for row, (s, e) in zip(rows_of.tolist(), name_spans):
             found.setdefault(row, set()).add(big[s:e])
+        append = spans.append
         for row, names in found.items():
             text, off = texts[row], int(starts[row])
             for name in names:
-                _find_all(text, name, off, name_code, spans, None, None)
+                if name[0].isdigit() or name[-1].isdigit():
+                    _find_all(text, name, off, name_code, spans, None, None)
+                    continue
+                n = len(name)
+                i = text.find(name)
+                while i >= 0:  # _find_all for a needle without digit ends, inline: one per name
+                    append((off + i, off + i + n, name_code))
+                    i = text.find(name, i + 1)
 
     canon: list[tuple[int, str]] = []
     if "known" in kinds and subject_ids is not None and (known is not None or table is not None):
@@ -791,11 +834,12 @@ def detect_spans(
                                        or (m.end() < len(big) and big[m.end()].isdigit())):
                     continue
                 spans.append((m.start(), m.end(), codes[v]))
+        offsets = starts.tolist()
         for row, sid in enumerate(subject_ids):
-            entries = table.get(str(sid))
+            entries = table.get(sid if isinstance(sid, str) else str(sid))
             if not entries:
                 continue
-            text, off = texts[row], int(starts[row])
+            text, off = texts[row], offsets[row]
             for variant, code, canonical in entries:
                 if variant in text:
                     _find_all(text, variant, off, code, spans, canon, canonical)
@@ -810,7 +854,8 @@ def _merge(spans: list[tuple[int, int, int]], starts: np.ndarray,
     cols = ["row", "start", "end", "kind", "canonical"]
     if not spans:
         return pd.DataFrame({c: pd.Series([], dtype="int64" if c in cols[:3] else "object") for c in cols})
-    arr = np.asarray(spans, dtype=np.int64)
+    # from one flat iterator: np.asarray over a list of tuples is several times slower
+    arr = np.fromiter(chain.from_iterable(spans), dtype=np.int64, count=3 * len(spans)).reshape(-1, 3)
     order = np.lexsort((-arr[:, 1], arr[:, 0]))
     s, e, k = arr[order, 0], arr[order, 1], arr[order, 2]
     reach = np.maximum.accumulate(e)
@@ -833,10 +878,14 @@ def _merge(spans: list[tuple[int, int, int]], starts: np.ndarray,
                         "kind": np.asarray(KINDS, dtype=object)[g_kind]})
     canonical = np.full(n, None, dtype=object)
     if canon:
-        by_start = {}
-        for pos, value in canon:
-            by_start.setdefault(pos, value)
-        canonical = np.array([by_start.get(int(p)) for p in g_start], dtype=object)
+        # the first canonical value recorded at each position, for the groups starting there
+        pos = np.fromiter((p for p, _ in canon), dtype=np.int64, count=len(canon))
+        values = np.empty(len(canon), dtype=object)
+        values[:] = [v for _, v in canon]
+        at, first = np.unique(pos, return_index=True)
+        j = np.minimum(np.searchsorted(at, g_start), len(at) - 1)
+        hit = at[j] == g_start
+        canonical[hit] = values[first[j[hit]]]
     out["canonical"] = pd.Series(canonical, dtype=object)
     return out
 
@@ -882,10 +931,14 @@ def _generalise_address(span: str) -> str:
     return m.group(0)
 
 
+_NUMBER_KINDS = frozenset(("resident_id", "mobile", "landline", "bank_card", "ssn", "insurance_no", "record_no"))
+_GROUPING = re.compile(r"[\s\-()（）+]")
+
+
 def _normalise(kind: str, text: str) -> str:
     """One spelling per value, so that 138-1234-5678 and +86 13812345678 get one pseudonym."""
-    if kind in ("resident_id", "mobile", "landline", "bank_card", "ssn", "insurance_no", "record_no"):
-        compact = re.sub(r"[\s\-()（）+]", "", text).upper()
+    if kind in _NUMBER_KINDS:
+        compact = _GROUPING.sub("", text).upper()
         if kind == "mobile" and len(compact) == 13 and compact.startswith("86"):
             compact = compact[2:]
         if kind == "mobile" and len(compact) == 15 and compact.startswith("0086"):
@@ -999,50 +1052,58 @@ def _scrub_chunk(
     spans = spans.sort_values(["row", "start"], kind="stable")
     g_start = (offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()).tolist()
     g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
-    span_kinds = spans["kind"].tolist()
+    span_kinds = spans["kind"].to_numpy(dtype=object)
     span_rows = spans["row"].tolist()
-    span_text = [folded[s:e] for s, e in zip(g_start, g_end)]
-    repl: list[str] = []
-    pseudo_at, pseudo_kind, pseudo_value = [], [], []
-    for i, (kind, text, canonical) in enumerate(zip(span_kinds, span_text, spans["canonical"].tolist())):
+    repl = np.empty(len(span_kinds), dtype=object)
+    pseudo_at = []
+    # The replacement depends on the span's kind and the settings: decided once per kind,
+    # then written for all its spans at once (typed placeholders need no span text at all).
+    def moved(i: int) -> str:
+        """Span i's text, shifted by its subject's offset where the dates are shifted."""
+        text = folded[g_start[i]:g_end[i]]
+        return text if shifts is None else _shift_date(text, int(shifts[span_rows[i]]))
+
+    for kind in pd.unique(span_kinds):
+        at = np.flatnonzero(span_kinds == kind)
         mode = modes.get(kind, modes["default"])
         if kind == "age" and ages != "keep":
-            repl.append(_age_text(text, ages))
+            repl[at] = [_age_text(folded[g_start[i]:g_end[i]], ages) for i in at]
         elif kind == "date" and dates == "shift" and shifts is not None:
-            repl.append(_shift_date(text, int(shifts[span_rows[i]])))
+            repl[at] = [moved(i) for i in at]
         elif kind == "date" and dates in ("month", "year"):
             # beside shifted structured dates, shifted first: the month of the shifted date
             # (note_consistency.note_dates), never the true one
-            moved = text if shifts is None else _shift_date(text, int(shifts[span_rows[i]]))
-            repl.append(_generalise_date(moved, dates))
+            repl[at] = [_generalise_date(moved(i), dates) for i in at]
         elif mode == "generalise" and kind == "address":
-            repl.append(_generalise_address(text))
+            repl[at] = [_generalise_address(folded[g_start[i]:g_end[i]]) for i in at]
         elif mode == "generalise" and kind == "date":
-            moved = text if shifts is None else _shift_date(text, int(shifts[span_rows[i]]))
-            repl.append(_generalise_date(moved, "month"))
+            repl[at] = [_generalise_date(moved(i), "month") for i in at]
         elif mode == "pseudonym":
-            repl.append("")
-            pseudo_at.append(i)
-            pseudo_kind.append(kind)
-            pseudo_value.append(_normalise(kind, canonical if isinstance(canonical, str) else text))
+            pseudo_at.append(at)
         else:
-            repl.append(PLACEHOLDERS[kind])
+            repl[at] = PLACEHOLDERS[kind]
     if pseudo_at:
         if key is None:
             raise KeyCustodyError(
                 "pseudonyms in free text need the key ring", column=str(column),
                 fix="pass the KeyRing in the ApplyContext, or use replace: placeholder",
             )
-        for i, label in zip(pseudo_at, _pseudonym_labels(pseudo_kind, pseudo_value, key)):
-            repl[i] = label
+        canonicals = spans["canonical"].to_numpy(dtype=object)
+        for at in pseudo_at:
+            kind = span_kinds[at[0]]
+            # the structured value a known match stands for, else the span's own text; each
+            # distinct one normalised and keyed once (a name recurs in every sentence)
+            raw = canonicals[at]
+            bare = np.flatnonzero(pd.isna(raw))
+            raw[bare] = [folded[g_start[i]:g_end[i]] for i in at[bare].tolist()]
+            codes, uniq = pd.factorize(raw)
+            labels = _pseudonym_labels([kind] * len(uniq), [_normalise(kind, u) for u in uniq], key)
+            repl[at] = np.asarray(labels, dtype=object)[codes]
 
-    pieces: list[str] = []
-    prev = 0
-    for s, e, r in zip(g_start, g_end, repl):
-        pieces.append(big[prev:s])
-        pieces.append(r)
-        prev = e
-    pieces.append(big[prev:])
+    # the text between spans and the replacements, interleaved
+    pieces: list[str] = [""] * (2 * len(g_start) + 1)
+    pieces[0::2] = [big[a:b] for a, b in zip([0, *g_end], [*g_start, len(big)])]
+    pieces[1::2] = repl.tolist()
     return "".join(pieces).split(_SEP), counts
 
 

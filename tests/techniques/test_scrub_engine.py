@@ -1,0 +1,56 @@
+"""How the scrubber runs its detectors (not what they accept): the short cuts taken for speed
+find exactly what the plain passes find."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deidflow import identifiers as ids
+from deidflow.techniques import scrub
+
+KINDS = scrub._RECOGNISER_KINDS
+
+# Pieces notes are made of: identifiers of the recogniser kinds with and without their labels,
+# near misses (a digit or letter touching the value), label words alone, Unicode spaces (which
+# Python's \s takes and RE2's does not), and ordinary text.
+PIECES = st.sampled_from([
+    "护照号：E12345678", "G87654321", "E12345678x", "9E12345678", "港澳通行证：C12345678",
+    "通行证\u2028H123456789", "微信：wxid_abc123", "微信\u2003zhang-san88", "QQ号：123456789",
+    "QQ\x1c12345", "京A12345", "粤B·D12345", "车牌：沪C1234F", "192.168.1.20", "1192.168.1.2",
+    "https://x.example.cn/p?id=3", "www.example.com", "00:1a:2b:3c:4d:5e", "年龄：95岁", "96岁",
+    "196岁", "电话：0571-88776655", "(010)12345678", "400-123-4567", "电话 12345678", "传真：1234567",
+    "13812345678", "患者", "王伟", "，", "。", " ", "\u3000", "\n", "1", "x", "2023-05-06", "号码",
+])
+NOTE = st.lists(PIECES, max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(NOTE, min_size=1, max_size=6))
+def test_scanning_only_the_notes_re2_selects_finds_what_the_full_scan_finds(notes):
+    big = ids.fold(scrub._SEP.join(notes))
+    assert scrub._scan_where_possible(big, KINDS) == ids.scan(big, KINDS)
+    # and the RE2 test never turns away a note the scan finds something in
+    folded = big.split(scrub._SEP)
+    held = ids.may_hold(folded, KINDS)
+    for i, note in enumerate(folded):
+        if ids.scan(note, KINDS):
+            assert held[i], note
+
+
+def test_re2_superset_reads_spaces_as_python_does():
+    # \s inside a class widened to every Unicode space; outside a class: no RE2 form
+    assert ids._python_spaces(r"[:\s]") == "[:\\s" + "".join(
+        c for c in map(chr, range(0x3001)) if c.isspace() and c not in "\t\n\f\r ") + "]"
+    assert ids._python_spaces(r"a\sb") is None
+    assert ids._python_spaces(r"[]\s]") is not None and ids._python_spaces(r"[]\s]").startswith("[]\\s")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted({w for ws in ids.FIELD_LABELS.values() for w in ws})),
+       st.sampled_from(["", " ", "\u3000", "  "]))
+def test_the_two_character_look_ahead_lets_every_field_label_through(label, gap):
+    rx, _ = ids._field_rx(True)
+    spaced = label[0] + gap + label[1:] if "\u4e00" <= label[0] <= "\u9fff" else label
+    m = rx.search(f"{spaced}：12345678。")
+    assert m is not None and m.start() == 0, spaced
