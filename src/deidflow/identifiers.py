@@ -76,7 +76,9 @@ def fold(text: str) -> str:
 # --- recognisers ----------------------------------------------------------------------------
 
 D = "[0-9]"  # ASCII digits only: RE2 (pyarrow) reads \\d differently on non-ASCII text
-S = r"[ \-]?"  # one optional separator inside a number: 138-1234-5678, 110105 1990 0101 1234
+# One optional separator inside a number: 138-1234-5678, 110105 1990 0101 1234; up to two
+# spaces, since OCR and hand-typed notes double a space (188 4272  6417).
+S = r"(?:-| {1,2})?"
 LABEL_TAIL = r"(?:码)?[:：\s]{0,3}(?:为|是)?[:：\s]{0,3}"
 _ALNUM = "[0-9A-Za-z]"
 
@@ -255,7 +257,11 @@ ID18 = (
     rf"{S}(?:0{S}[1-9]|1{S}[0-2]){S}(?:0{S}[1-9]|[12]{S}{D}|3{S}[01])"
     rf"(?:{S}{D}){{3}}{S}[0-9Xx]"
 )
-ID15 = rf"[1-9]{D}{{5}}{D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{D}|3[01]){D}{{3}}"
+# Old 15-digit ID (two-digit year): separators allowed between any two digits, as for ID18.
+ID15 = (
+    rf"[1-9](?:{S}{D}){{5}}{S}{D}{S}{D}{S}(?:0{S}[1-9]|1{S}[0-2])"
+    rf"{S}(?:0{S}[1-9]|[12]{S}{D}|3{S}[01])(?:{S}{D}){{3}}"
+)
 ID_ANY = rf"{D}(?:{S}{D}){{14}}(?:(?:{S}{D}){{2}}{S}[0-9Xx])?"  # 15 or 18, any shape
 ID_LABELS = ("公民身份号码", "身份证号码", "身份证号", "身份证", "身份号码", "证件号码", "证件号",
              "ID号", "ID")

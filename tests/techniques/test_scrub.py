@@ -456,3 +456,50 @@ def test_release_shifts_note_dates_with_the_structured_dates():
     assert out.tolist() == [f"{want[0]}就诊，[年龄]", f"{want[1]}就诊"]
     described = registry.get("scrub").describe(spec, ctx)
     assert any("shifted" in x for x in described["not_covered_by_risk"])
+
+
+# --- OCR and form spellings of numbers and labels (issue 15, the independent notes at scale) ---
+
+
+def _covered(text: str, value: str) -> bool:
+    """Every non-space character of `value` (at its first place in `text`) is replaced."""
+    spans = detect_spans([text], GENERIC)
+    mask = [False] * len(text)
+    for s, e in zip(spans["start"], spans["end"]):
+        mask[s:e] = [True] * (e - s)
+    a = text.index(value)
+    return all(mask[i] for i in range(a, a + len(value)) if not text[i].isspace())
+
+
+def _with_gap(digits: str, at: int, gap: str) -> str:
+    return digits[:at] + gap + digits[at:]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(["13", "15", "18", "19"]), st.integers(0, 10**9 - 1), st.integers(1, 10),
+       st.sampled_from([" ", "  "]), st.sampled_from(["plain", "3-4-4"]))
+def test_a_doubled_space_inside_a_mobile_leaves_nothing(prefix, rest, at, gap, grouping):
+    m = f"{prefix}{rest:09d}"
+    written = _with_gap(m, at, gap) if grouping == "plain" else f"{m[:3]}{gap}{m[3:7]} {m[7:]}"
+    assert _covered(f"手 机 :  {written}\t家庭住址：不详", written)
+
+
+@settings(max_examples=80, deadline=None)
+@given(resident_ids(), region, birth, seq, st.integers(1, 14), st.sampled_from([" ", "  ", "-"]))
+def test_an_id_split_anywhere_leaves_nothing(rid18, reg, b, s, at, gap):
+    old = reg + b.strftime("%y%m%d") + f"{s:03d}"  # 15-digit ID of before 1999
+    for rid in (rid18[0], old):
+        written = _with_gap(rid, at, gap)
+        assert _covered(f"身 份 证 号 : {written}\n邮编：100000", written), written
+
+
+@pytest.mark.parametrize("card", ["6217 0000  1111 2222 333", "6217  0000 1111 2222", "6217-0000-1111-2222"])
+def test_bank_card_groups_with_a_doubled_space(card):
+    assert _covered(f"退费账户  : {card}\n", card)
+    assert _covered(f"已付款{card}。", card)
+
+
+@pytest.mark.parametrize("written", ["(+86)13912345678", "（+86）139 1234 5678", "(0086 )13912345678",
+                                     "(86) 139-1234-5678"])
+def test_mobile_with_the_country_code_in_brackets(written):
+    assert _covered(f"随访时拨打{written}无人接听", written)
