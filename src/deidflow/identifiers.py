@@ -522,13 +522,15 @@ _SPACE_CLS = r"[ \u3000]"
 
 
 def gapped_alternation(words: tuple[str, ...]) -> str:
-    """`alternation` with up to two spaces allowed after each CJK character (冰 冻 号)."""
+    """`alternation` with up to three spaces allowed after each CJK character or ASCII letter
+    (冰 冻 号, W e C h a t, q  q): OCR spaces out every character, lower-case ones too."""
     trie = _trie(words)
 
     def emit(node: dict) -> str:
         branches = []
         for ch in sorted((c for c in node if c), key=lambda c: -_depth(node[c])):
-            gap = f"{_SPACE_CLS}{{0,3}}" if ("\u4e00" <= ch <= "\u9fff" or ch.isupper()) and any(k for k in node[ch]) else ""
+            spaced = "\u4e00" <= ch <= "\u9fff" or (ch.isascii() and ch.isalpha())
+            gap = f"{_SPACE_CLS}{{0,3}}" if spaced and any(k for k in node[ch]) else ""
             branches.append(re.escape(ch) + gap + emit(node[ch]))
         if not branches:
             return ""
@@ -559,10 +561,12 @@ def _field_rx(digit_labels: bool = True) -> tuple[re.Pattern[str], dict[str, str
     with a digit (1st Asst), which would make every 1 and 2 of a text a place to try."""
     by_label = {w: kind for kind, words in FIELD_LABELS.items() for w in words
                 if digit_labels or not w[0].isdigit()}
-    firsts = "".join(sorted({w[0] for w in by_label}))
+    # any upper-case letter may open an unlisted abbreviation before 号 (ZY号)
+    firsts = "".join(sorted({w[0] for w in by_label} | set("ABCDEFGHIJKLMNOPQRSTUVWXYZ")))
     cls = "".join("\\" + c if c in "\\]^-[" else c for c in firsts)
     rx = re.compile(
-        rf"(?=[{cls}])(?<![A-Za-z])(?P<label>{gapped_alternation(tuple(by_label))}|[A-Z]{{2,4}}(?=号))"
+        rf"(?=[{cls}])(?<![A-Za-z])(?P<label>{gapped_alternation(tuple(by_label))}"
+        rf"|[A-Z](?:{_SPACE_CLS}{{0,3}}[A-Z]){{1,3}}(?={_SPACE_CLS}{{0,3}}号))"
         r"(?P<tail>(?:[ \u3000]{0,3}(?:号[ \u3000]{0,3}码|编[ \u3000]{0,3}号|号))?)"
         rf"(?P<sep>[ \t\u3000]{{0,4}}(?:[:：|｜][ \t\u3000]{{0,4}})?(?:为|是)?[ \u3000]{{0,3}})"
         # the value is read in a look-ahead: a field whose value is missing (电话 | 随访人 | 王伟)
@@ -615,9 +619,9 @@ def _field_value(kind: str, v: str, separated: bool,
         return None
     s = m.group().rstrip(" +-(（:：./")
     if sum(map(str.isdigit, s)) < (5 if phone else 1) or len(s) > 40:
-        if not (kind == "wechat" and len(s) >= 5):
+        if not (kind == "wechat" and len(s) >= 4):
             return None
-    if kind == "wechat" and len(s) < 5:
+    if kind == "wechat" and len(s) < 4:  # an id after its label may be short (微信：hehe)
         return None
     return m.start(), m.start() + len(s)
 
@@ -635,12 +639,16 @@ def scan_fields(text: str, kinds: frozenset[str] | set[str],
         kind = by_label.get(label, "record_no" if label.isupper() and tail else None)
         if kind is None or kind not in kinds:
             continue
-        glued = label[-1].isascii() and label[-1].isalpha() and not sep and value[:1].isascii() \
-            and value[:1].isalpha()
-        if glued and not (kind == "wechat" and re.search(r"[0-9_\-]", value)):
-            continue  # Bedside is no bed number; WeChatfang-yan0147 is a WeChat id
-        if raw[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1)
+        if raw[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1, M R N MZ3384)
             sep = " " + sep
+        # glued: the value's letters run on from the label's (Bedside) with no 号, space or
+        # colon between them
+        glued = label[-1].isascii() and label[-1].isalpha() and not sep and not tail \
+            and value[:1].isascii() and value[:1].isalpha()
+        if glued and not (kind == "wechat" and (label != label.lower() or re.search(r"[0-9_\-]", value))):
+            # Bedside is no bed number; but a WeChat label set in Chinese text is followed
+            # by its id directly (WeChatfang-yan0147, WeChatGuoying, VXhewu, wxli_na8)
+            continue
         separated = (bool(sep.strip(" \u3000")) or len(sep) >= 2 or bool(tail)
                      or (label.isascii() and bool(sep)))
         if not separated and label.isascii() and not sep and not glued:

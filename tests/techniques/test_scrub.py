@@ -503,3 +503,30 @@ def test_bank_card_groups_with_a_doubled_space(card):
                                      "(86) 139-1234-5678"])
 def test_mobile_with_the_country_code_in_brackets(written):
     assert _covered(f"随访时拨打{written}无人接听", written)
+
+
+@pytest.mark.parametrize(
+    "note, value",
+    [
+        ("出院\nq q : 12345678\n", "12345678"),  # OCR spaces out a lower-case label too
+        ("出院\nq  q 98765432  监护人：无", "98765432"),
+        ("出院\nW e C  h a t：abc_def9\n", "abc_def9"),
+        ("出院\nWe Chat  xyzw-12\n", "xyzw-12"),
+        ("出院\n微信号：abcd\n", "abcd"),  # a short id right after its label
+        ("出院\nVX为wxyz。", "wxyz"),
+        ("出院\nWeChatMinghao，电话见上", "Minghao"),  # a mixed-case label set straight before the id
+        ("出院\nvxli_na8\n", "li_na8"),  # a lower-case one only before an id that cannot be a word
+        ("出院\nM R N  AB12345678\n", "AB12345678"),  # the trailing gap is a separator
+        ("出院，XK号QB1234567，", "QB1234567"),  # an unlisted abbreviation before 号
+        ("出院\nX  K 号 : 7654321\n", "7654321"),
+    ],
+)
+def test_spaced_and_short_labels_still_announce_their_value(note, value):
+    assert _covered(note, value), kinds_found(note)
+
+
+@pytest.mark.parametrize("note", ["Bedside care given.", "Family history: none", "paid by WeChatPay",
+                                  "notes by wechatbot", "微信：无", "体温 36 5 37 2"])
+def test_label_words_in_prose_take_no_value(note):
+    found = kinds_found(note)
+    assert not {"record_no", "wechat", "qq", "resident_id", "mobile"} & set(found), found
