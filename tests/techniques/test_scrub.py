@@ -530,3 +530,39 @@ def test_spaced_and_short_labels_still_announce_their_value(note, value):
 def test_label_words_in_prose_take_no_value(note):
     found = kinds_found(note)
     assert not {"record_no", "wechat", "qq", "resident_id", "mobile"} & set(found), found
+
+
+@pytest.mark.parametrize(
+    "note, name",
+    [
+        ("已向其 女赵丽娟交代病情，其表示理解。", "赵丽娟"),  # a role word spaced out by OCR
+        ("患者由其母 亲孙晓梅陪同就诊。", "孙晓梅"),
+        ("病情好转。周主 任查房后同意出院。", "周"),  # a title spaced out
+        ("冯护 士长巡视病房。", "冯"),
+        ("上 官 晓 梅主治医师查房示病情平稳。", "上 官 晓 梅"),  # a spaced compound surname
+        ("夜班司 马 丽 华巡视病房。", "司 马 丽 华"),
+        ("已向外孙女韩梦瑶交代病情，其表示理解。", "韩梦瑶"),  # 向外 overlaps the role word
+        ("请心内科魏振华会诊，建议加用阿司匹林。", "魏振华"),  # a department, then the consultant
+        ("家属向大妈要求自动出院。", "向"),  # a role word, then surname + form of address
+        ("家属蒋大爷（父亲）签字。", "蒋"),
+        ("由扎西顿珠医生查看患者。", "扎西顿珠"),  # a minority name before a title
+    ],
+)
+def test_names_in_spaced_and_role_contexts(note, name):
+    assert name in kinds_found(note).get("name", []), kinds_found(note)
+
+
+@pytest.mark.parametrize(
+    "note, kept",
+    [
+        ("已向其女孙艳交代病情。", "交代病情"),  # a given name ends before an action
+        ("于妇女儿童医院就诊。", "妇女儿童医院"),
+        ("广州市妇 女儿童医疗中心", "儿童医疗中心"),  # 女 儿 spaced: still no relative there
+        ("由医生告知病情。", "医生告知"),
+        ("请心内科会诊。", "心内科会诊"),
+    ],
+)
+def test_clinical_words_around_role_words_are_kept(note, kept):
+    spans = detect_spans([note], GENERIC)
+    a = note.index(kept)
+    assert not any(s < a + len(kept) and e > a for s, e in zip(spans["start"], spans["end"])), kinds_found(note)
