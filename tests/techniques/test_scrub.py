@@ -546,6 +546,8 @@ def test_label_words_in_prose_take_no_value(note):
         ("家属向大妈要求自动出院。", "向"),  # a role word, then surname + form of address
         ("家属蒋大爷（父亲）签字。", "蒋"),
         ("由扎西顿珠医生查看患者。", "扎西顿珠"),  # a minority name before a title
+        ("与家属钱有为沟通病情。", "钱有为"),  # a function-word given character, then an action
+        ("患者好转，南宫护师。", "南宫"),  # a compound surname whose first character is a preposition
     ],
 )
 def test_names_in_spaced_and_role_contexts(note, name):
@@ -560,6 +562,7 @@ def test_names_in_spaced_and_role_contexts(note, name):
         ("广州市妇 女儿童医疗中心", "儿童医疗中心"),  # 女 儿 spaced: still no relative there
         ("由医生告知病情。", "医生告知"),
         ("请心内科会诊。", "心内科会诊"),
+        ("主治医 师 查 房示病情平稳", "查 房"),  # a clinical word spaced out is no name
     ],
 )
 def test_clinical_words_around_role_words_are_kept(note, kept):

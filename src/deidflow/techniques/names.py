@@ -144,8 +144,10 @@ def extend_lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int
 
 
 def _ends_name(text: str, p: int) -> bool:
-    """Whether the text clearly ends a name at p (end, punctuation, a title or role word)."""
-    return p >= len(text) or text[p] in _BOUNDARY or _ENDERS_RX.match(text, p) is not None
+    """Whether the text clearly ends a name at p (end, punctuation, a title or role word, or
+    what staff and relatives do: 何有为沟通, 瞿春和交代病情)."""
+    return p >= len(text) or text[p] in _BOUNDARY or _ENDERS_RX.match(text, p) is not None or (
+        text[p] in _ACTION_FIRSTS and _ACTIONS_RX.match(text, p) is not None)
 
 
 _COMPOUND_BY_FIRST: dict[str, tuple[str, ...]] = {}
@@ -187,8 +189,9 @@ def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
     minority = _minority_end(text, i) if i < len(text) else None
     if j is None or minority is not None:
         return minority  # 斯琴高娃 is not 斯 + 琴高
-    if j is None or _clinical_at(text, i):
-        return None
+    if j is None or _clinical_at(text, i) or (
+            j < len(text) and text[j] == " " and _clinical_at(text[i:i + 12].replace(" ", ""), 0)):
+        return None  # 查 房 spaced by OCR is still 查房
     if text[i] == "任" and i > 0 and text[i - 1] in "担现出兼继升就调委聘信主责":
         return None  # 现任, 担任, 主任: the verb, not the surname
     n = len(text)
@@ -297,6 +300,7 @@ def find_names(text: str) -> list[tuple[int, int]]:
             if text[s] not in _SINGLE and text[s] not in _COMPOUND_BY_FIRST:
                 continue
             if (back > 1 and text[s] in words.FUNCTION_SURNAMES and _surname_end(text, s + 1)
+                    and _surname_end(text, s) == s + 1  # 南宫护士: a compound surname, not 南 + 宫
                     and not (s > 0 and text[s - 1] in _BEFORE_LONE)):
                 continue  # 由王伟医师: the name starts at 王 (but 及相桂珍主治医师: at 相)
             e = name_at(text, s, lone=True)
