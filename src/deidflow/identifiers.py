@@ -78,7 +78,7 @@ def fold(text: str) -> str:
 D = "[0-9]"  # ASCII digits only: RE2 (pyarrow) reads \\d differently on non-ASCII text
 # One optional separator inside a number: 138-1234-5678, 110105 1990 0101 1234; up to two
 # spaces, since OCR and hand-typed notes double a space (188 4272  6417).
-S = r"(?:-| {1,2})?"
+S = r"[ \-]? ?"
 LABEL_TAIL = r"(?:码)?[:：\s]{0,3}(?:为|是)?[:：\s]{0,3}"
 _ALNUM = "[0-9A-Za-z]"
 
@@ -251,17 +251,15 @@ def _resident_id_ok(value: str) -> bool:
 
 
 # Resident ID, 18 characters: region (first digit 1-9), birth date 18xx-20xx with a real
-# month and day, sequence, check character; separators allowed between any two digits.
-ID18 = (
-    rf"[1-9](?:{S}{D}){{5}}{S}(?:1{S}[89]|2{S}0){S}{D}{S}{D}"
-    rf"{S}(?:0{S}[1-9]|1{S}[0-2]){S}(?:0{S}[1-9]|[12]{S}{D}|3{S}[01])"
-    rf"(?:{S}{D}){{3}}{S}[0-9Xx]"
-)
-# Old 15-digit ID (two-digit year): separators allowed between any two digits, as for ID18.
-ID15 = (
-    rf"[1-9](?:{S}{D}){{5}}{S}{D}{S}{D}{S}(?:0{S}[1-9]|1{S}[0-2])"
-    rf"{S}(?:0{S}[1-9]|[12]{S}{D}|3{S}[01])(?:{S}{D}){{3}}"
-)
+# month and day, sequence, check character; separators allowed between any two digits. The
+# old 15-digit ID has a two-digit year and no check character. Both share the region part,
+# so a scanner can try the two tails after reading it once.
+ID_REGION = rf"[1-9](?:{S}{D}){{5}}{S}"
+_MMDD = rf"(?:0{S}[1-9]|1{S}[0-2]){S}(?:0{S}[1-9]|[12]{S}{D}|3{S}[01])"
+ID18_TAIL = rf"(?:1{S}[89]|2{S}0){S}{D}{S}{D}{S}{_MMDD}(?:{S}{D}){{3}}{S}[0-9Xx]"
+ID15_TAIL = rf"{D}{S}{D}{S}{_MMDD}(?:{S}{D}){{3}}"
+ID18 = ID_REGION + ID18_TAIL
+ID15 = ID_REGION + ID15_TAIL
 ID_ANY = rf"{D}(?:{S}{D}){{14}}(?:(?:{S}{D}){{2}}{S}[0-9Xx])?"  # 15 or 18, any shape
 ID_LABELS = ("公民身份号码", "身份证号码", "身份证号", "身份证", "身份号码", "证件号码", "证件号",
              "ID号", "ID")

@@ -227,8 +227,8 @@ validation gate found. The scrubber runs the same alternatives grouped by first 
 # (at one start the first that matches wins, so longer identifiers come first). The others
 # each start with a character class or literal. E-mail addresses are found from their "@".
 _DIGIT_FIRST: list[tuple[str, str]] = [
-    ("resident_id", rf"(?<=[1-9]){_ID18[5:]}{_NA}"),
-    ("resident_id", rf"(?<=[1-9]){_ID15[5:]}{_NA}"),
+    # 18- then 15-digit IDs, the region read once (ids.ID_REGION without its first digit)
+    ("resident_id", rf"(?<=[1-9]){ids.ID_REGION[5:]}(?:{ids.ID18_TAIL}{_NA}|{ids.ID15_TAIL}{_NA})"),
     ("bank_card", rf"(?:{_D}{{15,18}}|{_D}{{3}}(?:{_CARD_SEP}{_D}{{4}}){{3}}(?:{_CARD_SEP}?{_D}{{1,3}})?){_NA}"),
     ("ssn", rf"{_D}{{2}}-{_D}{{2}}-{_D}{{4}}{_NA}"),
     ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"),
