@@ -500,7 +500,7 @@ def test_bank_card_groups_with_a_doubled_space(card):
 
 
 @pytest.mark.parametrize("written", ["(+86)13912345678", "（+86）139 1234 5678", "(0086 )13912345678",
-                                     "(86) 139-1234-5678"])
+                                     "(86) 139-1234-5678", "(+8 6)13912345678"])
 def test_mobile_with_the_country_code_in_brackets(written):
     assert _covered(f"随访时拨打{written}无人接听", written)
 

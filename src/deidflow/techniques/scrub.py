@@ -311,8 +311,8 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     ("resident_id", _firsts(ids.ID_LABELS),
      _rest(ids.ID_LABELS) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
     ("mobile", "+", rf"86{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
-    # the country code in brackets, as forms print it: (+86)138…, （0086 ）138…
-    ("mobile", "(（", rf"(?:\+|00)?86 ?[)）]{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
+    # the country code in brackets, as forms print it: (+86)138…, （0086 ）138…, (+8 6)138…
+    ("mobile", "(（", rf"(?:\+ ?|00)?8 ?6 ?[)）]{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
     ("landline", "（(", rf"0{_D}{{2,3}}[)）] ?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}", None),
     # 二〇二五年三月七日, found from its second character (〇, 零 or 九 are rare; 一 and 二 are not)
     ("date", "〇零九", r"(?<=[一二].)[〇零一二三四五六七八九]{2}年[一二三四五六七八九十]{1,2}月"
