@@ -520,14 +520,14 @@ _SPACE_CLS = r"[ \u3000]"
 
 
 def gapped_alternation(words: tuple[str, ...]) -> str:
-    """`alternation` with up to three spaces allowed after each CJK character or ASCII letter
-    (冰 冻 号, W e C h a t, q  q): OCR spaces out every character, lower-case ones too."""
+    """`alternation` with up to three spaces allowed after each CJK character, ASCII letter or
+    opening bracket (冰 冻 号, W e C h a t, q  q, （ 女儿): OCR spaces out every character."""
     trie = _trie(words)
 
     def emit(node: dict) -> str:
         branches = []
         for ch in sorted((c for c in node if c), key=lambda c: -_depth(node[c])):
-            spaced = "\u4e00" <= ch <= "\u9fff" or (ch.isascii() and ch.isalpha())
+            spaced = "\u4e00" <= ch <= "\u9fff" or (ch.isascii() and ch.isalpha()) or ch in "（("
             gap = f"{_SPACE_CLS}{{0,3}}" if spaced and any(k for k in node[ch]) else ""
             branches.append(re.escape(ch) + gap + emit(node[ch]))
         if not branches:

@@ -548,6 +548,7 @@ def test_label_words_in_prose_take_no_value(note):
         ("由扎西顿珠医生查看患者。", "扎西顿珠"),  # a minority name before a title
         ("与家属钱有为沟通病情。", "钱有为"),  # a function-word given character, then an action
         ("患者好转，南宫护师。", "南宫"),  # a compound surname whose first character is a preposition
+        ("复查正常。邹文斌（ 儿子，电话见上）签字。", "邹文斌"),  # OCR's space after the bracket
     ],
 )
 def test_names_in_spaced_and_role_contexts(note, name):
