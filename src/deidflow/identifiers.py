@@ -76,7 +76,9 @@ def fold(text: str) -> str:
 # --- recognisers ----------------------------------------------------------------------------
 
 D = "[0-9]"  # ASCII digits only: RE2 (pyarrow) reads \\d differently on non-ASCII text
-S = r"[ \-]?"  # one optional separator inside a number: 138-1234-5678, 110105 1990 0101 1234
+# One optional separator inside a number: 138-1234-5678, 110105 1990 0101 1234; up to two
+# spaces, since OCR and hand-typed notes double a space (188 4272  6417).
+S = r"[ \-]? ?"
 LABEL_TAIL = r"(?:码)?[:：\s]{0,3}(?:为|是)?[:：\s]{0,3}"
 _ALNUM = "[0-9A-Za-z]"
 
@@ -249,13 +251,15 @@ def _resident_id_ok(value: str) -> bool:
 
 
 # Resident ID, 18 characters: region (first digit 1-9), birth date 18xx-20xx with a real
-# month and day, sequence, check character; separators allowed between any two digits.
-ID18 = (
-    rf"[1-9](?:{S}{D}){{5}}{S}(?:1{S}[89]|2{S}0){S}{D}{S}{D}"
-    rf"{S}(?:0{S}[1-9]|1{S}[0-2]){S}(?:0{S}[1-9]|[12]{S}{D}|3{S}[01])"
-    rf"(?:{S}{D}){{3}}{S}[0-9Xx]"
-)
-ID15 = rf"[1-9]{D}{{5}}{D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{D}|3[01]){D}{{3}}"
+# month and day, sequence, check character; separators allowed between any two digits. The
+# old 15-digit ID has a two-digit year and no check character. Both share the region part,
+# so a scanner can try the two tails after reading it once.
+ID_REGION = rf"[1-9](?:{S}{D}){{5}}{S}"
+_MMDD = rf"(?:0{S}[1-9]|1{S}[0-2]){S}(?:0{S}[1-9]|[12]{S}{D}|3{S}[01])"
+ID18_TAIL = rf"(?:1{S}[89]|2{S}0){S}{D}{S}{D}{S}{_MMDD}(?:{S}{D}){{3}}{S}[0-9Xx]"
+ID15_TAIL = rf"{D}{S}{D}{S}{_MMDD}(?:{S}{D}){{3}}"
+ID18 = ID_REGION + ID18_TAIL
+ID15 = ID_REGION + ID15_TAIL
 ID_ANY = rf"{D}(?:{S}{D}){{14}}(?:(?:{S}{D}){{2}}{S}[0-9Xx])?"  # 15 or 18, any shape
 ID_LABELS = ("公民身份号码", "身份证号码", "身份证号", "身份证", "身份号码", "证件号码", "证件号",
              "ID号", "ID")
@@ -582,13 +586,15 @@ _SPACE_CLS = r"[ \u3000]"
 
 
 def gapped_alternation(words: tuple[str, ...]) -> str:
-    """`alternation` with up to two spaces allowed after each CJK character (冰 冻 号)."""
+    """`alternation` with up to three spaces allowed after each CJK character, ASCII letter or
+    opening bracket (冰 冻 号, W e C h a t, q  q, （ 女儿): OCR spaces out every character."""
     trie = _trie(words)
 
     def emit(node: dict) -> str:
         branches = []
         for ch in sorted((c for c in node if c), key=lambda c: -_depth(node[c])):
-            gap = f"{_SPACE_CLS}{{0,3}}" if ("\u4e00" <= ch <= "\u9fff" or ch.isupper()) and any(k for k in node[ch]) else ""
+            spaced = "\u4e00" <= ch <= "\u9fff" or (ch.isascii() and ch.isalpha()) or ch in "（("
+            gap = f"{_SPACE_CLS}{{0,3}}" if spaced and any(k for k in node[ch]) else ""
             branches.append(re.escape(ch) + gap + emit(node[ch]))
         if not branches:
             return ""
@@ -631,10 +637,13 @@ def _field_rx(digit_labels: bool = True) -> tuple[re.Pattern[str], dict[str, str
     with a digit (1st Asst), which would make every 1 and 2 of a text a place to try."""
     by_label = {w: kind for kind, words in FIELD_LABELS.items() for w in words
                 if digit_labels or not w[0].isdigit()}
-    firsts = "".join(sorted({w[0] for w in by_label}))
+    # any upper-case letter may open an unlisted abbreviation before 号 (ZY号)
+    firsts = "".join(sorted({w[0] for w in by_label} | set("ABCDEFGHIJKLMNOPQRSTUVWXYZ")))
     cls = "".join("\\" + c if c in "\\]^-[" else c for c in firsts)
     rx = re.compile(
-        rf"(?=[{cls}]{_second_chars(tuple(by_label), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ')})(?<![A-Za-z])(?P<label>{gapped_alternation(tuple(by_label))}|[A-Z]{{2,4}}(?=号))"
+        rf"(?=[{cls}]{_second_chars(tuple(by_label), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ')})(?<![A-Za-z])"
+        rf"(?P<label>{gapped_alternation(tuple(by_label))}"
+        rf"|[A-Z](?:{_SPACE_CLS}{{0,3}}[A-Z]){{1,3}}(?={_SPACE_CLS}{{0,3}}号))"
         r"(?P<tail>(?:[ \u3000]{0,3}(?:号[ \u3000]{0,3}码|编[ \u3000]{0,3}号|号))?)"
         rf"(?P<sep>[ \t\u3000]{{0,4}}(?:[:：|｜][ \t\u3000]{{0,4}})?(?:为|是)?[ \u3000]{{0,3}})"
         # the value is read in a look-ahead: a field whose value is missing (电话 | 随访人 | 王伟)
@@ -687,9 +696,9 @@ def _field_value(kind: str, v: str, separated: bool,
         return None
     s = m.group().rstrip(" +-(（:：./")
     if sum(map(str.isdigit, s)) < (5 if phone else 1) or len(s) > 40:
-        if not (kind == "wechat" and len(s) >= 5):
+        if not (kind == "wechat" and len(s) >= 4):
             return None
-    if kind == "wechat" and len(s) < 5:
+    if kind == "wechat" and len(s) < 4:  # an id after its label may be short (微信：hehe)
         return None
     return m.start(), m.start() + len(s)
 
@@ -707,12 +716,16 @@ def scan_fields(text: str, kinds: frozenset[str] | set[str],
         kind = by_label.get(label, "record_no" if label.isupper() and tail else None)
         if kind is None or kind not in kinds:
             continue
-        glued = label[-1].isascii() and label[-1].isalpha() and not sep and value[:1].isascii() \
-            and value[:1].isalpha()
-        if glued and not (kind == "wechat" and re.search(r"[0-9_\-]", value)):
-            continue  # Bedside is no bed number; WeChatfang-yan0147 is a WeChat id
-        if raw[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1)
+        if raw[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1, M R N MZ3384)
             sep = " " + sep
+        # glued: the value's letters run on from the label's (Bedside) with no 号, space or
+        # colon between them
+        glued = label[-1].isascii() and label[-1].isalpha() and not sep and not tail \
+            and value[:1].isascii() and value[:1].isalpha()
+        if glued and not (kind == "wechat" and (label != label.lower() or re.search(r"[0-9_\-]", value))):
+            # Bedside is no bed number; but a WeChat label set in Chinese text is followed
+            # by its id directly (WeChatfang-yan0147, WeChatGuoying, VXhewu, wxli_na8)
+            continue
         separated = (bool(sep.strip(" \u3000")) or len(sep) >= 2 or bool(tail)
                      or (label.isascii() and bool(sep)))
         if not separated and label.isascii() and not sep and not glued:

@@ -456,3 +456,117 @@ def test_release_shifts_note_dates_with_the_structured_dates():
     assert out.tolist() == [f"{want[0]}就诊，[年龄]", f"{want[1]}就诊"]
     described = registry.get("scrub").describe(spec, ctx)
     assert any("shifted" in x for x in described["not_covered_by_risk"])
+
+
+# --- OCR and form spellings of numbers and labels (issue 15, the independent notes at scale) ---
+
+
+def _covered(text: str, value: str) -> bool:
+    """Every non-space character of `value` (at its first place in `text`) is replaced."""
+    spans = detect_spans([text], GENERIC)
+    mask = [False] * len(text)
+    for s, e in zip(spans["start"], spans["end"]):
+        mask[s:e] = [True] * (e - s)
+    a = text.index(value)
+    return all(mask[i] for i in range(a, a + len(value)) if not text[i].isspace())
+
+
+def _with_gap(digits: str, at: int, gap: str) -> str:
+    return digits[:at] + gap + digits[at:]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(["13", "15", "18", "19"]), st.integers(0, 10**9 - 1), st.integers(1, 10),
+       st.sampled_from([" ", "  "]), st.sampled_from(["plain", "3-4-4"]))
+def test_a_doubled_space_inside_a_mobile_leaves_nothing(prefix, rest, at, gap, grouping):
+    m = f"{prefix}{rest:09d}"
+    written = _with_gap(m, at, gap) if grouping == "plain" else f"{m[:3]}{gap}{m[3:7]} {m[7:]}"
+    assert _covered(f"手 机 :  {written}\t家庭住址：不详", written)
+
+
+@settings(max_examples=80, deadline=None)
+@given(resident_ids(), region, birth, seq, st.integers(1, 14), st.sampled_from([" ", "  ", "-"]))
+def test_an_id_split_anywhere_leaves_nothing(rid18, reg, b, s, at, gap):
+    old = reg + b.strftime("%y%m%d") + f"{s:03d}"  # 15-digit ID of before 1999
+    for rid in (rid18[0], old):
+        written = _with_gap(rid, at, gap)
+        assert _covered(f"身 份 证 号 : {written}\n邮编：100000", written), written
+
+
+@pytest.mark.parametrize("card", ["6217 0000  1111 2222 333", "6217  0000 1111 2222", "6217-0000-1111-2222"])
+def test_bank_card_groups_with_a_doubled_space(card):
+    assert _covered(f"退费账户  : {card}\n", card)
+    assert _covered(f"已付款{card}。", card)
+
+
+@pytest.mark.parametrize("written", ["(+86)13912345678", "（+86）139 1234 5678", "(0086 )13912345678",
+                                     "(86) 139-1234-5678", "(+8 6)13912345678"])
+def test_mobile_with_the_country_code_in_brackets(written):
+    assert _covered(f"随访时拨打{written}无人接听", written)
+
+
+@pytest.mark.parametrize(
+    "note, value",
+    [
+        ("出院\nq q : 12345678\n", "12345678"),  # OCR spaces out a lower-case label too
+        ("出院\nq  q 98765432  监护人：无", "98765432"),
+        ("出院\nW e C  h a t：abc_def9\n", "abc_def9"),
+        ("出院\nWe Chat  xyzw-12\n", "xyzw-12"),
+        ("出院\n微信号：abcd\n", "abcd"),  # a short id right after its label
+        ("出院\nVX为wxyz。", "wxyz"),
+        ("出院\nWeChatMinghao，电话见上", "Minghao"),  # a mixed-case label set straight before the id
+        ("出院\nvxli_na8\n", "li_na8"),  # a lower-case one only before an id that cannot be a word
+        ("出院\nM R N  AB12345678\n", "AB12345678"),  # the trailing gap is a separator
+        ("出院，XK号QB1234567，", "QB1234567"),  # an unlisted abbreviation before 号
+        ("出院\nX  K 号 : 7654321\n", "7654321"),
+    ],
+)
+def test_spaced_and_short_labels_still_announce_their_value(note, value):
+    assert _covered(note, value), kinds_found(note)
+
+
+@pytest.mark.parametrize("note", ["Bedside care given.", "Family history: none", "paid by WeChatPay",
+                                  "notes by wechatbot", "微信：无", "体温 36 5 37 2"])
+def test_label_words_in_prose_take_no_value(note):
+    found = kinds_found(note)
+    assert not {"record_no", "wechat", "qq", "resident_id", "mobile"} & set(found), found
+
+
+@pytest.mark.parametrize(
+    "note, name",
+    [
+        ("已向其 女赵丽娟交代病情，其表示理解。", "赵丽娟"),  # a role word spaced out by OCR
+        ("患者由其母 亲孙晓梅陪同就诊。", "孙晓梅"),
+        ("病情好转。周主 任查房后同意出院。", "周"),  # a title spaced out
+        ("冯护 士长巡视病房。", "冯"),
+        ("上 官 晓 梅主治医师查房示病情平稳。", "上 官 晓 梅"),  # a spaced compound surname
+        ("夜班司 马 丽 华巡视病房。", "司 马 丽 华"),
+        ("已向外孙女韩梦瑶交代病情，其表示理解。", "韩梦瑶"),  # 向外 overlaps the role word
+        ("请心内科魏振华会诊，建议加用阿司匹林。", "魏振华"),  # a department, then the consultant
+        ("家属向大妈要求自动出院。", "向"),  # a role word, then surname + form of address
+        ("家属蒋大爷（父亲）签字。", "蒋"),
+        ("由扎西顿珠医生查看患者。", "扎西顿珠"),  # a minority name before a title
+        ("与家属钱有为沟通病情。", "钱有为"),  # a function-word given character, then an action
+        ("患者好转，南宫护师。", "南宫"),  # a compound surname whose first character is a preposition
+        ("复查正常。邹文斌（ 儿子，电话见上）签字。", "邹文斌"),  # OCR's space after the bracket
+    ],
+)
+def test_names_in_spaced_and_role_contexts(note, name):
+    assert name in kinds_found(note).get("name", []), kinds_found(note)
+
+
+@pytest.mark.parametrize(
+    "note, kept",
+    [
+        ("已向其女孙艳交代病情。", "交代病情"),  # a given name ends before an action
+        ("于妇女儿童医院就诊。", "妇女儿童医院"),
+        ("广州市妇 女儿童医疗中心", "儿童医疗中心"),  # 女 儿 spaced: still no relative there
+        ("由医生告知病情。", "医生告知"),
+        ("请心内科会诊。", "心内科会诊"),
+        ("主治医 师 查 房示病情平稳", "查 房"),  # a clinical word spaced out is no name
+    ],
+)
+def test_clinical_words_around_role_words_are_kept(note, kept):
+    spans = detect_spans([note], GENERIC)
+    a = note.index(kept)
+    assert not any(s < a + len(kept) and e > a for s, e in zip(spans["start"], spans["end"])), kinds_found(note)

@@ -116,6 +116,7 @@ CLINICAL_WORDS = tuple("""
 安排好 值班 实习 主管 床位 进修 于今 于昨 于当 于外院 于我院 于门诊 于局麻 于全麻 于本院 和缓 和蔼 有效 有无 有时 有关
 生命 生活 生化 生理 生长 月经 月余 和平 能力 甘精胰岛素 钙剂 钾 宁心 宁神 常温下 温热 雷诺
 儿童 儿科 妇女儿童 卓越 苗头 景象 展开 展示 冉冉 连日 连用 连服 连日来 双侧 双肺 双下肢 双手 双眼 双相 双歧杆菌
+医疗 医院
 """.split())
 
 # Titles after a surname (李主任, 王医生, 张护士长): the surname alone is the name.
@@ -123,6 +124,8 @@ TITLES = (
     "主任医师", "副主任医师", "主治医师", "主任", "医生", "医师", "大夫", "护士长", "护士", "护师",
     "老师", "教授", "院长", "科长", "先生", "女士", "小姐", "阿姨", "师傅", "主治", "博士", "组长",
     "主管", "同志", "副主任", "副教授", "主管护师",
+    # how a patient's relatives are addressed (家属施大爷)
+    "大爷", "大妈", "大叔", "大婶",
 )
 
 # Titles that are also occupations (汽车维修技师): a surname before one is a person only after a

@@ -64,15 +64,17 @@ _VERBS_AFTER = frozenset("陪说称述示签去到回离转送请问答讲听看
 _BEFORE_LONE = frozenset("请由与和及同向给对被让嘱经找问叫跟为随找报告知")
 _ENDERS = tuple(sorted({*words.TITLES, *words.NAME_AFTER, *words.ROLE_WORDS, "签名", "签字",
                         "日期", "时间", "审核", "记录"}, key=len, reverse=True))
-_ENDERS_RX = re.compile(ids.alternation(_ENDERS))
+_ENDERS_RX = re.compile(ids.gapped_alternation(_ENDERS))
 _COMPOUNDS = tuple(words.COMPOUND_SURNAMES)
 
 # A role or context word, then what may stand between it and the name.
+# Role words, titles and occupations are matched with OCR's gaps between their characters
+# (家 属, 母 亲, 护 士, 主 任医师, 工 程师).
 _CONTEXT_RX = re.compile(
-    "(?:" + ids.alternation((*words.ROLE_WORDS, *words.NAME_BEFORE)) + ")"
+    "(?P<w>" + ids.gapped_alternation((*words.ROLE_WORDS, *words.NAME_BEFORE)) + ")"
     r"[:：\s]{0,2}(?:为|是|叫|名叫|系)?[:：\s]{0,1}"
 )
-_TITLE_RX = re.compile(ids.alternation(words.TITLES))
+_TITLE_RX = re.compile(ids.gapped_alternation(words.TITLES))
 # from the colon (rare) rather than from every ideograph: `re` skips to a colon in C
 _LABEL_COLON_RX = re.compile(r"[：:](?<=[\u4e00-\u9fff].)[ \u3000]{0,2}")
 _VALUE_END = frozenset(" \t\n\r\x00，,。；;、（）()/|")
@@ -82,15 +84,17 @@ _SEX_AFTER_RX = re.compile(r"[，,（( ][男女](?:[，,、）) ]|性)")
 # What staff and relatives do in a note, right after their name: 由昝军完成采样, 夜班梅强予以
 # 翻身, 格桑旺姆（儿子，电话…）. A name is read before one only where a boundary or a word
 # that introduces a person (由, 与, 同, 请…) stands before it.
-_ACTIONS_RX = re.compile(ids.gapped_alternation((
+_ACTIONS = (
     "执行医嘱", "予以翻身", "巡视病房", "完成采样", "测量血压", "交代病情", "代为签署", "沟通", "陪同",
     "操作", "复核", "核对", "审核", "采样", "送检", "随访", "查房", "会诊", "查看患者", "指导", "指出",
     "建议", "签字", "签署", "签名", "记录", "执行", "接诊", "主刀", "负责", "告知",
     "（儿子", "（女儿", "（妻子", "（丈夫", "（母亲", "（父亲", "（哥哥", "（姐姐", "（弟弟", "（妹妹",
     "（儿媳", "（女婿", "（孙子", "（外孙女", "（配偶", "（子", "（女", "（妻", "（夫", "(",
-)))
-_BEFORE_ACTOR = frozenset("由与同和及请经向对给让被跟随找叫班士")
-_OCCUPATION_RX = re.compile(ids.alternation(words.OCCUPATION_TITLES))
+)
+_ACTIONS_RX = re.compile(ids.gapped_alternation(_ACTIONS))
+_ACTION_FIRSTS = frozenset(w[0] for w in _ACTIONS)  # a given name ends before an action
+_BEFORE_ACTOR = frozenset("由与同和及请经向对给让被跟随找叫班士科")  # 科: 请骨科杨鑫会诊
+_OCCUPATION_RX = re.compile(ids.gapped_alternation(words.OCCUPATION_TITLES))
 
 
 _NOT_IN_ACTOR = frozenset("的了是在被把将从对与及等于其他她它我你们这那某无不未已曾并又也都就再还，。、；：")
@@ -140,8 +144,10 @@ def extend_lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int
 
 
 def _ends_name(text: str, p: int) -> bool:
-    """Whether the text clearly ends a name at p (end, punctuation, a title or role word)."""
-    return p >= len(text) or text[p] in _BOUNDARY or _ENDERS_RX.match(text, p) is not None
+    """Whether the text clearly ends a name at p (end, punctuation, a title or role word, or
+    what staff and relatives do: 何有为沟通, 瞿春和交代病情)."""
+    return p >= len(text) or text[p] in _BOUNDARY or _ENDERS_RX.match(text, p) is not None or (
+        text[p] in _ACTION_FIRSTS and _ACTIONS_RX.match(text, p) is not None)
 
 
 _COMPOUND_BY_FIRST: dict[str, tuple[str, ...]] = {}
@@ -156,12 +162,15 @@ def _surname_end(text: str, i: int) -> int | None:
     for c in _COMPOUND_BY_FIRST.get(ch, ()):
         if text.startswith(c, i):
             return i + len(c)
+        if text.startswith(c[1], i + 2) and text[i + 1] == " ":  # 皇 甫 红 江 (OCR, forms)
+            return i + 3
     if ch in _SINGLE:
         return i + 1
     return None
 
 
 _MINORITY_RX = re.compile(ids.alternation(words.MINORITY_NAME_PARTS))
+_MINORITY_FIRSTS = frozenset(p[0] for p in words.MINORITY_NAME_PARTS)
 
 
 def _minority_end(text: str, i: int) -> int | None:
@@ -180,8 +189,9 @@ def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
     minority = _minority_end(text, i) if i < len(text) else None
     if j is None or minority is not None:
         return minority  # 斯琴高娃 is not 斯 + 琴高
-    if j is None or _clinical_at(text, i):
-        return None
+    if j is None or _clinical_at(text, i) or (
+            j < len(text) and text[j] == " " and _clinical_at(text[i:i + 12].replace(" ", ""), 0)):
+        return None  # 查 房 spaced by OCR is still 查房
     if text[i] == "任" and i > 0 and text[i - 1] in "担现出兼继升就调委聘信主责":
         return None  # 现任, 担任, 主任: the verb, not the surname
     n = len(text)
@@ -194,8 +204,9 @@ def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
         if p >= n:
             break
         c = text[p]
-        if c not in given or _clinical_at(text, p) or _ENDERS_RX.match(text, p):
-            break  # 王伟高血压, 王伟医师: the name ends before the word
+        if c not in given or _clinical_at(text, p) or _ENDERS_RX.match(text, p) or (
+                c in _ACTION_FIRSTS and _ACTIONS_RX.match(text, p)):
+            break  # 王伟高血压, 王伟医师, 杜艳交代病情: the name ends before the word
         if slot == 1 and c in _FUNCTION and not (_ends_name(text, p + 1) or (
                 p + 1 < n and text[p + 1] in _VERBS_AFTER)):
             break  # 王伟和李娜, 李明有高血压; but 之妻麻凤和陪护
@@ -212,10 +223,17 @@ def find_names(text: str) -> list[tuple[int, int]]:
     """(start, end) of every name read from the evidence above in `text` (folded)."""
     out: list[tuple[int, int]] = []
     n = len(text)
+    role_ends = set()
     for m in _CONTEXT_RX.finditer(text):
         i = m.end()
-        if any(_clinical_end(text, q) > m.start() for q in range(max(0, m.start() - 3), m.start())):
-            continue  # 妇女儿童医疗中心: 女儿 is inside 妇女儿童, not a relative (but 患者女儿童东俊)
+        start = m.start()
+        over = max(_clinical_end(text, start - 3), _clinical_end(text, start - 2), _clinical_end(text, start - 1)) \
+            if start >= 3 else max((_clinical_end(text, q) for q in range(start)), default=0)
+        if over > start and (over >= m.end("w") or _CONTEXT_RX.match(text, over) is None):
+            # 妇女儿童医疗中心: 女儿 is inside 妇女儿童, not a relative (but 患者女儿童东俊);
+            # 已向外孙女: 向外 overlaps 外孙女, but 孙女 after it is a role word still
+            continue
+        role_ends.add(i)
         while i < n:
             e = name_at(text, i)
             if e is None:
@@ -246,9 +264,10 @@ def find_names(text: str) -> list[tuple[int, int]]:
                 break
     for m in _ACTIONS_RX.finditer(text):
         t = m.start()
-        for back in (5, 4, 3, 2):
+        # past five characters only a name spelt with spaces (独 孤 慧 德)
+        for back in (7, 6, 5, 4, 3, 2) if " " in text[max(0, t - 7):t] else (5, 4, 3, 2):
             s = t - back
-            if s < 0:
+            if s < 0 or (back > 5 and " " not in text[s:t]):
                 continue
             before = text[s - 1] if s > 0 else "\x00"
             if not (before in _BOUNDARY or before in _BEFORE_ACTOR):
@@ -270,11 +289,18 @@ def find_names(text: str) -> list[tuple[int, int]]:
                 break
     for m in _TITLE_RX.finditer(text):
         t = m.start()
-        for back in (4, 3, 2, 1):
+        # past four characters only a name spelt with spaces (慕容 凤美医师)
+        for back in (7, 6, 5, 4, 3, 2, 1) if " " in text[max(0, t - 7):t] else (4, 3, 2, 1):
             s = t - back
-            if s < 0 or (text[s] not in _SINGLE and text[s] not in _COMPOUND_BY_FIRST):
+            if s < 0 or (back > 4 and " " not in text[s:t]):
+                continue
+            if back >= 3 and text[s] in _MINORITY_FIRSTS and _minority_end(text, s) == t:
+                out.append((s, t))  # 德吉卓嘎大夫: a minority name has no surname
+                break
+            if text[s] not in _SINGLE and text[s] not in _COMPOUND_BY_FIRST:
                 continue
             if (back > 1 and text[s] in words.FUNCTION_SURNAMES and _surname_end(text, s + 1)
+                    and _surname_end(text, s) == s + 1  # 南宫护士: a compound surname, not 南 + 宫
                     and not (s > 0 and text[s - 1] in _BEFORE_LONE)):
                 continue  # 由王伟医师: the name starts at 王 (but 及相桂珍主治医师: at 相)
             e = name_at(text, s, lone=True)
@@ -283,8 +309,8 @@ def find_names(text: str) -> list[tuple[int, int]]:
             if e - s == len(text[s:_surname_end(text, s) or s]):  # surname alone
                 before = text[s - 1] if s > 0 else "\x00"
                 if text[s] in words.PREPOSITION_SURNAMES and not (
-                        before in _BOUNDARY and text[s] in "于都那应相初时但来"):
-                    continue  # 由医生告知; but 。于大夫查房
+                        before in _BOUNDARY and text[s] in "于都那应相初时但来") and s not in role_ends:
+                    continue  # 由医生告知; but 。于大夫查房, 家属向阿姨
                 if any(_clinical_at(text, q) and _clinical_end(text, q) > s for q in (s - 1, s - 2) if q >= 0):
                     continue  # 值班医生, 主管护士, 进修医生: the surname is the end of a word
             out.append((s, e))

@@ -50,7 +50,7 @@ from deidflow.techniques.base import ApplyContext, Technique
 
 # --- building blocks -----------------------------------------------------------------------
 
-_S = r"[ \-]?"  # one optional separator between digits: 110105 1990 0101 1234, 138-1234-5678
+_S = ids.S  # one optional separator between digits: 110105 1990 0101 1234, 138-1234-5678
 _D = "[0-9]"  # ASCII digits only: RE2 (pyarrow) treats \d differently on non-ASCII text
 # "Not inside a longer number", written as a look-behind *after* the first character (which
 # is a digit) so that each pattern still starts with a character class and `re` can skip to
@@ -64,7 +64,8 @@ _ID_LABEL = ids.alternation(ids.ID_LABELS)
 _MOBILE = ids.MOBILE
 _LANDLINE = ids.LANDLINE
 _EMAIL = ids.EMAIL
-_BANK_CARD = rf"{_D}{{16,19}}|{_D}{{4}}(?:[ \-]{_D}{{4}}){{3}}(?:[ \-]?{_D}{{1,3}})?"
+_CARD_SEP = r"(?:-| {1,2})"  # between groups of four: a dash, or a space OCR may double
+_BANK_CARD = rf"{_D}{{16,19}}|{_D}{{4}}(?:{_CARD_SEP}{_D}{{4}}){{3}}(?:{_CARD_SEP}?{_D}{{1,3}})?"
 _LABEL_TAIL = ids.LABEL_TAIL
 _INSURANCE_LABEL = ids.alternation(ids.INSURANCE_LABELS)
 _RECORD_LABEL = ids.alternation(ids.RECORD_LABELS)
@@ -153,7 +154,7 @@ _DETECTORS: dict[str, list[str]] = {
     "insurance_no": [rf"{_INSURANCE_LABEL}{_LABEL_TAIL}(?P<v>{_CODE})"],
     "record_no": [rf"{_RECORD_LABEL}{_LABEL_TAIL}(?P<v>{_CODE})"],
     "bank_card": [
-        rf"[0-9]{_NB}(?:{_D}{{15,18}}|{_D}{{3}}(?:[ \-]{_D}{{4}}){{3}}(?:[ \-]?{_D}{{1,3}})?){_NA}"
+        rf"[0-9]{_NB}(?:{_D}{{15,18}}|{_D}{{3}}(?:{_CARD_SEP}{_D}{{4}}){{3}}(?:{_CARD_SEP}?{_D}{{1,3}})?){_NA}"
     ],
     "mobile": [
         rf"(?:\+86|0086){_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}",
@@ -227,9 +228,9 @@ validation gate found. The scrubber runs the same alternatives grouped by first 
 # (at one start the first that matches wins, so longer identifiers come first). The others
 # each start with a character class or literal. E-mail addresses are found from their "@".
 _DIGIT_FIRST: list[tuple[str, str]] = [
-    ("resident_id", rf"(?<=[1-9]){_ID18[5:]}{_NA}"),
-    ("resident_id", rf"(?<=[1-9]){_ID15[5:]}{_NA}"),
-    ("bank_card", rf"(?:{_D}{{15,18}}|{_D}{{3}}(?:[ \-]{_D}{{4}}){{3}}(?:[ \-]?{_D}{{1,3}})?){_NA}"),
+    # 18- then 15-digit IDs, the region read once (ids.ID_REGION without its first digit)
+    ("resident_id", rf"(?<=[1-9]){ids.ID_REGION[5:]}(?:{ids.ID18_TAIL}{_NA}|{ids.ID15_TAIL}{_NA})"),
+    ("bank_card", rf"(?:{_D}{{15,18}}|{_D}{{3}}(?:{_CARD_SEP}{_D}{{4}}){{3}}(?:{_CARD_SEP}?{_D}{{1,3}})?){_NA}"),
     ("ssn", rf"{_D}{{2}}-{_D}{{2}}-{_D}{{4}}{_NA}"),
     ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"),
     ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}} ?年 ?(?:0?[1-9]|1[0-2]) ?月(?: ?(?:0?[1-9]|[12]{_D}|3[01]) ?[日号])?"),
@@ -311,6 +312,8 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     ("resident_id", _firsts(ids.ID_LABELS),
      _rest(ids.ID_LABELS) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
     ("mobile", "+", rf"86{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
+    # the country code in brackets, as forms print it: (+86)138…, （0086 ）138…, (+8 6)138…
+    ("mobile", "(（", rf"(?:\+ ?|00)?8 ?6 ?[)）]{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
     ("landline", "（(", rf"0{_D}{{2,3}}[)）] ?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}", None),
     # 二〇二五年三月七日, found from its second character (〇, 零 or 九 are rare; 一 and 二 are not)
     ("date", "〇零九", r"(?<=[一二].)[〇零一二三四五六七八九]{2}年[一二三四五六七八九十]{1,2}月"
