@@ -66,3 +66,19 @@ def test_only_row_local_techniques_on_the_memory_engine_spread():
     assert not cores.spreads("scrub", rows - 1, engine_named("memory"))
     assert not cores.spreads("scrub", rows, engine_named("dask"))
     assert not cores.spreads("pseudonymise", rows, engine_named("memory"))
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(n=st.integers(0, 3_000_000), processes=st.integers(1, 8))
+def test_chunks_cover_the_rows_in_order_largest_first_and_bounded(n, processes):
+    bounds = cores.chunk_bounds(n, processes)
+    assert [lo for lo, _ in bounds] == ([0] + [hi for _, hi in bounds[:-1]] if n else [])
+    assert (bounds[-1][1] if bounds else 0) == n
+    sizes = [hi - lo for lo, hi in bounds]
+    cap = -(-n // (processes * cores.CHUNKS_PER_CORE))
+    assert all(0 < s <= cap for s in sizes)
+    # the last chunks are small: no core waits for a long last chunk of the other
+    if n >= 1_000_000:
+        assert sizes[-1] <= 2 * cores.MIN_CHUNK and sizes[0] == cap

@@ -19,7 +19,9 @@ import pyarrow as pa
 
 ROW_LOCAL = frozenset({"scrub"})  # techniques whose output row depends on its input row only
 MIN_ROWS = 20_000  # fewer rows: a fork costs more than it saves
-CHUNKS_PER_CORE = 8  # smaller pieces even out the workers and bound their memory
+CHUNKS_PER_CORE = 8  # no chunk is larger than its share of this many: bounds a worker's memory
+MIN_CHUNK = 2_000  # the last, small chunks: a fork and a chunk's set-up cost more below this
+WARM_ROWS = 64  # rows applied in the parent first, so the workers inherit the technique's caches
 
 _JOB: tuple[Any, pd.Series, Any, Any] | None = None  # what the forked workers read
 
@@ -66,15 +68,44 @@ def _own_known(known: pd.DataFrame | None, subjects: pd.Series) -> pd.DataFrame 
     return known[known["subject_id"].astype("string").isin(wanted).to_numpy(dtype=bool)]
 
 
+def chunk_bounds(n: int, processes: int) -> list[tuple[int, int]]:
+    """Contiguous [lo, hi) row ranges covering n rows, largest first: each at most
+    n / (processes * CHUNKS_PER_CORE) rows, and, once fewer rows are left than two such
+    chunks per worker, a quarter of what is left per worker (at least MIN_CHUNK), so that the
+    last chunks are small and no core waits long for the other to finish its last one."""
+    cap = max(1, -(-n // (processes * CHUNKS_PER_CORE)))
+    out, lo = [], 0
+    while lo < n:
+        size = min(cap, max(MIN_CHUNK, -(-(n - lo) // (2 * processes))))
+        if n - lo - size < MIN_CHUNK and n - lo <= cap:  # a remainder too small to be a chunk
+            size = n - lo
+        out.append((lo, min(n, lo + size)))
+        lo += size
+    return out
+
+
+def _warm(technique: Any, values: pd.Series, cspec: Any, ctx: Any) -> None:
+    """The technique applied to a few rows in the parent, the result and counts thrown away:
+    what it compiles and caches on first use (regular expressions, name tables) is then
+    inherited by every forked worker instead of built again in each."""
+    rows = min(WARM_ROWS, len(values))
+    if not rows:
+        return
+    subjects = ctx.subject_ids.iloc[:rows]
+    sample = dataclasses.replace(
+        ctx, subject_ids=subjects, frame=None if ctx.frame is None else ctx.frame.iloc[:rows],
+        known_identifiers=_own_known(ctx.known_identifiers, subjects), counts={}, memo={})
+    technique.apply(values.iloc[:rows], cspec, sample)
+
+
 def apply_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
                    processes: int | None = None) -> pd.Series:
     """`technique.apply(values, cspec, ctx)`, the rows cut into chunks applied in forked
     worker processes; the same Series (order, index, dtype) and the same counts in `ctx`."""
     global _JOB
     processes = processes or cores()
-    n = len(values)
-    bounds = np.linspace(0, n, processes * CHUNKS_PER_CORE + 1).astype(np.int64)
-    pieces = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    pieces = chunk_bounds(len(values), processes)
+    _warm(technique, values, cspec, ctx)
     _JOB = (technique, values, cspec, ctx)
     try:
         # one chunk per worker process: a worker's memory (the scrubber's tables, Python
