@@ -86,11 +86,11 @@ def known_hits(texts: Any, known: Any) -> np.ndarray:
         # comma cannot, where no known value holds a comma); the same answer
         from deidflow.validation.normal_forms import may_change
 
-        rest = rest[may_change(arr.take(pa.array(rest)), known)]
+        rest = rest[may_change(arr if rest.size == len(arr) else arr.take(pa.array(rest)), known)]
     if rest.size:
         # searched again only where the normalisation changed the text (few notes hold
         # full-width or grouped numbers): the search is the costly part of the gate
-        before = arr.take(pa.array(rest))
+        before = arr if rest.size == len(arr) else arr.take(pa.array(rest))
         after = normalised(before)
         changed = np.asarray(pc.fill_null(pc.not_equal(before, after), False).to_numpy(zero_copy_only=False), dtype=bool)
         if changed.any():
