@@ -23,7 +23,7 @@ CHUNKS_PER_CORE = 8  # no chunk is larger than its share of this many: bounds a 
 MIN_CHUNK = 2_000  # the last, small chunks: a fork and a chunk's set-up cost more below this
 WARM_ROWS = 64  # rows applied in the parent first, so the workers inherit the technique's caches
 
-_JOB: tuple[Any, pd.Series, Any, Any] | None = None  # what the forked workers read
+_JOB: tuple[Any, pd.Series, Any, Any, Any] | None = None  # what the forked workers read
 
 if TYPE_CHECKING:
     from deidflow.release.engines import Engine
@@ -44,12 +44,14 @@ def spreads(technique_name: str, rows: int, engine: "Engine") -> bool:
 
 
 def _apply_chunk(bounds: tuple[int, int]) -> tuple[pa.Array, Any, dict[str, int]]:
-    technique, values, cspec, ctx = _JOB
+    technique, values, cspec, ctx, index = _JOB
     lo, hi = bounds
     subjects = ctx.subject_ids.iloc[lo:hi]
+    known = (_own_known(ctx.known_identifiers, subjects) if index is None
+             else _chunk_known(ctx.known_identifiers, index, lo, hi))
     sub = dataclasses.replace(
         ctx, subject_ids=subjects, frame=None if ctx.frame is None else ctx.frame.iloc[lo:hi],
-        known_identifiers=_own_known(ctx.known_identifiers, subjects), counts={}, memo={})
+        known_identifiers=known, counts={}, memo={})
     out = technique.apply(values.iloc[lo:hi], cspec, sub)
     texts = pa.array(out.to_numpy(dtype=object, na_value=None), type=pa.large_string())
     return texts, out.dtype, sub.counts
@@ -66,6 +68,32 @@ def _own_known(known: pd.DataFrame | None, subjects: pd.Series) -> pd.DataFrame 
 
     wanted = pd.Index(subjects.astype("string").dropna().unique()).append(pd.Index([EVERYONE]))
     return known[known["subject_id"].astype("string").isin(wanted).to_numpy(dtype=bool)]
+
+
+def known_index(known: pd.DataFrame | None, subjects: pd.Series) -> tuple[Any, ...] | None:
+    """The known identifiers' subjects and each row's subject as codes of one factorisation,
+    made once in the parent: a worker then finds its chunk's known rows (`_chunk_known`, the
+    rows `_own_known` gives) with a numpy mask, not a string look-up of every known row (about
+    0.8 CPU s per chunk at 1M subjects). None when there is nothing to index."""
+    if known is None or not len(known) or "subject_id" not in known:
+        return None
+    from deidflow.techniques.scrub import EVERYONE
+
+    codes, uniques = pd.factorize(known["subject_id"].astype("string"))
+    uniques = pd.Index(uniques)
+    rows = uniques.get_indexer(subjects.astype("string"))
+    return codes, rows, len(uniques), int(uniques.get_indexer([EVERYONE])[0])
+
+
+def _chunk_known(known: pd.DataFrame, index: tuple[Any, ...], lo: int, hi: int) -> pd.DataFrame:
+    """`_own_known(known, subjects[lo:hi])` by the codes of `known_index`."""
+    codes, rows, n, everyone = index
+    wanted = np.zeros(n + 1, dtype=bool)  # slot n stays False: code -1 (missing) lands there
+    mine = rows[lo:hi]
+    wanted[mine[mine >= 0]] = True
+    if everyone >= 0:
+        wanted[everyone] = True
+    return known[wanted[codes]]
 
 
 def chunk_bounds(n: int, processes: int) -> list[tuple[int, int]]:
@@ -106,7 +134,7 @@ def apply_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
     processes = processes or cores()
     pieces = chunk_bounds(len(values), processes)
     _warm(technique, values, cspec, ctx)
-    _JOB = (technique, values, cspec, ctx)
+    _JOB = (technique, values, cspec, ctx, known_index(ctx.known_identifiers, ctx.subject_ids))
     try:
         # one chunk per worker process: a worker's memory (the scrubber's tables, Python
         # strings of its notes) is returned when it exits, not held until the last chunk
