@@ -249,7 +249,8 @@ def _free_text(values: pd.Series) -> tuple[pa.Array | pa.ChunkedArray, Any] | No
     column = _as_text(values)
     if column.nbytes < FREE_TEXT_BYTES * len(column):
         return None
-    column = column.drop_null()
+    if column.null_count:
+        column = column.drop_null()
     return column, lambda hit: int(np.count_nonzero(hit))
 
 
