@@ -112,7 +112,7 @@ def chunk_bounds(n: int, processes: int) -> list[tuple[int, int]]:
     return out
 
 
-def _warm(technique: Any, values: pd.Series, cspec: Any, ctx: Any) -> None:
+def _warm(technique: Any, values: pd.Series, cspec: Any, ctx: Any, index: Any = None) -> None:
     """The technique applied to a few rows in the parent, the result and counts thrown away:
     what it compiles and caches on first use (regular expressions, name tables) is then
     inherited by every forked worker instead of built again in each."""
@@ -120,9 +120,11 @@ def _warm(technique: Any, values: pd.Series, cspec: Any, ctx: Any) -> None:
     if not rows:
         return
     subjects = ctx.subject_ids.iloc[:rows]
+    known = (_own_known(ctx.known_identifiers, subjects) if index is None
+             else _chunk_known(ctx.known_identifiers, index, 0, rows))
     sample = dataclasses.replace(
         ctx, subject_ids=subjects, frame=None if ctx.frame is None else ctx.frame.iloc[:rows],
-        known_identifiers=_own_known(ctx.known_identifiers, subjects), counts={}, memo={})
+        known_identifiers=known, counts={}, memo={})
     technique.apply(values.iloc[:rows], cspec, sample)
 
 
@@ -133,8 +135,9 @@ def apply_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
     global _JOB
     processes = processes or cores()
     pieces = chunk_bounds(len(values), processes)
-    _warm(technique, values, cspec, ctx)
-    _JOB = (technique, values, cspec, ctx, known_index(ctx.known_identifiers, ctx.subject_ids))
+    index = known_index(ctx.known_identifiers, ctx.subject_ids)
+    _warm(technique, values, cspec, ctx, index)
+    _JOB = (technique, values, cspec, ctx, index)
     try:
         # one chunk per worker process: a worker's memory (the scrubber's tables, Python
         # strings of its notes) is returned when it exits, not held until the last chunk
