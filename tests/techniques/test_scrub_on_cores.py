@@ -66,3 +66,36 @@ def test_only_row_local_techniques_on_the_memory_engine_spread():
     assert not cores.spreads("scrub", rows - 1, engine_named("memory"))
     assert not cores.spreads("scrub", rows, engine_named("dask"))
     assert not cores.spreads("pseudonymise", rows, engine_named("memory"))
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(n=st.integers(0, 3_000_000), processes=st.integers(1, 8))
+def test_chunks_cover_the_rows_in_order_largest_first_and_bounded(n, processes):
+    bounds = cores.chunk_bounds(n, processes)
+    assert [lo for lo, _ in bounds] == ([0] + [hi for _, hi in bounds[:-1]] if n else [])
+    assert (bounds[-1][1] if bounds else 0) == n
+    sizes = [hi - lo for lo, hi in bounds]
+    cap = -(-n // (processes * cores.CHUNKS_PER_CORE))
+    assert all(0 < s <= cap for s in sizes)
+    # the last chunks are small: no core waits for a long last chunk of the other
+    if n >= 1_000_000:
+        assert sizes[-1] <= 2 * cores.MIN_CHUNK and sizes[0] == cap
+
+
+@given(known_subjects=st.lists(st.sampled_from(["P1", "P2", "P3", "P9", EVERYONE, None]), max_size=30),
+       subjects=st.lists(st.sampled_from(["P1", "P2", "P3", "P4", None]), min_size=1, max_size=30),
+       data=st.data())
+def test_a_chunks_known_rows_by_codes_are_its_own_subjects_rows(known_subjects, subjects, data):
+    known = pd.DataFrame({"subject_id": pd.Series(known_subjects, dtype="string"),
+                          "kind": "name", "value": [f"v{i}" for i in range(len(known_subjects))]})
+    subj = pd.Series(subjects, dtype="string", index=range(100, 100 + len(subjects)))
+    lo = data.draw(st.integers(0, len(subjects) - 1))
+    hi = data.draw(st.integers(lo + 1, len(subjects)))
+    index = cores.known_index(known, subj)
+    want = cores._own_known(known, subj.iloc[lo:hi])
+    if index is None:
+        assert len(known) == 0
+        return
+    pd.testing.assert_frame_equal(cores._chunk_known(known, index, lo, hi), want)

@@ -68,3 +68,20 @@ def test_a_large_column_checks_detectors_and_known_values_side_by_side(monkeypat
     assert identifier_hits(notes, known) == before and before["rows"] == 9
     monkeypatch.setattr(expectations, "SLICE_BYTES", 20)  # a few texts per slice
     assert identifier_hits(notes, known) == before
+
+
+def test_long_texts_searched_row_by_row_count_as_the_distinct_values_do(monkeypatch):
+    """Notes (long, nearly all distinct) are searched row by row instead of distinct value by
+    distinct value: the same rows and kinds, repeats and missing values included."""
+    from deidflow.validation import expectations
+
+    known = StringSet(["夏莹", "13812345678"])
+    pad = "患者自诉症状逐渐加重，休息后无明显缓解。"
+    notes = pd.Series([pad + "记录医师：夏莹", pad + "记录医师：[姓名]", pad + "联系１３８ １２３４ ５６７８",
+                       pad + "电话13900001111", None] * 3 + [pad + "记录医师：夏莹"], dtype="string")
+    row_by_row = identifier_hits(notes, known)
+    assert expectations._free_text(notes) is not None  # the row-by-row path was taken
+    monkeypatch.setattr(expectations, "FREE_TEXT_BYTES", 1 << 30)  # distinct values first
+    assert expectations._free_text(notes) is None
+    assert identifier_hits(notes, known) == row_by_row
+    assert row_by_row["rows"] == 10 and row_by_row["by_kind"][direct.KNOWN_KIND] == 7

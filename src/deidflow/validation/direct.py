@@ -46,6 +46,9 @@ _GROUPINGS = (
 
 
 _SLICE_BYTES = 1 << 25  # text normalised per call: slices of a large column go to two threads
+# texts of this many bytes or more are first narrowed to those the normalisation can matter
+# for (`normal_forms.may_change`, whose tables take a second or two to build once)
+NARROW_BYTES = 1 << 24
 
 
 def normalised(texts: Any) -> pa.Array:
@@ -77,10 +80,17 @@ def known_hits(texts: Any, known: Any) -> np.ndarray:
         arr = arr.combine_chunks()
     hit = np.asarray(known.substring_hits(arr), dtype=bool).copy()
     rest = np.flatnonzero(~hit)
+    if rest.size and int(pc.sum(pc.binary_length(arr)).as_py() or 0) >= NARROW_BYTES:
+        # normalised and searched again only the texts whose normalised form can hold a
+        # known value the text as written does not (`validation.normal_forms`: a full-width
+        # comma cannot, where no known value holds a comma); the same answer
+        from deidflow.validation.normal_forms import may_change
+
+        rest = rest[may_change(arr if rest.size == len(arr) else arr.take(pa.array(rest)), known)]
     if rest.size:
         # searched again only where the normalisation changed the text (few notes hold
         # full-width or grouped numbers): the search is the costly part of the gate
-        before = arr.take(pa.array(rest))
+        before = arr if rest.size == len(arr) else arr.take(pa.array(rest))
         after = normalised(before)
         changed = np.asarray(pc.fill_null(pc.not_equal(before, after), False).to_numpy(zero_copy_only=False), dtype=bool)
         if changed.any():
