@@ -40,9 +40,11 @@ def main() -> None:
 
     released = sorted((CACHE / f"run-{args.patients}" / "releases").glob("*/data/notes.csv"))
     if not released:
-        raise SystemExit(f"no released notes: run bench_release.py --patients {args.patients} --with-notes first")
+        raise SystemExit(f"no released notes: run bench_release.py --patients {args.patients} "
+                         "--with-notes first")
+    text_columns = pcsv.ConvertOptions(column_types={c: pa.string() for c in DIRECT})
     patients = pcsv.read_csv(CACHE / f"extract-{args.patients}" / "patients.csv",
-                             convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in DIRECT}))
+                             convert_options=text_columns)
     known = StringSet(Chunks(lambda: (identifying_values(patients.column(c), common=5) for c in DIRECT)))
     known.substring_hits(pa.array(["x" * 40]))  # the window index, built once per gate run
     notes = pcsv.read_csv(released[-1]).column("text").cast(pa.large_string())

@@ -80,8 +80,8 @@ def test_long_texts_searched_row_by_row_count_as_the_distinct_values_do(monkeypa
     notes = pd.Series([pad + "记录医师：夏莹", pad + "记录医师：[姓名]", pad + "联系１３８ １２３４ ５６７８",
                        pad + "电话13900001111", None] * 3 + [pad + "记录医师：夏莹"], dtype="string")
     row_by_row = identifier_hits(notes, known)
-    assert expectations._free_text(notes) is not None  # the row-by-row path was taken
+    assert len(expectations._texts_to_search(notes)[0]) == 13  # every row but the missing
     monkeypatch.setattr(expectations, "FREE_TEXT_BYTES", 1 << 30)  # distinct values first
-    assert expectations._free_text(notes) is None
+    assert len(expectations._texts_to_search(notes)[0]) == 4  # the distinct texts
     assert identifier_hits(notes, known) == row_by_row
     assert row_by_row["rows"] == 10 and row_by_row["by_kind"][direct.KNOWN_KIND] == 7

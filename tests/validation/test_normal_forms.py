@@ -29,8 +29,9 @@ def _full(texts: pa.Array, known: StringSet, monkeypatch) -> np.ndarray:
     return direct.known_hits(texts, known)
 
 
-@settings(max_examples=300, deadline=None)
-@given(texts=st.lists(TEXT, min_size=1, max_size=20), values=st.lists(VALUE, min_size=1, max_size=5))
+@settings(max_examples=150, deadline=None)
+@given(texts=st.lists(TEXT, min_size=1, max_size=20),
+       values=st.lists(VALUE, min_size=1, max_size=5))
 def test_a_skipped_text_holds_the_same_known_values_normalised(texts, values):
     known = StringSet(values)
     arr = pa.array(texts, type=pa.string())
@@ -41,7 +42,8 @@ def test_a_skipped_text_holds_the_same_known_values_normalised(texts, values):
 
 
 @settings(max_examples=150, deadline=None)
-@given(texts=st.lists(TEXT, min_size=1, max_size=20), values=st.lists(VALUE, min_size=1, max_size=5))
+@given(texts=st.lists(TEXT, min_size=1, max_size=20),
+       values=st.lists(VALUE, min_size=1, max_size=5))
 def test_the_narrowed_check_finds_what_the_full_pass_finds(texts, values):
     from _pytest.monkeypatch import MonkeyPatch
 

@@ -212,10 +212,11 @@ _SPACE = np.zeros(256, dtype=bool)
 _SPACE[np.frombuffer(b" \t\n\v\f\r", dtype=np.uint8)] = True
 
 
-def _distinct_texts(values: pd.Series) -> tuple[pa.Array, Any] | None:
+def _distinct_texts(values: pd.Series, column: Any = None) -> tuple[pa.Array, Any] | None:
     """The distinct values of a column as text (the checks run once per distinct value), and
     a function counting the rows whose value is among those flagged by a boolean mask over
-    them. None if the column cannot hold an identifier."""
+    them. None if the column cannot hold an identifier. `column`: `values` already as Arrow
+    text, if made."""
     if pd.api.types.is_bool_dtype(values):
         return None
     if pd.api.types.is_integer_dtype(values):
@@ -225,7 +226,7 @@ def _distinct_texts(values: pd.Series) -> tuple[pa.Array, Any] | None:
         return texts, lambda hit: int(hit[codes[codes >= 0]].sum())
     if not _string_like(values):
         return None
-    column = _as_text(values)
+    column = _as_text(values) if column is None else column
     uniques = _single(pc.unique(column)).drop_null()
 
     def rows(hit: np.ndarray) -> int:
@@ -238,17 +239,18 @@ def _distinct_texts(values: pd.Series) -> tuple[pa.Array, Any] | None:
 FREE_TEXT_BYTES = 64  # mean bytes per value from which a text column is searched row by row
 
 
-def _free_text(values: pd.Series) -> tuple[pa.Array | pa.ChunkedArray, Any] | None:
-    """A column of long texts (notes) as its non-missing values, each row searched: such
-    values are (nearly) all distinct, so finding the distinct ones first saves no search and
-    would copy the whole column (1.5 GB of notes at 1M patients). Rows and kinds counted are
-    the same either way (a text's verdict depends on the text only). None for other columns."""
+def _texts_to_search(values: pd.Series) -> tuple[pa.Array | pa.ChunkedArray, Any] | None:
+    """The texts of a column to search and how to count rows from a mask over them (see
+    `_distinct_texts`). A column of long texts (notes) is given as its non-missing values,
+    each row searched: such values are (nearly) all distinct, so finding the distinct ones
+    first saves no search and would copy the whole column (1.5 GB of notes at 1M patients).
+    Rows and kinds counted are the same either way (a text's verdict depends on the text)."""
     if (pd.api.types.is_bool_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype)
             or not _string_like(values) or not len(values)):
-        return None
+        return _distinct_texts(values)
     column = _as_text(values)
     if column.nbytes < FREE_TEXT_BYTES * len(column):
-        return None
+        return _distinct_texts(values, column)
     if column.null_count:
         column = column.drop_null()
     return column, lambda hit: int(np.count_nonzero(hit))
@@ -320,7 +322,7 @@ def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = 
         found = column.take(pa.array(np.flatnonzero(hit)[:KIND_SAMPLE]))
         return {"rows": int(hit.sum()),
                 "kinds": identifier_kinds(found, known, whole_value=True)}
-    distinct = _free_text(values) or _distinct_texts(values)
+    distinct = _texts_to_search(values)
     if distinct is None:
         return {"rows": 0, "kinds": []}
     texts, count_rows = distinct
