@@ -777,6 +777,21 @@ def detect_spans(
     and `subject_ids` says whose note each text is; both are needed for the `known` kind.
     `table` is `known` already expanded into variants (scrub_texts builds it once per column).
     """
+    return _detect(texts, kinds, subject_ids, known, table=table, all_ages=all_ages)[0]
+
+
+def _detect(
+    texts: list[str],
+    kinds: Iterable[str],
+    subject_ids: list[str] | None,
+    known: pd.DataFrame | None,
+    *,
+    table: dict[str, list[tuple[str, int, str]]] | None,
+    all_ages: bool,
+) -> tuple[pd.DataFrame, str, str, np.ndarray]:
+    """`detect_spans`, also returning the joined notes, the folded text the detectors read
+    and each note's offset in them (the replacement reuses them rather than joining and
+    folding the chunk again)."""
     kinds = tuple(kinds)
     bad = [k for k in kinds if k not in DETECTORS]
     if bad:
@@ -835,6 +850,7 @@ def detect_spans(
                     continue
                 spans.append((m.start(), m.end(), codes[v]))
         offsets = starts.tolist()
+        append = spans.append
         for row, sid in enumerate(subject_ids):
             entries = table.get(sid if isinstance(sid, str) else str(sid))
             if not entries:
@@ -842,8 +858,16 @@ def detect_spans(
             text, off = texts[row], offsets[row]
             for variant, code, canonical in entries:
                 if variant in text:
-                    _find_all(text, variant, off, code, spans, canon, canonical)
-    return _merge(spans, starts, canon)
+                    if variant[0].isdigit() or variant[-1].isdigit():
+                        _find_all(text, variant, off, code, spans, canon, canonical)
+                        continue
+                    n = len(variant)
+                    i = text.find(variant)
+                    while i >= 0:  # _find_all for a needle without digit ends, inline
+                        append((off + i, off + i + n, code))
+                        canon.append((off + i, canonical))
+                        i = text.find(variant, i + 1)
+    return _merge(spans, starts, canon), joined, big, starts
 
 
 def _merge(spans: list[tuple[int, int, int]], starts: np.ndarray,
@@ -1039,16 +1063,11 @@ def _scrub_chunk(
     shifts: np.ndarray | None = None,
 ) -> tuple[list[str], dict[str, int]]:
     """One chunk of notes scrubbed: detection, replacement texts, one pass of slicing."""
-    spans = detect_spans(values, kinds, sids, None, table=table, all_ages=ages != "keep")
+    spans, big, folded, offsets = _detect(values, kinds, sids, None, table=table, all_ages=ages != "keep")
     counts = {str(k): int(n) for k, n in spans["kind"].value_counts().items()}
     if spans.empty:
         return values, counts
-
-    lengths = np.fromiter((len(t) for t in values), dtype=np.int64, count=len(values))
-    offsets = np.zeros(len(values), dtype=np.int64)
-    offsets[1:] = np.cumsum(lengths[:-1] + 1)
-    big = _SEP.join(values)
-    folded = ids.fold(big)  # what the detectors read; the replacement slices the original
+    # `folded` is what the detectors read; the replacement slices the original `big`
     spans = spans.sort_values(["row", "start"], kind="stable")
     g_start = (offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()).tolist()
     g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
@@ -1058,19 +1077,25 @@ def _scrub_chunk(
     pseudo_at = []
     # The replacement depends on the span's kind and the settings: decided once per kind,
     # then written for all its spans at once (typed placeholders need no span text at all).
+    def per_value(at: np.ndarray, fn: Any) -> None:
+        # fn(span text) written for every span of `at`, computed once per distinct text (an
+        # address or a date recurs across a patient's notes)
+        codes, uniq = pd.factorize(np.asarray([folded[g_start[i]:g_end[i]] for i in at.tolist()], dtype=object))
+        repl[at] = np.asarray([fn(u) for u in uniq], dtype=object)[codes]
+
     for kind in pd.unique(span_kinds):
         at = np.flatnonzero(span_kinds == kind)
         mode = modes.get(kind, modes["default"])
         if kind == "age" and ages != "keep":
-            repl[at] = [_age_text(folded[g_start[i]:g_end[i]], ages) for i in at]
+            per_value(at, lambda t: _age_text(t, ages))
         elif kind == "date" and dates == "shift" and shifts is not None:
             repl[at] = [_shift_date(folded[g_start[i]:g_end[i]], int(shifts[span_rows[i]])) for i in at]
         elif kind == "date" and dates in ("month", "year"):
-            repl[at] = [_generalise_date(folded[g_start[i]:g_end[i]], dates) for i in at]
+            per_value(at, lambda t: _generalise_date(t, dates))
         elif mode == "generalise" and kind == "address":
-            repl[at] = [_generalise_address(folded[g_start[i]:g_end[i]]) for i in at]
+            per_value(at, _generalise_address)
         elif mode == "generalise" and kind == "date":
-            repl[at] = [_generalise_date(folded[g_start[i]:g_end[i]], "month") for i in at]
+            per_value(at, lambda t: _generalise_date(t, "month"))
         elif mode == "pseudonym":
             pseudo_at.append(at)
         else:
