@@ -856,17 +856,18 @@ def _detect(
             if not entries:
                 continue
             text, off = texts[row], offsets[row]
-            for variant, code, canonical in entries:
-                if variant in text:
-                    if variant[0].isdigit() or variant[-1].isdigit():
-                        _find_all(text, variant, off, code, spans, canon, canonical)
-                        continue
-                    n = len(variant)
-                    i = text.find(variant)
-                    while i >= 0:  # _find_all for a needle without digit ends, inline
-                        append((off + i, off + i + n, code))
-                        canon.append((off + i, canonical))
-                        i = text.find(variant, i + 1)
+            # most variants (grouped spellings of a number) are not in the note: tested in
+            # one comprehension, then only those present are searched
+            for variant, code, canonical in [t for t in entries if t[0] in text]:
+                if variant[0].isdigit() or variant[-1].isdigit():
+                    _find_all(text, variant, off, code, spans, canon, canonical)
+                    continue
+                n = len(variant)
+                i = text.find(variant)
+                while i >= 0:  # _find_all for a needle without digit ends, inline
+                    append((off + i, off + i + n, code))
+                    canon.append((off + i, canonical))
+                    i = text.find(variant, i + 1)
     return _merge(spans, starts, canon), joined, big, starts
 
 
