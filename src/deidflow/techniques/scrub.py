@@ -24,7 +24,10 @@ Speed: the column is scanned as one string (notes joined by NUL, which no detect
 by two regexes: one for every detector that starts with a digit, one for all the others, each
 opening with a single character class so that Python's `re` skips in C to the characters that
 can start a match (e-mails are found from their "@"). Only spans, not rows, are walked in
-Python; the subject's own values are found with `str.find`.
+Python; the subject's own values are found with `str.find`. The recognisers' scan (passports,
+permits, plates, landlines…) runs only over the notes a one-pass RE2 test
+(`identifiers.may_hold`) says may hold one; replacements are decided per kind and computed
+once per distinct value.
 
 `find_identifiers` is the cheap vectorised check the validation gate uses on whole columns.
 """
