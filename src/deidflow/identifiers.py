@@ -12,6 +12,9 @@ Text is matched after `fold()`: the one-character NFKC forms (full-width digits 
 letters, ideographic space, compatibility ideographs) and the dash family, each mapped to
 one character, so every offset found in the folded text is an offset in the original.
 
+`may_hold` says, in one RE2 pass over a column of notes, which notes may hold an identifier
+`scan` finds (a superset), so that the Python scan runs only on those.
+
 Values announced by a label (家庭住址：…, 邮编 | 510458, Bed +4, 冰 冻 号 : P82-57752) are read
 by `scan_fields` from `FIELD_LABELS`: the value runs to the end of its field and is checked
 against its kind.

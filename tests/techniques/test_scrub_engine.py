@@ -25,7 +25,7 @@ PIECES = st.sampled_from([
 NOTE = st.lists(PIECES, max_size=8).map("".join)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(NOTE, min_size=1, max_size=6))
 def test_scanning_only_the_notes_re2_selects_finds_what_the_full_scan_finds(notes):
     big = ids.fold(scrub._SEP.join(notes))
@@ -46,7 +46,7 @@ def test_re2_superset_reads_spaces_as_python_does():
     assert ids._python_spaces(r"[]\s]") is not None and ids._python_spaces(r"[]\s]").startswith("[]\\s")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.sampled_from(sorted({w for ws in ids.FIELD_LABELS.values() for w in ws})),
        st.sampled_from(["", " ", "\u3000", "  "]))
 def test_the_two_character_look_ahead_lets_every_field_label_through(label, gap):

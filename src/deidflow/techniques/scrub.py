@@ -24,7 +24,10 @@ Speed: the column is scanned as one string (notes joined by NUL, which no detect
 by two regexes: one for every detector that starts with a digit, one for all the others, each
 opening with a single character class so that Python's `re` skips in C to the characters that
 can start a match (e-mails are found from their "@"). Only spans, not rows, are walked in
-Python; the subject's own values are found with `str.find`.
+Python; the subject's own values are found with `str.find`. The recognisers' scan (passports,
+permits, plates, landlines…) runs only over the notes a one-pass RE2 test
+(`identifiers.may_hold`) says may hold one; replacements are decided per kind and computed
+once per distinct value.
 
 `find_identifiers` is the cheap vectorised check the validation gate uses on whole columns.
 """
@@ -780,6 +783,21 @@ def detect_spans(
     and `subject_ids` says whose note each text is; both are needed for the `known` kind.
     `table` is `known` already expanded into variants (scrub_texts builds it once per column).
     """
+    return _detect(texts, kinds, subject_ids, known, table=table, all_ages=all_ages)[0]
+
+
+def _detect(
+    texts: list[str],
+    kinds: Iterable[str],
+    subject_ids: list[str] | None,
+    known: pd.DataFrame | None,
+    *,
+    table: dict[str, list[tuple[str, int, str]]] | None,
+    all_ages: bool,
+) -> tuple[pd.DataFrame, str, str, np.ndarray]:
+    """`detect_spans`, also returning the joined notes, the folded text the detectors read
+    and each note's offset in them (the replacement reuses them rather than joining and
+    folding the chunk again)."""
     kinds = tuple(kinds)
     bad = [k for k in kinds if k not in DETECTORS]
     if bad:
@@ -838,15 +856,25 @@ def detect_spans(
                     continue
                 spans.append((m.start(), m.end(), codes[v]))
         offsets = starts.tolist()
+        append = spans.append
         for row, sid in enumerate(subject_ids):
             entries = table.get(sid if isinstance(sid, str) else str(sid))
             if not entries:
                 continue
             text, off = texts[row], offsets[row]
-            for variant, code, canonical in entries:
-                if variant in text:
+            # most variants (grouped spellings of a number) are not in the note: tested in
+            # one comprehension, then only those present are searched
+            for variant, code, canonical in [t for t in entries if t[0] in text]:
+                if variant[0].isdigit() or variant[-1].isdigit():
                     _find_all(text, variant, off, code, spans, canon, canonical)
-    return _merge(spans, starts, canon)
+                    continue
+                n = len(variant)
+                i = text.find(variant)
+                while i >= 0:  # _find_all for a needle without digit ends, inline
+                    append((off + i, off + i + n, code))
+                    canon.append((off + i, canonical))
+                    i = text.find(variant, i + 1)
+    return _merge(spans, starts, canon), joined, big, starts
 
 
 def _merge(spans: list[tuple[int, int, int]], starts: np.ndarray,
@@ -1042,16 +1070,11 @@ def _scrub_chunk(
     shifts: np.ndarray | None = None,
 ) -> tuple[list[str], dict[str, int]]:
     """One chunk of notes scrubbed: detection, replacement texts, one pass of slicing."""
-    spans = detect_spans(values, kinds, sids, None, table=table, all_ages=ages != "keep")
+    spans, big, folded, offsets = _detect(values, kinds, sids, None, table=table, all_ages=ages != "keep")
     counts = {str(k): int(n) for k, n in spans["kind"].value_counts().items()}
     if spans.empty:
         return values, counts
-
-    lengths = np.fromiter((len(t) for t in values), dtype=np.int64, count=len(values))
-    offsets = np.zeros(len(values), dtype=np.int64)
-    offsets[1:] = np.cumsum(lengths[:-1] + 1)
-    big = _SEP.join(values)
-    folded = ids.fold(big)  # what the detectors read; the replacement slices the original
+    # `folded` is what the detectors read; the replacement slices the original `big`
     spans = spans.sort_values(["row", "start"], kind="stable")
     g_start = (offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()).tolist()
     g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
@@ -1066,21 +1089,33 @@ def _scrub_chunk(
         text = folded[g_start[i]:g_end[i]]
         return text if shifts is None else _shift_date(text, int(shifts[span_rows[i]]))
 
+    def per_value(at: np.ndarray, fn: Any) -> None:
+        # fn(span text) written for every span of `at`, computed once per distinct text (an
+        # address or a date recurs across a patient's notes)
+        codes, uniq = pd.factorize(np.asarray([folded[g_start[i]:g_end[i]] for i in at.tolist()], dtype=object))
+        repl[at] = np.asarray([fn(u) for u in uniq], dtype=object)[codes]
+
+    def cut_dates(at: np.ndarray, level: str) -> None:
+        # beside shifted structured dates, shifted first: the month of the shifted date
+        # (note_consistency.note_dates), never the true one
+        if shifts is None:
+            per_value(at, lambda t: _generalise_date(t, level))
+        else:
+            repl[at] = [_generalise_date(moved(i), level) for i in at]
+
     for kind in pd.unique(span_kinds):
         at = np.flatnonzero(span_kinds == kind)
         mode = modes.get(kind, modes["default"])
         if kind == "age" and ages != "keep":
-            repl[at] = [_age_text(folded[g_start[i]:g_end[i]], ages) for i in at]
+            per_value(at, lambda t: _age_text(t, ages))
         elif kind == "date" and dates == "shift" and shifts is not None:
             repl[at] = [moved(i) for i in at]
         elif kind == "date" and dates in ("month", "year"):
-            # beside shifted structured dates, shifted first: the month of the shifted date
-            # (note_consistency.note_dates), never the true one
-            repl[at] = [_generalise_date(moved(i), dates) for i in at]
+            cut_dates(at, dates)
         elif mode == "generalise" and kind == "address":
-            repl[at] = [_generalise_address(folded[g_start[i]:g_end[i]]) for i in at]
+            per_value(at, _generalise_address)
         elif mode == "generalise" and kind == "date":
-            repl[at] = [_generalise_date(moved(i), "month") for i in at]
+            cut_dates(at, "month")
         elif mode == "pseudonym":
             pseudo_at.append(at)
         else:
