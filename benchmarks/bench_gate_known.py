@@ -7,8 +7,9 @@ the patient tables other than the subject table (attending doctors, contacts), o
 
 Prepares the run (read, derive, consent gate), then reads the known values as the gate's
 StringSet does when it builds its hashes (best of --repeat), and lists per other table and
-column the distinct values looked for and those left out because k or more subjects share
-them (`validation.known_identifiers.non_subject_values`).
+column the distinct values looked for (`validation.known_identifiers.non_subject_values`) and
+how many of them the subject table's row-count rule would have left out, being also the
+value of k or more subjects (on the generated extract, whose Faker name pool is small, most).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ def main() -> None:
         raise SystemExit(f"{policy} not found: run bench_release.py --patients {args.patients} first")
 
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from deidflow import release as st
     from deidflow.policy import Role
     from deidflow.release.state import RunState, pinned_policy
     from deidflow.release.workdir import WorkDir
     from deidflow.io import as_arrow, read_work
-    from deidflow.validation.known_identifiers import identifying_values, non_subject_values
+    from deidflow.validation.known_identifiers import non_subject_values
 
     validate = importlib.import_module("deidflow.release.validate")
     work = st.prepare(str(policy))
@@ -54,15 +56,17 @@ def main() -> None:
             n = sum(len(a) for a in validate.known_values(wd, loaded).read())
             r = (time.perf_counter() - t, time.process_time() - c)
             best = r if best is None or r[1] < best[1] else best
-        # the subject table's values k or more subjects share, as known_values gathers them
-        shared: list = []
+        # the subject table's values k or more subjects share (left out of its own search)
+        shared = []
         for part in wd.gated_parts(policy_.subject_table):
             frame = read_work(part)
             for col, cs in policy_.tables[policy_.subject_table].columns.items():
                 if cs.role is Role.direct_identifier and col in frame:
-                    identifying_values(as_arrow(frame[col]), common=k, frequent=shared)
+                    counts = pc.value_counts(as_arrow(frame[col]).combine_chunks().cast(pa.large_string()))
+                    shared.append(counts.field("values").filter(pc.greater_equal(counts.field("counts"), k)))
+        shared = pa.concat_arrays(shared) if shared else pa.array([], pa.large_string())
         c, t = time.process_time(), time.perf_counter()
-        others = validate.non_subject_known_values(wd, loaded, shared)
+        others = validate.non_subject_known_values(wd, loaded)
         other = (time.perf_counter() - t, time.process_time() - c)
         print(f"\nthe gate's known values, {args.patients:,} patients "
               f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
@@ -77,10 +81,10 @@ def main() -> None:
                 if cs.role is not Role.direct_identifier:
                     continue
                 values = pa.chunked_array([as_arrow(read_work(p, [col])[col]) for p in wd.gated_parts(name)])
-                every = len(non_subject_values(values))
-                kept = len(non_subject_values(values, shared_by_subjects=shared))
-                print(f"    {name}.{col}: {every:,} distinct identifying, {every - kept:,} of them "
-                      f"left out as the names of {k} or more subjects")
+                looked = non_subject_values(values)
+                common = int(pc.sum(pc.is_in(looked.cast(pa.large_string()), value_set=shared)).as_py() or 0)
+                print(f"    {name}.{col}: {len(looked):,} distinct values looked for, {common:,} of "
+                      f"them also the value of {k} or more subjects")
     finally:
         st.discard(work)
 
