@@ -40,7 +40,6 @@ def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
     others: list[list[pa.Array]] = []  # the other tables' values: distinct, read once, kept
 
     def read():
-        shared: list[pa.Array] = []  # values k or more subjects hold (identifying_values)
         for part in parts:
             table = pa.feather.read_table(part, columns=direct, memory_map=True)
             for col in direct:
@@ -50,11 +49,11 @@ def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
                     # would have read it), e.g. a mobile column read as integers
                     values = as_arrow(read_work(part, [col])[col])
                 # values too short or too common to identify anyone are not looked for
-                yield identifying_values(values, common=loaded.policy.limits.k, frequent=shared)
+                yield identifying_values(values, common=loaded.policy.limits.k)
             del table  # unmaps the part before the next one is read
         # and every other patient table's (attending doctors, contacts), as read
         if not others:
-            others.append(non_subject_known_values(work, loaded, shared))
+            others.append(non_subject_known_values(work, loaded))
         yield from others[0]
         # and the reference tables' (providers, organisations), as read: reference_tables
         yield from reference_identifier_values(work.root)
@@ -62,14 +61,14 @@ def known_values(work: WorkDir, loaded: LoadedPolicy) -> Any:
     return Chunks(read)
 
 
-def non_subject_known_values(work: WorkDir, loaded: LoadedPolicy, shared: list[pa.Array]) -> list[pa.Array]:
+def non_subject_known_values(work: WorkDir, loaded: LoadedPolicy) -> list[pa.Array]:
     """The distinct identifying values of every direct-identifier column of every patient table
     but the subject table, over all its rows as read (before any technique): the scrubber
     looks for them in every note (`scrub.known_from_tables`), so the gate looks for them in
     every released text. Every row, not only the consented subjects': a doctor is the same
     person whoever's encounter names them. Which values identify someone is
-    `known_identifiers.non_subject_values`'s rule (no row-count rule: one doctor fills many
-    rows; a value `shared` by k or more subjects is left out)."""
+    `known_identifiers.non_subject_values`'s rule (length and shape only: one doctor fills
+    many rows)."""
     from deidflow.validation.known_identifiers import non_subject_values
 
     policy = loaded.policy
@@ -88,7 +87,7 @@ def non_subject_known_values(work: WorkDir, loaded: LoadedPolicy, shared: list[p
                     values = as_arrow(read_work(part, [col])[col])  # as the gate reads it
                 seen.append(pc.unique(pc.cast(values.combine_chunks(), pa.large_string())))
             if seen:
-                values = non_subject_values(pa.concat_arrays(seen), shared_by_subjects=shared)
+                values = non_subject_values(pa.concat_arrays(seen))
                 if len(values):
                     out.append(values)
     return out

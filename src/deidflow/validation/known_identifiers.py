@@ -18,11 +18,9 @@ MIN_CHARS = 2  # one character names nobody
 MIN_DIGITS = 6  # a bare number shorter than this is a count, a year or a row number
 
 
-def identifying_values(values: pa.Array | pa.ChunkedArray, *, common: int,
-                       frequent: list[pa.Array] | None = None) -> pa.Array:
+def identifying_values(values: pa.Array | pa.ChunkedArray, *, common: int) -> pa.Array:
     """`values` without nulls, values shorter than MIN_CHARS characters, bare numbers of
-    fewer than MIN_DIGITS digits, and values held by `common` or more rows (subjects). The
-    values left out for the last reason are appended to `frequent` when it is given."""
+    fewer than MIN_DIGITS digits, and values held by `common` or more rows (subjects)."""
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = pc.cast(arr, pa.large_string())
@@ -42,36 +40,27 @@ def identifying_values(values: pa.Array | pa.ChunkedArray, *, common: int,
         keep[one] = False
     if common > 1:
         counts = pc.value_counts(arr)
-        shared = counts.field("values").filter(pc.greater_equal(counts.field("counts"), common))
-        if len(shared):
-            keep &= ~np.asarray(pc.is_in(arr, value_set=shared))
-            if frequent is not None:
-                frequent.append(pc.cast(shared, pa.large_string()))
+        frequent = counts.field("values").filter(pc.greater_equal(counts.field("counts"), common))
+        if len(frequent):
+            keep &= ~np.asarray(pc.is_in(arr, value_set=frequent))
     return arr.filter(pa.array(keep))
 
 
-def non_subject_values(values: pa.Array | pa.ChunkedArray, *,
-                       shared_by_subjects: list[pa.Array] = ()) -> pa.Array:
+def non_subject_values(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """The distinct identifying values of a direct-identifier column of a patient table other
     than the subject table (an encounter's attending doctor, a contact, a guardian).
 
     Such a value names someone who is not the row's subject, so the subject table's row-count
     rule does not apply: a doctor in 5,000 encounters is one person, not a value 5,000 people
-    share, and one column cannot tell whether the same name string is several people. Left
-    out: what `identifying_values` leaves out for its length and shape, and the values the
-    subject table shows to be shared by k or more subjects (`shared_by_subjects`, its
-    `frequent`): a name that common among patients points at nobody wherever it is found."""
-    arr = pc.unique(identifying_values(values, common=0))
-    if not len(arr) or not len(shared_by_subjects):
-        return arr
-    common = pa.concat_arrays([pc.cast(a, pa.large_string()) for a in shared_by_subjects])
-    return arr.filter(pc.invert(pc.is_in(pc.cast(arr, pa.large_string()), value_set=common)))
+    share, and one column cannot tell whether the same name string is several people. Nor does
+    a name's frequency among the patients say how many of the staff bear it. Left out: only
+    what `identifying_values` leaves out for its length and shape."""
+    return pc.unique(identifying_values(values, common=0))
 
 
 def rule(common: int) -> str:
     """The rule in words, for the manifest and the review page."""
     return (f"input identifier values are looked for unless shorter than {MIN_CHARS} "
             f"characters, bare numbers of fewer than {MIN_DIGITS} digits, or shared by "
-            f"{common} or more subjects; the other patient tables' (doctors, contacts) are "
-            f"looked for however many rows hold them, unless {common} or more subjects share "
-            f"the value")
+            f"{common} or more subjects (the subject table's); the other patient tables' "
+            f"(doctors, contacts) are looked for however many rows hold them")
