@@ -243,7 +243,7 @@ def _texts_to_search(values: pd.Series) -> tuple[pa.Array | pa.ChunkedArray, Any
     """The texts of a column to search and how to count rows from a mask over them (see
     `_distinct_texts`). A column of long texts (notes) is given as its non-missing values,
     each row searched: such values are (nearly) all distinct, so finding the distinct ones
-    first saves no search and would copy the whole column (1.5 GB of notes at 1M patients).
+    first saves no search and would copy the whole column (every note, at any size).
     Rows and kinds counted are the same either way (a text's verdict depends on the text)."""
     if (pd.api.types.is_bool_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype)
             or not _string_like(values) or not len(values)):
