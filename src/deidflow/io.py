@@ -142,8 +142,10 @@ def _read_csv(path: Path, spec: Table) -> tuple[pd.DataFrame, str]:
     # page cache directly (a copy costs time and as much fresh memory as the file's size).
     with open(path, "rb") as fh:
         raw = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    # The digest on a thread of its own while Arrow parses (hashlib releases the GIL): the
+    # hash is one core's sequential pass, the parse leaves a core idle at times.
+    hashing = _Digest(raw)
     try:
-        digest = hashlib.sha256(raw).hexdigest()
         codec = ("utf-8-sig" if _is_utf8(spec.encoding)
                  else _decode_check(path, spec.encoding, bytes(raw)))
         try:
@@ -152,12 +154,42 @@ def _read_csv(path: Path, spec: Table) -> tuple[pd.DataFrame, str]:
             # names the line, or finds GB18030 (auto)
             codec = _decode_check(path, spec.encoding, bytes(raw))
             frame = _parse(raw, path, spec, codec)
+        digest = hashing.result()
     finally:
+        hashing.join()  # done with the mapping before it is closed
         try:
             raw.close()
         except BufferError:  # an error's traceback still holds an Arrow view; GC unmaps it
             pass
     return frame, digest
+
+
+class _Digest:
+    """SHA-256 of a buffer, computed on its own thread (which runs only hashlib's C code)."""
+
+    def __init__(self, buffer: Any) -> None:
+        import threading
+
+        self._buffer, self._digest, self._error = buffer, None, None
+        self._thread = threading.Thread(target=self._run, name="input-digest", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._digest = hashlib.sha256(self._buffer).hexdigest()
+        except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread
+            self._error = exc
+        finally:
+            self._buffer = None
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> str:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
 
 
 class _NotUtf8(Exception):
