@@ -1,6 +1,7 @@
 """Stage 4, validate: the Great Expectations gate on the staged release (`validation/`): k,
 l, class and overall risk, no direct identifier left, consent coverage, schema. Any failure
-stops the release before publishing.
+stops the release before publishing. The utility evidence for the manifest is computed beside
+the gate, in a forked process (`_EvidenceAhead`), and kept only if the gate passed.
 """
 
 from __future__ import annotations
