@@ -142,8 +142,10 @@ def _read_csv(path: Path, spec: Table) -> tuple[pd.DataFrame, str]:
     # page cache directly (a copy costs time and as much fresh memory as the file's size).
     with open(path, "rb") as fh:
         raw = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    # The digest on a thread of its own while Arrow parses (hashlib releases the GIL): the
+    # hash is one core's sequential pass, the parse leaves a core idle at times.
+    hashing = _Digest(raw)
     try:
-        digest = hashlib.sha256(raw).hexdigest()
         codec = ("utf-8-sig" if _is_utf8(spec.encoding)
                  else _decode_check(path, spec.encoding, bytes(raw)))
         try:
@@ -152,12 +154,42 @@ def _read_csv(path: Path, spec: Table) -> tuple[pd.DataFrame, str]:
             # names the line, or finds GB18030 (auto)
             codec = _decode_check(path, spec.encoding, bytes(raw))
             frame = _parse(raw, path, spec, codec)
+        digest = hashing.result()
     finally:
+        hashing.join()  # done with the mapping before it is closed
         try:
             raw.close()
         except BufferError:  # an error's traceback still holds an Arrow view; GC unmaps it
             pass
     return frame, digest
+
+
+class _Digest:
+    """SHA-256 of a buffer, computed on its own thread (which runs only hashlib's C code)."""
+
+    def __init__(self, buffer: Any) -> None:
+        import threading
+
+        self._buffer, self._digest, self._error = buffer, None, None
+        self._thread = threading.Thread(target=self._run, name="input-digest", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._digest = hashlib.sha256(self._buffer).hexdigest()
+        except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread
+            self._error = exc
+        finally:
+            self._buffer = None
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> str:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
 
 
 class _NotUtf8(Exception):
@@ -549,6 +581,37 @@ FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
 
 
+_TRIGGER_BYTES = np.zeros(256, dtype=bool)
+_TRIGGER_BYTES[[ord(t) for t in FORMULA_TRIGGERS]] = True
+
+
+def _starts_with_trigger(text: pd.Series) -> np.ndarray:
+    """Per cell: does its text start with a formula trigger (missing: no)? For Arrow text the
+    first byte of each value is read from the buffers: every trigger is one ASCII byte, and
+    no byte of a multi-byte UTF-8 character is ASCII, so the first byte is a trigger exactly
+    when the first character is (a string kernel per column cost ~40 times more)."""
+    if not isinstance(text.array, pd.arrays.ArrowStringArray):
+        return text.str.slice(0, 1).isin(FORMULA_TRIGGERS).fillna(False).to_numpy(dtype=bool, copy=True)
+    parts = []
+    for chunk in as_arrow(text).chunks:
+        if not len(chunk):
+            continue
+        wide = pa.types.is_large_string(chunk.type)
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64 if wide else np.int32)[
+            chunk.offset:chunk.offset + len(chunk) + 1]
+        data = chunk.buffers()[2]
+        starts, lengths = offsets[:-1], np.diff(offsets)
+        first = np.zeros(len(chunk), dtype=np.uint8)
+        present = lengths > 0
+        if data is not None and present.any():
+            first[present] = np.frombuffer(data, dtype=np.uint8)[starts[present]]
+        risky = _TRIGGER_BYTES[first] & present
+        if chunk.null_count:
+            risky &= np.asarray(chunk.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        parts.append(risky)
+    return np.concatenate(parts) if parts else np.zeros(len(text), dtype=bool)
+
+
 def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with every text cell that a spreadsheet would evaluate prefixed by "'" (the
     frame itself is not changed; columns without such a cell are not copied)."""
@@ -558,7 +621,7 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         if not (pd.api.types.is_string_dtype(values.dtype) or values.dtype == object):
             continue
         text = values.astype("string") if values.dtype == object else values
-        risky = text.str.slice(0, 1).isin(FORMULA_TRIGGERS).fillna(False).to_numpy(dtype=bool, copy=True)
+        risky = _starts_with_trigger(text)
         if not risky.any():
             continue
         # the number test only on the few cells that start with a trigger

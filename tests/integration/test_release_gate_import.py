@@ -33,17 +33,16 @@ def slow(self, *a, **k):  # a registry slower than staging: the main thread then
     return read(self, *a, **k)
 ConsentRegistry.snapshot = slow
 before = len(loads)
-work = release.prepare(sys.argv[1], dry_run=len(sys.argv) > 3)
+work = release.prepare(sys.argv[1])
 release.discard(work)
 print(json.dumps({"loads": loads[before:]}))
 """
 
 
-def _prepare(policy: Path, delay: float, dry_run: bool = False) -> list[list[str]]:
+def _prepare(policy: Path, delay: float) -> list[list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(REPO / "src")
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(policy), str(delay)] + ["dry"] * dry_run,
-                         cwd=REPO,
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(policy), str(delay)], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])["loads"]
@@ -79,29 +78,3 @@ def test_postgresql_snapshot_thread_loads_no_module_while_the_gate_is_imported(e
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
 
-
-
-def test_a_release_imports_the_gate_in_prepare_even_when_the_snapshot_is_fast(env):
-    # First thing in prepare, beside the snapshot's thread, not in validate after the run;
-    # a dry run (`deidflow consent check`) never validates and does not import it.
-    loads = _prepare(env.policy, delay=0.0)
-    assert {t for t, m in loads if m.startswith("great_expectations")} == {"MainThread"}
-    assert [(t, m) for t, m in loads if t != "MainThread"] == []
-    dry = _prepare(env.policy, delay=0.0, dry_run=True)
-    assert not [m for t, m in dry if m.startswith("great_expectations")]
-
-
-def test_a_gate_import_that_fails_in_prepare_is_left_to_validate(env, monkeypatch):
-    # prepare goes on; validate imports the gate itself (and fails closed if it cannot)
-    import deidflow.validation
-    from deidflow import release
-
-    def broken(**_):
-        raise ImportError("half-initialised module")
-
-    monkeypatch.setattr(deidflow.validation, "preload", broken)
-    work = release.prepare(env.policy)
-    try:
-        assert release.RunState.load(work).counts.subjects_in > 0
-    finally:
-        release.discard(work)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,7 +59,6 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     partitions = engine_.partitions(loaded)
     wd = WorkDir.new(loaded)
     work = wd.root
-    ahead = _RELEASE_AHEAD.set(not dry_run)
     try:
         state = RunState(
             policy_path=str(loaded.path), policy_text=loaded.text, policy_sha256=loaded.sha256,
@@ -74,8 +72,6 @@ def prepare(policy_path: str | Path, *, as_of: datetime | None = None, flow_run_
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    finally:
-        _RELEASE_AHEAD.reset(ahead)
 
 
 def read_whole(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: Any) -> None:
@@ -91,8 +87,6 @@ def read_whole(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: A
     as_of = datetime.fromisoformat(state.as_of)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-snapshot") as pool:
         pending = pool.submit(registry.snapshot, as_of)
-        if _RELEASE_AHEAD.get():
-            _import_gate_now()
         inputs = _InputTables(loaded)
         staged = _stage_tables(work, 0, inputs, state, loaded, pending)
         if not pending.done():
@@ -109,26 +103,6 @@ def read_whole(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: A
     done = _gate_staged(work, 0, state, loaded, staged, snapshot.events)
     del snapshot, staged
     finish_prepare(work.root, [done])
-
-
-#: False while `prepare` serves a dry run (`deidflow consent check`), which never validates.
-_RELEASE_AHEAD: ContextVar[bool] = ContextVar("release_ahead", default=True)
-
-
-def _import_gate_now() -> None:
-    """Import the validation gate (Great Expectations: seconds of single-threaded module
-    code) first thing, while the consent snapshot is read on its thread. The snapshot's
-    database work then overlaps the import, on a core of its own, rather than competing with
-    the multithreaded CSV parsing of the tables that follows; the import itself would be paid
-    in validate otherwise. `preload` imports only if no other thread may import meanwhile (so
-    never under Prefect's threads). An import that fails here is left to validate, which
-    imports the gate again and fails closed there, as it always did."""
-    from deidflow.validation import preload
-
-    try:
-        preload(quiet="consent-snapshot")
-    except Exception:  # noqa: BLE001 - validate imports again and reports the failure
-        pass
 
 
 def read_partitioned(work: WorkDir, state: RunState, loaded: LoadedPolicy, registry: Any) -> None:
@@ -367,7 +341,7 @@ def _birth_dates(subject: pd.DataFrame, column: str, loaded: LoadedPolicy) -> pd
     """Birth dates for the consent gate's age test. A value that is present but not a date is
     refused: the gate would otherwise read it as "maybe a minor" and silently exclude an adult."""
     raw = subject[column].astype("string").str.strip()
-    parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601")
+    parsed = _dates_once_each(raw)
     bad = (parsed.isna() & raw.notna() & (raw != "")).to_numpy()
     if bad.any():
         policy = loaded.policy
@@ -379,6 +353,18 @@ def _birth_dates(subject: pd.DataFrame, column: str, loaded: LoadedPolicy) -> pd
             "age (PIPL art. 31)",
         )
     return parsed
+
+
+def _dates_once_each(raw: pd.Series) -> pd.Series:
+    """`pd.to_datetime(raw, errors="coerce", format="ISO8601")`, parsing each distinct value
+    once (a million subjects have tens of thousands of birth dates)."""
+    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    if not len(uniques):
+        return pd.to_datetime(raw, errors="coerce", format="ISO8601")
+    distinct = pd.to_datetime(pd.Series(uniques), errors="coerce", format="ISO8601")
+    values = distinct.to_numpy()[np.maximum(codes, 0)]
+    values[codes < 0] = np.datetime64("NaT")
+    return pd.Series(values, index=raw.index, dtype=distinct.dtype, name=raw.name)
 
 
 def finish_prepare(work: Path, parts: list[GateOutcome]) -> PrepareCounts:

@@ -1,6 +1,7 @@
 """Stage 4, validate: the Great Expectations gate on the staged release (`validation/`): k,
 l, class and overall risk, no direct identifier left, consent coverage, schema. Any failure
-stops the release before publishing.
+stops the release before publishing. The utility evidence for the manifest is computed beside
+the gate, in a forked process (`_EvidenceAhead`), and kept only if the gate passed.
 """
 
 from __future__ import annotations
@@ -140,6 +141,19 @@ def validate(work: Path) -> dict[str, Any]:
     tables = _ReleasedTables(wd, state, policy)
     known = known_values(wd, loaded)
     mapping = wd.pseudonym_mapping()
+    ahead = _EvidenceAhead.start(engine_of(state), (loaded, wd, state, tables, mapping))
+    try:
+        return _validate(work, state, loaded, wd, tables, known, mapping, ahead)
+    finally:
+        ahead.close()
+
+
+def _validate(work: Path, state: RunState, loaded: LoadedPolicy, wd: WorkDir, tables: "_ReleasedTables",
+              known: Any, mapping: pd.DataFrame, ahead: "_EvidenceAhead") -> dict[str, Any]:
+    from deidflow.validation.gate import validate_release
+
+    policy = loaded.policy
+    stage = wd.staging
     consented = mapping["pseudonym"] if "pseudonym" in mapping else pd.Series([], dtype="string")
     report = validate_release(
         policy, tables,
@@ -176,12 +190,78 @@ def validate(work: Path) -> dict[str, Any]:
         kept = keep_report(stage / "validation" / "validation.json", wd.private, state.run_id)
         raise gate_failure(policy, state.validation, kept)
     # Utility evidence from the consented input and the staged output: aggregates only.
+    evidence = ahead.result()
+    state.utility_evidence = evidence if evidence is not None else _evidence(loaded, wd, state, tables, mapping)
+    state.save(work)
+    return {"success": True, "expectations": len(state.validation.get("expectations", []))}
+
+
+def _evidence(loaded: LoadedPolicy, wd: WorkDir, state: RunState, tables: Any, mapping: pd.DataFrame) -> Any:
+    """The release's utility evidence (`utility.evidence`)."""
     from deidflow.utility.evidence import utility_evidence
 
+    policy = loaded.policy
     searched = state.outcome("search")
-    state.utility_evidence = utility_evidence(
+    return utility_evidence(
         loaded, wd.gated_table(policy.subject_table), tables[policy.subject_table], mapping["subject_id"],
         levels=searched.levels, search_loss=searched.utility.get("metric", "loss"),
         as_of=datetime.fromisoformat(state.as_of).date())
-    state.save(work)
-    return {"success": True, "expectations": len(state.validation.get("expectations", []))}
+
+
+_AHEAD_JOB: tuple | None = None  # what the forked process computes from (inherited, not pickled)
+
+
+def _evidence_in_child(_: int) -> Any:
+    try:
+        return _evidence(*_AHEAD_JOB)
+    except BaseException:  # noqa: BLE001 - the parent computes it again and raises the error itself
+        return None
+
+
+class _EvidenceAhead:
+    """The utility evidence computed in a forked process on the other core while this one runs
+    the validation gate (single-threaded pandas and GX work for the most part), for the
+    in-process engine. The process inherits the run's inputs (nothing is pickled on the way
+    in) and returns only the evidence (aggregates). It is used only once the gate has passed;
+    a failed or killed gate ends it. If the process fails, cannot start, or gives nothing,
+    the evidence is computed here as before, which raises any error it has itself."""
+
+    def __init__(self, pool: Any = None, pending: Any = None) -> None:
+        self.pool, self.pending = pool, pending
+
+    @classmethod
+    def start(cls, engine: Any, job: tuple) -> "_EvidenceAhead":
+        import multiprocessing
+
+        from deidflow.release.cores import cores
+
+        if engine.distributed or cores() < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return cls()
+        # Imported here, not in the pool's result thread when it unpickles the evidence (two
+        # threads importing at once can see half-initialised modules; `validation.preload`)
+        import deidflow.utility.evidence  # noqa: F401
+        import deidflow.utility.record  # noqa: F401
+
+        global _AHEAD_JOB
+        _AHEAD_JOB = job
+        try:
+            pool = multiprocessing.get_context("fork").Pool(1, maxtasksperchild=1)
+        except OSError:
+            return cls()
+        finally:
+            _AHEAD_JOB = None  # the child has its copy
+        return cls(pool, pool.apply_async(_evidence_in_child, (0,)))
+
+    def result(self) -> Any:
+        if self.pending is None:
+            return None
+        try:
+            return self.pending.get()
+        except Exception:  # noqa: BLE001 - computed again in this process
+            return None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
