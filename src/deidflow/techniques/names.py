@@ -298,7 +298,7 @@ def find_names(text: str) -> list[tuple[int, int]]:
         # past five characters only a name spelt with spaces (独 孤 慧 德)
         for back in (7, 6, 5, 4, 3, 2) if " " in near else (5, 4, 3, 2):
             s = t - back
-            if s < 0 or (back > 5 and " " not in text[s:t]):
+            if s < 0 or text[s] not in starts or (back > 5 and " " not in text[s:t]):
                 continue
             before = text[s - 1] if s > 0 else "\x00"
             if not (before in _BOUNDARY or before in _BEFORE_ACTOR):
@@ -328,7 +328,7 @@ def find_names(text: str) -> list[tuple[int, int]]:
         # past four characters only a name spelt with spaces (慕容 凤美医师)
         for back in (7, 6, 5, 4, 3, 2, 1) if " " in near else (4, 3, 2, 1):
             s = t - back
-            if s < 0 or (back > 4 and " " not in text[s:t]):
+            if s < 0 or text[s] not in starts or (back > 4 and " " not in text[s:t]):
                 continue
             if back >= 3 and text[s] in _MINORITY_FIRSTS and _minority_end(text, s) == t:
                 out.append((s, t))  # 德吉卓嘎大夫: a minority name has no surname
