@@ -184,6 +184,8 @@ def _minority_end(text: str, i: int) -> int | None:
 
 # Every character a name may start with: `name_at` answers None at any other position at once.
 _STARTS = _SINGLE | frozenset(_COMPOUND_BY_FIRST) | _MINORITY_FIRSTS
+# Where a name without spaces may be longer than three characters (欧阳明月, 扎西多吉).
+_LONG_STARTS = frozenset(_COMPOUND_BY_FIRST) | _MINORITY_FIRSTS
 
 
 def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
@@ -246,6 +248,7 @@ def find_names(text: str) -> list[tuple[int, int]]:
     # Each reader below looks for a name starting a few characters before what it matched; a
     # name starts with a character of `_STARTS`, so a window without one is passed at once.
     starts = _STARTS
+    long_starts = _LONG_STARTS
     for m in _CONTEXT_RX.finditer(text):
         i = m.end()
         start = m.start()
@@ -300,6 +303,8 @@ def find_names(text: str) -> list[tuple[int, int]]:
             s = t - back
             if s < 0 or text[s] not in starts or (back > 5 and " " not in text[s:t]):
                 continue
+            if back >= 4 and text[s] not in long_starts and " " not in near:
+                continue  # a single surname and at most two given characters: 3 at most
             before = text[s - 1] if s > 0 else "\x00"
             if not (before in _BOUNDARY or before in _BEFORE_ACTOR):
                 continue
@@ -330,6 +335,8 @@ def find_names(text: str) -> list[tuple[int, int]]:
             s = t - back
             if s < 0 or text[s] not in starts or (back > 4 and " " not in text[s:t]):
                 continue
+            if back == 4 and text[s] not in long_starts and " " not in near:
+                continue  # a single surname and at most two given characters: 3 at most
             if back >= 3 and text[s] in _MINORITY_FIRSTS and _minority_end(text, s) == t:
                 out.append((s, t))  # 德吉卓嘎大夫: a minority name has no surname
                 break
