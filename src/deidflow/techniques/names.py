@@ -65,6 +65,7 @@ _BEFORE_LONE = frozenset("请由与和及同向给对被让嘱经找问叫跟为
 _ENDERS = tuple(sorted({*words.TITLES, *words.NAME_AFTER, *words.ROLE_WORDS, "签名", "签字",
                         "日期", "时间", "审核", "记录"}, key=len, reverse=True))
 _ENDERS_RX = re.compile(ids.gapped_alternation(_ENDERS))
+_ENDER_FIRSTS = frozenset(w[0] for w in _ENDERS)  # a match starts with a word's first character
 _COMPOUNDS = tuple(words.COMPOUND_SURNAMES)
 
 # A role or context word, then what may stand between it and the name.
@@ -181,20 +182,36 @@ def _minority_end(text: str, i: int) -> int | None:
     return k if parts >= 2 or (parts == 1 and k - i >= 3) else None
 
 
+# Every character a name may start with: `name_at` answers None at any other position at once.
+_STARTS = _SINGLE | frozenset(_COMPOUND_BY_FIRST) | _MINORITY_FIRSTS
+# Where a name without spaces may be longer than three characters (欧阳明月, 扎西多吉).
+_LONG_STARTS = frozenset(_COMPOUND_BY_FIRST) | _MINORITY_FIRSTS
+
+
 def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
     """End of the name whose surname starts at `i`, or None. `lone`: a surname alone counts
     (before a title: 李主任)."""
-    given = _GIVEN
-    j = _surname_end(text, i)
-    minority = _minority_end(text, i) if i < len(text) else None
-    if j is None or minority is not None:
-        return minority  # 斯琴高娃 is not 斯 + 琴高
-    if j is None or _clinical_at(text, i) or (
-            j < len(text) and text[j] == " " and _clinical_at(text[i:i + 12].replace(" ", ""), 0)):
-        return None  # 查 房 spaced by OCR is still 查房
-    if text[i] == "任" and i > 0 and text[i - 1] in "担现出兼继升就调委聘信主责":
-        return None  # 现任, 担任, 主任: the verb, not the surname
     n = len(text)
+    if i >= n:
+        return None
+    ch = text[i]
+    if ch not in _STARTS:
+        return None  # most positions: neither a surname nor a minority name part starts here
+    if ch in _COMPOUND_BY_FIRST or ch in _MINORITY_FIRSTS:
+        j = _surname_end(text, i)
+        minority = _minority_end(text, i) if ch in _MINORITY_FIRSTS else None
+        if j is None or minority is not None:
+            return minority  # 斯琴高娃 is not 斯 + 琴高
+    else:
+        j = i + 1  # a single surname, the common case
+    given = _GIVEN
+    clinical = _CLINICAL  # _clinical_at inlined below: name_at runs at every candidate start
+    ws = clinical.get(ch)
+    if ws is not None and text.startswith(ws, i) or (
+            j < n and text[j] == " " and _clinical_at(text[i:i + 12].replace(" ", ""), 0)):
+        return None  # 查 房 spaced by OCR is still 查房
+    if ch == "任" and i > 0 and text[i - 1] in "担现出兼继升就调委聘信主责":
+        return None  # 现任, 担任, 主任: the verb, not the surname
     k = j
     taken = 0
     for slot in range(2):
@@ -204,7 +221,11 @@ def name_at(text: str, i: int, *, lone: bool = False) -> int | None:
         if p >= n:
             break
         c = text[p]
-        if c not in given or _clinical_at(text, p) or _ENDERS_RX.match(text, p) or (
+        if c not in given:
+            break
+        ws = clinical.get(c)
+        if ws is not None and text.startswith(ws, p) or (
+                c in _ENDER_FIRSTS and _ENDERS_RX.match(text, p)) or (
                 c in _ACTION_FIRSTS and _ACTIONS_RX.match(text, p)):
             break  # 王伟高血压, 王伟医师, 杜艳交代病情: the name ends before the word
         if slot == 1 and c in _FUNCTION and not (_ends_name(text, p + 1) or (
@@ -224,11 +245,17 @@ def find_names(text: str) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     n = len(text)
     role_ends = set()
+    # Each reader below looks for a name starting a few characters before what it matched; a
+    # name starts with a character of `_STARTS`, so a window without one is passed at once.
+    starts = _STARTS
+    long_starts = _LONG_STARTS
     for m in _CONTEXT_RX.finditer(text):
         i = m.end()
         start = m.start()
-        over = max(_clinical_end(text, start - 3), _clinical_end(text, start - 2), _clinical_end(text, start - 1)) \
-            if start >= 3 else max((_clinical_end(text, q) for q in range(start)), default=0)
+        over = -1  # end of the furthest clinical word starting in the three characters before
+        for q in range(max(0, start - 3), start):
+            if text[q] in _CLINICAL:
+                over = max(over, _clinical_end(text, q))
         if over > start and (over >= m.end("w") or _CONTEXT_RX.match(text, over) is None):
             # 妇女儿童医疗中心: 女儿 is inside 妇女儿童, not a relative (but 患者女儿童东俊);
             # 已向外孙女: 向外 overlaps 外孙女, but 孙女 after it is a role word still
@@ -249,12 +276,16 @@ def find_names(text: str) -> list[tuple[int, int]]:
         # 审方药师：王伟 / 接生者：李娜  — any label, then a value that is exactly a name:
         # a surname, given-name characters, and the end of the value
         i = m.end()
+        if i >= n or text[i] not in starts:
+            continue
         e = name_at(text, i)
         if e is not None and (e >= n or text[e] in _VALUE_END):
             out.append((i, e))
     for m in _SEX_AFTER_RX.finditer(text):
         # 王春生，男，66岁 / 欧阳明月（女，3岁）: a name at the start of a line or sentence
         t = m.start()
+        if starts.isdisjoint(text[max(0, t - 4):t]):
+            continue
         for back in (4, 3, 2):
             s = t - back
             if s < 0 or not (s == 0 or text[s - 1] in _BOUNDARY or text[s - 1] in "者"):
@@ -264,11 +295,16 @@ def find_names(text: str) -> list[tuple[int, int]]:
                 break
     for m in _ACTIONS_RX.finditer(text):
         t = m.start()
+        near = text[max(0, t - 7):t]
+        if starts.isdisjoint(near):
+            continue
         # past five characters only a name spelt with spaces (独 孤 慧 德)
-        for back in (7, 6, 5, 4, 3, 2) if " " in text[max(0, t - 7):t] else (5, 4, 3, 2):
+        for back in (7, 6, 5, 4, 3, 2) if " " in near else (5, 4, 3, 2):
             s = t - back
-            if s < 0 or (back > 5 and " " not in text[s:t]):
+            if s < 0 or text[s] not in starts or (back > 5 and " " not in text[s:t]):
                 continue
+            if back >= 4 and text[s] not in long_starts and " " not in near:
+                continue  # a single surname and at most two given characters: 3 at most
             before = text[s - 1] if s > 0 else "\x00"
             if not (before in _BOUNDARY or before in _BEFORE_ACTOR):
                 continue
@@ -280,6 +316,8 @@ def find_names(text: str) -> list[tuple[int, int]]:
                 break
     for m in _OCCUPATION_RX.finditer(text):
         t = m.start()
+        if starts.isdisjoint(text[max(0, t - 4):t]):
+            continue
         for back in (1, 2, 3, 4):  # shortest first: 由葛技师 is 葛, not 由葛
             s = t - back
             before = text[s - 1] if s > 0 else "\x00"
@@ -289,11 +327,16 @@ def find_names(text: str) -> list[tuple[int, int]]:
                 break
     for m in _TITLE_RX.finditer(text):
         t = m.start()
+        near = text[max(0, t - 7):t]
+        if starts.isdisjoint(near):
+            continue
         # past four characters only a name spelt with spaces (慕容 凤美医师)
-        for back in (7, 6, 5, 4, 3, 2, 1) if " " in text[max(0, t - 7):t] else (4, 3, 2, 1):
+        for back in (7, 6, 5, 4, 3, 2, 1) if " " in near else (4, 3, 2, 1):
             s = t - back
-            if s < 0 or (back > 4 and " " not in text[s:t]):
+            if s < 0 or text[s] not in starts or (back > 4 and " " not in text[s:t]):
                 continue
+            if back == 4 and text[s] not in long_starts and " " not in near:
+                continue  # a single surname and at most two given characters: 3 at most
             if back >= 3 and text[s] in _MINORITY_FIRSTS and _minority_end(text, s) == t:
                 out.append((s, t))  # 德吉卓嘎大夫: a minority name has no surname
                 break
