@@ -47,6 +47,19 @@ def test_leak_rows_name_rows_only(tmp_path):
     assert (path.stat().st_mode & 0o777) == 0o600 and "夏莹" not in path.read_text()
 
 
+def test_leak_rows_of_a_large_column_are_found_slice_by_slice(monkeypatch):
+    # a notes column past Arrow's 2 GB string limit is searched in the gate's slices: row
+    # numbers are the column's, whatever the slicing
+    from deidflow.validation import expectations
+
+    frame = pd.DataFrame({"text": ["无", "电话13812345678", "夏莹查房", None, "记录：[姓名]", "夏莹"] * 7})
+    failed = [{"type": direct.DIRECT_TYPE, "table": "notes"}]
+    whole = direct.leak_rows({"notes": frame}, failed, StringSet(["夏莹"]))
+    monkeypatch.setattr(expectations, "SLICE_BYTES", 40)  # a few rows a slice
+    assert direct.leak_rows({"notes": frame}, failed, StringSet(["夏莹"])) == whole
+    assert whole["notes"]["text"] == [i + o for i in range(0, 42, 6) for o in (1, 2, 5)]
+
+
 def test_a_large_column_is_normalised_in_slices_alike(monkeypatch):
     texts = pa.array(["电话１３８１２３４５６７８", None, "电话138 1234-5678", "无"] * 50)
     whole = direct.normalised(texts)

@@ -137,6 +137,7 @@ def leak_rows(tables: Mapping[str, Any], failed: Iterable[Mapping[str, Any]], kn
     """Row numbers (0-based, in the released table) of every text value that holds a direct
     identifier, in the tables whose direct-identifier check failed."""
     from deidflow.techniques.scrub import find_identifiers
+    from deidflow.validation.expectations import SLICE_BYTES
     from deidflow.validation.sets import StringSet
 
     if known is not None and not isinstance(known, StringSet):
@@ -151,9 +152,17 @@ def leak_rows(tables: Mapping[str, Any], failed: Iterable[Mapping[str, Any]], kn
             if not (pd.api.types.is_string_dtype(values) or pd.api.types.is_object_dtype(values)):
                 continue
             s = values.astype("string")
-            hit = np.array(find_identifiers(s).to_numpy(dtype=bool), dtype=bool)
-            if known:
-                hit |= known_hits(pa.array(s.fillna("").to_numpy(dtype=object), type=pa.string()), known)
+            hit = np.zeros(len(s), dtype=bool)
+            # in slices of the gate's size: a notes column's search windows at once would
+            # pass Arrow's 2 GB limit of one string array (4 bytes a character bounds UTF-8)
+            chars = int(s.str.len().fillna(0).sum())
+            step = max(1, int(len(s) * SLICE_BYTES / max(4 * chars, 1)))
+            for lo in range(0, len(s), step):
+                part = s.iloc[lo:lo + step]
+                found = np.array(find_identifiers(part).to_numpy(dtype=bool), dtype=bool)
+                if known:
+                    found |= known_hits(pa.array(part.fillna("").to_numpy(dtype=object), type=pa.string()), known)
+                hit[lo:lo + len(part)] = found
             if hit.any():
                 out.setdefault(str(table), {})[str(col)] = np.flatnonzero(hit).tolist()
     return out
