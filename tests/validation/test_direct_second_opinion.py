@@ -52,12 +52,15 @@ def test_leak_rows_of_a_large_column_are_found_slice_by_slice(monkeypatch):
     # numbers are the column's, whatever the slicing
     from deidflow.validation import expectations
 
-    frame = pd.DataFrame({"text": ["无", "电话13812345678", "夏莹查房", None, "记录：[姓名]", "夏莹"] * 7})
+    short = ["无", "电话13812345678", "夏莹查房", None, "记录：[姓名]", "夏莹"] * 7
+    # short texts are searched once per distinct value, notes (long texts) row by row
+    frame = pd.DataFrame({"text": short, "note": [None if t is None else t + "。" * 80 for t in short]})
     failed = [{"type": direct.DIRECT_TYPE, "table": "notes"}]
     whole = direct.leak_rows({"notes": frame}, failed, StringSet(["夏莹"]))
     monkeypatch.setattr(expectations, "SLICE_BYTES", 40)  # a few rows a slice
     assert direct.leak_rows({"notes": frame}, failed, StringSet(["夏莹"])) == whole
-    assert whole["notes"]["text"] == [i + o for i in range(0, 42, 6) for o in (1, 2, 5)]
+    rows = [i + o for i in range(0, 42, 6) for o in (1, 2, 5)]
+    assert whole["notes"] == {"text": rows, "note": rows}
 
 
 def test_a_large_column_is_normalised_in_slices_alike(monkeypatch):

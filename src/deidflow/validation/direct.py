@@ -136,8 +136,7 @@ def gate_fix(failed_types: Iterable[str]) -> str | None:
 def leak_rows(tables: Mapping[str, Any], failed: Iterable[Mapping[str, Any]], known: Any) -> dict[str, Any]:
     """Row numbers (0-based, in the released table) of every text value that holds a direct
     identifier, in the tables whose direct-identifier check failed."""
-    from deidflow.techniques.scrub import find_identifiers
-    from deidflow.validation.expectations import SLICE_BYTES
+    from deidflow.validation.expectations import FREE_TEXT_BYTES
     from deidflow.validation.sets import StringSet
 
     if known is not None and not isinstance(known, StringSet):
@@ -152,20 +151,36 @@ def leak_rows(tables: Mapping[str, Any], failed: Iterable[Mapping[str, Any]], kn
             if not (pd.api.types.is_string_dtype(values) or pd.api.types.is_object_dtype(values)):
                 continue
             s = values.astype("string")
-            hit = np.zeros(len(s), dtype=bool)
-            # in slices of the gate's size: a notes column's search windows at once would
-            # pass Arrow's 2 GB limit of one string array (4 bytes a character bounds UTF-8)
-            chars = int(s.str.len().fillna(0).sum())
-            step = max(1, int(len(s) * SLICE_BYTES / max(4 * chars, 1)))
-            for lo in range(0, len(s), step):
-                part = s.iloc[lo:lo + step]
-                found = np.array(find_identifiers(part).to_numpy(dtype=bool), dtype=bool)
-                if known:
-                    found |= known_hits(pa.array(part.fillna("").to_numpy(dtype=object), type=pa.string()), known)
-                hit[lo:lo + len(part)] = found
+            if int(s.str.len().fillna(0).sum()) < FREE_TEXT_BYTES * len(s):
+                # short texts, as the gate searches them: each distinct value once (every
+                # window of a short text is looked up, so a column of millions would not fit)
+                codes, uniques = pd.factorize(s)
+                found = _leaks_in(pd.Series(uniques, dtype="string"), known)
+                hit = np.zeros(len(s), dtype=bool)
+                hit[codes >= 0] = found[codes[codes >= 0]]
+            else:
+                hit = _leaks_in(s, known)
             if hit.any():
                 out.setdefault(str(table), {})[str(col)] = np.flatnonzero(hit).tolist()
     return out
+
+
+def _leaks_in(s: pd.Series, known: Any) -> np.ndarray:
+    """Which texts hold an identifier (the detectors, then the known values), in slices of
+    the gate's size: a notes column's search windows at once would pass Arrow's 2 GB limit
+    of one string array (4 bytes a character bound its UTF-8)."""
+    from deidflow.techniques.scrub import find_identifiers
+    from deidflow.validation.expectations import SLICE_BYTES
+
+    hit = np.zeros(len(s), dtype=bool)
+    step = max(1, int(len(s) * SLICE_BYTES / max(4 * int(s.str.len().fillna(0).sum()), 1)))
+    for lo in range(0, len(s), step):
+        part = s.iloc[lo:lo + step]
+        found = np.array(find_identifiers(part).to_numpy(dtype=bool), dtype=bool)
+        if known:
+            found |= known_hits(pa.array(part.fillna("").to_numpy(dtype=object), type=pa.string()), known)
+        hit[lo:lo + len(part)] = found
+    return hit
 
 
 def write_leak_log(path: Path, rows: Mapping[str, Any]) -> Path:
