@@ -61,6 +61,9 @@ def test_leak_rows_of_a_large_column_are_found_slice_by_slice(monkeypatch):
     assert direct.leak_rows({"notes": frame}, failed, StringSet(["夏莹"])) == whole
     rows = [i + o for i in range(0, 42, 6) for o in (1, 2, 5)]
     assert whole["notes"] == {"text": rows, "note": rows}
+    # only the columns the gate named, where it named some
+    named = [{"type": direct.DIRECT_TYPE, "table": "notes", "columns": ["note"]}]
+    assert direct.leak_rows({"notes": frame}, named, StringSet(["夏莹"])) == {"notes": {"note": rows}}
 
 
 def test_a_large_column_is_normalised_in_slices_alike(monkeypatch):

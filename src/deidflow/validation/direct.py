@@ -135,18 +135,25 @@ def gate_fix(failed_types: Iterable[str]) -> str | None:
 
 def leak_rows(tables: Mapping[str, Any], failed: Iterable[Mapping[str, Any]], known: Any) -> dict[str, Any]:
     """Row numbers (0-based, in the released table) of every text value that holds a direct
-    identifier, in the tables whose direct-identifier check failed."""
+    identifier, in the columns whose direct-identifier check failed (every text column of the
+    table where the check named none)."""
     from deidflow.validation.expectations import FREE_TEXT_BYTES
     from deidflow.validation.sets import StringSet
 
     if known is not None and not isinstance(known, StringSet):
         known = StringSet(known)
     out: dict[str, dict[str, list[int]]] = {}
-    for table in dict.fromkeys(e.get("table") for e in failed if e.get("type") == DIRECT_TYPE):
+    flagged: dict[Any, set[str]] = {}  # the columns the gate named (all, where it named none)
+    for e in failed:
+        if e.get("type") == DIRECT_TYPE:
+            flagged.setdefault(e.get("table"), set()).update(str(c) for c in e.get("columns") or ())
+    for table, named in flagged.items():
         frame = tables[table] if table is not None else None
         if not isinstance(frame, pd.DataFrame):
             continue
         for col in frame.columns:
+            if named and str(col) not in named:
+                continue
             values = frame[col]
             if not (pd.api.types.is_string_dtype(values) or pd.api.types.is_object_dtype(values)):
                 continue
@@ -166,14 +173,19 @@ def leak_rows(tables: Mapping[str, Any], failed: Iterable[Mapping[str, Any]], kn
 
 
 def _leaks_in(s: pd.Series, known: Any) -> np.ndarray:
-    """Which texts hold an identifier (the detectors, then the known values), in slices of
-    the gate's size: a notes column's search windows at once would pass Arrow's 2 GB limit
-    of one string array (4 bytes a character bound its UTF-8)."""
+    """Which texts hold an identifier (the detectors, then the known values), in slices
+    whose search windows stay within the gate's slice size: a whole column's windows at once
+    would pass Arrow's 2 GB limit of one string array (4 bytes a character bound UTF-8)."""
     from deidflow.techniques.scrub import find_identifiers
     from deidflow.validation.expectations import SLICE_BYTES
 
+    from deidflow.validation.sets import StringSet
+
     hit = np.zeros(len(s), dtype=bool)
-    step = max(1, int(len(s) * SLICE_BYTES / max(4 * int(s.str.len().fillna(0).sum()), 1)))
+    # a set's search of short texts looks up every window of them: bytes ~ length x length
+    lens = s.str.len().fillna(0).to_numpy(dtype=np.int64)
+    size = 4 * int((lens * np.minimum(lens, StringSet.SHORT)).sum())
+    step = max(1, int(len(s) * SLICE_BYTES / max(size, 1)))
     for lo in range(0, len(s), step):
         part = s.iloc[lo:lo + step]
         found = np.array(find_identifiers(part).to_numpy(dtype=bool), dtype=bool)
