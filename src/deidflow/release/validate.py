@@ -237,6 +237,12 @@ class _EvidenceAhead:
 
         if engine.distributed or cores() < 2 or "fork" not in multiprocessing.get_all_start_methods():
             return cls()
+        import signal
+
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            # a Prefect flow run's process: its SIGTERM handler, inherited by the fork,
+            # raises in the worker as the pool ends it and prints a traceback
+            return cls()
         # Imported here, not in the pool's result thread when it unpickles the evidence (two
         # threads importing at once can see half-initialised modules; `validation.preload`)
         import deidflow.utility.evidence  # noqa: F401
