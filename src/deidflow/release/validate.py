@@ -137,7 +137,6 @@ def validate(work: Path) -> dict[str, Any]:
     loaded = pinned_policy(state)
     policy = loaded.policy
     wd = WorkDir.of(work, state)
-    stage = wd.staging
     tables = _ReleasedTables(wd, state, policy)
     known = known_values(wd, loaded)
     mapping = wd.pseudonym_mapping()
