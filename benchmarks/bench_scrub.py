@@ -1,7 +1,7 @@
 """Free-text scrubber: recall and precision per identifier kind on real public text, and
 throughput on notes of about 500 characters (one process, so one core).
 
-    .venv/bin/python benchmarks/bench_scrub.py [--notes 20000]
+    .venv/bin/python benchmarks/bench_scrub.py [--notes 20000] [--throughput-only]
 
 Data (by path, never copied): /work/shared/datasets/zh_text (MultiPriv, 975 Chinese person
 paragraphs whose structured fields are the gold strings) and /work/shared/datasets/synthea
@@ -13,6 +13,13 @@ wholly inside a replaced span. Precision counts detected spans of the kind that 
 occurrence of that kind (or, for names, are the surname of a gold name: 韩女士); spans of kinds
 without gold (dates, record numbers) are left out.
 "generic" runs the pattern detectors alone; "+known" adds the subject's own structured values.
+
+Throughput: the first four rows scrub the 500-character notes; the "release notes" rows scrub
+notes as the release benchmark generates them (`deidflow.samples`, ~260 characters) with what a
+release passes to the scrubber for the sample policy (placeholders, dates shifted, ages
+removed; each subject's direct identifiers and attending doctors), and 0, 5,000 or 20,000 staff
+names known for every note (`scrub.EVERYONE`; 5,000 is the attending doctors of 1M patients).
+The last row is the 500-character notes with 20,000 staff names.
 
 Generated clinical documents (benchmarks/zh_clinical_docs.py, ten kinds of document with gold
 spans): recall per identifier type (caught = no character of it left), name recall per role,
@@ -155,26 +162,93 @@ def notes_of_500(n: int) -> tuple[pd.Series, pd.Series, pd.DataFrame]:
     return pd.Series(out, dtype="string"), pd.Series(sids, dtype="string"), known
 
 
+CACHE = Path(__file__).resolve().parent / ".cache"
+# What a release passes to the scrubber for the sample policy's notes (configs/release.yaml:
+# placeholders, dates shifted by 30 days at most, ages removed), with `release.transform`'s
+# known identifiers: the subject table's direct identifiers, the subject's own attending
+# doctors, and every staff value of the release for every note (`scrub.EVERYONE`).
+RELEASE_SUBJECT_COLUMNS = ("name", "resident_id", "mobile", "address", "insurance_no", "postcode")
+
+
+def release_notes(n: int) -> tuple[pd.Series, pd.Series, pd.DataFrame, list[str]]:
+    """The first n notes of a generated extract (`deidflow.samples`, as bench_release.py
+    makes them), their subjects, the subjects' known identifiers, and the attending doctors
+    the notes name (generated once into benchmarks/.cache/)."""
+    from deidflow.samples.generate import generate_samples
+
+    patients = max(1, -(-n // 3))
+    root = CACHE / f"scrub-extract-{patients}"
+    if not (root / "notes.csv").exists():
+        generate_samples(root, patients)
+    notes = pd.read_csv(root / "notes.csv", dtype=str, keep_default_na=False, nrows=n)
+    people = pd.read_csv(root / "patients.csv", dtype=str, keep_default_na=False)
+    enc = pd.read_csv(root / "encounters.csv", dtype=str, keep_default_na=False)
+    parts = [pd.DataFrame({"subject_id": people["patient_id"], "kind": c, "value": people[c]})
+             for c in RELEASE_SUBJECT_COLUMNS]
+    doctors = enc[["patient_id", "attending_doctor"]].drop_duplicates()
+    parts.append(pd.DataFrame({"subject_id": doctors["patient_id"], "kind": "attending_doctor",
+                               "value": doctors["attending_doctor"]}))
+    known = pd.concat(parts, ignore_index=True).astype("string")
+    return (notes["text"].astype("string"), notes["patient_id"].astype("string"), known,
+            sorted(set(enc["attending_doctor"])))
+
+
+def staff_values(count: int, named: list[str]) -> pd.DataFrame:
+    """`count` distinct staff names known for every note: the doctors the notes name, then
+    more realistic Chinese names from the sample generator's Faker pools (seed after seed)."""
+    from deidflow.samples.generate import DEFAULT_SEED
+    from deidflow.samples.pools import faker_pools
+    from deidflow.techniques.scrub import EVERYONE
+
+    names = dict.fromkeys(named)
+    seed = DEFAULT_SEED
+    while len(names) < count:
+        pools = faker_pools(seed)
+        names.update(dict.fromkeys(pools.male_names.to_pylist() + pools.female_names.to_pylist()))
+        seed += 1
+    values = list(names)[:count]
+    return pd.DataFrame({"subject_id": EVERYONE, "kind": "attending_doctor", "value": values}, dtype="string")
+
+
+def release_settings(n: int) -> list[tuple[str, pd.Series, dict]]:
+    """(label, notes, scrub_texts arguments) of the release-like rows of `throughput`."""
+    texts, sids, known, named = release_notes(n)
+    offsets = np.random.default_rng(11).integers(-30, 31, len(texts))
+    base = dict(subject_ids=sids, replace="placeholder", dates="shift", date_offsets=offsets, ages="remove")
+    out = []
+    for staff in (0, 5_000, 20_000):
+        k = known if not staff else pd.concat([known, staff_values(staff, named)], ignore_index=True)
+        out.append((f"release notes, + known, {staff:,} staff", texts, dict(base, known=k)))
+    long_texts, long_sids, long_known = notes_of_500(n)
+    out.append(("500-char notes, + known, 20,000 staff", long_texts,
+                dict(subject_ids=long_sids, known=pd.concat([long_known, staff_values(20_000, named)],
+                                                            ignore_index=True))))
+    return out
+
+
 def throughput(n: int) -> pd.DataFrame:
     texts, sids, known = notes_of_500(n)
     rows = []
-    for label, kw in (
+    settings = [(label, texts, kw) for label, kw in (
         ("placeholder, generic detectors", dict(kinds=[k for k in DETECTORS if k != "known"])),
         ("placeholder, + known identifiers", dict(subject_ids=sids, known=known)),
         ("pseudonym, + known identifiers", dict(subject_ids=sids, known=known, replace="pseudonym",
                                                 key=b"\x01" * 32)),
         ("generalise dates (month) + addresses", dict(subject_ids=sids, known=known, dates="month",
                                                       replace={"address": "generalise"})),
-    ):
+    )]
+    for label, notes, kw in settings + release_settings(n):
         best, best_cpu = float("inf"), float("inf")
         for _ in range(3):
             t, c = time.perf_counter(), time.process_time()
-            scrub_texts(texts, **kw)
+            scrub_texts(notes, **kw)
             best = min(best, time.perf_counter() - t)
             best_cpu = min(best_cpu, time.process_time() - c)
-        rows.append({"configuration": label, "notes": n, "mean chars": round(float(texts.str.len().mean())),
-                     "wall s": round(best, 3), "notes/s (wall)": round(n / best),
-                     "cpu s": round(best_cpu, 3), "notes/s (cpu)": round(n / best_cpu)})
+        m = len(notes)
+        rows.append({"configuration": label, "notes": m, "mean chars": round(float(notes.str.len().mean())),
+                     "wall s": round(best, 3), "notes/s (wall)": round(m / best),
+                     "cpu s": round(best_cpu, 3), "notes/s (cpu)": round(m / best_cpu),
+                     "µs/note (cpu)": round(1e6 * best_cpu / m)})
     return pd.DataFrame(rows)
 
 
@@ -200,8 +274,14 @@ def main() -> None:
     ap.add_argument("--notes", type=int, default=20000)
     ap.add_argument("--split", default="eval", choices=["eval", "eval2", "eval3", "tune"])
     ap.add_argument("--docs", type=int, default=600)
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="print only the throughput table (skip recall, precision and documents)")
     args = ap.parse_args()
     pd.set_option("display.width", 160)
+    if args.throughput_only:
+        print(f"Throughput (one process, best of 3; load average {os.getloadavg()[0]:.1f})\n")
+        print(throughput(args.notes).to_string(index=False))
+        return
     print(f"Generated clinical documents, split '{args.split}' ({args.docs} documents, generic detectors)\n")
     print(generated_table(args.split, args.docs).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print()
