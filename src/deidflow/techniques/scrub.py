@@ -48,7 +48,7 @@ from deidflow import identifiers as ids
 from deidflow.errors import InputError, KeyCustodyError, PolicyError
 from deidflow.policy import Column, Role
 from deidflow.techniques import _zh_names as words
-from deidflow.techniques import names
+from deidflow.techniques import known_values, names
 from deidflow.techniques.base import ApplyContext, Technique
 
 # --- building blocks -----------------------------------------------------------------------
@@ -716,9 +716,10 @@ release where one is left elsewhere."""
 
 
 @lru_cache(maxsize=8)
-def _everyone_regex(entries: tuple[tuple[str, int], ...]) -> tuple[re.Pattern[str], dict[str, int]]:
+def _everyone_values(entries: tuple[tuple[str, int], ...]) -> tuple[known_values.ValueSet, dict[str, int]]:
+    """The values known for every note, prepared once per set, and each one's kind code."""
     codes = {v: c for v, c in entries}
-    return re.compile(ids.alternation(list(codes))), codes
+    return known_values.ValueSet(codes), codes
 
 
 def known_from_tables(known: pd.DataFrame, policy: Any, read: Any, index: int, partitions: int) -> pd.DataFrame:
@@ -851,13 +852,12 @@ def _detect(
             table = _known_table(known)
         glob = table.get(EVERYONE)
         if glob:
-            rx, codes = _everyone_regex(tuple((v, c) for v, c, _ in glob))
-            for m in rx.finditer(big):
-                v = m.group()
-                if v[0].isdigit() and ((m.start() > 0 and big[m.start() - 1].isdigit())
-                                       or (m.end() < len(big) and big[m.end()].isdigit())):
+            everyone, codes = _everyone_values(tuple((v, c) for v, c, _ in glob))
+            for a, b, v in everyone.find(big):
+                # a number only where it is not part of a longer number
+                if v[0].isdigit() and ((a > 0 and big[a - 1].isdigit()) or (b < len(big) and big[b].isdigit())):
                     continue
-                spans.append((m.start(), m.end(), codes[v]))
+                spans.append((a, b, codes[v]))
         offsets = starts.tolist()
         append = spans.append
         for row, sid in enumerate(subject_ids):
