@@ -610,14 +610,24 @@ _PLACE_PREFIX = re.compile(
 _DIGITS_ONLY = re.compile(r"[0-9Xx +\-()]{6,}")
 
 
+_COMPOUND_RANK = {c: i for i, c in reversed(list(enumerate(words.COMPOUND_SURNAMES)))}
+_COMPOUND_LENGTHS = sorted({len(c) for c in words.COMPOUND_SURNAMES})
+
+
+def _compound_surname(v: str) -> str | None:
+    """The first compound surname of the list that `v` starts with (a dictionary look-up per
+    surname length rather than a test of each of the 64)."""
+    found = [v[:n] for n in _COMPOUND_LENGTHS if v[:n] in _COMPOUND_RANK]
+    return min(found, key=_COMPOUND_RANK.__getitem__) if found else None
+
+
 def _name_variants(value: str) -> set[str]:
     """王小明 → 王小明, 王某, 王某某, 小明 (3+ characters); English Maude482 Wunsch504 →
     the whole, each part of 3+ letters, and each without its trailing digits."""
     v = value.strip()
     out = {v}
     if _CJK.search(v):
-        compound = next((c for c in words.COMPOUND_SURNAMES if v.startswith(c)), None)
-        surname = compound or v[0]
+        surname = _compound_surname(v) or v[0]
         given = v[len(surname):]
         out |= {surname + "某", surname + "某某"}
         if len(given) >= 2:
@@ -645,28 +655,46 @@ def _address_variants(value: str) -> set[str]:
     return out
 
 
+# The shapes that decide a known value's kind when its column's name does not.
+_NO_GROUPING = str.maketrans("", "", " -")
+_ID_SHAPE = re.compile(r"[0-9]{17}[0-9Xx]|[0-9]{15}")
+_MOBILE_SHAPE = re.compile(r"(?:\+?86)?1[3-9][0-9]{9}")
+_SSN_SHAPE = re.compile(r"[0-9]{3}-[0-9]{2}-[0-9]{4}")
+_ADDRESS_HINT = re.compile(r"[路街巷弄]|[0-9]号")
+
+
 def known_variants(kind: str, value: str) -> tuple[str, set[str]]:
     """(span kind, the strings to look for) for one known identifier of a subject. The kind
     of the structured column is used where it is a scrub kind (name, mobile…); otherwise the
     value's shape decides."""
     v = ids.fold(str(value)).strip()
-    k = kind if kind in _KIND_CODE else None
-    compact = re.sub(r"[ \-]", "", v)
-    if k is None:
-        if "@" in v:
-            k = "email"
-        elif re.fullmatch(r"[0-9]{17}[0-9Xx]|[0-9]{15}", compact):
-            k = "resident_id"
-        elif re.fullmatch(r"(?:\+?86)?1[3-9][0-9]{9}", compact):
-            k = "mobile"
-        elif re.fullmatch(r"[0-9]{3}-[0-9]{2}-[0-9]{4}", v):
-            k = "ssn"
-        elif "name" in kind.lower() or kind.upper() in {"FIRST", "LAST", "MAIDEN"} or _ZH_NAME.fullmatch(v):
-            k = "name"
-        elif "addr" in kind.lower() or re.search(r"[路街巷弄]|[0-9]号", v):
-            k = "address"
-        else:
-            k = "other"
+    compact = v.translate(_NO_GROUPING)
+    k = _known_kind(kind, v, compact)
+    return k, _spellings(k, v, compact)
+
+
+def _known_kind(kind: str, v: str, compact: str) -> str:
+    """The span kind of known value `v` (folded, stripped; `compact` without spaces and
+    dashes) of structured column kind `kind`."""
+    if kind in _KIND_CODE:
+        return kind
+    if "@" in v:
+        return "email"
+    if _ID_SHAPE.fullmatch(compact):
+        return "resident_id"
+    if _MOBILE_SHAPE.fullmatch(compact):
+        return "mobile"
+    if _SSN_SHAPE.fullmatch(v):
+        return "ssn"
+    if "name" in kind.lower() or kind.upper() in {"FIRST", "LAST", "MAIDEN"} or _ZH_NAME.fullmatch(v):
+        return "name"
+    if "addr" in kind.lower() or _ADDRESS_HINT.search(v):
+        return "address"
+    return "other"
+
+
+def _spellings(k: str, v: str, compact: str) -> set[str]:
+    """The strings to look for of known value `v` of span kind `k` (see known_variants)."""
     if k == "name":
         found = _name_variants(v)
     elif k == "address":
@@ -678,7 +706,7 @@ def known_variants(kind: str, value: str) -> tuple[str, set[str]]:
     else:
         found = {v}
     # Single characters and very short strings would scrub ordinary words.
-    return k, {f for f in found if len(f) >= 2 and not (f.isdigit() and len(f) < 6)}
+    return {f for f in found if len(f) >= 2 and not (f.isdigit() and len(f) < 6)}
 
 
 def _known_table(known: pd.DataFrame | None) -> dict[str, list[tuple[str, int, str]]]:
@@ -687,18 +715,33 @@ def _known_table(known: pd.DataFrame | None) -> dict[str, list[tuple[str, int, s
     if known is None or not len(known):
         return table
     frame = known.dropna(subset=["subject_id", "value"]).drop_duplicates(["subject_id", "kind", "value"])
-    for sid, kind, value in zip(frame["subject_id"].astype(str), frame["kind"].astype(str),
-                                frame["value"].astype(str)):
-        k, variants = known_variants(kind, value)
-        if sid == EVERYONE:
-            # in every note only the whole value (and its spellings): 王某 or a given name
-            # alone of some doctor would scrub words in everybody's notes
+    # one value recurs under many subjects (an attending doctor of thousands of patients):
+    # its entries are made once
+    made: dict[tuple[str, str, bool], list[tuple[str, int, str]]] = {}
+    for sid, kind, value in zip(frame["subject_id"].astype(str).tolist(), frame["kind"].astype(str).tolist(),
+                                frame["value"].astype(str).tolist()):
+        everyone = sid == EVERYONE
+        new = made.get((kind, value, everyone))
+        if new is None:
             v = ids.fold(value).strip()
-            compact = re.sub(r"[ \-]", "", v)
-            variants = {v} if k == "name" else {x for x in variants if len(x) >= len(compact)}
-        code = _KIND_CODE[k]
-        entries = table.setdefault(sid, [])
-        entries.extend((var, code, value.strip()) for var in variants)
+            compact = v.translate(_NO_GROUPING)
+            k = _known_kind(kind, v, compact)
+            if not everyone:
+                variants = _spellings(k, v, compact)
+            elif k == "name":
+                # in every note only the whole value (and its spellings): 王某 or a given name
+                # alone of some doctor would scrub words in everybody's notes
+                variants = {v}
+            else:
+                variants = {x for x in _spellings(k, v, compact) if len(x) >= len(compact)}
+            code = _KIND_CODE[k]
+            canonical = value.strip()
+            new = made[(kind, value, everyone)] = [(var, code, canonical) for var in variants]
+        entries = table.get(sid)
+        if entries is None:
+            table[sid] = list(new)
+        else:
+            entries.extend(new)
     for entries in table.values():
         entries.sort(key=lambda t: -len(t[0]))
     return table
