@@ -589,16 +589,26 @@ def _digit_variants(value: str) -> set[str]:
     """How people write a number: plain, lower-case x, grouped 6-8-4 (IDs) or 3-4-4 (mobiles)
     with spaces or dashes, and the other common groupings."""
     v = value.strip()
-    out = {v, v.lower(), v.upper()}
-    n = len(v)
-    cuts = {18: [(6, 14), (6, 10, 14), (3, 6, 14)], 15: [(6, 12)], 11: [(3, 7), (3, 6)],
-            19: [(4, 8, 12, 16)], 16: [(4, 8, 12)]}.get(n, [])
-    for cut in cuts:
-        parts = [v[a:b] for a, b in zip((0, *cut), (*cut, n))]
-        for sep in (" ", "-"):
-            joined = sep.join(parts)
-            out |= {joined, joined.lower()}
+    lower = v.lower()
+    out = {v, lower, v.upper()}
+    for bounds in _GROUPS.get(len(v), ()):
+        parts = [v[a:b] for a, b in bounds]
+        spaced, dashed = " ".join(parts), "-".join(parts)
+        out.add(spaced)
+        out.add(dashed)
+        if lower != v:  # a separator has no case: the groups lower-cased only if v has case
+            out.add(spaced.lower())
+            out.add(dashed.lower())
     return out
+
+
+# Where numbers of each length are grouped: 6-8-4 and 6-4-4-4 for IDs, 3-4-4 for mobiles…,
+# as (start, end) of each group.
+_GROUPS = {
+    n: [tuple(zip((0, *cut), (*cut, n))) for cut in cuts]
+    for n, cuts in {18: [(6, 14), (6, 10, 14), (3, 6, 14)], 15: [(6, 12)], 11: [(3, 7), (3, 6)],
+                    19: [(4, 8, 12, 16)], 16: [(4, 8, 12)]}.items()
+}
 
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
