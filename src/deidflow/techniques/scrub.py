@@ -912,7 +912,7 @@ def _detect(
                     continue
                 spans.append((a, b, codes[v]))
         offsets = starts.tolist()
-        append = spans.append
+        append, canon_append = spans.append, canon.append
         for row, sid in enumerate(subject_ids):
             entries = table.get(sid if isinstance(sid, str) else str(sid))
             if not entries:
@@ -921,14 +921,14 @@ def _detect(
             # most variants (grouped spellings of a number) are not in the note: tested in
             # one comprehension, then only those present are searched
             for variant, code, canonical in [t for t in entries if t[0] in text]:
-                if variant[0].isdigit() or variant[-1].isdigit():
-                    _find_all(text, variant, off, code, spans, canon, canonical)
-                    continue
                 n = len(variant)
                 i = text.find(variant)
-                while i >= 0:  # _find_all for a needle without digit ends, inline
-                    append((off + i, off + i + n, code))
-                    canon.append((off + i, canonical))
+                head, tail = variant[0].isdigit(), variant[-1].isdigit()
+                while i >= 0:  # _find_all, inline: a number not inside a longer number
+                    if not ((head and i > 0 and text[i - 1].isdigit())
+                            or (tail and i + n < len(text) and text[i + n].isdigit())):
+                        append((off + i, off + i + n, code))
+                        canon_append((off + i, canonical))
                     i = text.find(variant, i + 1)
     return _merge(spans, starts, canon), joined, big, starts
 
