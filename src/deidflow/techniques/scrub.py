@@ -760,8 +760,8 @@ def _known_table(known: pd.DataFrame | None) -> dict[str, list[tuple[str, int, s
 EVERYONE = "*"
 """subject_id of the known values searched in every note (staff, contacts of any subject)."""
 EVERYONE_MAX = 20_000
-"""Most distinct values searched in every note (one trie regex; a large hospital's staff list
-is well within it). The gate looks for every one of them in every released note
+"""Most distinct values searched in every note (one `known_values.ValueSet`; a large
+hospital's staff list is well within it). The gate looks for every one of them in every released note
 (`release.validate.known_values`), so the scrubber must too: a doctor of one patient is named
 in another patient's note, and a two-character name can stand inside ordinary words. Past the
 cap, other tables' values are known for their own subject's notes only, and the gate refuses a
