@@ -6,12 +6,12 @@ thousands of names), searched in every note of a column.
 (`identifiers.alternation`) returns: scanning left to right, at each position the longest
 value that starts there, and the scan resumes after it. Python's `re` gets there by trying
 the trie's first branches one after another at every character that can start a value (a
-surname starts a name, and surnames are common characters), which costs tens of µs per note
-with 20,000 values. Here every value has at least two characters, so a match can only start
+surname starts a name, and surnames are common characters): slow with thousands of values
+(README, "Known values in every note"). Here every value has at least two characters, so a match can only start
 where the text's first two characters are the first two of some value: the text's code points
-are tested for that with numpy (one table look-up per character, then one sorted search per
-candidate), and Python only compares the few values sharing that two-character prefix at the
-positions that pass.
+are tested for that with numpy (a table look-up per character for the first, one per candidate
+for the second, then a sorted search of the pair), and Python only compares the few values
+sharing that two-character prefix at the positions that pass.
 """
 
 from __future__ import annotations
@@ -53,10 +53,13 @@ class ValueSet:
         self._keys = keys[order]
         # values of one prefix longest first: the first that starts at a position is the match
         self._groups = [sorted(by_prefix[prefixes[i]], key=len, reverse=True) for i in order.tolist()]
-        # True at the code points that start a value; one False entry past the largest, which
-        # every larger code point of a text is clipped to
+        # True at the code points that start a value (and, apart, at those that are a value's
+        # second); one False entry past the largest, which every larger code point of a text is
+        # clipped to
         self._first = np.zeros(int(firsts.max(initial=0)) + 2, dtype=bool)
         self._first[firsts] = True
+        self._second = np.zeros(int(seconds.max(initial=0)) + 2, dtype=bool)
+        self._second[seconds] = True
 
     def find(self, text: str, points: np.ndarray | None = None) -> list[tuple[int, int, str]]:
         """(start, end, value) of every match, leftmost first, longest at each start, not
@@ -68,6 +71,9 @@ class ValueSet:
             return []
         cp = code_points(text) if points is None else points
         starts = np.flatnonzero(self._first.take(cp[:-1], mode="clip"))
+        # a surname starts many words; its next character rules most of them out cheaply,
+        # before the sorted search of the pair
+        starts = starts[self._second.take(cp[starts + 1], mode="clip")]
         if not len(starts):
             return []
         keys = (cp[starts].astype(np.uint64) << _SHIFT) | cp[starts + 1].astype(np.uint64)
