@@ -135,12 +135,31 @@ def _alternation(items: Iterable[str]) -> str:
     return "(?:" + "|".join(re.escape(w) for w in sorted(set(items), key=len, reverse=True)) + ")"
 
 
+def _class_escape(chars: str) -> str:
+    return "".join("\\" + c if c in "\\]^-[" else c for c in chars)
+
+
+def _firsts(items: Iterable[str]) -> str:
+    return "".join(sorted({w[0] for w in items}))
+
+
+def _seconds(items: Iterable[str]) -> str:
+    """A look-ahead on the characters that stand second in `items` (all of two or more): put
+    before a `_rest`, it turns most places away with one class test instead of one
+    look-behind per word."""
+    return f"(?=[{_class_escape(''.join(sorted({w[1] for w in items})))}])"
+
+
 _SINGLE_ANCHORED = "".join(c for c in words.SINGLE_SURNAMES if c not in "于和由但都来那应时")
 _SINGLE_FREE = "".join(c for c in words.SINGLE_SURNAMES if c not in words.FUNCTION_SURNAMES)
 _COMPOUND = _alternation(words.COMPOUND_SURNAMES)
 _GIVEN = _cjk_class(words.NOT_IN_GIVEN_NAME)
 _NAME_BEFORE = _alternation(words.NAME_BEFORE) + r"[:：\s]{0,2}(?:为|是|叫|名叫)?"
-_NAME_AFTER = "(?=" + _alternation(words.NAME_AFTER) + rf"|[，,]\s?{_D}{{1,3}}岁)"
+# (a trie behind a test of the words' first characters: tried after every one or two given
+# characters at every surname, where a list of 42 words is 42 tests)
+_NAME_AFTER = (f"(?=[{_class_escape(_firsts(words.NAME_AFTER))}，,])"
+               f"(?={ids.alternation(list(words.NAME_AFTER))}|[，,]\\s?{_D}{{1,3}}岁)")
+_TITLES_EN = ("Mr", "Mrs", "Ms", "Miss", "Dr", "Prof")
 _TITLE_EN = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.? "
 _NAME_EN = r"[A-Z][a-zà-ÿ'\-]+[0-9]*(?: [A-Z][a-zà-ÿ'\-]+[0-9]*){0,2}"
 
@@ -298,14 +317,6 @@ def _rest(items: Iterable[str]) -> str:
     return "(?:" + "|".join(parts) + ")"
 
 
-def _class_escape(chars: str) -> str:
-    return "".join("\\" + c if c in "\\]^-[" else c for c in chars)
-
-
-def _firsts(items: Iterable[str]) -> str:
-    return "".join(sorted({w[0] for w in items}))
-
-
 # Every other detector, as (kind, first characters, the pattern after its first character,
 # the group holding the identifier or None for the whole match). They run as ONE regex whose
 # first character class is the union: one scan instead of ten.
@@ -313,7 +324,7 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     # any 15/18-digit number up to 8 characters after an ID label: exactly what the
     # validation gate flags (证件号（护照）：…), so the gate never finds what the scrubber left
     ("resident_id", _firsts(ids.ID_LABELS),
-     _rest(ids.ID_LABELS) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
+     _seconds(ids.ID_LABELS) + _rest(ids.ID_LABELS) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
     ("mobile", "+", rf"86{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
     # the country code in brackets, as forms print it: (+86)138…, （0086 ）138…, (+8 6)138…
     ("mobile", "(（", rf"(?:\+ ?|00)?8 ?6 ?[)）]{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
@@ -321,19 +332,22 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     # 二〇二五年三月七日, found from its second character (〇, 零 or 九 are rare; 一 and 二 are not)
     ("date", "〇零九", r"(?<=[一二].)[〇零一二三四五六七八九]{2}年[一二三四五六七八九十]{1,2}月"
                      r"(?:[一二三四五六七八九十]{1,3}[日号])?", "back1"),
-    ("address", "路街巷弄村里苑园区道同寓厦场", _ADDRESS_CORE[len("[路街巷弄村里苑园区道同寓厦场]"):], None),
+    ("address", "路街巷弄村里苑园区道同寓厦场", "(?=[0-9一二三四五六七八九十百])" + _ADDRESS_CORE[len("[路街巷弄村里苑园区道同寓厦场]"):], None),
     # names after context words: techniques/names.py (model-based, with boundaries)
     # 王某某 / 王先生 (the surname alone) / 王小明 followed by a word that follows names
     ("name", _SINGLE_ANCHORED,
-     rf"(?:{_FREE_GUARD}(?:某某|某){_GIVEN}?|(?=先生|女士|小姐)|{_FREE_GUARD}{_GIVEN}{{1,2}}{_NAME_AFTER})", None),
+     # (each alternative opens with a test of the next character, where its guards and
+     # given-name classes would be read at every surname first)
+     rf"(?:某(?<=[{_SINGLE_FREE}]某)(?<![担现出兼继升就调委聘信]任某)某?{_GIVEN}?|(?=先生|女士|小姐)"
+     rf"|(?=.{{1,2}}[{_class_escape(_firsts(words.NAME_AFTER))}，,]){_FREE_GUARD}{_GIVEN}{{1,2}}{_NAME_AFTER})", None),
     # 向伟（男，18岁）: a surname that is also a function word, only at the start of a sentence
     # and before the sex
     ("name", "".join(c for c in words.FUNCTION_SURNAMES if c in words.SINGLE_SURNAMES),
-     rf"(?<![\u4e00-\u9fff].){_GIVEN}{{1,2}}(?=[（(，,]\s?[男女])", None),
+     rf"(?=.{{1,2}}[（(，,])(?<![\u4e00-\u9fff].){_GIVEN}{{1,2}}(?=[（(，,]\s?[男女])", None),
     ("name", _firsts(words.COMPOUND_SURNAMES),
-     rf"{_rest(words.COMPOUND_SURNAMES)}{_GIVEN}{{1,2}}{_NAME_AFTER}", None),
-    ("name", "MDP", rf"{_rest(['Mr', 'Mrs', 'Ms', 'Miss', 'Dr', 'Prof'])}\.? (?P<v>{_NAME_EN})", "v"),
-    ("name", "PpNn", rf"(?:(?<=[Pp])atient|(?<=[Nn])ame)[:：]? ?(?P<v>{_NAME_EN})(?=[ ,.;:，。]|$)", "v"),
+     rf"{_seconds(words.COMPOUND_SURNAMES)}{_rest(words.COMPOUND_SURNAMES)}{_GIVEN}{{1,2}}{_NAME_AFTER}", None),
+    ("name", "MDP", rf"{_seconds(_TITLES_EN)}{_rest(_TITLES_EN)}\.? (?P<v>{_NAME_EN})", "v"),
+    ("name", "PpNn", rf"(?=a)(?:(?<=[Pp])atient|(?<=[Nn])ame)[:：]? ?(?P<v>{_NAME_EN})(?=[ ,.;:，。]|$)", "v"),
 ]
 # Companies named without a label (…在杭州某某科技有限公司上班): found from the legal
 # suffix, grown backwards over the name up to a word that ends a sentence part.
