@@ -406,25 +406,38 @@ CHUNK = 20_000  # notes per joined string: bounded memory on million-note column
 # --- detection --------------------------------------------------------------------------------
 
 
-def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int]]:
-    """(start, end, kind code) of every generic detector match in the joined text."""
-    out: list[tuple[int, int, int]] = []
+_Spans = list[tuple[int, int, int]]
+
+
+def _generic_spans(big: str, kinds: tuple[str, ...]) -> tuple[_Spans, _Spans, _Spans]:
+    """(start, end, kind code) of every generic detector match in the joined text, in three
+    lists: the names (kind code name, or _FIELD_NAME for a labelled field's value), the
+    Chinese addresses (which `_extend_addresses` grows), and the rest. Kept apart so that
+    the passes over names and addresses read their own spans, not every span of the chunk."""
+    out: _Spans = []
+    found_names: _Spans = []
+    addresses: _Spans = []
     append = out.append
+    name_code, address_code = _KIND_CODE["name"], _KIND_CODE["address"]
     (digit, groups), others = _compiled(kinds)
     if digit is not None:
         codes = {g: _KIND_CODE[k] for g, k in groups.items()}
-        for m in digit.finditer(big):
-            append((m.start(), m.end(), codes[m.lastgroup]))
+        # (English street addresses, found here, are not grown backwards: they stay in out)
+        out.extend([(m.start(), m.end(), codes[m.lastgroup]) for m in digit.finditer(big)])
     other, other_groups = others
     if other is not None:
+        # per group: the list its spans go to, the kind code, the identifier group
+        route = {g: ({name_code: found_names.append, address_code: addresses.append}.get(
+                     _KIND_CODE[kind], append), _KIND_CODE[kind], group)
+                 for g, (kind, group) in other_groups.items()}
         for m in other.finditer(big):
-            kind, group = other_groups[m.lastgroup]
+            add, code, group = route[m.lastgroup]
             if group is None:
-                append((m.start(), m.end(), _KIND_CODE[kind]))
+                add((m.start(), m.end(), code))
             elif group == "back1":
-                append((m.start() - 1, m.end(), _KIND_CODE[kind]))
+                add((m.start() - 1, m.end(), code))
             else:
-                append((m.start(group), m.end(group), _KIND_CODE[kind]))
+                add((m.start(group), m.end(group), code))
     if set(kinds) & {"record_no", "insurance_no", "resident_id"}:
         for m in _LABEL_RX.finditer(big):
             k = _LABELS[m.group("label")]
@@ -446,8 +459,12 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
             fields.add("phone")
         # names found as a field's value go to _checked_names marked _FIELD_NAME: the label is
         # their evidence, so no clinical-word check cuts them
-        out.extend((a, b, _FIELD_NAME if f == "name" else _KIND_CODE[_FIELD_KINDS.get(f, f)])
-                   for a, b, f in ids.scan_fields(big, fields, names.field_name_ok))
+        for a, b, f in ids.scan_fields(big, fields, names.field_name_ok):
+            if f == "name":
+                found_names.append((a, b, _FIELD_NAME))
+            else:
+                code = _KIND_CODE[_FIELD_KINDS.get(f, f)]
+                (addresses if code == address_code else out).append((a, b, code))
     by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
     if by_recogniser:
         out.extend((a, b, _KIND_CODE[k]) for a, b, k in _scan_where_possible(big, by_recogniser))
@@ -464,14 +481,13 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
             if local:
                 append((local.start(), m.end(), code))
     if "name" in kinds and ("·" in big or "•" in big):
-        code = _KIND_CODE["name"]
         for m in re.finditer("[·•]", big):
             dot = m.start()
             back = _DOT_NAME_BEFORE.search(big, max(0, dot - 4), dot)
             fwd = _DOT_NAME_AFTER.match(big, dot + 1)
             if back and fwd:
-                append((back.start(), fwd.end(), code))
-    return out
+                found_names.append((back.start(), fwd.end(), name_code))
+    return out, found_names, addresses
 
 
 def _scan_where_possible(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, str]]:
@@ -563,18 +579,17 @@ def _shift_date(span: str, offset: int) -> str:
     return PLACEHOLDERS["date"]
 
 
-def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """The names read by `techniques.names` added, and every name span checked against the
-    clinical vocabulary (患者安返病房 keeps 安返; 王伟高血压 ends at 伟)."""
+def _checked_names(big: str, found: _Spans) -> _Spans:
+    """The name spans `found` by the detectors checked against the clinical vocabulary
+    (患者安返病房 keeps 安返; 王伟高血压 ends at 伟), with the names read by
+    `techniques.names` added."""
     code = _KIND_CODE["name"]
-    # only the name spans are looked at (the order of spans does not matter to _merge)
-    out = [t for t in spans if t[2] != code and t[2] != _FIELD_NAME]
     checked = []
     clinical = names.CLINICAL_FIRSTS
-    for s, e, k in spans:
+    for s, e, k in found:
         if k == _FIELD_NAME:
             checked.append((s, e, code))
-        elif k == code:
+        else:
             if not clinical.isdisjoint(big[s:e]):
                 e2 = names.plausible(big, s, e)
                 if e2 is None:
@@ -583,16 +598,15 @@ def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[in
             checked.append((s, e, code))
     checked.extend((s, e, code) for s, e in names.find_names(big))
     checked.extend((s, e, code) for s, e in names.extend_lists(big, [(s, e) for s, e, _ in checked]))
-    out.extend(checked)
-    return out
+    return checked
 
 
-def _extend_addresses(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """Grow each Chinese address core (中山路123号) backwards over the place words before it
-    (黑龙江省哈尔滨市南岗区), stopping at words that end a sentence part (住, 于, 在, ：, ，)."""
-    code = _KIND_CODE["address"]
+def _extend_addresses(big: str, spans: _Spans) -> _Spans:
+    """Grow each Chinese address core (中山路123号) of the address `spans` backwards over the
+    place words before it (黑龙江省哈尔滨市南岗区), stopping at words that end a sentence
+    part (住, 于, 在, ：, ，)."""
     for i, (s, e, k) in enumerate(spans):
-        if k == code and not big[s].isascii():
+        if not big[s].isascii():
             m = _ADDRESS_BACK.search(big, max(0, s - 24), s)
             if m:
                 spans[i] = (m.start(), e, k)
@@ -829,20 +843,22 @@ def _detect(
     big = ids.fold(joined)
     if big is not joined:
         texts = big.split(_SEP)
-    spans = _generic_spans(big, tuple(k for k in kinds if k != "known"))
+    spans, found_names, addresses = _generic_spans(big, tuple(k for k in kinds if k != "known"))
     if all_ages:  # ages are quasi-identifiers: every one, not only those over 89
         code = _KIND_CODE["age"]
         spans.extend((m.start(), m.end(), code) for m in _ANY_AGE.finditer(big))
     if "address" in kinds:
-        spans = _extend_addresses(big, spans)
+        addresses = _extend_addresses(big, addresses)
+    spans.extend(addresses)
     if "name" in kinds:
-        spans = _checked_names(big, spans)
+        found_names = _checked_names(big, found_names)
+    spans.extend(found_names)
 
     # A name found in context is a name wherever else it occurs in the same note.
     name_code = _KIND_CODE["name"]
     if "name" in kinds:
         found: dict[int, set[str]] = {}
-        name_spans = [(s, e) for s, e, k in spans if k == name_code and e - s >= 2]
+        name_spans = [(s, e) for s, e, _ in found_names if e - s >= 2]
         rows_of = np.searchsorted(starts, [s for s, _ in name_spans], side="right") - 1
         for row, (s, e) in zip(rows_of.tolist(), name_spans):
             found.setdefault(row, set()).add(big[s:e])
