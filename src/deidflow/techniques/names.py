@@ -251,6 +251,9 @@ def find_names(text: str) -> list[tuple[int, int]]:
     long_starts = _LONG_STARTS
     for m in _CONTEXT_RX.finditer(text):
         i = m.end()
+        if i >= n or text[i] not in starts:
+            continue  # no name starts here (name_at would say so at once), and role_ends
+            # is read only where one does
         start = m.start()
         over = -1  # end of the furthest clinical word starting in the three characters before
         for q in range(max(0, start - 3), start):
