@@ -254,12 +254,12 @@ _DIGIT_FIRST: list[tuple[str, str]] = [
     ("resident_id", rf"(?<=[1-9]){ids.ID_REGION[5:]}(?:{ids.ID18_TAIL}{_NA}|{ids.ID15_TAIL}{_NA})"),
     ("bank_card", rf"(?:{_D}{{15,18}}|{_D}{{3}}(?:{_CARD_SEP}{_D}{{4}}){{3}}(?:{_CARD_SEP}?{_D}{{1,3}})?){_NA}"),
     ("ssn", rf"{_D}{{2}}-{_D}{{2}}-{_D}{{4}}{_NA}"),
-    ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"),
-    ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}} ?年 ?(?:0?[1-9]|1[0-2]) ?月(?: ?(?:0?[1-9]|[12]{_D}|3[01]) ?[日号])?"),
+    ("date", rf"[90](?<=19|20){_D}{{2}}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"),
+    ("date", rf"[90](?<=19|20){_D}{{2}} ?年 ?(?:0?[1-9]|1[0-2]) ?月(?: ?(?:0?[1-9]|[12]{_D}|3[01]) ?[日号])?"),
     ("date", r"(?<!年.)[0-9]?月[0-3]?[0-9][日号]"),
     # compact dates (20230609, also exact dates of birth): a year 19xx/20xx, a real month
     # and day, and nothing more of a number around it
-    ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{_D}|3[01]){_NA}"),
+    ("date", rf"[90](?<=19|20){_D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{_D}|3[01]){_NA}"),
     ("mobile", rf"(?:(?<=0)086|(?<=8)6){_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}"),
     ("mobile", rf"(?<=1){_S}[3-9](?:{_S}{_D}){{9}}{_NA}"),
     ("landline", rf"(?<=0){_D}{{2,3}}[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}"),
@@ -369,7 +369,9 @@ def _compiled(kinds: tuple[str, ...]) -> tuple[Any, Any]:
         for i, (k, p) in enumerate(alts):
             groups[f"a{i}"] = k
             parts.append(f"(?P<a{i}>{p})")
-        digit = re.compile(rf"[0-9]{_NB}(?:" + "|".join(parts) + ")")
+        # Every alternative goes on with a digit, 月, or a separator and a digit (an English
+        # street: a space and a capital): the look-ahead turns the rest (5岁, 3次) away at once.
+        digit = re.compile(rf"[0-9]{_NB}(?=[0-9月]|[ \-] ?[0-9]| [A-Z])(?:" + "|".join(parts) + ")")
     selected = [alt for alt in _OTHER_FIRST if alt[0] in kinds]
     others = None
     other_groups: dict[str, tuple[str, str | None]] = {}
