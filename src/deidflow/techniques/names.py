@@ -130,9 +130,12 @@ def _clinical_end(text: str, i: int) -> int:
 def extend_lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Names after a name and a list comma (王伟、李娜、张敏), whatever found the first one."""
     out = []
-    todo = [e for _, e in spans]
-    seen = set(todo)
+    ends = [e for _, e in spans]
+    seen = set(ends)
     n = len(text)
+    # only the ends at a list comma can start a list; they keep their order, so they are
+    # read (last first) as when every end was popped in turn
+    todo = [e for e in ends if e < n and text[e] == "、"]
     while todo:
         e = todo.pop()
         if e < n and text[e] == "、":

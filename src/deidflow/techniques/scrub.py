@@ -1109,9 +1109,13 @@ def _scrub_chunk(
     counts = {str(k): int(n) for k, n in spans["kind"].value_counts().items()}
     if spans.empty:
         return values, counts
-    # `folded` is what the detectors read; the replacement slices the original `big`
-    spans = spans.sort_values(["row", "start"], kind="stable")
-    g_start = (offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()).tolist()
+    # `folded` is what the detectors read; the replacement slices the original `big`, in
+    # order (as _merge gives them: sorted only where they are not)
+    at_start = offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()
+    if len(at_start) > 1 and (at_start[1:] < at_start[:-1]).any():
+        spans = spans.sort_values(["row", "start"], kind="stable")
+        at_start = offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()
+    g_start = at_start.tolist()
     g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
     span_kinds = spans["kind"].to_numpy(dtype=object)
     span_rows = spans["row"].tolist()
