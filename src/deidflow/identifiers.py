@@ -706,6 +706,10 @@ def _field_value(kind: str, v: str, separated: bool,
     return m.start(), m.start() + len(s)
 
 
+_NOT_DIGIT = re.compile(r"[^0-9]")
+_MOBILE_DIGITS = re.compile(r"(?:0086|86)?1[3-9][0-9]{9}")
+
+
 def scan_fields(text: str, kinds: frozenset[str] | set[str],
                 is_name: Callable[[str, bool], bool] | None = None) -> list[tuple[int, int, str]]:
     """(start, end, field kind) of every labelled field value of `kinds` in `text` (folded).
@@ -716,7 +720,9 @@ def scan_fields(text: str, kinds: frozenset[str] | set[str],
     for m in rx.finditer(text):
         raw, tail, sep, value = m.group("label", "tail", "sep", "v")
         label = raw.replace(" ", "").replace("\u3000", "") if " " in raw or "\u3000" in raw else raw
-        kind = by_label.get(label, "record_no" if label.isupper() and tail else None)
+        kind = by_label.get(label)
+        if kind is None and label.isupper() and tail:
+            kind = "record_no"
         if kind is None or kind not in kinds:
             continue
         if raw[-1] in " \u3000":  # a gap the label's trie took (IP 10.0.0.1, M R N MZ3384)
@@ -737,7 +743,7 @@ def scan_fields(text: str, kinds: frozenset[str] | set[str],
         if got is not None:
             s = m.start("v")
             if kind == "phone":
-                digits = re.sub(r"[^0-9]", "", text[s + got[0]:s + got[1]])
-                kind = "mobile" if re.fullmatch(r"(?:0086|86)?1[3-9][0-9]{9}", digits) else "landline"
+                digits = _NOT_DIGIT.sub("", text[s + got[0]:s + got[1]])
+                kind = "mobile" if _MOBILE_DIGITS.fullmatch(digits) else "landline"
             out.append((s + got[0], s + got[1], kind))
     return out

@@ -389,9 +389,10 @@ def field_name_ok(value: str, separated: bool) -> bool:
     v = value.replace(" ", "").replace("\u3000", "")
     if len(v) < 2 or v in _NOT_A_NAME or _clinical_at(v, 0):
         return False
-    parts = [p for p in re.split("[·•]", v) if p]
-    if len(parts) > 1:
-        return all(len(p) <= 8 for p in parts)
+    if "·" in v or "•" in v:  # (a split only where there is a dot: most values have none)
+        parts = [p for p in re.split("[·•]", v) if p]
+        if len(parts) > 1:
+            return all(len(p) <= 8 for p in parts)
     if _minority_end(v, 0) == len(v):
         return True
     j = _surname_end(v, 0)

@@ -442,10 +442,11 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> tuple[_Spans, _Spans, _S
                 add((m.start(group), m.end(group), code))
     if set(kinds) & {"record_no", "insurance_no", "resident_id"}:
         for m in _LABEL_RX.finditer(big):
-            k = _LABELS[m.group("label")]
-            if k == "resident_id" and len(m.group("v")) < _MIN_LABELLED[k]:
+            label, v = m.group("label", "v")
+            k = _LABELS[label]
+            if k == "resident_id" and len(v) < _MIN_LABELLED[k]:
                 k = "record_no"  # ID号：20230012 is a record number, not a resident ID
-            if k in kinds and len(m.group("v")) >= _MIN_LABELLED[k]:
+            if k in kinds and len(v) >= _MIN_LABELLED[k]:
                 append((m.start("v"), m.end("v"), _KIND_CODE[k]))
     if "employer" in kinds:
         code = _KIND_CODE["employer"]
