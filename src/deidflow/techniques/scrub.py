@@ -205,7 +205,18 @@ _DOT_NAME_BEFORE = re.compile(_DOT_GIVEN + r"{1,4}\Z")
 _DOT_NAME_AFTER = re.compile(_DOT_GIVEN + r"{1,6}?(?=医生|医师|教授|博士|先生|女士|小姐|主任|[^\u4e00-\u9fff])|"
                              + _DOT_GIVEN + r"{1,6}")
 # Words before an address (province, city, district, road name) up to a stop character.
-_ADDRESS_BACK = re.compile("[^" + re.escape(words.NOT_IN_ADDRESS) + r"\x00\n\r\t]{1,24}\Z")
+_ADDRESS_STOP = re.compile("[" + re.escape(words.NOT_IN_ADDRESS) + r"\x00\n\r\t]")
+
+
+def _run_before(stop: re.Pattern[str], text: str, end: int, width: int) -> int | None:
+    """Start of the longest run of at most `width` characters that `stop` does not match,
+    ending at `end` (None where the character before `end` is a stop): what
+    `[^stop]{1,width}\\Z` searched for in text[end - width:end] finds, read from the end
+    (that search tries every start in the window and reads on to the end from each)."""
+    lo = max(0, end - width)
+    m = stop.search(text[lo:end][::-1])
+    start = lo if m is None else end - m.start()
+    return start if start < end else None
 
 DETECTORS: tuple[str, ...] = ("known", *_DETECTORS)
 """Detector kinds a policy may select with `kinds:` (`known` = the subject's own values)."""
@@ -354,7 +365,7 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
 _ORG_SUFFIX = re.compile(r"(?:有限责任公司|股份有限公司|有限公司|集团公司|集团)")
 _ORG_BACK = re.compile(r"[^，。；;,、：:（）()\s\x00在于到去的是从向了职任供]{2,16}\Z")
 _EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
-_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}\Z")
+_EMAIL_LOCAL_STOP = re.compile(r"[^A-Za-z0-9._%+\-]")
 
 
 @lru_cache(maxsize=32)
@@ -480,9 +491,9 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> tuple[_Spans, _Spans, _S
     if "email" in kinds and "@" in big:
         code = _KIND_CODE["email"]
         for m in _EMAIL_DOMAIN.finditer(big):
-            local = _EMAIL_LOCAL.search(big, max(0, m.start() - 64), m.start())
-            if local:
-                append((local.start(), m.end(), code))
+            local = _run_before(_EMAIL_LOCAL_STOP, big, m.start(), 64)
+            if local is not None:
+                append((local, m.end(), code))
     if "name" in kinds and ("·" in big or "•" in big):
         for m in re.finditer("[·•]", big):
             dot = m.start()
@@ -610,9 +621,9 @@ def _extend_addresses(big: str, spans: _Spans) -> _Spans:
     part (住, 于, 在, ：, ，)."""
     for i, (s, e, k) in enumerate(spans):
         if not big[s].isascii():
-            m = _ADDRESS_BACK.search(big, max(0, s - 24), s)
-            if m:
-                spans[i] = (m.start(), e, k)
+            start = _run_before(_ADDRESS_STOP, big, s, 24)
+            if start is not None:
+                spans[i] = (start, e, k)
     return spans
 
 
