@@ -939,7 +939,7 @@ def _merge(spans: list[tuple[int, int, int]], starts: np.ndarray,
     reach = np.maximum.accumulate(e)
     new = np.ones(len(s), dtype=bool)
     new[1:] = s[1:] >= reach[:-1]
-    group = np.cumsum(new) - 1
+    group = np.cumsum(new, dtype=np.int64) - 1  # (int64 asked for: a bool sum casts slowly)
     n = int(group[-1]) + 1
     g_start = s[new]
     g_end = np.zeros(n, dtype=np.int64)
