@@ -74,3 +74,18 @@ def test_reading_a_run_back_from_its_end_finds_what_the_window_search_finds(text
     for plain, stop, width in ((address, scrub._ADDRESS_STOP, 24), (local, scrub._EMAIL_LOCAL_STOP, 64)):
         m = plain.search(text, max(0, end - width), end)
         assert scrub._run_before(stop, text, end, width) == (m.start() if m else None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="，,（( 男女、）性：:王伟x\u3000", max_size=30))
+def test_the_name_reader_s_literal_scans_find_what_its_class_scans_find(text):
+    import re
+
+    from deidflow.techniques import names
+
+    # the sex after a name, found from 男/女 and kept without overlap as the class pattern does
+    assert names._sex_after(text) == [m.start() for m in names._SEX_AFTER_RX.finditer(text)]
+    # a label's colon, one pattern per colon
+    plain = re.compile(r"[：:](?<=[\u4e00-\u9fff].)[ \u3000]{0,2}")
+    assert sorted(m.end() for rx in names._LABEL_COLONS_RX for m in rx.finditer(text)) == [
+        m.end() for m in plain.finditer(text)]
