@@ -89,3 +89,10 @@ def test_the_name_reader_s_literal_scans_find_what_its_class_scans_find(text):
     plain = re.compile(r"[：:](?<=[\u4e00-\u9fff].)[ \u3000]{0,2}")
     assert sorted(m.end() for rx in names._LABEL_COLONS_RX for m in rx.finditer(text)) == [
         m.end() for m in plain.finditer(text)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab1２３\u3000 －—ﾊ中，：\x00", max_size=40))
+def test_folding_only_the_runs_that_change_is_translating_the_whole_text(text):
+    table, _ = ids._fold_table()
+    assert ids.fold(text) == text.translate(table)
