@@ -54,3 +54,45 @@ def test_the_two_character_look_ahead_lets_every_field_label_through(label, gap)
     spaced = label[0] + gap + label[1:] if "\u4e00" <= label[0] <= "\u9fff" else label
     m = rx.search(f"{spaced}：12345678。")
     assert m is not None and m.start() == 0, spaced
+
+
+# Characters for the windows before an address core or an e-mail's @: stops of both (住, 于,
+# ，, a NUL, a line break, a space, @), place words and local-part characters.
+WINDOW = st.text(alphabet="ab9._-@ 住于在，市区路号省\x00\n\t" + "".join(scrub.words.NOT_IN_ADDRESS[:8]),
+                 max_size=90)
+
+
+@settings(max_examples=300, deadline=None)
+@given(WINDOW, st.data())
+def test_reading_a_run_back_from_its_end_finds_what_the_window_search_finds(text, data):
+    import re
+
+    end = data.draw(st.integers(0, len(text)))
+    # the plain searches: every start in the window tried, each read on to the window's end
+    address = re.compile("[^" + re.escape(scrub.words.NOT_IN_ADDRESS) + r"\x00\n\r\t]{1,24}\Z")
+    local = re.compile(r"[A-Za-z0-9._%+\-]{1,64}\Z")
+    for plain, stop, width in ((address, scrub._ADDRESS_STOP, 24), (local, scrub._EMAIL_LOCAL_STOP, 64)):
+        m = plain.search(text, max(0, end - width), end)
+        assert scrub._run_before(stop, text, end, width) == (m.start() if m else None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="，,（( 男女、）性：:王伟x\u3000", max_size=30))
+def test_the_name_reader_s_literal_scans_find_what_its_class_scans_find(text):
+    import re
+
+    from deidflow.techniques import names
+
+    # the sex after a name, found from 男/女 and kept without overlap as the class pattern does
+    assert names._sex_after(text) == [m.start() for m in names._SEX_AFTER_RX.finditer(text)]
+    # a label's colon, one pattern per colon
+    plain = re.compile(r"[：:](?<=[\u4e00-\u9fff].)[ \u3000]{0,2}")
+    assert sorted(m.end() for rx in names._LABEL_COLONS_RX for m in rx.finditer(text)) == [
+        m.end() for m in plain.finditer(text)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab1２３\u3000 －—ﾊ中，：\x00", max_size=40))
+def test_folding_only_the_runs_that_change_is_translating_the_whole_text(text):
+    table, _ = ids._fold_table()
+    assert ids.fold(text) == text.translate(table)

@@ -76,10 +76,26 @@ _CONTEXT_RX = re.compile(
     r"[:：\s]{0,2}(?:为|是|叫|名叫|系)?[:：\s]{0,1}"
 )
 _TITLE_RX = re.compile(ids.gapped_alternation(words.TITLES))
-# from the colon (rare) rather than from every ideograph: `re` skips to a colon in C
-_LABEL_COLON_RX = re.compile(r"[：:](?<=[\u4e00-\u9fff].)[ \u3000]{0,2}")
+# from the colon (rare) rather than from every ideograph, one pattern per colon (full-width,
+# ASCII): `re` finds a literal first character by a fast substring search, a class by a test
+# at every character. A match holds one colon, so the two find what one [：:] pattern would.
+_LABEL_COLONS_RX = tuple(re.compile(c + r"(?<=[\u4e00-\u9fff].)[ \u3000]{0,2}") for c in "：:")
 _VALUE_END = frozenset(" \t\n\r\x00，,。；;、（）()/|")
 _SEX_AFTER_RX = re.compile(r"[，,（( ][男女](?:[，,、）) ]|性)")
+# The same found from 男 and from 女 (literals, which `re` finds by substring search), each
+# match one character long; `_sex_after` keeps them as the three-character pattern above
+# would, one after another without overlap (，男，女， is read once).
+_SEX_RX = tuple(re.compile(c + rf"(?<=[，,（( ]{c})(?=[，,、）) ]|性)") for c in "男女")
+
+
+def _sex_after(text: str) -> list[int]:
+    """Where `_SEX_AFTER_RX.finditer(text)` matches (the punctuation before the sex)."""
+    out, free = [], 0
+    for t in sorted(m.start() - 1 for rx in _SEX_RX for m in rx.finditer(text)):
+        if t >= free:  # not inside the previous match, which is three characters long
+            out.append(t)
+            free = t + 3
+    return out
 
 
 # What staff and relatives do in a note, right after their name: 由昝军完成采样, 夜班梅强予以
@@ -130,9 +146,12 @@ def _clinical_end(text: str, i: int) -> int:
 def extend_lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Names after a name and a list comma (王伟、李娜、张敏), whatever found the first one."""
     out = []
-    todo = [e for _, e in spans]
-    seen = set(todo)
+    ends = [e for _, e in spans]
+    seen = set(ends)
     n = len(text)
+    # only the ends at a list comma can start a list; they keep their order, so they are
+    # read (last first) as when every end was popped in turn
+    todo = [e for e in ends if e < n and text[e] == "、"]
     while todo:
         e = todo.pop()
         if e < n and text[e] == "、":
@@ -251,6 +270,9 @@ def find_names(text: str) -> list[tuple[int, int]]:
     long_starts = _LONG_STARTS
     for m in _CONTEXT_RX.finditer(text):
         i = m.end()
+        if i >= n or text[i] not in starts:
+            continue  # no name starts here (name_at would say so at once), and role_ends
+            # is read only where one does
         start = m.start()
         over = -1  # end of the furthest clinical word starting in the three characters before
         for q in range(max(0, start - 3), start):
@@ -272,18 +294,16 @@ def find_names(text: str) -> list[tuple[int, int]]:
                 i = e + 1
                 continue
             break
-    for m in _LABEL_COLON_RX.finditer(text):
+    for i in sorted(m.end() for rx in _LABEL_COLONS_RX for m in rx.finditer(text)):
         # 审方药师：王伟 / 接生者：李娜  — any label, then a value that is exactly a name:
         # a surname, given-name characters, and the end of the value
-        i = m.end()
         if i >= n or text[i] not in starts:
             continue
         e = name_at(text, i)
         if e is not None and (e >= n or text[e] in _VALUE_END):
             out.append((i, e))
-    for m in _SEX_AFTER_RX.finditer(text):
+    for t in _sex_after(text):
         # 王春生，男，66岁 / 欧阳明月（女，3岁）: a name at the start of a line or sentence
-        t = m.start()
         if starts.isdisjoint(text[max(0, t - 4):t]):
             continue
         for back in (4, 3, 2):
@@ -383,9 +403,10 @@ def field_name_ok(value: str, separated: bool) -> bool:
     v = value.replace(" ", "").replace("\u3000", "")
     if len(v) < 2 or v in _NOT_A_NAME or _clinical_at(v, 0):
         return False
-    parts = [p for p in re.split("[·•]", v) if p]
-    if len(parts) > 1:
-        return all(len(p) <= 8 for p in parts)
+    if "·" in v or "•" in v:  # (a split only where there is a dot: most values have none)
+        parts = [p for p in re.split("[·•]", v) if p]
+        if len(parts) > 1:
+            return all(len(p) <= 8 for p in parts)
     if _minority_end(v, 0) == len(v):
         return True
     j = _surname_end(v, 0)

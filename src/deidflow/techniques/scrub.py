@@ -135,12 +135,31 @@ def _alternation(items: Iterable[str]) -> str:
     return "(?:" + "|".join(re.escape(w) for w in sorted(set(items), key=len, reverse=True)) + ")"
 
 
+def _class_escape(chars: str) -> str:
+    return "".join("\\" + c if c in "\\]^-[" else c for c in chars)
+
+
+def _firsts(items: Iterable[str]) -> str:
+    return "".join(sorted({w[0] for w in items}))
+
+
+def _seconds(items: Iterable[str]) -> str:
+    """A look-ahead on the characters that stand second in `items` (all of two or more): put
+    before a `_rest`, it turns most places away with one class test instead of one
+    look-behind per word."""
+    return f"(?=[{_class_escape(''.join(sorted({w[1] for w in items})))}])"
+
+
 _SINGLE_ANCHORED = "".join(c for c in words.SINGLE_SURNAMES if c not in "于和由但都来那应时")
 _SINGLE_FREE = "".join(c for c in words.SINGLE_SURNAMES if c not in words.FUNCTION_SURNAMES)
 _COMPOUND = _alternation(words.COMPOUND_SURNAMES)
 _GIVEN = _cjk_class(words.NOT_IN_GIVEN_NAME)
 _NAME_BEFORE = _alternation(words.NAME_BEFORE) + r"[:：\s]{0,2}(?:为|是|叫|名叫)?"
-_NAME_AFTER = "(?=" + _alternation(words.NAME_AFTER) + rf"|[，,]\s?{_D}{{1,3}}岁)"
+# (a trie behind a test of the words' first characters: tried after every one or two given
+# characters at every surname, where a list of 42 words is 42 tests)
+_NAME_AFTER = (f"(?=[{_class_escape(_firsts(words.NAME_AFTER))}，,])"
+               f"(?={ids.alternation(list(words.NAME_AFTER))}|[，,]\\s?{_D}{{1,3}}岁)")
+_TITLES_EN = ("Mr", "Mrs", "Ms", "Miss", "Dr", "Prof")
 _TITLE_EN = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.? "
 _NAME_EN = r"[A-Z][a-zà-ÿ'\-]+[0-9]*(?: [A-Z][a-zà-ÿ'\-]+[0-9]*){0,2}"
 
@@ -186,7 +205,18 @@ _DOT_NAME_BEFORE = re.compile(_DOT_GIVEN + r"{1,4}\Z")
 _DOT_NAME_AFTER = re.compile(_DOT_GIVEN + r"{1,6}?(?=医生|医师|教授|博士|先生|女士|小姐|主任|[^\u4e00-\u9fff])|"
                              + _DOT_GIVEN + r"{1,6}")
 # Words before an address (province, city, district, road name) up to a stop character.
-_ADDRESS_BACK = re.compile("[^" + re.escape(words.NOT_IN_ADDRESS) + r"\x00\n\r\t]{1,24}\Z")
+_ADDRESS_STOP = re.compile("[" + re.escape(words.NOT_IN_ADDRESS) + r"\x00\n\r\t]")
+
+
+def _run_before(stop: re.Pattern[str], text: str, end: int, width: int) -> int | None:
+    """Start of the longest run of at most `width` characters that `stop` does not match,
+    ending at `end` (None where the character before `end` is a stop): what
+    `[^stop]{1,width}\\Z` searched for in text[end - width:end] finds, read from the end
+    (that search tries every start in the window and reads on to the end from each)."""
+    lo = max(0, end - width)
+    m = stop.search(text[lo:end][::-1])
+    start = lo if m is None else end - m.start()
+    return start if start < end else None
 
 DETECTORS: tuple[str, ...] = ("known", *_DETECTORS)
 """Detector kinds a policy may select with `kinds:` (`known` = the subject's own values)."""
@@ -235,12 +265,12 @@ _DIGIT_FIRST: list[tuple[str, str]] = [
     ("resident_id", rf"(?<=[1-9]){ids.ID_REGION[5:]}(?:{ids.ID18_TAIL}{_NA}|{ids.ID15_TAIL}{_NA})"),
     ("bank_card", rf"(?:{_D}{{15,18}}|{_D}{{3}}(?:{_CARD_SEP}{_D}{{4}}){{3}}(?:{_CARD_SEP}?{_D}{{1,3}})?){_NA}"),
     ("ssn", rf"{_D}{{2}}-{_D}{{2}}-{_D}{{4}}{_NA}"),
-    ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"),
-    ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}} ?年 ?(?:0?[1-9]|1[0-2]) ?月(?: ?(?:0?[1-9]|[12]{_D}|3[01]) ?[日号])?"),
+    ("date", rf"[90](?<=19|20){_D}{{2}}[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]{_D}|3[01]){_NA}"),
+    ("date", rf"[90](?<=19|20){_D}{{2}} ?年 ?(?:0?[1-9]|1[0-2]) ?月(?: ?(?:0?[1-9]|[12]{_D}|3[01]) ?[日号])?"),
     ("date", r"(?<!年.)[0-9]?月[0-3]?[0-9][日号]"),
     # compact dates (20230609, also exact dates of birth): a year 19xx/20xx, a real month
     # and day, and nothing more of a number around it
-    ("date", rf"(?:(?<=1)9|(?<=2)0){_D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{_D}|3[01]){_NA}"),
+    ("date", rf"[90](?<=19|20){_D}{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]{_D}|3[01]){_NA}"),
     ("mobile", rf"(?:(?<=0)086|(?<=8)6){_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}"),
     ("mobile", rf"(?<=1){_S}[3-9](?:{_S}{_D}){{9}}{_NA}"),
     ("landline", rf"(?<=0){_D}{{2,3}}[ \-]?[2-9]{_D}{{6,7}}(?:(?:转|-|ext\.?){_D}{{1,5}})?{_NA}"),
@@ -298,14 +328,6 @@ def _rest(items: Iterable[str]) -> str:
     return "(?:" + "|".join(parts) + ")"
 
 
-def _class_escape(chars: str) -> str:
-    return "".join("\\" + c if c in "\\]^-[" else c for c in chars)
-
-
-def _firsts(items: Iterable[str]) -> str:
-    return "".join(sorted({w[0] for w in items}))
-
-
 # Every other detector, as (kind, first characters, the pattern after its first character,
 # the group holding the identifier or None for the whole match). They run as ONE regex whose
 # first character class is the union: one scan instead of ten.
@@ -313,7 +335,7 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     # any 15/18-digit number up to 8 characters after an ID label: exactly what the
     # validation gate flags (证件号（护照）：…), so the gate never finds what the scrubber left
     ("resident_id", _firsts(ids.ID_LABELS),
-     _rest(ids.ID_LABELS) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
+     _seconds(ids.ID_LABELS) + _rest(ids.ID_LABELS) + rf"[^0-9\x00]{{0,8}}?(?P<v>{_ID_ANY}){_NA}", "v"),
     ("mobile", "+", rf"86{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
     # the country code in brackets, as forms print it: (+86)138…, （0086 ）138…, (+8 6)138…
     ("mobile", "(（", rf"(?:\+ ?|00)?8 ?6 ?[)）]{_S}1{_S}[3-9](?:{_S}{_D}){{9}}{_NA}", None),
@@ -321,26 +343,29 @@ _OTHER_FIRST: list[tuple[str, str, str, str | None]] = [
     # 二〇二五年三月七日, found from its second character (〇, 零 or 九 are rare; 一 and 二 are not)
     ("date", "〇零九", r"(?<=[一二].)[〇零一二三四五六七八九]{2}年[一二三四五六七八九十]{1,2}月"
                      r"(?:[一二三四五六七八九十]{1,3}[日号])?", "back1"),
-    ("address", "路街巷弄村里苑园区道同寓厦场", _ADDRESS_CORE[len("[路街巷弄村里苑园区道同寓厦场]"):], None),
+    ("address", "路街巷弄村里苑园区道同寓厦场", "(?=[0-9一二三四五六七八九十百])" + _ADDRESS_CORE[len("[路街巷弄村里苑园区道同寓厦场]"):], None),
     # names after context words: techniques/names.py (model-based, with boundaries)
     # 王某某 / 王先生 (the surname alone) / 王小明 followed by a word that follows names
     ("name", _SINGLE_ANCHORED,
-     rf"(?:{_FREE_GUARD}(?:某某|某){_GIVEN}?|(?=先生|女士|小姐)|{_FREE_GUARD}{_GIVEN}{{1,2}}{_NAME_AFTER})", None),
+     # (each alternative opens with a test of the next character, where its guards and
+     # given-name classes would be read at every surname first)
+     rf"(?:某(?<=[{_SINGLE_FREE}]某)(?<![担现出兼继升就调委聘信]任某)某?{_GIVEN}?|(?=先生|女士|小姐)"
+     rf"|(?=.{{1,2}}[{_class_escape(_firsts(words.NAME_AFTER))}，,]){_FREE_GUARD}{_GIVEN}{{1,2}}{_NAME_AFTER})", None),
     # 向伟（男，18岁）: a surname that is also a function word, only at the start of a sentence
     # and before the sex
     ("name", "".join(c for c in words.FUNCTION_SURNAMES if c in words.SINGLE_SURNAMES),
-     rf"(?<![\u4e00-\u9fff].){_GIVEN}{{1,2}}(?=[（(，,]\s?[男女])", None),
+     rf"(?=.{{1,2}}[（(，,])(?<![\u4e00-\u9fff].){_GIVEN}{{1,2}}(?=[（(，,]\s?[男女])", None),
     ("name", _firsts(words.COMPOUND_SURNAMES),
-     rf"{_rest(words.COMPOUND_SURNAMES)}{_GIVEN}{{1,2}}{_NAME_AFTER}", None),
-    ("name", "MDP", rf"{_rest(['Mr', 'Mrs', 'Ms', 'Miss', 'Dr', 'Prof'])}\.? (?P<v>{_NAME_EN})", "v"),
-    ("name", "PpNn", rf"(?:(?<=[Pp])atient|(?<=[Nn])ame)[:：]? ?(?P<v>{_NAME_EN})(?=[ ,.;:，。]|$)", "v"),
+     rf"{_seconds(words.COMPOUND_SURNAMES)}{_rest(words.COMPOUND_SURNAMES)}{_GIVEN}{{1,2}}{_NAME_AFTER}", None),
+    ("name", "MDP", rf"{_seconds(_TITLES_EN)}{_rest(_TITLES_EN)}\.? (?P<v>{_NAME_EN})", "v"),
+    ("name", "PpNn", rf"(?=a)(?:(?<=[Pp])atient|(?<=[Nn])ame)[:：]? ?(?P<v>{_NAME_EN})(?=[ ,.;:，。]|$)", "v"),
 ]
 # Companies named without a label (…在杭州某某科技有限公司上班): found from the legal
 # suffix, grown backwards over the name up to a word that ends a sentence part.
 _ORG_SUFFIX = re.compile(r"(?:有限责任公司|股份有限公司|有限公司|集团公司|集团)")
 _ORG_BACK = re.compile(r"[^，。；;,、：:（）()\s\x00在于到去的是从向了职任供]{2,16}\Z")
 _EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
-_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}\Z")
+_EMAIL_LOCAL_STOP = re.compile(r"[^A-Za-z0-9._%+\-]")
 
 
 @lru_cache(maxsize=32)
@@ -355,7 +380,9 @@ def _compiled(kinds: tuple[str, ...]) -> tuple[Any, Any]:
         for i, (k, p) in enumerate(alts):
             groups[f"a{i}"] = k
             parts.append(f"(?P<a{i}>{p})")
-        digit = re.compile(rf"[0-9]{_NB}(?:" + "|".join(parts) + ")")
+        # Every alternative goes on with a digit, 月, or a separator and a digit (an English
+        # street: a space and a capital): the look-ahead turns the rest (5岁, 3次) away at once.
+        digit = re.compile(rf"[0-9]{_NB}(?=[0-9月]|[ \-] ?[0-9]| [A-Z])(?:" + "|".join(parts) + ")")
     selected = [alt for alt in _OTHER_FIRST if alt[0] in kinds]
     others = None
     other_groups: dict[str, tuple[str, str | None]] = {}
@@ -392,31 +419,45 @@ CHUNK = 20_000  # notes per joined string: bounded memory on million-note column
 # --- detection --------------------------------------------------------------------------------
 
 
-def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int]]:
-    """(start, end, kind code) of every generic detector match in the joined text."""
-    out: list[tuple[int, int, int]] = []
+_Spans = list[tuple[int, int, int]]
+
+
+def _generic_spans(big: str, kinds: tuple[str, ...]) -> tuple[_Spans, _Spans, _Spans]:
+    """(start, end, kind code) of every generic detector match in the joined text, in three
+    lists: the names (kind code name, or _FIELD_NAME for a labelled field's value), the
+    Chinese addresses (which `_extend_addresses` grows), and the rest. Kept apart so that
+    the passes over names and addresses read their own spans, not every span of the chunk."""
+    out: _Spans = []
+    found_names: _Spans = []
+    addresses: _Spans = []
     append = out.append
+    name_code, address_code = _KIND_CODE["name"], _KIND_CODE["address"]
     (digit, groups), others = _compiled(kinds)
     if digit is not None:
         codes = {g: _KIND_CODE[k] for g, k in groups.items()}
-        for m in digit.finditer(big):
-            append((m.start(), m.end(), codes[m.lastgroup]))
+        # (English street addresses, found here, are not grown backwards: they stay in out)
+        out.extend([(m.start(), m.end(), codes[m.lastgroup]) for m in digit.finditer(big)])
     other, other_groups = others
     if other is not None:
+        # per group: the list its spans go to, the kind code, the identifier group
+        route = {g: ({name_code: found_names.append, address_code: addresses.append}.get(
+                     _KIND_CODE[kind], append), _KIND_CODE[kind], group)
+                 for g, (kind, group) in other_groups.items()}
         for m in other.finditer(big):
-            kind, group = other_groups[m.lastgroup]
+            add, code, group = route[m.lastgroup]
             if group is None:
-                append((m.start(), m.end(), _KIND_CODE[kind]))
+                add((m.start(), m.end(), code))
             elif group == "back1":
-                append((m.start() - 1, m.end(), _KIND_CODE[kind]))
+                add((m.start() - 1, m.end(), code))
             else:
-                append((m.start(group), m.end(group), _KIND_CODE[kind]))
+                add((m.start(group), m.end(group), code))
     if set(kinds) & {"record_no", "insurance_no", "resident_id"}:
         for m in _LABEL_RX.finditer(big):
-            k = _LABELS[m.group("label")]
-            if k == "resident_id" and len(m.group("v")) < _MIN_LABELLED[k]:
+            label, v = m.group("label", "v")
+            k = _LABELS[label]
+            if k == "resident_id" and len(v) < _MIN_LABELLED[k]:
                 k = "record_no"  # ID号：20230012 is a record number, not a resident ID
-            if k in kinds and len(m.group("v")) >= _MIN_LABELLED[k]:
+            if k in kinds and len(v) >= _MIN_LABELLED[k]:
                 append((m.start("v"), m.end("v"), _KIND_CODE[k]))
     if "employer" in kinds:
         code = _KIND_CODE["employer"]
@@ -432,32 +473,36 @@ def _generic_spans(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, int
             fields.add("phone")
         # names found as a field's value go to _checked_names marked _FIELD_NAME: the label is
         # their evidence, so no clinical-word check cuts them
-        out.extend((a, b, _FIELD_NAME if f == "name" else _KIND_CODE[_FIELD_KINDS.get(f, f)])
-                   for a, b, f in ids.scan_fields(big, fields, names.field_name_ok))
+        for a, b, f in ids.scan_fields(big, fields, names.field_name_ok):
+            if f == "name":
+                found_names.append((a, b, _FIELD_NAME))
+            else:
+                code = _KIND_CODE[_FIELD_KINDS.get(f, f)]
+                (addresses if code == address_code else out).append((a, b, code))
     by_recogniser = tuple(k for k in _RECOGNISER_KINDS if k in kinds)
     if by_recogniser:
         out.extend((a, b, _KIND_CODE[k]) for a, b, k in _scan_where_possible(big, by_recogniser))
     if "employer" in kinds:
         code = _KIND_CODE["employer"]
-        for m in _ORG_SUFFIX.finditer(big):
+        # (every suffix holds 有限 or 集团: two substring searches spare a scan of the text)
+        for m in (_ORG_SUFFIX.finditer(big) if "有限" in big or "集团" in big else ()):
             back = _ORG_BACK.search(big, max(0, m.start() - 16), m.start())
             if back:
                 append((back.start(), m.end(), code))
     if "email" in kinds and "@" in big:
         code = _KIND_CODE["email"]
         for m in _EMAIL_DOMAIN.finditer(big):
-            local = _EMAIL_LOCAL.search(big, max(0, m.start() - 64), m.start())
-            if local:
-                append((local.start(), m.end(), code))
+            local = _run_before(_EMAIL_LOCAL_STOP, big, m.start(), 64)
+            if local is not None:
+                append((local, m.end(), code))
     if "name" in kinds and ("·" in big or "•" in big):
-        code = _KIND_CODE["name"]
         for m in re.finditer("[·•]", big):
             dot = m.start()
             back = _DOT_NAME_BEFORE.search(big, max(0, dot - 4), dot)
             fwd = _DOT_NAME_AFTER.match(big, dot + 1)
             if back and fwd:
-                append((back.start(), fwd.end(), code))
-    return out
+                found_names.append((back.start(), fwd.end(), name_code))
+    return out, found_names, addresses
 
 
 def _scan_where_possible(big: str, kinds: tuple[str, ...]) -> list[tuple[int, int, str]]:
@@ -549,18 +594,17 @@ def _shift_date(span: str, offset: int) -> str:
     return PLACEHOLDERS["date"]
 
 
-def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """The names read by `techniques.names` added, and every name span checked against the
-    clinical vocabulary (患者安返病房 keeps 安返; 王伟高血压 ends at 伟)."""
+def _checked_names(big: str, found: _Spans) -> _Spans:
+    """The name spans `found` by the detectors checked against the clinical vocabulary
+    (患者安返病房 keeps 安返; 王伟高血压 ends at 伟), with the names read by
+    `techniques.names` added."""
     code = _KIND_CODE["name"]
-    # only the name spans are looked at (the order of spans does not matter to _merge)
-    out = [t for t in spans if t[2] != code and t[2] != _FIELD_NAME]
     checked = []
     clinical = names.CLINICAL_FIRSTS
-    for s, e, k in spans:
+    for s, e, k in found:
         if k == _FIELD_NAME:
             checked.append((s, e, code))
-        elif k == code:
+        else:
             if not clinical.isdisjoint(big[s:e]):
                 e2 = names.plausible(big, s, e)
                 if e2 is None:
@@ -569,19 +613,18 @@ def _checked_names(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[in
             checked.append((s, e, code))
     checked.extend((s, e, code) for s, e in names.find_names(big))
     checked.extend((s, e, code) for s, e in names.extend_lists(big, [(s, e) for s, e, _ in checked]))
-    out.extend(checked)
-    return out
+    return checked
 
 
-def _extend_addresses(big: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """Grow each Chinese address core (中山路123号) backwards over the place words before it
-    (黑龙江省哈尔滨市南岗区), stopping at words that end a sentence part (住, 于, 在, ：, ，)."""
-    code = _KIND_CODE["address"]
+def _extend_addresses(big: str, spans: _Spans) -> _Spans:
+    """Grow each Chinese address core (中山路123号) of the address `spans` backwards over the
+    place words before it (黑龙江省哈尔滨市南岗区), stopping at words that end a sentence
+    part (住, 于, 在, ：, ，)."""
     for i, (s, e, k) in enumerate(spans):
-        if k == code and not big[s].isascii():
-            m = _ADDRESS_BACK.search(big, max(0, s - 24), s)
-            if m:
-                spans[i] = (m.start(), e, k)
+        if not big[s].isascii():
+            start = _run_before(_ADDRESS_STOP, big, s, 24)
+            if start is not None:
+                spans[i] = (start, e, k)
     return spans
 
 
@@ -869,20 +912,22 @@ def _detect(
     big = ids.fold(joined)
     if big is not joined:
         texts = big.split(_SEP)
-    spans = _generic_spans(big, tuple(k for k in kinds if k != "known"))
+    spans, found_names, addresses = _generic_spans(big, tuple(k for k in kinds if k != "known"))
     if all_ages:  # ages are quasi-identifiers: every one, not only those over 89
         code = _KIND_CODE["age"]
         spans.extend((m.start(), m.end(), code) for m in _ANY_AGE.finditer(big))
     if "address" in kinds:
-        spans = _extend_addresses(big, spans)
+        addresses = _extend_addresses(big, addresses)
+    spans.extend(addresses)
     if "name" in kinds:
-        spans = _checked_names(big, spans)
+        found_names = _checked_names(big, found_names)
+    spans.extend(found_names)
 
     # A name found in context is a name wherever else it occurs in the same note.
     name_code = _KIND_CODE["name"]
     if "name" in kinds:
         found: dict[int, set[str]] = {}
-        name_spans = [(s, e) for s, e, k in spans if k == name_code and e - s >= 2]
+        name_spans = [(s, e) for s, e, _ in found_names if e - s >= 2]
         rows_of = np.searchsorted(starts, [s for s, _ in name_spans], side="right") - 1
         for row, (s, e) in zip(rows_of.tolist(), name_spans):
             found.setdefault(row, set()).add(big[s:e])
@@ -948,7 +993,7 @@ def _merge(spans: list[tuple[int, int, int]], starts: np.ndarray,
     reach = np.maximum.accumulate(e)
     new = np.ones(len(s), dtype=bool)
     new[1:] = s[1:] >= reach[:-1]
-    group = np.cumsum(new) - 1
+    group = np.cumsum(new, dtype=np.int64) - 1  # (int64 asked for: a bool sum casts slowly)
     n = int(group[-1]) + 1
     g_start = s[new]
     g_end = np.zeros(n, dtype=np.int64)
@@ -1130,9 +1175,13 @@ def _scrub_chunk(
     counts = {str(k): int(n) for k, n in spans["kind"].value_counts().items()}
     if spans.empty:
         return values, counts
-    # `folded` is what the detectors read; the replacement slices the original `big`
-    spans = spans.sort_values(["row", "start"], kind="stable")
-    g_start = (offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()).tolist()
+    # `folded` is what the detectors read; the replacement slices the original `big`, in
+    # order (as _merge gives them: sorted only where they are not)
+    at_start = offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()
+    if len(at_start) > 1 and (at_start[1:] < at_start[:-1]).any():
+        spans = spans.sort_values(["row", "start"], kind="stable")
+        at_start = offsets[spans["row"].to_numpy()] + spans["start"].to_numpy()
+    g_start = at_start.tolist()
     g_end = (offsets[spans["row"].to_numpy()] + spans["end"].to_numpy()).tolist()
     span_kinds = spans["kind"].to_numpy(dtype=object)
     span_rows = spans["row"].tolist()
