@@ -99,3 +99,42 @@ def test_a_chunks_known_rows_by_codes_are_its_own_subjects_rows(known_subjects, 
         assert len(known) == 0
         return
     pd.testing.assert_frame_equal(cores._chunk_known(known, index, lo, hi), want)
+
+
+def test_two_scrubs_started_at_once_each_give_their_own_column_and_counts():
+    """`start_on_cores` returns at once; two jobs in flight (their workers forked while the
+    other runs) each come back as their one-process result, and then leave no job behind."""
+    ring = KeyRing(b"\x22" * 32, recipient_id="r1", agreement_id="a1")
+    spec = Column(role="free_text", technique="scrub",
+                  params={"replace": {"name": "pseudonym", "default": "placeholder"}})
+    technique = registry.get("scrub")
+    first = pd.Series(["患者欧阳明华，电话13912345678。", "记录医师：钱多多"] * 60, dtype="string", name="a")
+    second = pd.Series(["李娜复诊，电话13700001111。", None, "赵敏"] * 40, dtype="string", name="b")
+
+    def context(values: pd.Series, subject: str) -> ApplyContext:
+        return ApplyContext(table="notes", column=str(values.name), keyring=ring, known_identifiers=KNOWN,
+                            subject_ids=pd.Series([subject] * len(values), index=values.index))
+
+    started = [(v, cores.start_on_cores(technique, v, spec, ctx := context(v, s), processes=2), ctx)
+               for v, s in ((first, "P1"), (second, "P2"))]
+    assert len(cores._JOBS) == 2
+    for values, job, ctx in started:
+        one = context(values, str(ctx.subject_ids.iloc[0]))
+        pd.testing.assert_series_equal(job.result(), technique.apply(values, spec, one))
+        assert ctx.counts == one.counts and sum(one.counts.values()) > 0
+    assert not cores._JOBS
+
+
+def test_an_abandoned_scrub_is_ended_with_its_workers():
+    import multiprocessing
+
+    values = pd.Series(["李娜复诊，电话13700001111。"] * 400, dtype="string", name="text")
+    ctx = ApplyContext(table="n", column="text", subject_ids=pd.Series(["P2"] * 400), known_identifiers=KNOWN)
+    job = cores.start_on_cores(registry.get("scrub"), values, Column(role="free_text", technique="scrub"),
+                               ctx, processes=2)
+    workers = list(job.pool._pool)
+    assert workers
+    job.close()  # a failed stage: nothing waits for the column
+    assert not cores._JOBS and job.pool is None
+    assert all(not w.is_alive() for w in workers)
+    assert not [p for p in multiprocessing.active_children() if p in workers]
