@@ -120,8 +120,12 @@ def test_two_scrubs_started_at_once_each_give_their_own_column_and_counts():
     assert len(cores._JOBS) == 2
     for values, job, ctx in started:
         one = context(values, str(ctx.subject_ids.iloc[0]))
+        pool = job.pool
         pd.testing.assert_series_equal(job.result(), technique.apply(values, spec, one))
+        workers = list(pool._pool)  # the pool's last workers (one per chunk: the ones left)
         assert ctx.counts == one.counts and sum(one.counts.values()) > 0
+        # done: the last workers exited by themselves (0), none ended by SIGTERM (-15)
+        assert [w.exitcode for w in workers if w.exitcode is not None and w.exitcode != 0] == []
     assert not cores._JOBS
 
 

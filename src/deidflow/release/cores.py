@@ -151,8 +151,15 @@ class OnCores:
     def result(self) -> pd.Series:
         try:
             results = self.pending.get()
-        finally:
+        except BaseException:
             self.close()
+            raise
+        # every chunk is back: the idle workers are let exit, not sent SIGTERM (inside a
+        # Prefect flow run a forked worker has Prefect's handler, which raises on it)
+        pool, self.pool = self.pool, None
+        pool.close()
+        pool.join()
+        _JOBS.pop(self.job, None)
         ctx, values = self.ctx, self.values
         for _, _, counts in results:
             for what, k in counts.items():
