@@ -142,3 +142,59 @@ def test_an_abandoned_scrub_is_ended_with_its_workers():
     assert not cores._JOBS and job.pool is None
     assert all(not w.is_alive() for w in workers)
     assert not [p for p in multiprocessing.active_children() if p in workers]
+
+
+def test_a_module_is_imported_beside_running_workers_only_when_no_other_thread_could_import():
+    import sys
+    import threading
+
+    module = "colorsys"  # not imported by the package or its tests
+    sys.modules.pop(module, None)
+    values = pd.Series(["李娜复诊，电话13700001111。"] * 300, dtype="string", name="text")
+    spec = Column(role="free_text", technique="scrub")
+    technique = registry.get("scrub")
+
+    def context() -> ApplyContext:
+        return ApplyContext(table="n", column="text", subject_ids=pd.Series(["P2"] * 300),
+                            known_identifiers=KNOWN)
+
+    assert not cores.import_beside_workers(module, quiet="quiet")  # no workers: nothing to overlap
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, name="someone-else")  # might import at any time
+    other.start()
+    try:
+        job = cores.start_on_cores(technique, values, spec, context(), processes=2)
+        assert not cores.import_beside_workers(module, quiet="quiet") and module not in sys.modules
+    finally:
+        stop.set()
+        other.join()
+    idle = threading.Thread(target=lambda: None, name="quiet_0")  # a caller's idle thread
+    idle.start()
+    assert cores.import_beside_workers(module, quiet="quiet") and module in sys.modules
+    idle.join()
+    pd.testing.assert_series_equal(job.result(), technique.apply(values, spec, context()))
+    assert not cores._HANDLERS and not cores._JOBS
+
+
+def test_no_worker_is_forked_while_a_module_is_imported_beside_them():
+    import multiprocessing
+    import threading
+    import time
+
+    held = threading.Event()
+
+    def importing() -> None:
+        with cores._FORK_GUARD:  # as import_beside_workers holds it
+            held.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=importing)
+    thread.start()
+    held.wait()
+    start = time.monotonic()
+    child = multiprocessing.get_context("fork").Process(target=int)
+    child.start()  # waits for the guard
+    waited = time.monotonic() - start
+    child.join()
+    thread.join()
+    assert waited >= 0.4 and child.exitcode == 0

@@ -11,9 +11,12 @@ The Dask engine already runs one partition per core.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import itertools
 import multiprocessing
 import os
+import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +33,14 @@ WARM_ROWS = 64  # rows applied in the parent first, so the workers inherit the t
 # runs, so a job stays here until its pool is done (and another may run meanwhile)
 _JOBS: dict[int, tuple[Any, pd.Series, Any, Any, Any]] = {}
 _JOB_IDS = itertools.count(1)  # next() is atomic under the GIL: two threads get two ids
+_HANDLERS: dict[int, set[threading.Thread]] = {}  # each running job's pool threads (parent only)
+
+# Held while a module is imported beside running workers (`import_beside_workers`): a fork
+# waits for it, so no worker is forked while a module is half-imported by this process.
+_FORK_GUARD = threading.RLock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release,
+                        after_in_child=_FORK_GUARD.release)
 
 if TYPE_CHECKING:
     from deidflow.release.engines import Engine
@@ -160,6 +171,7 @@ class OnCores:
         pool.close()
         pool.join()
         _JOBS.pop(self.job, None)
+        _HANDLERS.pop(self.job, None)
         ctx, values = self.ctx, self.values
         for _, _, counts in results:
             for what, k in counts.items():
@@ -180,6 +192,7 @@ class OnCores:
             self.pool.join()
             self.pool = None
         _JOBS.pop(self.job, None)
+        _HANDLERS.pop(self.job, None)
 
 
 def start_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
@@ -199,5 +212,30 @@ def start_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
     except BaseException:
         _JOBS.pop(job, None)
         raise
+    _HANDLERS[job] = {pool._worker_handler, pool._task_handler, pool._result_handler}
     pending = pool.map_async(_apply_chunk, [(job, lo, hi) for lo, hi in pieces], chunksize=1)
     return OnCores(job, pool, pending, values, ctx)
+
+
+def import_beside_workers(module: str, *, quiet: str) -> bool:
+    """Import `module` now, on this thread, while workers of a running job scrub, if every
+    other Python thread is one that loads no module meanwhile: a running job's pool threads
+    (they fork, hand out chunk bounds and unpickle Arrow arrays of modules long loaded) and
+    idle threads named `quiet…` that the caller has waited for. Returns whether it is imported.
+
+    For the release process, which would otherwise wait idle for the workers and import the
+    validation gate (Great Expectations, seconds of module code) later with the other core
+    idle. Two threads importing at once can be handed a half-initialised module
+    (`validation.preload`); so this does nothing beside any other thread (a Prefect flow run's
+    own threads). And a worker forked mid-import would inherit module locks held by a thread
+    it does not have: the pool forks a worker per chunk, so the forks wait (`_FORK_GUARD`)."""
+    if module in sys.modules:
+        return True
+    me = threading.current_thread()
+    handlers = set().union(*_HANDLERS.values()) if _HANDLERS else set()
+    if not handlers or any(t is not me and t not in handlers and not t.name.startswith(quiet)
+                           for t in threading.enumerate()):
+        return False
+    with _FORK_GUARD:
+        importlib.import_module(module)
+    return True

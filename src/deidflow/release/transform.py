@@ -164,6 +164,19 @@ class _Begun:
     result = __call__
 
 
+def _import_gate_meanwhile(futures: list[tuple[str, Any]], written: list[Any]) -> bool:
+    """The validation gate imported while the scrub workers run, instead of at the validate
+    stage with one core idle (`release.cores.import_beside_workers` says when it is safe:
+    the pool's and the writers' threads, all waited for here, are then idle; beside any other
+    thread, e.g. a Prefect flow run's, it is left to the validate stage)."""
+    from concurrent.futures import Future, wait
+
+    from deidflow.release.cores import import_beside_workers
+
+    wait([f for _, f in futures if isinstance(f, Future)] + list(written))
+    return import_beside_workers("deidflow.validation.gate", quiet="transform")
+
+
 def _begun_ahead(work: WorkDir, index: int, policy: Any, engine: Any, suppressed: pd.Index,
                  suppressed_rows: np.ndarray | None, pool: Any, apply: Callable[..., Any],
                  begin: Callable[..., Any], out: dict[str, tuple[Any, ...]]) -> None:
@@ -273,6 +286,8 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
         for name, tspec in policy.tables.items():
             if name in ahead:  # begun before the other tables (`_begun_ahead`)
                 keep, subject_rows, frame, futures = ahead.pop(name)
+                if not ahead:  # nothing left to do here but wait for the workers
+                    _import_gate_meanwhile(futures, written)
             else:
                 # The verdicts first (gate and suppression, per row); then the table's kept rows
                 # only (an Arrow filter per column over the memory-mapped work file, on the pool).
