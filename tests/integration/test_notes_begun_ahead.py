@@ -39,3 +39,28 @@ def test_notes_scrubbed_on_cores_ahead_of_the_tables_release_the_same_files(env,
     started_at = events.index("notes scrub started")
     assert "patients" not in events[:started_at] and "patients" in events[started_at:], events
     assert not cores._JOBS
+
+
+def test_a_failed_notes_table_ends_its_scrub_workers_and_publishes_nothing(env, monkeypatch):
+    import multiprocessing
+
+    import pytest
+
+    from deidflow.techniques import registry
+
+    pseudonymise = type(registry.get("pseudonymise"))
+    original = pseudonymise.apply
+
+    def failing(self, values, spec, ctx):
+        if ctx.table == "notes":  # a column gathered before the scrubbed text
+            raise RuntimeError("note_id could not be pseudonymised")
+        return original(self, values, spec, ctx)
+
+    monkeypatch.setattr(pseudonymise, "apply", failing)
+    monkeypatch.setattr(cores, "MIN_ROWS", 100)
+    monkeypatch.setattr(cores, "MIN_CHUNK", 50)
+    with pytest.raises(Exception, match="could not be pseudonymised"):
+        run_release(env.policy)
+    assert not cores._JOBS and not cores._HANDLERS
+    assert not multiprocessing.active_children()
+    assert not env.releases.exists() or not any(env.releases.iterdir())

@@ -96,7 +96,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     kinds = released_kinds(wd.column_types, loaded, wd.gated_parts)
     levels = state.outcome("search").levels
 
-    def begin(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> Callable[[], tuple[dict[str, Any], Any]]:
+    def begin(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> "_Begun":
         """One column's technique begun: a row-local one on every core is started in forked
         workers (`release.cores`) and the returned call waits for it; any other is applied
         here and the call returns at once. The call gives (the column's entry, its values)."""
@@ -142,13 +142,15 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
 
 
 def _begin(technique: Any, frame: pd.DataFrame, col: str, cspec: Any, ctx: Any, engine: Any) -> Any:
-    """`_apply` begun: a row-local technique on every core is started in forked workers
-    (`release.cores.OnCores`); any other is applied now. Either has `result()` and `close()`."""
+    """One column's technique begun: a row-local one (the scrubber) is started on every core
+    in forked workers (`release.cores.OnCores`); any other is applied now. Either has
+    `result()` and `close()`."""
     from deidflow.release.cores import spreads, start_on_cores
 
     if spreads(cspec.technique, len(frame), engine):
         return start_on_cores(technique, frame[col], cspec, ctx)
-    return _Begun(lambda result=technique.apply(frame[col], cspec, ctx): result)
+    result = technique.apply(frame[col], cspec, ctx)
+    return _Begun(lambda: result)
 
 
 class _Begun:
@@ -285,8 +287,8 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
             _begun_ahead(work, index, policy, engine, suppressed, suppressed_rows, pool, apply, begin, ahead)
         for name, tspec in policy.tables.items():
             if name in ahead:  # begun before the other tables (`_begun_ahead`)
-                keep, subject_rows, frame, futures = ahead.pop(name)
-                if not ahead:  # nothing left to do here but wait for the workers
+                keep, subject_rows, frame, futures = ahead[name]
+                if list(ahead) == [name]:  # nothing left to do here but wait for the workers
                     _import_gate_meanwhile(futures, written)
             else:
                 # The verdicts first (gate and suppression, per row); then the table's kept rows
@@ -302,6 +304,7 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
                 columns.append(entry)
                 if result is not None:
                     out[col] = result
+            ahead.pop(name, None)  # its workers are done
             released = pd.DataFrame(out, index=frame.index)
             # event dates that would narrow a birth date below its released level are withheld
             withheld = protect_birth_dates(released, frame[tspec.subject_column], tspec, policy,
