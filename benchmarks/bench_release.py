@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_release.py                 # 100,000 patients
     .venv/bin/python benchmarks/bench_release.py --patients 1000000
     .venv/bin/python benchmarks/bench_release.py --patients 1000000 --child-qis
+    .venv/bin/python benchmarks/bench_release.py --with-notes --keys K --keep-release A   # then B:
+    # the same keys, so that two trees' released files compare byte for byte (sha256sum A/data/*)
 
 Target (issue 8): 1,000,000 patients (about 20 columns over four tables) in under 30 s wall on
 2 cores, peak memory under 4 GB. The extract is generated once into benchmarks/.cache/ and reused.
