@@ -144,36 +144,51 @@ def test_an_abandoned_scrub_is_ended_with_its_workers():
     assert not [p for p in multiprocessing.active_children() if p in workers]
 
 
+_IMPORT_BESIDE = r"""
+import json, sys, threading
+import pandas as pd
+from deidflow.policy import Column
+from deidflow.release import cores
+from deidflow.techniques import ApplyContext, registry
+
+module = "colorsys"  # imported by nothing here
+values = pd.Series(["李娜复诊，电话13700001111。"] * 300, dtype="string", name="text")
+spec, technique = Column(role="free_text", technique="scrub"), registry.get("scrub")
+context = lambda: ApplyContext(table="n", column="text", subject_ids=pd.Series(["P2"] * 300))
+out = {"no workers": cores.import_beside_workers(module, quiet="quiet")}
+stop = threading.Event()
+other = threading.Thread(target=stop.wait, name="someone-else")  # might import at any time
+other.start()
+job = cores.start_on_cores(technique, values, spec, context(), processes=2)
+out["beside another thread"] = cores.import_beside_workers(module, quiet="quiet")
+out["imported then"] = module in sys.modules
+stop.set(); other.join()
+idle = threading.Thread(target=stop.wait, name="quiet_0")  # a caller's idle thread
+idle.start()
+out["beside workers and idle threads"] = cores.import_beside_workers(module, quiet="quiet")
+out["imported"] = module in sys.modules
+idle.join()
+out["same column"] = bool(job.result().equals(technique.apply(values, spec, context())))
+out["nothing left"] = not cores._HANDLERS and not cores._JOBS
+print(json.dumps(out))
+"""
+
+
 def test_a_module_is_imported_beside_running_workers_only_when_no_other_thread_could_import():
+    """In a fresh interpreter: a test runner's process has threads of its own."""
+    import json
+    import subprocess
     import sys
-    import threading
+    from pathlib import Path
 
-    module = "colorsys"  # not imported by the package or its tests
-    sys.modules.pop(module, None)
-    values = pd.Series(["李娜复诊，电话13700001111。"] * 300, dtype="string", name="text")
-    spec = Column(role="free_text", technique="scrub")
-    technique = registry.get("scrub")
-
-    def context() -> ApplyContext:
-        return ApplyContext(table="n", column="text", subject_ids=pd.Series(["P2"] * 300),
-                            known_identifiers=KNOWN)
-
-    assert not cores.import_beside_workers(module, quiet="quiet")  # no workers: nothing to overlap
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait, name="someone-else")  # might import at any time
-    other.start()
-    try:
-        job = cores.start_on_cores(technique, values, spec, context(), processes=2)
-        assert not cores.import_beside_workers(module, quiet="quiet") and module not in sys.modules
-    finally:
-        stop.set()
-        other.join()
-    idle = threading.Thread(target=lambda: None, name="quiet_0")  # a caller's idle thread
-    idle.start()
-    assert cores.import_beside_workers(module, quiet="quiet") and module in sys.modules
-    idle.join()
-    pd.testing.assert_series_equal(job.result(), technique.apply(values, spec, context()))
-    assert not cores._HANDLERS and not cores._JOBS
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", _IMPORT_BESIDE], cwd=repo, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "no workers": False, "beside another thread": False, "imported then": False,
+        "beside workers and idle threads": True, "imported": True, "same column": True,
+        "nothing left": True}
 
 
 def test_no_worker_is_forked_while_a_module_is_imported_beside_them():
