@@ -26,6 +26,7 @@ when it matches the other, so without (3) the joining changes neither.
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 import weakref
 from functools import lru_cache
@@ -57,10 +58,20 @@ HANGUL_SYLLABLES = (0xAC00, 0xD7A4)  # decomposed by rule, not by the tables
 HANGUL_SECOND = (*range(0x1161, 0x1176), *range(0x11A8, 0x11C3))  # vowel and trailing jamo
 
 
-@lru_cache(maxsize=1)
+_TABLES_LOCK = threading.Lock()
+
+
 def nfkc_tables() -> tuple[dict[int, str], np.ndarray]:
     """(the characters Arrow's NFKC changes, with their NFKC forms; a bool per code point:
-    condition (2) of the module docstring)."""
+    condition (2) of the module docstring). Built once per process: the gate's two threads
+    (detectors, known values) both ask for them on a notes column, and the second waits for
+    the first's instead of building them too (~0.5 CPU s)."""
+    with _TABLES_LOCK:
+        return _nfkc_tables()
+
+
+@lru_cache(maxsize=1)
+def _nfkc_tables() -> tuple[dict[int, str], np.ndarray]:
     cps, chars = _all_code_points()
     arrow = pc.utf8_normalize(chars, "NFKC")
     changed = np.flatnonzero(~np.asarray(pc.equal(chars, arrow)))
