@@ -298,6 +298,7 @@ def _staging_order(policy: Any) -> list[str]:
     from deidflow.policy import Role
 
     others = [n for n in policy.tables if n != policy.subject_table]
+
     def has_text(name: str) -> bool:
         return any(c.role is Role.free_text for c in policy.tables[name].columns.values())
     return [n for n in others if has_text(n)] + [n for n in others if not has_text(n)]
