@@ -108,6 +108,7 @@ def detector_hits(texts: pa.Array | pa.ChunkedArray, narrow: bool | None = None)
         if normalise:
             part = pc.utf8_normalize(part, "NFKC")
         found[rows] = np.asarray(pc.fill_null(pc.match_substring_regex(part, _DIRECT_RE2), False), dtype=bool)
+        del part  # the spared notes' copy is not held while the others are normalised
     return found
 
 
