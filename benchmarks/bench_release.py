@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_release.py                 # 100,000 patients
     .venv/bin/python benchmarks/bench_release.py --patients 1000000
     .venv/bin/python benchmarks/bench_release.py --patients 1000000 --child-qis
+    .venv/bin/python benchmarks/bench_release.py --with-notes --keys K --keep-release A   # then B:
+    # the same keys, so that two trees' released files compare byte for byte (sha256sum A/data/*)
 
 Target (issue 8): 1,000,000 patients (about 20 columns over four tables) in under 30 s wall on
 2 cores, peak memory under 4 GB. The extract is generated once into benchmarks/.cache/ and reused.
@@ -191,6 +193,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="--flow: runs of each; the best is shown")
     ap.add_argument("--profile", metavar="PSTATS",
                     help="run the release child under cProfile and write its stats here")
+    ap.add_argument("--keys", metavar="DIR", type=Path,
+                    help="use the key files kept in DIR (made there on the first run with it) "
+                    "instead of new keys: two runs then give the same pseudonyms, for comparing "
+                    "their released files byte for byte")
+    ap.add_argument("--keep-release", metavar="DIR", type=Path,
+                    help="copy the published release directory to DIR (replaced) after the run")
     ap.add_argument("--child-qis", action="store_true",
                     help="declare the encounters' department and encounter type as "
                     "quasi-identifiers too: risk over each patient's whole record (risk.record)")
@@ -209,6 +217,9 @@ def main() -> None:
 
     shutil.rmtree(root, ignore_errors=True)
     (root / "keys").mkdir(parents=True)
+    if args.keys is not None and args.keys.is_dir():  # the same keys as the run that made them
+        for key in args.keys.iterdir():
+            shutil.copy2(key, root / "keys" / key.name)
     # Issue 8's target is "about 20 columns over four tables": the structured tables. The
     # notes table (free text) is opt-in because scrubbing is measured by bench_scrub.py.
     edits = {} if args.with_notes else {r"\n  notes:\n(    .*\n|\n|#.*\n)*?(?=\nlimits:)": "\n"}
@@ -256,6 +267,12 @@ def main() -> None:
         raise SystemExit("release failed")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     r = json.loads(out.stdout.strip().splitlines()[-1])
+    if args.keys is not None and not args.keys.is_dir():  # kept for the next run with --keys
+        shutil.copytree(root / "keys", args.keys)
+    if args.keep_release is not None:
+        published = [d for d in (root / "releases").iterdir() if d.is_dir()]
+        shutil.rmtree(args.keep_release, ignore_errors=True)
+        shutil.copytree(published[0], args.keep_release)
 
     what = "with notes" if args.with_notes else "structured tables"
     print(f"\nfull release ({what}{', child-table QIs' if args.child_qis else ''}), "

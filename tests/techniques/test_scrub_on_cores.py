@@ -99,3 +99,117 @@ def test_a_chunks_known_rows_by_codes_are_its_own_subjects_rows(known_subjects, 
         assert len(known) == 0
         return
     pd.testing.assert_frame_equal(cores._chunk_known(known, index, lo, hi), want)
+
+
+def test_two_scrubs_started_at_once_each_give_their_own_column_and_counts():
+    """`start_on_cores` returns at once; two jobs in flight (their workers forked while the
+    other runs) each come back as their one-process result, and then leave no job behind."""
+    ring = KeyRing(b"\x22" * 32, recipient_id="r1", agreement_id="a1")
+    spec = Column(role="free_text", technique="scrub",
+                  params={"replace": {"name": "pseudonym", "default": "placeholder"}})
+    technique = registry.get("scrub")
+    first = pd.Series(["患者欧阳明华，电话13912345678。", "记录医师：钱多多"] * 60, dtype="string", name="a")
+    second = pd.Series(["李娜复诊，电话13700001111。", None, "赵敏"] * 40, dtype="string", name="b")
+
+    def context(values: pd.Series, subject: str) -> ApplyContext:
+        return ApplyContext(table="notes", column=str(values.name), keyring=ring, known_identifiers=KNOWN,
+                            subject_ids=pd.Series([subject] * len(values), index=values.index))
+
+    started = [(v, cores.start_on_cores(technique, v, spec, ctx := context(v, s), processes=2), ctx)
+               for v, s in ((first, "P1"), (second, "P2"))]
+    assert len(cores._JOBS) == 2
+    for values, job, ctx in started:
+        one = context(values, str(ctx.subject_ids.iloc[0]))
+        pool = job.pool
+        pd.testing.assert_series_equal(job.result(), technique.apply(values, spec, one))
+        workers = list(pool._pool)  # the pool's last workers (one per chunk: the ones left)
+        assert ctx.counts == one.counts and sum(one.counts.values()) > 0
+        # done: the last workers exited by themselves (0), none ended by SIGTERM (-15)
+        assert [w.exitcode for w in workers if w.exitcode is not None and w.exitcode != 0] == []
+    assert not cores._JOBS
+
+
+def test_an_abandoned_scrub_is_ended_with_its_workers():
+    import multiprocessing
+
+    values = pd.Series(["李娜复诊，电话13700001111。"] * 400, dtype="string", name="text")
+    ctx = ApplyContext(table="n", column="text", subject_ids=pd.Series(["P2"] * 400), known_identifiers=KNOWN)
+    job = cores.start_on_cores(registry.get("scrub"), values, Column(role="free_text", technique="scrub"),
+                               ctx, processes=2)
+    workers = list(job.pool._pool)
+    assert workers
+    job.close()  # a failed stage: nothing waits for the column
+    assert not cores._JOBS and job.pool is None
+    assert all(not w.is_alive() for w in workers)
+    assert not [p for p in multiprocessing.active_children() if p in workers]
+
+
+_IMPORT_BESIDE = r"""
+import json, sys, threading
+import pandas as pd
+from deidflow.policy import Column
+from deidflow.release import cores
+from deidflow.techniques import ApplyContext, registry
+
+module = "colorsys"  # imported by nothing here
+values = pd.Series(["李娜复诊，电话13700001111。"] * 300, dtype="string", name="text")
+spec, technique = Column(role="free_text", technique="scrub"), registry.get("scrub")
+context = lambda: ApplyContext(table="n", column="text", subject_ids=pd.Series(["P2"] * 300))
+out = {"no workers": cores.import_beside_workers(module, quiet="quiet")}
+stop = threading.Event()
+other = threading.Thread(target=stop.wait, name="someone-else")  # might import at any time
+other.start()
+job = cores.start_on_cores(technique, values, spec, context(), processes=2)
+out["beside another thread"] = cores.import_beside_workers(module, quiet="quiet")
+out["imported then"] = module in sys.modules
+stop.set(); other.join()
+idle = threading.Thread(target=stop.wait, name="quiet_0")  # a caller's idle thread
+idle.start()
+out["beside workers and idle threads"] = cores.import_beside_workers(module, quiet="quiet")
+out["imported"] = module in sys.modules
+idle.join()
+out["same column"] = bool(job.result().equals(technique.apply(values, spec, context())))
+out["nothing left"] = not cores._HANDLERS and not cores._JOBS
+print(json.dumps(out))
+"""
+
+
+def test_a_module_is_imported_beside_running_workers_only_when_no_other_thread_could_import():
+    """In a fresh interpreter: a test runner's process has threads of its own."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", _IMPORT_BESIDE], cwd=repo, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "no workers": False, "beside another thread": False, "imported then": False,
+        "beside workers and idle threads": True, "imported": True, "same column": True,
+        "nothing left": True}
+
+
+def test_no_worker_is_forked_while_a_module_is_imported_beside_them():
+    import multiprocessing
+    import threading
+    import time
+
+    held = threading.Event()
+
+    def importing() -> None:
+        with cores._FORK_GUARD:  # as import_beside_workers holds it
+            held.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=importing)
+    thread.start()
+    held.wait()
+    start = time.monotonic()
+    child = multiprocessing.get_context("fork").Process(target=int)
+    child.start()  # waits for the guard
+    waited = time.monotonic() - start
+    child.join()
+    thread.join()
+    assert waited >= 0.4 and child.exitcode == 0

@@ -3,14 +3,20 @@ column's scrubbing is per-row work in Python's `re`, which holds the GIL, so thr
 share it. Its rows are cut into contiguous chunks, each scrubbed in a forked worker process
 (which inherits the column, the known identifiers and the key ring: nothing is pickled on the
 way in), and the scrubbed chunks come back as Arrow arrays, joined in the original order with
-the technique's counts summed. The Dask engine already runs one partition per core.
+the technique's counts summed. A column's chunks can be started (`start_on_cores`) and
+collected later, so that the parent transforms the other tables while the workers scrub.
+The Dask engine already runs one partition per core.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import itertools
 import multiprocessing
 import os
+import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +29,18 @@ CHUNKS_PER_CORE = 8  # no chunk is larger than its share of this many: bounds a 
 MIN_CHUNK = 2_000  # the last, small chunks: a fork and a chunk's set-up cost more below this
 WARM_ROWS = 64  # rows applied in the parent first, so the workers inherit the technique's caches
 
-_JOB: tuple[Any, pd.Series, Any, Any, Any] | None = None  # what the forked workers read
+# what the forked workers read, by job: a pool forks a new worker per chunk while its job
+# runs, so a job stays here until its pool is done (and another may run meanwhile)
+_JOBS: dict[int, tuple[Any, pd.Series, Any, Any, Any]] = {}
+_JOB_IDS = itertools.count(1)  # next() is atomic under the GIL: two threads get two ids
+_HANDLERS: dict[int, set[threading.Thread]] = {}  # each running job's pool threads (parent only)
+
+# Held while a module is imported beside running workers (`import_beside_workers`): a fork
+# waits for it, so no worker is forked while a module is half-imported by this process.
+_FORK_GUARD = threading.RLock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release,
+                        after_in_child=_FORK_GUARD.release)
 
 if TYPE_CHECKING:
     from deidflow.release.engines import Engine
@@ -43,9 +60,9 @@ def spreads(technique_name: str, rows: int, engine: "Engine") -> bool:
             and "fork" in multiprocessing.get_all_start_methods())
 
 
-def _apply_chunk(bounds: tuple[int, int]) -> tuple[pa.Array, Any, dict[str, int]]:
-    technique, values, cspec, ctx, index = _JOB
-    lo, hi = bounds
+def _apply_chunk(task: tuple[int, int, int]) -> tuple[pa.Array, Any, dict[str, int]]:
+    job, lo, hi = task
+    technique, values, cspec, ctx, index = _JOBS[job]
     subjects = ctx.subject_ids.iloc[lo:hi]
     known = (_own_known(ctx.known_identifiers, subjects) if index is None
              else _chunk_known(ctx.known_identifiers, index, lo, hi))
@@ -132,27 +149,93 @@ def apply_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
                    processes: int | None = None) -> pd.Series:
     """`technique.apply(values, cspec, ctx)`, the rows cut into chunks applied in forked
     worker processes; the same Series (order, index, dtype) and the same counts in `ctx`."""
-    global _JOB
+    return start_on_cores(technique, values, cspec, ctx, processes).result()
+
+
+class OnCores:
+    """A technique's chunks being applied in forked workers (`start_on_cores`): the caller
+    does other work meanwhile and collects the column with `result()`."""
+
+    def __init__(self, job: int, pool: Any, pending: Any, values: pd.Series, ctx: Any) -> None:
+        self.job, self.pool, self.pending, self.values, self.ctx = job, pool, pending, values, ctx
+
+    def result(self) -> pd.Series:
+        try:
+            results = self.pending.get()
+        except BaseException:
+            self.close()
+            raise
+        # every chunk is back: the idle workers are let exit, not sent SIGTERM (inside a
+        # Prefect flow run a forked worker has Prefect's handler, which raises on it)
+        pool, self.pool = self.pool, None
+        pool.close()
+        pool.join()
+        _JOBS.pop(self.job, None)
+        _HANDLERS.pop(self.job, None)
+        ctx, values = self.ctx, self.values
+        for _, _, counts in results:
+            for what, k in counts.items():
+                ctx.count(what, k)
+        joined = pa.chunked_array([r for r, _, _ in results], type=pa.large_string())
+        dtype = results[0][1]
+        if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+            # the Arrow arrays as they came back: no Python string per note
+            array = pd.arrays.ArrowStringArray(joined)
+            return pd.Series(array, index=values.index, name=values.name).astype(dtype)
+        return pd.Series(joined.to_numpy(zero_copy_only=False), index=values.index, name=values.name,
+                         dtype=dtype)
+
+    def close(self) -> None:
+        """End the workers (a failed or abandoned job too) and forget the job."""
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+        _JOBS.pop(self.job, None)
+        _HANDLERS.pop(self.job, None)
+
+
+def start_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
+                   processes: int | None = None) -> OnCores:
+    """`apply_on_cores` begun: the chunks handed to forked workers, the column not waited
+    for. The parent's part (the warm-up and the known identifiers' codes) is done here."""
     processes = processes or cores()
     pieces = chunk_bounds(len(values), processes)
     index = known_index(ctx.known_identifiers, ctx.subject_ids)
     _warm(technique, values, cspec, ctx, index)
-    _JOB = (technique, values, cspec, ctx, index)
+    job = next(_JOB_IDS)
+    _JOBS[job] = (technique, values, cspec, ctx, index)
     try:
         # one chunk per worker process: a worker's memory (the scrubber's tables, Python
         # strings of its notes) is returned when it exits, not held until the last chunk
-        with multiprocessing.get_context("fork").Pool(processes, maxtasksperchild=1) as pool:
-            results = pool.map(_apply_chunk, pieces, chunksize=1)
-    finally:
-        _JOB = None
-    for _, _, counts in results:
-        for what, k in counts.items():
-            ctx.count(what, k)
-    joined = pa.chunked_array([r for r, _, _ in results], type=pa.large_string())
-    dtype = results[0][1]
-    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
-        # the Arrow arrays as they came back: no Python string per note
-        array = pd.arrays.ArrowStringArray(joined)
-        return pd.Series(array, index=values.index, name=values.name).astype(dtype)
-    return pd.Series(joined.to_numpy(zero_copy_only=False), index=values.index, name=values.name,
-                     dtype=dtype)
+        pool = multiprocessing.get_context("fork").Pool(processes, maxtasksperchild=1)
+    except BaseException:
+        _JOBS.pop(job, None)
+        raise
+    _HANDLERS[job] = {pool._worker_handler, pool._task_handler, pool._result_handler}
+    pending = pool.map_async(_apply_chunk, [(job, lo, hi) for lo, hi in pieces], chunksize=1)
+    return OnCores(job, pool, pending, values, ctx)
+
+
+def import_beside_workers(module: str, *, quiet: str) -> bool:
+    """Import `module` now, on this thread, while workers of a running job scrub, if every
+    other Python thread is one that loads no module meanwhile: a running job's pool threads
+    (they fork, hand out chunk bounds and unpickle Arrow arrays of modules long loaded) and
+    idle threads named `quiet…` that the caller has waited for. Returns whether it is imported.
+
+    For the release process, which would otherwise wait idle for the workers and import the
+    validation gate (Great Expectations, seconds of module code) later with the other core
+    idle. Two threads importing at once can be handed a half-initialised module
+    (`validation.preload`); so this does nothing beside any other thread (a Prefect flow run's
+    own threads). And a worker forked mid-import would inherit module locks held by a thread
+    it does not have: the pool forks a worker per chunk, so the forks wait (`_FORK_GUARD`)."""
+    if module in sys.modules:
+        return True
+    me = threading.current_thread()
+    handlers = set().union(*_HANDLERS.values()) if _HANDLERS else set()
+    if not handlers or any(t is not me and t not in handlers and not t.name.startswith(quiet)
+                           for t in threading.enumerate()):
+        return False
+    with _FORK_GUARD:
+        importlib.import_module(module)
+    return True

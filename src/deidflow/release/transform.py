@@ -96,7 +96,10 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     kinds = released_kinds(wd.column_types, loaded, wd.gated_parts)
     levels = state.outcome("search").levels
 
-    def apply(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> tuple[dict[str, Any], Any]:
+    def begin(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> "_Begun":
+        """One column's technique begun: a row-local one on every core is started in forked
+        workers (`release.cores`) and the returned call waits for it; any other is applied
+        here and the call returns at once. The call gives (the column's entry, its values)."""
         tspec = policy.tables[name]
         # a note states no finer age than the birth date's released level (note_consistency)
         cspec, ages_coupling = note_ages(cspec, policy, levels)
@@ -109,34 +112,106 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
             keyring=keyring, level=levels.get(col if name == policy.subject_table else f"{name}.{col}"),
             frame=frame, known_identifiers=known, base_dir=loaded.base_dir, memo={},
         )
-        result = _apply(technique, frame, col, cspec, ctx, engine_of(state))
-        entry = {"table": name, "column": col, "role": cspec.role.value,
-                 **plain(technique.describe(cspec, ctx))}
-        if cspec.identifier_check is not None:  # shown in the manifest and review page
-            entry["identifier_check"] = cspec.identifier_check.model_dump()
-        if col in kinds.get(name, {}):
-            entry["released_type"] = describe_kind(kinds[name][col], cspec.technique)
-        if ctx.level is not None:
-            entry["level"] = int(ctx.level)
-        entry.update(ages_coupling)
-        entry.update(dates_coupling)
-        entry["counts"] = dict(ctx.counts)
-        return entry, result
+        running = _begin(technique, frame, col, cspec, ctx, engine_of(state))
+
+        def finish() -> tuple[dict[str, Any], Any]:
+            result = running.result()
+            entry = {"table": name, "column": col, "role": cspec.role.value,
+                     **plain(technique.describe(cspec, ctx))}
+            if cspec.identifier_check is not None:  # shown in the manifest and review page
+                entry["identifier_check"] = cspec.identifier_check.model_dump()
+            if col in kinds.get(name, {}):
+                entry["released_type"] = describe_kind(kinds[name][col], cspec.technique)
+            if ctx.level is not None:
+                entry["level"] = int(ctx.level)
+            entry.update(ages_coupling)
+            entry.update(dates_coupling)
+            entry["counts"] = dict(ctx.counts)
+            return entry, result
+
+        return _Begun(finish, running.close)
+
+    def apply(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> tuple[dict[str, Any], Any]:
+        return begin(name, frame, col, cspec)()
 
     try:
         return _transform_tables(wd, index, state, policy, subject_raw, suppressed, pool, apply, kinds,
-                                 suppressed_mask.to_numpy(dtype=bool))
+                                 suppressed_mask.to_numpy(dtype=bool), begin=begin)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _apply(technique: Any, frame: pd.DataFrame, col: str, cspec: Any, ctx: Any, engine: Any) -> Any:
-    """One column's technique; a row-local one (the scrubber) on every core (`release.cores`)."""
-    from deidflow.release.cores import apply_on_cores, spreads
+def _begin(technique: Any, frame: pd.DataFrame, col: str, cspec: Any, ctx: Any, engine: Any) -> Any:
+    """One column's technique begun: a row-local one (the scrubber) is started on every core
+    in forked workers (`release.cores.OnCores`); any other is applied now. Either has
+    `result()` and `close()`."""
+    from deidflow.release.cores import spreads, start_on_cores
 
     if spreads(cspec.technique, len(frame), engine):
-        return apply_on_cores(technique, frame[col], cspec, ctx)
-    return technique.apply(frame[col], cspec, ctx)
+        return start_on_cores(technique, frame[col], cspec, ctx)
+    result = technique.apply(frame[col], cspec, ctx)
+    return _Begun(lambda: result)
+
+
+class _Begun:
+    """A column's technique begun: calling it (or `result()`) gives what it gives, `close()`
+    ends what is still running (a failed stage's workers)."""
+
+    def __init__(self, finish: Callable[[], Any], close: Callable[[], None] = lambda: None) -> None:
+        self.finish, self.close = finish, close
+
+    def __call__(self) -> Any:
+        return self.finish()
+
+    result = __call__
+
+
+def _import_gate_meanwhile(futures: list[tuple[str, Any]], written: list[Any]) -> bool:
+    """The validation gate imported while the scrub workers run, instead of at the validate
+    stage with one core idle (`release.cores.import_beside_workers` says when it is safe:
+    the pool's and the writers' threads, all waited for here, are then idle; beside any other
+    thread, e.g. a Prefect flow run's, it is left to the validate stage)."""
+    from concurrent.futures import Future, wait
+
+    from deidflow.release.cores import import_beside_workers
+
+    wait([f for _, f in futures if isinstance(f, Future)] + list(written))
+    return import_beside_workers("deidflow.validation.gate", quiet="transform")
+
+
+def _begun_ahead(work: WorkDir, index: int, policy: Any, engine: Any, suppressed: pd.Index,
+                 suppressed_rows: np.ndarray | None, pool: Any, apply: Callable[..., Any],
+                 begin: Callable[..., Any], out: dict[str, tuple[Any, ...]]) -> None:
+    """The tables with a column whose technique runs on every core (the notes' scrubber,
+    `release.cores`), begun before any other table: their kept rows read, that column's
+    workers started and their other columns handed to the pool. The workers then scrub
+    while this process transforms the other tables, instead of this process working with
+    one core idle before the pool and the workers waiting for nothing after it. Into `out`,
+    per table (as begun, so that a failure part-way leaves the caller what to end): (kept
+    rows, their subjects, frame, [(column, its future or begun technique)])."""
+    from deidflow.release.cores import ROW_LOCAL, spreads
+
+    if engine.distributed:
+        return
+    for name, tspec in policy.tables.items():
+        if not any(c.technique in ROW_LOCAL for c in tspec.columns.values()):
+            continue
+        keep, subject_rows = _kept_and_subjects(work, name, index, tspec, suppressed, suppressed_rows,
+                                                name == policy.subject_table)
+        rows = int(np.count_nonzero(keep))
+        if not any(spreads(c.technique, rows, engine) for c in tspec.columns.values()):
+            continue
+        frame = read_work(work.gated(name, index), keep=keep, pool=pool)
+        futures: list[tuple[str, Any]] = []
+        out[name] = (keep, subject_rows, frame, futures)
+        for col, cspec in tspec.columns.items():  # the workers first: theirs is the long part
+            if spreads(cspec.technique, rows, engine):
+                futures.append((col, begin(name, frame, col, cspec)))
+        for col, cspec in tspec.columns.items():
+            if not spreads(cspec.technique, rows, engine):
+                futures.append((col, pool.submit(apply, name, frame, col, cspec)))
+        order = list(tspec.columns)
+        futures.sort(key=lambda cf: order.index(cf[0]))  # gathered in the policy's column order
 
 
 def _kept_rows(work: WorkDir, name: str, index: int, tspec: Any, suppressed: pd.Index,
@@ -182,7 +257,8 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
                       subject_raw: pd.DataFrame, suppressed: pd.Index, pool: Any,
                       apply: Callable[..., tuple[dict[str, Any], Any]],
                       kinds: dict[str, dict[str, str]] | None = None,
-                      suppressed_rows: np.ndarray | None = None) -> dict[str, Any]:
+                      suppressed_rows: np.ndarray | None = None,
+                      begin: Callable[..., Any] | None = None) -> dict[str, Any]:
     from deidflow.column_types import with_kinds
     from deidflow.risk.birth_dates import protect_birth_dates
 
@@ -205,20 +281,30 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
     # (the writers release the GIL): the stage is a pipeline, not read → apply → write in turn.
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="transform-writer")
     written: list[Any] = []
+    ahead: dict[str, tuple[Any, ...]] = {}
     try:
+        if begin is not None:
+            _begun_ahead(work, index, policy, engine, suppressed, suppressed_rows, pool, apply, begin, ahead)
         for name, tspec in policy.tables.items():
-            # The verdicts first (gate and suppression, per row); then the table's kept rows
-            # only (an Arrow filter per column over the memory-mapped work file, on the pool).
-            keep, subject_rows = _kept_and_subjects(work, name, index, tspec, suppressed, suppressed_rows,
-                                                    name == policy.subject_table)
-            frame = read_work(work.gated(name, index), keep=keep, pool=pool)
+            if name in ahead:  # begun before the other tables (`_begun_ahead`)
+                keep, subject_rows, frame, futures = ahead[name]
+                if list(ahead) == [name]:  # nothing left to do here but wait for the workers
+                    _import_gate_meanwhile(futures, written)
+            else:
+                # The verdicts first (gate and suppression, per row); then the table's kept rows
+                # only (an Arrow filter per column over the memory-mapped work file, on the pool).
+                keep, subject_rows = _kept_and_subjects(work, name, index, tspec, suppressed, suppressed_rows,
+                                                        name == policy.subject_table)
+                frame = read_work(work.gated(name, index), keep=keep, pool=pool)
+                futures = [(col, pool.submit(apply, name, frame, col, cspec))
+                           for col, cspec in tspec.columns.items()]
             out = {}
-            futures = [(col, pool.submit(apply, name, frame, col, cspec)) for col, cspec in tspec.columns.items()]
             for col, future in futures:  # in the policy's column order, whatever finished first
                 entry, result = future.result()
                 columns.append(entry)
                 if result is not None:
                     out[col] = result
+            ahead.pop(name, None)  # its workers are done
             released = pd.DataFrame(out, index=frame.index)
             # event dates that would narrow a birth date below its released level are withheld
             withheld = protect_birth_dates(released, frame[tspec.subject_column], tspec, policy,
@@ -239,6 +325,10 @@ def _transform_tables(work: WorkDir, index: int, state: RunState, policy: Any,
         for done in written:
             done.result()
     finally:
+        for *_, futures in ahead.values():  # a failed stage: its workers ended, not awaited
+            for _, running in futures:
+                if hasattr(running, "close"):
+                    running.close()
         writer.shutdown(wait=True, cancel_futures=True)
 
     # Which pseudonym each released subject got: the hospital's private record, used by the

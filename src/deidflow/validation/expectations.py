@@ -328,8 +328,6 @@ def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = 
     texts, count_rows = distinct
     if not len(texts):
         return {"rows": 0, "kinds": []}
-    from deidflow.techniques.scrub import find_identifiers
-
     from deidflow.validation import direct
 
     # the scrubber's generic detectors; the input's own strings by hashed windows
@@ -347,12 +345,12 @@ def identifier_hits(values: pd.Series, known: StringSet, *, whole_value: bool = 
             for lo in range(0, len(texts), step):
                 part = texts.slice(lo, step)
                 second = pool.submit(direct.known_hits, part, known)
-                found = np.array(find_identifiers(part.to_pandas(), None), dtype=bool)
+                found = direct.detector_hits(part)  # find_identifiers on Arrow text
                 if allowed_formats:
                     found &= ~allowed_format_mask(part, allowed_formats)
                 hit[lo:lo + len(part)] = found | second.result()
     else:
-        hit = np.array(find_identifiers(texts.to_pandas(), None), dtype=bool)  # a writable copy
+        hit = direct.detector_hits(texts)  # find_identifiers on Arrow text, a writable copy
         if allowed_formats:  # the policy's identifier_check: values of an allowed format whole
             hit &= ~allowed_format_mask(texts, allowed_formats)
         if known:

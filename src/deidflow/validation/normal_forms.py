@@ -26,6 +26,7 @@ when it matches the other, so without (3) the joining changes neither.
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 import weakref
 from functools import lru_cache
@@ -57,10 +58,20 @@ HANGUL_SYLLABLES = (0xAC00, 0xD7A4)  # decomposed by rule, not by the tables
 HANGUL_SECOND = (*range(0x1161, 0x1176), *range(0x11A8, 0x11C3))  # vowel and trailing jamo
 
 
-@lru_cache(maxsize=1)
+_TABLES_LOCK = threading.Lock()
+
+
 def nfkc_tables() -> tuple[dict[int, str], np.ndarray]:
     """(the characters Arrow's NFKC changes, with their NFKC forms; a bool per code point:
-    condition (2) of the module docstring)."""
+    condition (2) of the module docstring). Built once per process: the gate's two threads
+    (detectors, known values) both ask for them on a notes column, and the second waits for
+    the first's instead of building them too (~0.5 CPU s)."""
+    with _TABLES_LOCK:
+        return _nfkc_tables()
+
+
+@lru_cache(maxsize=1)
+def _nfkc_tables() -> tuple[dict[int, str], np.ndarray]:
     cps, chars = _all_code_points()
     arrow = pc.utf8_normalize(chars, "NFKC")
     changed = np.flatnonzero(~np.asarray(pc.equal(chars, arrow)))
@@ -155,3 +166,101 @@ def may_change(texts: pa.Array, known: Any) -> np.ndarray:
         out[rest] = np.asarray(pc.fill_null(pc.match_substring_regex(
             texts.take(pa.array(rest)), grouped), False), dtype=bool)
     return out
+
+
+# --- the generic detectors' pattern (`direct.detector_hits`) ------------------------------------
+#
+# The same argument for a regular expression instead of the known values. Its atoms are its
+# literals and its classes (a negated class [^0-9] holds every character but 0-9). Two
+# characters that every atom holds both or neither of are alike to the pattern: a text and the
+# text with characters replaced one for one by alike ones match at the same places. A text
+# holding no character of condition (2) and no character that NFKC changes into more or fewer
+# than one character, or into one not alike to it, is such a replacement of its NFKC form
+# (`，` → `,` where no atom names a comma; `（` → `(` where every atom holding one holds the
+# other): the pattern matches both or neither.
+
+_POSITIONS = {"AT_BEGINNING", "AT_END", "AT_BEGINNING_STRING", "AT_END_STRING"}
+
+
+@lru_cache(maxsize=8)
+def pattern_atoms(pattern: str) -> tuple[tuple[bool, np.ndarray], ...] | None:
+    """The atoms of `pattern` (see above), each as (negated, a bool per code point: the
+    characters it names). None when the pattern holds anything the argument does not cover
+    (\\d, \\w, \\b, '.', a flag, a look-around, a back-reference): then no text is spared
+    its NFKC."""
+    import re
+    import re._parser as sre_parse
+
+    try:
+        parsed = sre_parse.parse(pattern)
+    except re.error:
+        return None
+    if parsed.state.flags & ~re.UNICODE:
+        return None
+    atoms: dict[tuple[bool, bytes], tuple[bool, np.ndarray]] = {}
+
+    def atom(negated: bool, named: list[tuple[int, int]]) -> None:
+        chars = np.zeros(_CODE_POINTS, dtype=bool)
+        for lo, hi in named:
+            chars[lo:hi + 1] = True
+        atoms.setdefault((negated, np.packbits(chars).tobytes()), (negated, chars))
+
+    def walk(items: Any) -> bool:
+        for op, av in items:
+            name = str(op)
+            if name in ("LITERAL", "NOT_LITERAL"):
+                atom(name == "NOT_LITERAL", [(av, av)])
+            elif name == "IN":
+                named, negated = [], False
+                for iop, iav in av:
+                    iname = str(iop)
+                    if iname == "LITERAL":
+                        named.append((iav, iav))
+                    elif iname == "RANGE":
+                        named.append(iav)
+                    elif iname == "NEGATE":
+                        negated = True
+                    else:
+                        return False
+                atom(negated, named)
+            elif name == "AT":
+                if str(av) not in _POSITIONS:
+                    return False
+            elif name == "SUBPATTERN":
+                if av[1] or av[2] or not walk(av[3]):  # a flag set or cleared inside
+                    return False
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                if not walk(av[2]):
+                    return False
+            elif name == "BRANCH":
+                if not all(walk(branch) for branch in av[1]):
+                    return False
+            elif name == "ATOMIC_GROUP":
+                if not walk(av):
+                    return False
+            else:
+                return False
+        return True
+
+    return tuple(atoms.values()) if walk(parsed) else None
+
+
+@lru_cache(maxsize=8)
+def pattern_class(pattern: str) -> str | None:
+    """The RE2 class of the characters for which a text's NFKC form may match `pattern`
+    otherwise than the text as written: those of condition (2), and those NFKC changes into
+    other than one character, or into one not alike to it. None: every text needs NFKC."""
+    atoms = pattern_atoms(pattern)
+    if atoms is None:
+        return None
+    forms, sensitive = nfkc_tables()
+    mark = sensitive.copy()
+    changed = np.fromiter(forms, dtype=np.int64, count=len(forms))
+    single = np.array([len(f) == 1 for f in forms.values()], dtype=bool)
+    into = np.array([ord(f) if len(f) == 1 else 0 for f in forms.values()], dtype=np.int64)
+    mark[changed[~single]] = True
+    alike = np.ones(len(changed), dtype=bool)
+    for _, chars in atoms:  # a negated atom holds exactly the characters the other does not
+        alike &= chars[changed] == chars[into]
+    mark[changed[single & ~alike]] = True
+    return _ranges(np.flatnonzero(mark))
