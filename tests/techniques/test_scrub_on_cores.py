@@ -213,3 +213,33 @@ def test_no_worker_is_forked_while_a_module_is_imported_beside_them():
     child.join()
     thread.join()
     assert waited >= 0.4 and child.exitcode == 0
+
+
+def test_a_worker_does_not_run_the_parents_thread_exit_hooks():
+    """Prefect's log and event services register a thread-exit hook that fails in a forked
+    child; a scrub worker forked after a flow run in the same process then ended with exit
+    code 1. A hook of the parent's that raises stands for it here."""
+    import multiprocessing
+    import threading
+
+    def parents_hook() -> None:
+        raise AssertionError("the parent's service state, absent in a fork")
+
+    threading._register_atexit(parents_hook)
+    try:
+        child = multiprocessing.get_context("fork").Process(target=int)
+        child.start()
+        child.join()
+        assert child.exitcode == 0
+        values = pd.Series(["李娜复诊，电话13700001111。"] * 400, dtype="string", name="text")
+        ctx = ApplyContext(table="n", column="text", subject_ids=pd.Series(["P2"] * 400),
+                           known_identifiers=KNOWN)
+        job = cores.start_on_cores(registry.get("scrub"), values, Column(role="free_text", technique="scrub"),
+                                   ctx, processes=2)
+        pool = job.pool
+        scrubbed = job.result()
+        assert scrubbed.str.contains("13700001111").sum() == 0
+        assert [w.exitcode for w in pool._pool if w.exitcode not in (None, 0)] == []
+    finally:
+        hooks = threading._threading_atexits  # each held as a functools.partial
+        hooks[:] = [h for h in hooks if getattr(h, "func", h) is not parents_hook]

@@ -38,9 +38,22 @@ _HANDLERS: dict[int, set[threading.Thread]] = {}  # each running job's pool thre
 # Held while a module is imported beside running workers (`import_beside_workers`): a fork
 # waits for it, so no worker is forked while a module is half-imported by this process.
 _FORK_GUARD = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    _FORK_GUARD.release()
+    # The parent's thread-exit hooks belong to threads the child does not have. Prefect's log
+    # and event services register one that fails in a forked child (an assertion on state
+    # its worker thread owns), so a scrub worker forked inside a flow run (or after one, in
+    # the same process) ended with exit code 1 once its chunk was done.
+    atexits = getattr(threading, "_threading_atexits", None)
+    if atexits is not None:
+        atexits.clear()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release,
-                        after_in_child=_FORK_GUARD.release)
+                        after_in_child=_after_fork_in_child)
 
 if TYPE_CHECKING:
     from deidflow.release.engines import Engine
