@@ -212,12 +212,11 @@ def leak_rows(tables: Mapping[str, Any], failed: Iterable[Mapping[str, Any]], kn
 
 
 def _leaks_in(s: pd.Series, known: Any) -> np.ndarray:
-    """Which texts hold an identifier (the detectors, then the known values), in slices
-    whose search windows stay within the gate's slice size: a whole column's windows at once
-    would pass Arrow's 2 GB limit of one string array (4 bytes a character bound UTF-8)."""
-    from deidflow.techniques.scrub import find_identifiers
+    """Which texts hold an identifier (the gate's detectors, `detector_hits`, then the known
+    values), in slices whose search windows stay within the gate's slice size: a whole
+    column's windows at once would pass Arrow's 2 GB limit of one string array (4 bytes a
+    character bound UTF-8)."""
     from deidflow.validation.expectations import SLICE_BYTES
-
     from deidflow.validation.sets import StringSet
 
     hit = np.zeros(len(s), dtype=bool)
@@ -227,9 +226,10 @@ def _leaks_in(s: pd.Series, known: Any) -> np.ndarray:
     step = max(1, int(len(s) * SLICE_BYTES / max(size, 1)))
     for lo in range(0, len(s), step):
         part = s.iloc[lo:lo + step]
-        found = np.array(find_identifiers(part).to_numpy(dtype=bool), dtype=bool)
+        text = pa.array(part, type=pa.large_string())
+        found = detector_hits(text)  # as the gate searched
         if known:
-            found |= known_hits(pa.array(part.fillna("").to_numpy(dtype=object), type=pa.string()), known)
+            found |= known_hits(pc.fill_null(text, ""), known)
         hit[lo:lo + len(part)] = found
     return hit
 
