@@ -326,16 +326,25 @@ def _may_hold_nul(values: pd.Series) -> bool:
     if not isinstance(values.array, pd.arrays.ArrowStringArray):
         return True
     for chunk in as_arrow(values).chunks:
-        bufs = chunk.buffers()
-        if not len(chunk) or bufs[2] is None:
+        if not len(chunk):
             continue
-        dtype = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-        off = np.frombuffer(bufs[1], dtype=dtype, count=len(chunk) + 1,
-                            offset=chunk.offset * np.dtype(dtype).itemsize)
+        off, data = text_buffers(chunk)
         lo, hi = int(off[0]), int(off[-1])  # the bytes of this slice's values, nulls' included
-        if hi > lo and int(np.frombuffer(bufs[2], dtype=np.uint8)[lo:hi].min()) == 0:
+        if hi > lo and int(data[lo:hi].min()) == 0:
             return True
     return False
+
+
+def text_buffers(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Value offsets and text bytes of a string / large_string array, zero-copy (the bytes
+    are one zero byte where the array holds no text)."""
+    dtype = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    bufs = chunk.buffers()
+    off = np.frombuffer(bufs[1], dtype=dtype, count=len(chunk) + 1,
+                        offset=chunk.offset * np.dtype(dtype).itemsize)
+    data = (np.frombuffer(bufs[2], dtype=np.uint8)
+            if bufs[2] is not None and bufs[2].size else np.zeros(1, dtype=np.uint8))
+    return off, data
 
 
 def _check_columns(name: str, spec: Table, path: Path, frame: pd.DataFrame) -> None:
@@ -619,15 +628,11 @@ def _starts_with_trigger(text: pd.Series) -> np.ndarray:
     for chunk in as_arrow(text).chunks:
         if not len(chunk):
             continue
-        wide = pa.types.is_large_string(chunk.type)
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64 if wide else np.int32)[
-            chunk.offset:chunk.offset + len(chunk) + 1]
-        data = chunk.buffers()[2]
+        offsets, data = text_buffers(chunk)
         starts, lengths = offsets[:-1], np.diff(offsets)
         first = np.zeros(len(chunk), dtype=np.uint8)
         present = lengths > 0
-        if data is not None and present.any():
-            first[present] = np.frombuffer(data, dtype=np.uint8)[starts[present]]
+        first[present] = data[starts[present]]
         risky = _TRIGGER_BYTES[first] & present
         if chunk.null_count:
             risky &= np.asarray(chunk.is_valid().to_numpy(zero_copy_only=False), dtype=bool)

@@ -59,11 +59,12 @@ def test_window_hashes_equal_whole_value_hashes():
     """A window's hash is `_hash64` of the same bytes as one value (partial last words too)."""
     import numpy as np
 
-    from deidflow.validation.sets import _hash64, _offsets
+    from deidflow.io import text_buffers
+    from deidflow.validation.sets import _hash64
 
     text = "x欧阳娜娜13812345678@example.org"
     arr = pa.array([text])
-    off, data = _offsets(arr)
+    off, data = text_buffers(arr)
     _, words = windows._padded(data, int(off[0]), int(off[-1]))
     raw = text.encode("utf-8")
     checked = 0

@@ -101,11 +101,11 @@ def _nfkc_tables() -> tuple[dict[int, str], np.ndarray]:
 
 def code_points(arr: pa.Array) -> np.ndarray:
     """The distinct code points of the strings of `arr` (decoded from its UTF-8 buffer)."""
-    from deidflow.validation.sets import _offsets
+    from deidflow.io import text_buffers
 
     if not len(arr):
         return np.zeros(0, dtype=np.int64)
-    off, data = _offsets(arr)
+    off, data = text_buffers(arr)
     b = np.zeros(int(off[-1] - off[0]) + 3, dtype=np.uint8)
     b[:-3] = data[int(off[0]):int(off[-1])]
     lead = np.flatnonzero((b[:-3] & 0xC0) != 0x80)

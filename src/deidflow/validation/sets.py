@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deidflow.idcolumns import run_heads
+from deidflow.io import text_buffers
 
 _TEXT_TYPES = (pa.string(), pa.large_string())
 
@@ -69,17 +70,6 @@ def _bools(found: Any) -> np.ndarray:
     return np.asarray(pc.fill_null(found, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _offsets(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Value offsets and text bytes of a string / large_string array, zero-copy."""
-    dtype = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-    bufs = chunk.buffers()
-    off = np.frombuffer(bufs[1], dtype=dtype, count=len(chunk) + 1,
-                        offset=chunk.offset * np.dtype(dtype).itemsize)
-    data = (np.frombuffer(bufs[2], dtype=np.uint8)
-            if bufs[2] is not None and bufs[2].size else np.zeros(1, dtype=np.uint8))
-    return off, data
-
-
 _BLOCK = 1 << 16  # values per numpy pass: the temporaries stay in the CPU cache
 
 
@@ -93,7 +83,7 @@ def _signatures(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
         for b in range(0, len(chunk), _BLOCK):
             part = chunk.slice(b, _BLOCK)
             k = len(part)
-            off, data = _offsets(part)
+            off, data = text_buffers(part)
             size = off[1:] - off[:-1]
             sig = out[at:at + k]
             np.minimum(size, 255, out=sig, casting="unsafe")
@@ -123,7 +113,7 @@ def _rows_with_byte(arr: pa.Array | pa.ChunkedArray, byte: int) -> np.ndarray:
     for chunk in _chunks(arr):
         n = len(chunk)
         if n:
-            off, data = _offsets(chunk)
+            off, data = text_buffers(chunk)
             if off[-1] > off[0]:
                 pos = np.flatnonzero(data[off[0]:off[-1]] == byte) + off[0]
                 if pos.size:
@@ -147,7 +137,7 @@ def _hash64(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     out = np.zeros(len(arr), dtype=np.uint64)
     at = 0
     for part in parts:
-        off, data = _offsets(part)
+        off, data = text_buffers(part)
         k, lo, hi = len(part), int(off[0]), int(off[-1])
         buf = np.zeros(hi - lo + 8, dtype=np.uint8)  # padded: an 8-byte read never runs off
         buf[:hi - lo] = data[lo:hi]

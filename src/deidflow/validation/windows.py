@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from deidflow.io import text_buffers
+
 PREFIX = 6  # bytes of a member's start looked up first: two CJK characters, six digits
 FILTER_BITS = 24  # the prefix bit table: 2**24 bits, 2 MB
 MASK_BITS = 20  # the prefix → member byte lengths table: 2**20 words of 64 bits, 8 MB
@@ -40,12 +42,6 @@ THREADS = 2
 _MIX1 = np.uint64(0x9E3779B97F4A7C15)  # as sets._hash64
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
 _MIXK = np.uint64(0xD6E8FEB86659FD93)  # the prefix hash (any odd constant)
-
-
-def _offsets(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    from deidflow.validation.sets import _offsets as offsets
-
-    return offsets(chunk)
 
 
 def _padded(data: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +107,7 @@ class WindowSearch:
             chunk = chunk.filter(pc.fill_null(pc.greater_equal(pc.utf8_length(chunk), 2), False))
             if not len(chunk):
                 continue
-            off, data = _offsets(chunk)
+            off, data = text_buffers(chunk)
             lo, hi = int(off[0]), int(off[-1])
             _, words = _padded(data, lo, hi)
             start = (off[:-1] - lo).astype(np.int64)
@@ -136,7 +132,7 @@ class WindowSearch:
         out = np.zeros(n, dtype=bool)
         if not n or not self.groups:
             return out
-        off, _ = _offsets(arr)
+        off, _ = text_buffers(arr)
         blocks, start = [], 0
         while start < n:  # rows cut so that each block holds about BLOCK_BYTES of text
             stop = int(np.searchsorted(off, off[start] + BLOCK_BYTES, side="right")) - 1
@@ -166,7 +162,7 @@ class WindowSearch:
 
     def _block(self, arr: pa.Array, first: int, stop: int, known: Any):
         """Rows [first, stop): the rows, windows, hashes and hash positions of every hash hit."""
-        off, data = _offsets(arr)
+        off, data = text_buffers(arr)
         off = off[first:stop + 1]
         lo, hi = int(off[0]), int(off[-1])
         seg, words = _padded(data, lo, hi)
