@@ -160,7 +160,7 @@ _NAME_BEFORE = _alternation(words.NAME_BEFORE) + r"[:：\s]{0,2}(?:为|是|叫|�
 _NAME_AFTER = (f"(?=[{_class_escape(_firsts(words.NAME_AFTER))}，,])"
                f"(?={ids.alternation(list(words.NAME_AFTER))}|[，,]\\s?{_D}{{1,3}}岁)")
 _TITLES_EN = ("Mr", "Mrs", "Ms", "Miss", "Dr", "Prof")
-_TITLE_EN = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.? "
+_TITLE_EN = "(?:" + "|".join(_TITLES_EN) + r")\.? "
 _NAME_EN = r"[A-Z][a-zà-ÿ'\-]+[0-9]*(?: [A-Z][a-zà-ÿ'\-]+[0-9]*){0,2}"
 
 # kind -> alternatives. Each alternative is compiled on its own and starts with a character
