@@ -243,3 +243,14 @@ def test_a_worker_does_not_run_the_parents_thread_exit_hooks():
     finally:
         hooks = threading._threading_atexits  # each held as a functools.partial
         hooks[:] = [h for h in hooks if getattr(h, "func", h) is not parents_hook]
+
+
+def test_a_chunk_goes_back_as_one_large_string_array_whatever_its_storage():
+    import pyarrow as pa
+
+    texts = ["李娜复诊", None, "", "𠀋 non-BMP", "a"]
+    for dtype in ("string[pyarrow]", "string[python]", object):
+        for values in (texts, texts[:0], [None]):
+            got = cores._as_arrow(pd.Series(values, dtype=dtype))
+            assert got.type == pa.large_string() and isinstance(got, pa.Array), dtype
+            assert got.to_pylist() == values, dtype
