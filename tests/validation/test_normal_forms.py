@@ -80,3 +80,21 @@ def test_the_tables_agree_with_nfkc_character_by_character():
     assert sensitive[0x0301] and sensitive[0x1161]
     for cp, form in list(forms.items())[::50]:
         assert unicodedata.normalize("NFKC", chr(cp)) == form or sensitive[cp]
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), st.text(max_size=12), TEXT), min_size=1, max_size=12),
+       skip=st.integers(0, 3), piece=st.integers(1, 9))
+def test_code_points_are_the_distinct_characters_of_the_texts(texts, skip, piece):
+    # any code point (1- to 4-byte UTF-8), a slice of an array (its offsets do not start at
+    # 0), and pieces of a few bytes, so that characters straddle the pieces' ends
+    import deidflow.validation.normal_forms as nf
+
+    arr = pa.array(texts, type=pa.large_string()).slice(min(skip, len(texts) - 1))
+    want = sorted({ord(c) for t in arr.to_pylist() if t for c in t})
+    old, nf._PIECE = nf._PIECE, piece
+    try:
+        assert nf.code_points(arr).tolist() == want
+    finally:
+        nf._PIECE = old
+    assert nf.code_points(arr).tolist() == want

@@ -100,22 +100,33 @@ def _nfkc_tables() -> tuple[dict[int, str], np.ndarray]:
 
 
 def code_points(arr: pa.Array) -> np.ndarray:
-    """The distinct code points of the strings of `arr` (decoded from its UTF-8 buffer)."""
+    """The distinct code points of the strings of `arr` (decoded from its UTF-8 buffer), in
+    order: marked in a table of every code point, a piece of the buffer at a time (a sort of
+    every character, and whole-buffer temporaries of 8 bytes per byte, cost seconds and
+    gigabytes for the known values of a large release)."""
     from deidflow.io import text_buffers
 
-    if not len(arr):
-        return np.zeros(0, dtype=np.int64)
-    off, data = text_buffers(arr)
-    b = np.zeros(int(off[-1] - off[0]) + 3, dtype=np.uint8)
-    b[:-3] = data[int(off[0]):int(off[-1])]
-    lead = np.flatnonzero((b[:-3] & 0xC0) != 0x80)
-    b0 = b[lead].astype(np.int64)
-    b1, b2, b3 = (b[lead + k].astype(np.int64) & 0x3F for k in (1, 2, 3))
-    cp = np.where(b0 < 0x80, b0,
-         np.where(b0 < 0xE0, ((b0 & 0x1F) << 6) | b1,
-         np.where(b0 < 0xF0, ((b0 & 0x0F) << 12) | (b1 << 6) | b2,
-                  ((b0 & 0x07) << 18) | (b1 << 12) | (b2 << 6) | b3)))
-    return np.unique(cp)
+    seen = np.zeros(_CODE_POINTS, dtype=bool)
+    if len(arr):
+        off, data = text_buffers(arr)
+        lo, hi = int(off[0]), int(off[-1])
+        for a in range(lo, hi, _PIECE):
+            n = min(_PIECE, hi - a)
+            b = np.zeros(n + 3, dtype=np.uint8)  # a character's last bytes may lie past the piece
+            tail = data[a:min(hi, a + n + 3)]
+            b[:len(tail)] = tail
+            # a piece may begin inside a character: its lead byte was read with the last piece
+            lead = np.flatnonzero((b[:n] & 0xC0) != 0x80)
+            b0 = b[lead].astype(np.int32)
+            b1, b2, b3 = (b[lead + k].astype(np.int32) & 0x3F for k in (1, 2, 3))
+            seen[np.where(b0 < 0x80, b0,
+                 np.where(b0 < 0xE0, ((b0 & 0x1F) << 6) | b1,
+                 np.where(b0 < 0xF0, ((b0 & 0x0F) << 12) | (b1 << 6) | b2,
+                          ((b0 & 0x07) << 18) | (b1 << 12) | (b2 << 6) | b3)))] = True
+    return np.flatnonzero(seen)
+
+
+_PIECE = 1 << 22  # bytes of text decoded at a time by `code_points`
 
 
 def known_chars(known: Any) -> np.ndarray:
