@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from deidflow import identifiers as ids
 from deidflow.errors import InputError, KeyCustodyError, PolicyError
@@ -1132,30 +1133,33 @@ def scrub_texts(
     modes = _modes(replace, dates)
     kinds = tuple(k for k in kinds if not (k == "date" and dates == "keep"))
     present = texts.notna().to_numpy()
-    values = texts.astype("string").fillna("").tolist()
-    if any(_SEP in v for v in values):
-        raise InputError(
-            "a text holds a NUL character, which the scrubber uses as a note separator",
-            column=str(texts.name) if texts.name is not None else None,
-            fix="remove NUL characters from the free-text column before the release",
-        )
+    column = texts.astype("string")
     sids = None if subject_ids is None else subject_ids.astype("string").fillna("").tolist()
     table = _known_table(known) if "known" in kinds and sids is not None else None
-    scrubbed: list[str] = []
+    # Python strings only for CHUNK notes at a time, in and out: each scrubbed chunk becomes
+    # Arrow text at once, so a million-note column is never held as Python strings whole
+    parts: list[pa.Array] = []
     counts: dict[str, int] = {}
-    for lo in range(0, len(values), CHUNK):
+    for lo in range(0, len(column), CHUNK):
+        values = column.iloc[lo:lo + CHUNK].fillna("").tolist()
+        if any(_SEP in v for v in values):
+            raise InputError(
+                "a text holds a NUL character, which the scrubber uses as a note separator",
+                column=str(texts.name) if texts.name is not None else None,
+                fix="remove NUL characters from the free-text column before the release",
+            )
         part, part_counts = _scrub_chunk(
-            values[lo:lo + CHUNK], None if sids is None else sids[lo:lo + CHUNK], kinds, modes,
+            values, None if sids is None else sids[lo:lo + CHUNK], kinds, modes,
             dates, table, key, texts.name, ages,
             None if date_offsets is None else np.asarray(date_offsets)[lo:lo + CHUNK],
         )
-        scrubbed.extend(part)
+        parts.append(pa.array(part, type=pa.large_string(), mask=~present[lo:lo + CHUNK]))
+        del values, part
         for kind, n in part_counts.items():
             counts[kind] = counts.get(kind, 0) + n
-    out = np.array(scrubbed, dtype=object)
-    out[~present] = None
-    dtype = texts.dtype if isinstance(texts.dtype, pd.StringDtype) else "string"
-    return pd.Series(out, index=texts.index, name=texts.name, dtype=dtype), counts
+    dtype = texts.dtype if isinstance(texts.dtype, pd.StringDtype) else column.dtype
+    out = pd.array(pa.chunked_array(parts, type=pa.large_string()), dtype=dtype)
+    return pd.Series(out, index=texts.index, name=texts.name), counts
 
 
 def _scrub_chunk(
