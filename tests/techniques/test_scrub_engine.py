@@ -96,3 +96,18 @@ def test_the_name_reader_s_literal_scans_find_what_its_class_scans_find(text):
 def test_folding_only_the_runs_that_change_is_translating_the_whole_text(text):
     table, _ = ids._fold_table()
     assert ids.fold(text) == text.translate(table)
+
+
+# Ages in every form the age pattern reads, and what touches them: digits, decimal points,
+# the words 岁, 周岁, 个月, 年龄 with either colon, spaces and the chunk's NUL separator.
+AGE_PIECES = st.sampled_from(["0", "7", "66", "105", "1234", ".", "岁", "周岁", "个月", "个", "月",
+                              "年龄", "年", "龄", ":", "：", " ", "\x00", "x", "3岁2个月", "年龄：66"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(AGE_PIECES, max_size=10).map("".join))
+def test_the_age_pattern_with_its_first_digit_read_first_finds_what_the_plain_one_finds(text):
+    import re
+
+    plain = re.compile(scrub._ANY_AGE_PLAIN)
+    assert [m.span() for m in scrub._ANY_AGE.finditer(text)] == [m.span() for m in plain.finditer(text)]

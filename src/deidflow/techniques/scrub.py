@@ -538,9 +538,17 @@ def _scan_where_possible(big: str, kinds: tuple[str, ...]) -> list[tuple[int, in
 
 
 # An age in a note: 66岁, 3 周岁, 年龄：66, 年龄 66岁 (months and days of infants too).
-_ANY_AGE = re.compile(
+# Every age mention when ages are quasi-identifiers: 66岁, 3岁2个月, 8个月, 年龄：66, 年龄66.
+# Written with the first digit read before the look-behinds (each one then also reads that
+# digit back), so that every alternative starts with [0-9] and `re` skips ahead to digits
+# instead of trying all three look-behinds at every character of the chunk: the same
+# matches (`_ANY_AGE_PLAIN`, held equal to it in tests) at well under half the cost.
+_ANY_AGE_PLAIN = (
     r"(?<![0-9.])[0-9]{1,3} ?(?:周岁|岁(?:[0-9]{1,2}个?月)?|个月)|(?<=年龄[:：])[0-9]{1,3}(?![0-9.])"
     r"|(?<=年龄)[0-9]{1,3}(?![0-9.])")
+_ANY_AGE = re.compile(
+    r"[0-9](?:(?<![0-9.][0-9])[0-9]{0,2} ?(?:周岁|岁(?:[0-9]{1,2}个?月)?|个月)"
+    r"|(?<=年龄[:：][0-9])[0-9]{0,2}(?![0-9.])|(?<=年龄[0-9])[0-9]{0,2}(?![0-9.]))")
 _AGE_NUMBER = re.compile(r"[0-9]{1,3}")
 
 
