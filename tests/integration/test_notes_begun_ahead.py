@@ -27,7 +27,14 @@ def test_notes_scrubbed_on_cores_ahead_of_the_tables_release_the_same_files(env,
     started, read = cores.start_on_cores, stage.read_work
     monkeypatch.setattr(cores, "start_on_cores",
                         lambda *a, **k: (events.append("notes scrub started"), started(*a, **k))[1])
-    monkeypatch.setattr(stage, "read_work", lambda path, *a, **k: (events.append(path.parent.name), read(path, *a, **k))[1])
+    read_columns: dict[str, list[str] | None] = {}
+
+    def reading(path, *a, **k):
+        events.append(path.parent.name)
+        read_columns[path.parent.name] = k.get("columns")
+        return read(path, *a, **k)
+
+    monkeypatch.setattr(stage, "read_work", reading)
     monkeypatch.setattr(cores, "MIN_ROWS", 100)  # the notes on two workers, in several chunks
     monkeypatch.setattr(cores, "MIN_CHUNK", 50)
     spread = run_release(env.policy)
@@ -39,6 +46,9 @@ def test_notes_scrubbed_on_cores_ahead_of_the_tables_release_the_same_files(env,
     started_at = events.index("notes scrub started")
     assert "patients" not in events[:started_at] and "patients" in events[started_at:], events
     assert not cores._JOBS
+    # the release process read the notes table without its text: each worker read its own rows
+    assert read_columns["notes"] is not None and "text" not in read_columns["notes"]
+    assert "note_id" in read_columns["notes"]
 
 
 def test_a_failed_notes_table_ends_its_scrub_workers_and_publishes_nothing(env, monkeypatch):

@@ -256,3 +256,22 @@ def test_a_chunk_goes_back_as_one_large_string_array_whatever_its_storage():
             got = cores._as_arrow(pd.Series(values, dtype=dtype))
             assert got.type == pa.large_string() and isinstance(got, pa.Array), dtype
             assert got.to_pylist() == values, dtype
+
+
+@given(texts=st.lists(st.one_of(st.none(), st.text(max_size=8), st.sampled_from(["患者李娜", "𠀋"])),
+                      min_size=1, max_size=40), data=st.data())
+def test_a_mapped_text_column_gives_the_rows_read_work_gives(tmp_path_factory, texts, data):
+    # a worker's chunk read from the memory-mapped work file: the same text, index and dtype as
+    # the kept rows of the column read whole (`io.read_work`), sliced
+    from deidflow.io import read_work, write_work
+
+    path = tmp_path_factory.mktemp("mapped") / "notes.arrow"
+    write_work(pd.DataFrame({"text": pd.Series(texts, dtype="string"), "n": range(len(texts))}), path)
+    keep = data.draw(st.lists(st.booleans(), min_size=len(texts), max_size=len(texts)))
+    whole = read_work(path, keep=keep)["text"]
+    mapped = cores.MappedText(path, "text", keep)
+    assert len(mapped) == len(whole) and cores.MappedText.readable(path, "text")
+    lo = data.draw(st.integers(0, len(whole)))
+    hi = data.draw(st.integers(lo, len(whole)))
+    pd.testing.assert_series_equal(mapped.rows(lo, hi), whole.iloc[lo:hi])
+    assert not cores.MappedText.readable(path, "n")

@@ -87,7 +87,7 @@ def _apply_chunk(task: tuple[int, int, int]) -> tuple[pa.Array, Any, dict[str, i
     sub = dataclasses.replace(
         ctx, subject_ids=subjects, frame=None if ctx.frame is None else ctx.frame.iloc[lo:hi],
         known_identifiers=known, counts={}, memo={})
-    out = technique.apply(values.iloc[lo:hi], cspec, sub)
+    out = technique.apply(_rows(values, lo, hi), cspec, sub)
     return _as_arrow(out), out.dtype, sub.counts
 
 
@@ -141,6 +141,51 @@ def _chunk_known(known: pd.DataFrame, index: tuple[Any, ...], lo: int, hi: int) 
     return known[wanted[codes]]
 
 
+class MappedText:
+    """A text column of a run's work file, the rows `keep` selects, read where it is used: a
+    forked worker takes its own chunk's rows from the memory-mapped file (`rows(lo, hi)`), so
+    the release process holds no copy of the notes while they are scrubbed (at 1M patients
+    1.7 GB, shared with every worker and counted in the tree's memory throughout). As a
+    Series would give them: Arrow-backed text, the kept rows numbered from 0, as `read_work`
+    reads a text column."""
+
+    def __init__(self, path: Any, column: str, keep: np.ndarray) -> None:
+        self.path, self.name = path, column
+        self.positions = np.flatnonzero(np.asarray(keep, dtype=bool))
+        self.index = pd.RangeIndex(len(self.positions))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def rows(self, lo: int, hi: int) -> pd.Series:
+        import pyarrow.feather as feather
+
+        column = feather.read_table(self.path, columns=[self.name], memory_map=True).column(self.name)
+        wanted = self.positions[lo:hi]
+        if not len(wanted):
+            return pd.Series(pd.arrays.ArrowStringArray(column.slice(0, 0)), index=self.index[lo:hi],
+                             name=self.name, copy=False)
+        # the positions are ascending: only the span of the file's rows they lie in is joined
+        # into one array (Arrow's take over the whole chunked column joined all of it first)
+        first = int(wanted[0])
+        span = column.slice(first, int(wanted[-1]) + 1 - first).combine_chunks()
+        taken = span.take(pa.array(wanted - first))
+        return pd.Series(pd.arrays.ArrowStringArray(taken), index=self.index[lo:hi], name=self.name,
+                         copy=False)
+
+    @staticmethod
+    def readable(path: Any, column: str) -> bool:
+        """Whether `column` of the work file is text (read as `MappedText` reads it)."""
+        import pyarrow.feather as feather
+
+        field = feather.read_table(path, columns=[column], memory_map=True).schema.field(column)
+        return pa.types.is_large_string(field.type) or pa.types.is_string(field.type)
+
+
+def _rows(values: "pd.Series | MappedText", lo: int, hi: int) -> pd.Series:
+    return values.rows(lo, hi) if isinstance(values, MappedText) else values.iloc[lo:hi]
+
+
 def chunk_bounds(n: int, processes: int) -> list[tuple[int, int]]:
     """Contiguous [lo, hi) row ranges covering n rows for `processes` workers: each at most
     n / (processes * CHUNKS_PER_CORE) rows (the cap); the first processes - 1 of them 1/p,
@@ -174,7 +219,7 @@ def _warm(technique: Any, values: pd.Series, cspec: Any, ctx: Any, index: Any = 
     sample = dataclasses.replace(
         ctx, subject_ids=subjects, frame=None if ctx.frame is None else ctx.frame.iloc[:rows],
         known_identifiers=known, counts={}, memo={})
-    technique.apply(values.iloc[:rows], cspec, sample)
+    technique.apply(_rows(values, 0, rows), cspec, sample)
 
 
 def apply_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,

@@ -96,10 +96,11 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
     kinds = released_kinds(wd.column_types, loaded, wd.gated_parts)
     levels = state.outcome("search").levels
 
-    def begin(name: str, frame: pd.DataFrame, col: str, cspec: Any) -> "_Begun":
+    def begin(name: str, frame: pd.DataFrame, col: str, cspec: Any, values: Any = None) -> "_Begun":
         """One column's technique begun: a row-local one on every core is started in forked
         workers (`release.cores`) and the returned call waits for it; any other is applied
-        here and the call returns at once. The call gives (the column's entry, its values)."""
+        here and the call returns at once. The call gives (the column's entry, its values).
+        `values`: the column where `frame` does not hold it (`cores.MappedText`)."""
         tspec = policy.tables[name]
         # a note states no finer age than the birth date's released level (note_consistency)
         cspec, ages_coupling = note_ages(cspec, policy, levels)
@@ -112,7 +113,7 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
             keyring=keyring, level=levels.get(col if name == policy.subject_table else f"{name}.{col}"),
             frame=frame, known_identifiers=known, base_dir=loaded.base_dir, memo={},
         )
-        running = _begin(technique, frame, col, cspec, ctx, engine_of(state))
+        running = _begin(technique, frame, col, cspec, ctx, engine_of(state), values)
 
         def finish() -> tuple[dict[str, Any], Any]:
             result = running.result()
@@ -141,14 +142,15 @@ def transform_partition(work: Path, index: int) -> dict[str, Any]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _begin(technique: Any, frame: pd.DataFrame, col: str, cspec: Any, ctx: Any, engine: Any) -> Any:
+def _begin(technique: Any, frame: pd.DataFrame, col: str, cspec: Any, ctx: Any, engine: Any,
+           values: Any = None) -> Any:
     """One column's technique begun: a row-local one (the scrubber) is started on every core
     in forked workers (`release.cores.OnCores`); any other is applied now. Either has
     `result()` and `close()`."""
     from deidflow.release.cores import spreads, start_on_cores
 
     if spreads(cspec.technique, len(frame), engine):
-        return start_on_cores(technique, frame[col], cspec, ctx)
+        return start_on_cores(technique, frame[col] if values is None else values, cspec, ctx)
     result = technique.apply(frame[col], cspec, ctx)
     return _Begun(lambda: result)
 
@@ -189,7 +191,9 @@ def _begun_ahead(work: WorkDir, index: int, policy: Any, engine: Any, suppressed
     one core idle before the pool and the workers waiting for nothing after it. Into `out`,
     per table (as begun, so that a failure part-way leaves the caller what to end): (kept
     rows, their subjects, frame, [(column, its future or begun technique)])."""
-    from deidflow.release.cores import ROW_LOCAL, spreads
+    import pyarrow.feather as feather
+
+    from deidflow.release.cores import ROW_LOCAL, MappedText, spreads
 
     if engine.distributed:
         return
@@ -201,12 +205,17 @@ def _begun_ahead(work: WorkDir, index: int, policy: Any, engine: Any, suppressed
         rows = int(np.count_nonzero(keep))
         if not any(spreads(c.technique, rows, engine) for c in tspec.columns.values()):
             continue
-        frame = read_work(work.gated(name, index), keep=keep, pool=pool)
+        # the spread text columns are not read here: each worker reads its own rows
+        path = work.gated(name, index)
+        mapped = {col: MappedText(path, col, keep) for col, cspec in tspec.columns.items()
+                  if spreads(cspec.technique, rows, engine) and MappedText.readable(path, col)}
+        columns = [c for c in feather.read_table(path, memory_map=True).column_names if c not in mapped]
+        frame = read_work(path, columns=columns, keep=keep, pool=pool)
         futures: list[tuple[str, Any]] = []
         out[name] = (keep, subject_rows, frame, futures)
         for col, cspec in tspec.columns.items():  # the workers first: theirs is the long part
             if spreads(cspec.technique, rows, engine):
-                futures.append((col, begin(name, frame, col, cspec)))
+                futures.append((col, begin(name, frame, col, cspec, mapped.get(col))))
         for col, cspec in tspec.columns.items():
             if not spreads(cspec.technique, rows, engine):
                 futures.append((col, pool.submit(apply, name, frame, col, cspec)))
