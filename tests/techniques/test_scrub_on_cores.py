@@ -263,10 +263,17 @@ def test_a_chunk_goes_back_as_one_large_string_array_whatever_its_storage():
 def test_a_mapped_text_column_gives_the_rows_read_work_gives(tmp_path_factory, texts, data):
     # a worker's chunk read from the memory-mapped work file: the same text, index and dtype as
     # the kept rows of the column read whole (`io.read_work`), sliced
-    from deidflow.io import read_work, write_work
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from deidflow.io import read_work
 
     path = tmp_path_factory.mktemp("mapped") / "notes.arrow"
-    write_work(pd.DataFrame({"text": pd.Series(texts, dtype="string"), "n": range(len(texts))}), path)
+    frame = pd.DataFrame({"text": pd.Series(texts, dtype="string"), "n": range(len(texts))})
+    # as `io.write_work` writes it, in record batches of a few rows (a work file of many)
+    batch = data.draw(st.integers(1, 7))
+    feather.write_feather(pa.Table.from_pandas(frame, preserve_index=False), path,
+                          compression="uncompressed", chunksize=batch)
     keep = data.draw(st.lists(st.booleans(), min_size=len(texts), max_size=len(texts)))
     whole = read_work(path, keep=keep)["text"]
     mapped = cores.MappedText(path, "text", keep)

@@ -150,36 +150,43 @@ class MappedText:
     reads a text column."""
 
     def __init__(self, path: Any, column: str, keep: np.ndarray) -> None:
-        self.path, self.name = path, column
+        self.path, self.name = str(path), column
         self.positions = np.flatnonzero(np.asarray(keep, dtype=bool))
         self.index = pd.RangeIndex(len(self.positions))
+        reader = self._reader()
+        # where each of the file's record batches starts: a chunk reads only the batches its
+        # rows lie in (reading the whole table's batches cost more than the chunk's rows)
+        self.starts = np.cumsum([0] + [reader.get_batch(i).num_rows
+                                       for i in range(reader.num_record_batches)])
+
+    def _reader(self) -> Any:
+        return pa.ipc.open_file(pa.memory_map(self.path))
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def rows(self, lo: int, hi: int) -> pd.Series:
-        import pyarrow.feather as feather
-
-        column = feather.read_table(self.path, columns=[self.name], memory_map=True).column(self.name)
+        reader = self._reader()
+        at = reader.schema.get_field_index(self.name)
         wanted = self.positions[lo:hi]
-        if not len(wanted):
-            return pd.Series(pd.arrays.ArrowStringArray(column.slice(0, 0)), index=self.index[lo:hi],
-                             name=self.name, copy=False)
-        # the positions are ascending: only the span of the file's rows they lie in is joined
-        # into one array (Arrow's take over the whole chunked column joined all of it first)
-        first = int(wanted[0])
-        span = column.slice(first, int(wanted[-1]) + 1 - first).combine_chunks()
-        taken = span.take(pa.array(wanted - first))
+        if len(wanted):
+            # the positions are ascending: the batches from the first's to the last's, joined
+            first, last = int(wanted[0]), int(wanted[-1])
+            b0, b1 = np.searchsorted(self.starts, [first, last], side="right") - 1
+            column = pa.chunked_array([reader.get_batch(i).column(at) for i in range(b0, b1 + 1)],
+                                      type=reader.schema.field(at).type)
+            span = column.slice(first - int(self.starts[b0]), last + 1 - first).combine_chunks()
+            taken = span.take(pa.array(wanted - first))
+        else:
+            taken = pa.array([], type=reader.schema.field(at).type)
         return pd.Series(pd.arrays.ArrowStringArray(taken), index=self.index[lo:hi], name=self.name,
                          copy=False)
 
     @staticmethod
     def readable(path: Any, column: str) -> bool:
         """Whether `column` of the work file is text (read as `MappedText` reads it)."""
-        import pyarrow.feather as feather
-
-        field = feather.read_table(path, columns=[column], memory_map=True).schema.field(column)
-        return pa.types.is_large_string(field.type) or pa.types.is_string(field.type)
+        kind = pa.ipc.open_file(pa.memory_map(str(path))).schema.field(column).type
+        return pa.types.is_large_string(kind) or pa.types.is_string(kind)
 
 
 def _rows(values: "pd.Series | MappedText", lo: int, hi: int) -> pd.Series:
