@@ -762,41 +762,109 @@ def _spellings(k: str, v: str, compact: str) -> set[str]:
     return {f for f in found if len(f) >= 2 and not (f.isdigit() and len(f) < 6)}
 
 
-def _known_table(known: pd.DataFrame | None) -> dict[str, list[tuple[str, int, str]]]:
-    """subject id → [(variant, kind code, canonical value)], longest variant first."""
-    table: dict[str, list[tuple[str, int, str]]] = {}
+# How a subject's own value is tested against a note before its spellings are made (see
+# _OwnValue.needed).
+_NEED_ALWAYS, _NEED_IN, _NEED_EITHER, _NEED_DIGITS = range(4)
+
+
+def _longest_first(entry: tuple[str, int, str]) -> int:
+    return -len(entry[0])
+
+
+class _OwnValue:
+    """One known value of a subject (shared by every subject that has it), with a cheap test
+    that a note can hold one of its spellings; the spellings are made the first time a note
+    passes the test, then kept.
+
+    Each test is necessary by construction of the variant functions, so a value that fails it
+    has none of its spellings in the note:
+    - a number (`_digit_variants`): every spelling is `compact` (or, for a +86 mobile,
+      `compact[2:]`), the value `v` itself included, with " " or "-" put in and/or its case
+      changed, so the note with " " and "-" removed and lower-cased holds the lower-cased
+      `compact[2:]` (+86 mobile, itself inside `compact`) or `compact`;
+    - an address (`_address_variants`): every spelling is the value or a suffix of it of 4+
+      characters, so all end in `v[-4:]` (the value itself when shorter);
+    - a Chinese name (`_name_variants`): the whole, surname + 某/某某 (the surname, compound or
+      not, starts with `v[0]`) and the given name (a suffix of `v`, so ending in `v[-1]`);
+    - any other value: its one spelling, itself;
+    - an English name's parts are not tested (each part is a spelling): always made."""
+
+    __slots__ = ("need", "needle", "other", "k", "v", "compact", "code", "canonical", "entries")
+
+    def __init__(self, kind: str, value: str, everyone: bool) -> None:
+        v = ids.fold(value).strip()
+        compact = v.translate(_NO_GROUPING)
+        k = _known_kind(kind, v, compact)
+        self.k, self.v, self.compact = k, v, compact
+        self.code, self.canonical = _KIND_CODE[k], value.strip()
+        self.needle = self.other = ""
+        self.entries: list[tuple[str, int, str]] | None = None
+        if everyone:
+            # in every note only the whole value (and its spellings): 王某 or a given name
+            # alone of some doctor would scrub words in everybody's notes
+            self.need = _NEED_ALWAYS
+            variants = {v} if k == "name" else {x for x in _spellings(k, v, compact) if len(x) >= len(compact)}
+            self.entries = self._entries(variants)
+        elif k == "name":
+            if _CJK.search(v):
+                self.need, self.needle, self.other = _NEED_EITHER, v[0], v[-1]
+            else:
+                self.need = _NEED_ALWAYS
+        elif k == "address":
+            self.need, self.needle = _NEED_IN, v[-4:]
+        elif _DIGITS_ONLY.fullmatch(v) and len(compact) >= 6:
+            plus86 = k == "mobile" and compact.startswith("86") and len(compact) == 13
+            self.need, self.needle = _NEED_DIGITS, (compact[2:] if plus86 else compact).lower()
+        else:
+            self.need, self.needle = _NEED_IN, v
+
+    def _entries(self, variants: set[str]) -> list[tuple[str, int, str]]:
+        # longest first (stable): the order the whole subject's entries are searched in
+        return sorted([(var, self.code, self.canonical) for var in variants], key=_longest_first)
+
+    def spelled(self) -> list[tuple[str, int, str]]:
+        """(variant, kind code, canonical value) of every spelling, longest first."""
+        if self.entries is None:
+            self.entries = self._entries(_spellings(self.k, self.v, self.compact))
+        return self.entries
+
+
+class _KnownTable:
+    """A column's known values: `subjects` (subject id → its own values, in the order of the
+    known table) and `everyone` (the variants searched in every note, longest first)."""
+
+    __slots__ = ("subjects", "everyone")
+
+    def __init__(self) -> None:
+        self.subjects: dict[str, list[_OwnValue]] = {}
+        self.everyone: list[tuple[str, int, str]] = []
+
+
+def _known_table(known: pd.DataFrame | None) -> _KnownTable:
+    """The known values per subject, each with its necessary test; spellings are made only
+    for the values a note passes the test for (`_OwnValue`)."""
+    table = _KnownTable()
     if known is None or not len(known):
         return table
     frame = known.dropna(subset=["subject_id", "value"]).drop_duplicates(["subject_id", "kind", "value"])
     # one value recurs under many subjects (an attending doctor of thousands of patients):
-    # its entries are made once
-    made: dict[tuple[str, str, bool], list[tuple[str, int, str]]] = {}
+    # it is prepared, and spelled, once
+    made: dict[tuple[str, str, bool], _OwnValue] = {}
+    subjects = table.subjects
     for sid, kind, value in zip(frame["subject_id"].astype(str).tolist(), frame["kind"].astype(str).tolist(),
                                 frame["value"].astype(str).tolist()):
         everyone = sid == EVERYONE
-        new = made.get((kind, value, everyone))
-        if new is None:
-            v = ids.fold(value).strip()
-            compact = v.translate(_NO_GROUPING)
-            k = _known_kind(kind, v, compact)
-            if not everyone:
-                variants = _spellings(k, v, compact)
-            elif k == "name":
-                # in every note only the whole value (and its spellings): 王某 or a given name
-                # alone of some doctor would scrub words in everybody's notes
-                variants = {v}
-            else:
-                variants = {x for x in _spellings(k, v, compact) if len(x) >= len(compact)}
-            code = _KIND_CODE[k]
-            canonical = value.strip()
-            new = made[(kind, value, everyone)] = [(var, code, canonical) for var in variants]
-        entries = table.get(sid)
-        if entries is None:
-            table[sid] = list(new)
+        own = made.get((kind, value, everyone))
+        if own is None:
+            own = made[(kind, value, everyone)] = _OwnValue(kind, value, everyone)
+        values = subjects.get(sid)
+        if values is None:
+            subjects[sid] = [own]
         else:
-            entries.extend(new)
-    for entries in table.values():
-        entries.sort(key=lambda t: -len(t[0]))
+            values.append(own)
+    glob = subjects.get(EVERYONE)
+    if glob:
+        table.everyone = sorted((t for own in glob for t in own.spelled()), key=_longest_first)
     return table
 
 
@@ -873,7 +941,7 @@ def detect_spans(
     subject_ids: list[str] | None = None,
     known: pd.DataFrame | None = None,
     *,
-    table: dict[str, list[tuple[str, int, str]]] | None = None,
+    table: _KnownTable | None = None,
     all_ages: bool = False,
 ) -> pd.DataFrame:
     """Every identifier span in `texts`, merged: columns row, start, end (offsets in the
@@ -881,7 +949,7 @@ def detect_spans(
 
     `known` is the long table (subject_id, kind, value) of each subject's own identifiers
     and `subject_ids` says whose note each text is; both are needed for the `known` kind.
-    `table` is `known` already expanded into variants (scrub_texts builds it once per column).
+    `table` is `known` prepared by `_known_table` (scrub_texts builds it once per column).
     """
     return _detect(texts, kinds, subject_ids, known, table=table, all_ages=all_ages)[0]
 
@@ -892,7 +960,7 @@ def _detect(
     subject_ids: list[str] | None,
     known: pd.DataFrame | None,
     *,
-    table: dict[str, list[tuple[str, int, str]]] | None,
+    table: _KnownTable | None,
     all_ages: bool,
 ) -> tuple[pd.DataFrame, str, str, np.ndarray]:
     """`detect_spans`, also returning the joined notes, the folded text the detectors read
@@ -948,7 +1016,7 @@ def _detect(
     if "known" in kinds and subject_ids is not None and (known is not None or table is not None):
         if table is None:
             table = _known_table(known)
-        glob = table.get(EVERYONE)
+        glob = table.everyone
         if glob:
             everyone, codes = _everyone_values(tuple((v, c) for v, c, _ in glob))
             for a, b, v in everyone.find(big):
@@ -958,14 +1026,37 @@ def _detect(
                 spans.append((a, b, codes[v]))
         offsets = starts.tolist()
         append, canon_append = spans.append, canon.append
+        subjects = table.subjects
         for row, sid in enumerate(subject_ids):
-            entries = table.get(sid if isinstance(sid, str) else str(sid))
-            if not entries:
+            owns = subjects.get(sid if isinstance(sid, str) else str(sid))
+            if not owns:
                 continue
             text, off = texts[row], offsets[row]
-            # most variants (grouped spellings of a number) are not in the note: tested in
-            # one comprehension, then only those present are searched
-            for variant, code, canonical in [t for t in entries if t[0] in text]:
+            # Only the values that pass their necessary test (`_OwnValue`) are spelled and
+            # searched; the spellings present, longest first (stable), are the subsequence
+            # of the subject's full longest-first list that is in the note.
+            squeezed = None
+            present: list[tuple[str, int, str]] = []
+            for own in owns:
+                need = own.need
+                if need == _NEED_IN:
+                    if own.needle not in text:
+                        continue
+                elif need == _NEED_DIGITS:
+                    if squeezed is None:
+                        squeezed = text.replace(" ", "").replace("-", "").lower()
+                    if own.needle not in squeezed:
+                        continue
+                elif need == _NEED_EITHER:
+                    if own.needle not in text and own.other not in text:
+                        continue
+                entries = own.entries
+                if entries is None:
+                    entries = own.spelled()
+                present += [t for t in entries if t[0] in text]
+            if len(present) > 1:
+                present.sort(key=_longest_first)
+            for variant, code, canonical in present:
                 n = len(variant)
                 i = text.find(variant)
                 head, tail = variant[0].isdigit(), variant[-1].isdigit()
@@ -1164,7 +1255,7 @@ def _scrub_chunk(
     kinds: tuple[str, ...],
     modes: dict[str, str],
     dates: str | None,
-    table: dict[str, list[tuple[str, int, str]]] | None,
+    table: _KnownTable | None,
     key: bytes | None,
     column: Any,
     ages: Any = "keep",
