@@ -762,26 +762,33 @@ def _spellings(k: str, v: str, compact: str) -> set[str]:
     return {f for f in found if len(f) >= 2 and not (f.isdigit() and len(f) < 6)}
 
 
-# How a subject's own value is tested against a note before its spellings are made (see
-# _OwnValue.needed).
+# How a subject's own value is tested against a text before its spellings are made (see
+# _KnownTable).
 _NEED_ALWAYS, _NEED_IN, _NEED_EITHER, _NEED_DIGITS = range(4)
+_VAGUE = "某"  # 王某: a surname with "somebody" for the given name
 
 
 def _longest_first(entry: tuple[str, int, str]) -> int:
     return -len(entry[0])
 
 
-class _OwnValue:
-    """One known value of a subject (shared by every subject that has it), with a cheap test
-    that a note can hold one of its spellings; the spellings are made the first time a note
-    passes the test, then kept.
+class _KnownTable:
+    """A column's known values. `subjects`: subject id → the indices of its own values (in
+    the order of the known table); `everyone`: the variants searched in every note, longest
+    first. Own value i (shared by every subject that has it) is `values[i]` = (test, needle,
+    other needle, span kind, folded value, compact value, kind code, canonical value); its
+    spellings are made the first time a text passes its test, then kept in `spelling[i]`
+    (those without 某) and `vague[i]` (王某, 王某某: looked for only in a text that holds 某;
+    a short needle starting with a common surname is a slow scan, and most notes hold no 某).
+    Plain tuples and lists, not an object per value: a million tracked objects are what the
+    garbage collector walks.
 
     Each test is necessary by construction of the variant functions, so a value that fails it
-    has none of its spellings in the note:
+    has none of its spellings in the text:
     - a number (`_digit_variants`): every spelling is `compact` (or, for a +86 mobile,
       `compact[2:]`), the value `v` itself included, with " " or "-" put in and/or its case
-      changed, so the note with " " and "-" removed and lower-cased holds the lower-cased
-      `compact[2:]` (+86 mobile, itself inside `compact`) or `compact`;
+      changed, so the text with " " and "-" removed and X as x holds `compact[2:]` (+86
+      mobile; it is inside `compact`) or `compact`, with X as x (its only letter);
     - an address (`_address_variants`): every spelling is the value or a suffix of it of 4+
       characters, so all end in `v[-4:]` (the value itself when shorter);
     - a Chinese name (`_name_variants`): the whole, surname + 某/某某 (the surname, compound or
@@ -789,82 +796,97 @@ class _OwnValue:
     - any other value: its one spelling, itself;
     - an English name's parts are not tested (each part is a spelling): always made."""
 
-    __slots__ = ("need", "needle", "other", "k", "v", "compact", "code", "canonical", "entries")
+    __slots__ = ("subjects", "everyone", "values", "spelling", "vague")
 
-    def __init__(self, kind: str, value: str, everyone: bool) -> None:
+    def __init__(self) -> None:
+        self.subjects: dict[str, list[int]] = {}
+        self.everyone: list[tuple[str, int, str]] = []
+        self.values: list[tuple[int, str, str, str, str, str, int, str]] = []
+        self.spelling: list[list[tuple[str, int, str]] | None] = []
+        self.vague: list[list[tuple[str, int, str]]] = []
+
+    def add(self, kind: str, value: str, everyone: bool) -> int:
+        """Index of a new value `value` of structured column kind `kind`."""
         v = ids.fold(value).strip()
         compact = v.translate(_NO_GROUPING)
         k = _known_kind(kind, v, compact)
-        self.k, self.v, self.compact = k, v, compact
-        self.code, self.canonical = _KIND_CODE[k], value.strip()
-        self.needle = self.other = ""
-        self.entries: list[tuple[str, int, str]] | None = None
+        need, needle, other = _NEED_ALWAYS, "", ""
+        if everyone:
+            pass
+        elif k == "name":
+            if _CJK.search(v):
+                need, needle, other = _NEED_EITHER, v[0], v[-1]
+        elif k == "address":
+            need, needle = _NEED_IN, v[-4:]
+        elif _DIGITS_ONLY.fullmatch(v) and len(compact) >= 6:
+            plus86 = k == "mobile" and compact.startswith("86") and len(compact) == 13
+            need, needle = _NEED_DIGITS, (compact[2:] if plus86 else compact).replace("X", "x")
+        else:
+            need, needle = _NEED_IN, v
+        self.values.append((need, needle, other, k, v, compact, _KIND_CODE[k], value.strip()))
+        self.spelling.append(None)
+        self.vague.append(_NONE)
+        i = len(self.values) - 1
         if everyone:
             # in every note only the whole value (and its spellings): 王某 or a given name
             # alone of some doctor would scrub words in everybody's notes
-            self.need = _NEED_ALWAYS
             variants = {v} if k == "name" else {x for x in _spellings(k, v, compact) if len(x) >= len(compact)}
-            self.entries = self._entries(variants)
-        elif k == "name":
-            if _CJK.search(v):
-                self.need, self.needle, self.other = _NEED_EITHER, v[0], v[-1]
-            else:
-                self.need = _NEED_ALWAYS
-        elif k == "address":
-            self.need, self.needle = _NEED_IN, v[-4:]
-        elif _DIGITS_ONLY.fullmatch(v) and len(compact) >= 6:
-            plus86 = k == "mobile" and compact.startswith("86") and len(compact) == 13
-            self.need, self.needle = _NEED_DIGITS, (compact[2:] if plus86 else compact).lower()
-        else:
-            self.need, self.needle = _NEED_IN, v
+            self.spelling[i] = self._entries(i, variants)
+        return i
 
-    def _entries(self, variants: set[str]) -> list[tuple[str, int, str]]:
+    def _entries(self, i: int, variants: set[str]) -> list[tuple[str, int, str]]:
         # longest first (stable): the order the whole subject's entries are searched in
-        return sorted([(var, self.code, self.canonical) for var in variants], key=_longest_first)
+        code, canonical = self.values[i][6:]
+        return [(var, code, canonical) for var in sorted(variants, key=len, reverse=True)]
 
-    def spelled(self) -> list[tuple[str, int, str]]:
-        """(variant, kind code, canonical value) of every spelling, longest first."""
-        if self.entries is None:
-            self.entries = self._entries(_spellings(self.k, self.v, self.compact))
-        return self.entries
+    def spelled(self, i: int) -> list[tuple[str, int, str]]:
+        """Value i's (variant, kind code, canonical value) without 某, longest first (those
+        with 某 then in `vague[i]`)."""
+        entries = self.spelling[i]
+        if entries is None:
+            _, _, _, k, v, compact, _, _ = self.values[i]
+            found = _spellings(k, v, compact)
+            if _SEP in v:
+                # none holds _SEP (no note does): the run of a subject's notes is searched
+                # as one text joined by it (`_detect`); a spelling holds _SEP only if `v` does
+                found = {x for x in found if _SEP not in x}
+            entries = self._entries(i, found)
+            vague = [t for t in entries if _VAGUE in t[0]]
+            if vague:
+                self.vague[i] = vague
+                entries = [t for t in entries if _VAGUE not in t[0]]
+            self.spelling[i] = entries
+        return entries
 
 
-class _KnownTable:
-    """A column's known values: `subjects` (subject id → its own values, in the order of the
-    known table) and `everyone` (the variants searched in every note, longest first)."""
-
-    __slots__ = ("subjects", "everyone")
-
-    def __init__(self) -> None:
-        self.subjects: dict[str, list[_OwnValue]] = {}
-        self.everyone: list[tuple[str, int, str]] = []
+_NONE: list[tuple[str, int, str]] = []  # shared, never changed: no vague spellings
 
 
 def _known_table(known: pd.DataFrame | None) -> _KnownTable:
     """The known values per subject, each with its necessary test; spellings are made only
-    for the values a note passes the test for (`_OwnValue`)."""
+    for the values a text passes the test for (`_KnownTable`)."""
     table = _KnownTable()
     if known is None or not len(known):
         return table
     frame = known.dropna(subset=["subject_id", "value"]).drop_duplicates(["subject_id", "kind", "value"])
     # one value recurs under many subjects (an attending doctor of thousands of patients):
     # it is prepared, and spelled, once
-    made: dict[tuple[str, str, bool], _OwnValue] = {}
-    subjects = table.subjects
+    made: dict[tuple[str, str, bool], int] = {}
+    subjects, add = table.subjects, table.add
     for sid, kind, value in zip(frame["subject_id"].astype(str).tolist(), frame["kind"].astype(str).tolist(),
                                 frame["value"].astype(str).tolist()):
         everyone = sid == EVERYONE
-        own = made.get((kind, value, everyone))
-        if own is None:
-            own = made[(kind, value, everyone)] = _OwnValue(kind, value, everyone)
+        i = made.get((kind, value, everyone))
+        if i is None:
+            i = made[(kind, value, everyone)] = add(kind, value, everyone)
         values = subjects.get(sid)
         if values is None:
-            subjects[sid] = [own]
+            subjects[sid] = [i]
         else:
-            values.append(own)
+            values.append(i)
     glob = subjects.get(EVERYONE)
     if glob:
-        table.everyone = sorted((t for own in glob for t in own.spelled()), key=_longest_first)
+        table.everyone = sorted((t for i in glob for t in table.spelled(i)), key=_longest_first)
     return table
 
 
@@ -1025,35 +1047,53 @@ def _detect(
                     continue
                 spans.append((a, b, codes[v]))
         offsets = starts.tolist()
+        ends = (starts + lengths).tolist()
         append, canon_append = spans.append, canon.append
-        subjects = table.subjects
-        for row, sid in enumerate(subject_ids):
-            owns = subjects.get(sid if isinstance(sid, str) else str(sid))
+        subjects, values, spelling, vagues, spelled = (table.subjects, table.values, table.spelling,
+                                                       table.vague, table.spelled)
+        keys = [sid if isinstance(sid, str) else str(sid) for sid in subject_ids]
+        rows, row = len(keys), 0
+        while row < rows:
+            # A subject's notes stand together in a release (about three at 1M subjects):
+            # each run of them is searched as one text, their stretch of `big` (joined by
+            # _SEP, which no spelling holds, so nothing is found across two notes, and a
+            # number's neighbour at a note's edge is _SEP, not a digit, as in the note alone).
+            sid, first = keys[row], row
+            row += 1
+            while row < rows and keys[row] == sid:
+                row += 1
+            owns = subjects.get(sid)
             if not owns:
                 continue
-            text, off = texts[row], offsets[row]
-            # Only the values that pass their necessary test (`_OwnValue`) are spelled and
+            off = offsets[first]
+            text = big[off:ends[row - 1]]
+            # Only the values that pass their necessary test (`_KnownTable`) are spelled and
             # searched; the spellings present, longest first (stable), are the subsequence
-            # of the subject's full longest-first list that is in the note.
-            squeezed = None
+            # of the subject's full longest-first list that is in the text.
+            squeezed = vague = None
             present: list[tuple[str, int, str]] = []
-            for own in owns:
-                need = own.need
+            for i in owns:
+                need, needle, other = values[i][:3]
                 if need == _NEED_IN:
-                    if own.needle not in text:
+                    if needle not in text:
                         continue
-                elif need == _NEED_DIGITS:
+                elif need == _NEED_DIGITS and needle not in text:
                     if squeezed is None:
-                        squeezed = text.replace(" ", "").replace("-", "").lower()
-                    if own.needle not in squeezed:
+                        squeezed = text.replace(" ", "").replace("-", "").replace("X", "x")
+                    if needle not in squeezed:
                         continue
                 elif need == _NEED_EITHER:
-                    if own.needle not in text and own.other not in text:
+                    if needle not in text and other not in text:
                         continue
-                entries = own.entries
+                entries = spelling[i]
                 if entries is None:
-                    entries = own.spelled()
+                    entries = spelled(i)
                 present += [t for t in entries if t[0] in text]
+                if vagues[i]:
+                    if vague is None:
+                        vague = _VAGUE in text
+                    if vague:
+                        present += [t for t in vagues[i] if t[0] in text]
             if len(present) > 1:
                 present.sort(key=_longest_first)
             for variant, code, canonical in present:
