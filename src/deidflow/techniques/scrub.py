@@ -775,13 +775,14 @@ def _longest_first(entry: tuple[str, int, str]) -> int:
 class _KnownTable:
     """A column's known values. `subjects`: subject id → the indices of its own values (in
     the order of the known table); `everyone`: the variants searched in every note, longest
-    first. Own value i (shared by every subject that has it) is `values[i]` = (test, needle,
-    other needle, span kind, folded value, compact value, kind code, canonical value); its
+    first. Own value i (shared by every subject that has it) is `tests[i]` = (test, needle,
+    other needle) and `values[i]` = (span kind, folded value, compact value, kind code,
+    canonical value); its
     spellings are made the first time a text passes its test, then kept in `spelling[i]`
     (those without 某) and `vague[i]` (王某, 王某某: looked for only in a text that holds 某;
     a short needle starting with a common surname is a slow scan, and most notes hold no 某).
-    Plain tuples and lists, not an object per value: a million tracked objects are what the
-    garbage collector walks.
+    Tuples, not an object or a list per value: the garbage collector stops walking a tuple
+    of strings and numbers, while it walks every list and object on each full collection.
 
     Each test is necessary by construction of the variant functions, so a value that fails it
     has none of its spellings in the text:
@@ -796,14 +797,15 @@ class _KnownTable:
     - any other value: its one spelling, itself;
     - an English name's parts are not tested (each part is a spelling): always made."""
 
-    __slots__ = ("subjects", "everyone", "values", "spelling", "vague")
+    __slots__ = ("subjects", "everyone", "tests", "values", "spelling", "vague")
 
     def __init__(self) -> None:
-        self.subjects: dict[str, list[int]] = {}
+        self.subjects: dict[str, tuple[int, ...]] = {}
         self.everyone: list[tuple[str, int, str]] = []
-        self.values: list[tuple[int, str, str, str, str, str, int, str]] = []
-        self.spelling: list[list[tuple[str, int, str]] | None] = []
-        self.vague: list[list[tuple[str, int, str]]] = []
+        self.tests: list[tuple[int, str, str]] = []
+        self.values: list[tuple[str, str, str, int, str]] = []
+        self.spelling: list[tuple[tuple[str, int, str], ...] | None] = []
+        self.vague: list[tuple[tuple[str, int, str], ...]] = []
 
     def add(self, kind: str, value: str, everyone: bool) -> int:
         """Index of a new value `value` of structured column kind `kind`."""
@@ -823,9 +825,10 @@ class _KnownTable:
             need, needle = _NEED_DIGITS, (compact[2:] if plus86 else compact).replace("X", "x")
         else:
             need, needle = _NEED_IN, v
-        self.values.append((need, needle, other, k, v, compact, _KIND_CODE[k], value.strip()))
+        self.tests.append((need, needle, other))
+        self.values.append((k, v, compact, _KIND_CODE[k], value.strip()))
         self.spelling.append(None)
-        self.vague.append(_NONE)
+        self.vague.append(())
         i = len(self.values) - 1
         if everyone:
             # in every note only the whole value (and its spellings): 王某 or a given name
@@ -834,32 +837,29 @@ class _KnownTable:
             self.spelling[i] = self._entries(i, variants)
         return i
 
-    def _entries(self, i: int, variants: set[str]) -> list[tuple[str, int, str]]:
+    def _entries(self, i: int, variants: set[str]) -> tuple[tuple[str, int, str], ...]:
         # longest first (stable): the order the whole subject's entries are searched in
-        code, canonical = self.values[i][6:]
-        return [(var, code, canonical) for var in sorted(variants, key=len, reverse=True)]
+        _, _, _, code, canonical = self.values[i]
+        return tuple([(var, code, canonical) for var in sorted(variants, key=len, reverse=True)])
 
-    def spelled(self, i: int) -> list[tuple[str, int, str]]:
+    def spelled(self, i: int) -> tuple[tuple[str, int, str], ...]:
         """Value i's (variant, kind code, canonical value) without 某, longest first (those
         with 某 then in `vague[i]`)."""
         entries = self.spelling[i]
         if entries is None:
-            _, _, _, k, v, compact, _, _ = self.values[i]
+            k, v, compact, _, _ = self.values[i]
             found = _spellings(k, v, compact)
             if _SEP in v:
                 # none holds _SEP (no note does): the run of a subject's notes is searched
                 # as one text joined by it (`_detect`); a spelling holds _SEP only if `v` does
                 found = {x for x in found if _SEP not in x}
             entries = self._entries(i, found)
-            vague = [t for t in entries if _VAGUE in t[0]]
+            vague = tuple([t for t in entries if _VAGUE in t[0]])
             if vague:
                 self.vague[i] = vague
-                entries = [t for t in entries if _VAGUE not in t[0]]
+                entries = tuple([t for t in entries if _VAGUE not in t[0]])
             self.spelling[i] = entries
         return entries
-
-
-_NONE: list[tuple[str, int, str]] = []  # shared, never changed: no vague spellings
 
 
 def _known_table(known: pd.DataFrame | None) -> _KnownTable:
@@ -872,7 +872,8 @@ def _known_table(known: pd.DataFrame | None) -> _KnownTable:
     # one value recurs under many subjects (an attending doctor of thousands of patients):
     # it is prepared, and spelled, once
     made: dict[tuple[str, str, bool], int] = {}
-    subjects, add = table.subjects, table.add
+    subjects: dict[str, list[int]] = {}
+    add = table.add
     for sid, kind, value in zip(frame["subject_id"].astype(str).tolist(), frame["kind"].astype(str).tolist(),
                                 frame["value"].astype(str).tolist()):
         everyone = sid == EVERYONE
@@ -884,6 +885,7 @@ def _known_table(known: pd.DataFrame | None) -> _KnownTable:
             subjects[sid] = [i]
         else:
             values.append(i)
+    table.subjects = {sid: tuple(own) for sid, own in subjects.items()}
     glob = subjects.get(EVERYONE)
     if glob:
         table.everyone = sorted((t for i in glob for t in table.spelled(i)), key=_longest_first)
@@ -1049,8 +1051,8 @@ def _detect(
         offsets = starts.tolist()
         ends = (starts + lengths).tolist()
         append, canon_append = spans.append, canon.append
-        subjects, values, spelling, vagues, spelled = (table.subjects, table.values, table.spelling,
-                                                       table.vague, table.spelled)
+        subjects, tests, spelling, vagues, spelled = (table.subjects, table.tests, table.spelling,
+                                                      table.vague, table.spelled)
         keys = [sid if isinstance(sid, str) else str(sid) for sid in subject_ids]
         rows, row = len(keys), 0
         while row < rows:
@@ -1073,7 +1075,7 @@ def _detect(
             squeezed = vague = None
             present: list[tuple[str, int, str]] = []
             for i in owns:
-                need, needle, other = values[i][:3]
+                need, needle, other = tests[i]
                 if need == _NEED_IN:
                     if needle not in text:
                         continue
