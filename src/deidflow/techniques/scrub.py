@@ -777,19 +777,20 @@ class _KnownTable:
     the order of the known table); `everyone`: the variants searched in every note, longest
     first. Own value i (shared by every subject that has it) is `tests[i]` = (test, needle,
     other needle) and `values[i]` = (span kind, folded value, compact value, kind code,
-    canonical value); its
-    spellings are made the first time a text passes its test, then kept in `spelling[i]`
-    (those without 某) and `vague[i]` (王某, 王某某: looked for only in a text that holds 某;
-    a short needle starting with a common surname is a slow scan, and most notes hold no 某).
-    Tuples, not an object or a list per value: the garbage collector stops walking a tuple
-    of strings and numbers, while it walks every list and object on each full collection.
+    canonical value); its spellings are made the first time a text passes its test, then
+    kept in `spelling[i]` (those without 某) and `vague[i]` (王某, 王某某: looked for only in a
+    text that holds 某; a short needle starting with a common surname is a slow scan, and
+    most notes hold no 某). Tuples, not an object or a list per value: the garbage collector
+    stops walking a tuple of strings and numbers, while it walks every list and object on
+    each full collection.
 
     Each test is necessary by construction of the variant functions, so a value that fails it
     has none of its spellings in the text:
-    - a number (`_digit_variants`): every spelling is `compact` (or, for a +86 mobile,
-      `compact[2:]`), the value `v` itself included, with " " or "-" put in and/or its case
-      changed, so the text with " " and "-" removed and X as x holds `compact[2:]` (+86
-      mobile; it is inside `compact`) or `compact`, with X as x (its only letter);
+    - a number (`_digit_variants`): every spelling is `compact` (for a mobile written with
+      86 before it, 8613812345678, also `compact[2:]`), the value `v` itself included, with
+      " " or "-" put in and/or its case changed, so the text with " " and "-" removed and X
+      as x holds `compact[2:]` (that mobile: it is inside `compact`) or `compact`, with X as
+      x (its only letter);
     - an address (`_address_variants`): every spelling is the value or a suffix of it of 4+
       characters, so all end in `v[-4:]` (the value itself when shorter);
     - a Chinese name (`_name_variants`): the whole, surname + 某/某某 (the surname, compound or
