@@ -771,41 +771,134 @@ def _spellings(k: str, v: str, compact: str) -> set[str]:
     return {f for f in found if len(f) >= 2 and not (f.isdigit() and len(f) < 6)}
 
 
-def _known_table(known: pd.DataFrame | None) -> dict[str, list[tuple[str, int, str]]]:
-    """subject id → [(variant, kind code, canonical value)], longest variant first."""
-    table: dict[str, list[tuple[str, int, str]]] = {}
+# How a subject's own value is tested against a text before its spellings are made (see
+# _KnownTable).
+_NEED_ALWAYS, _NEED_IN, _NEED_EITHER, _NEED_DIGITS = range(4)
+_VAGUE = "某"  # 王某: a surname with "somebody" for the given name
+
+
+def _longest_first(entry: tuple[str, int, str]) -> int:
+    return -len(entry[0])
+
+
+class _KnownTable:
+    """A column's known values. `subjects`: subject id → the indices of its own values (in
+    the order of the known table); `everyone`: the variants searched in every note, longest
+    first. Own value i (shared by every subject that has it) is `tests[i]` = (test, needle,
+    other needle) and `values[i]` = (span kind, folded value, compact value, kind code,
+    canonical value); its spellings are made the first time a text passes its test, then
+    kept in `spelling[i]` (those without 某) and `vague[i]` (王某, 王某某: looked for only in a
+    text that holds 某; a short needle starting with a common surname is a slow scan, and
+    most notes hold no 某). Tuples, not an object or a list per value: the garbage collector
+    stops walking a tuple of strings and numbers, while it walks every list and object on
+    each full collection.
+
+    Each test is necessary by construction of the variant functions, so a value that fails it
+    has none of its spellings in the text:
+    - a number (`_digit_variants`): every spelling is `compact` (for a mobile written with
+      86 before it, 8613812345678, also `compact[2:]`), the value `v` itself included, with
+      " " or "-" put in and/or its case changed, so the text with " " and "-" removed and X
+      as x holds `compact[2:]` (that mobile: it is inside `compact`) or `compact`, with X as
+      x (its only letter);
+    - an address (`_address_variants`): every spelling is the value or a suffix of it of 4+
+      characters, so all end in `v[-4:]` (the value itself when shorter);
+    - a Chinese name (`_name_variants`): the whole, surname + 某/某某 (the surname, compound or
+      not, starts with `v[0]`) and the given name (a suffix of `v`, so ending in `v[-1]`);
+    - any other value: its one spelling, itself;
+    - an English name's parts are not tested (each part is a spelling): always made."""
+
+    __slots__ = ("subjects", "everyone", "tests", "values", "spelling", "vague")
+
+    def __init__(self) -> None:
+        self.subjects: dict[str, tuple[int, ...]] = {}
+        self.everyone: list[tuple[str, int, str]] = []
+        self.tests: list[tuple[int, str, str]] = []
+        self.values: list[tuple[str, str, str, int, str]] = []
+        self.spelling: list[tuple[tuple[str, int, str], ...] | None] = []
+        self.vague: list[tuple[tuple[str, int, str], ...]] = []
+
+    def add(self, kind: str, value: str, everyone: bool) -> int:
+        """Index of a new value `value` of structured column kind `kind`."""
+        v = ids.fold(value).strip()
+        compact = v.translate(_NO_GROUPING)
+        k = _known_kind(kind, v, compact)
+        need, needle, other = _NEED_ALWAYS, "", ""
+        if everyone:
+            pass
+        elif k == "name":
+            if _CJK.search(v):
+                need, needle, other = _NEED_EITHER, v[0], v[-1]
+        elif k == "address":
+            need, needle = _NEED_IN, v[-4:]
+        elif _DIGITS_ONLY.fullmatch(v) and len(compact) >= 6:
+            plus86 = k == "mobile" and compact.startswith("86") and len(compact) == 13
+            need, needle = _NEED_DIGITS, (compact[2:] if plus86 else compact).replace("X", "x")
+        else:
+            need, needle = _NEED_IN, v
+        self.tests.append((need, needle, other))
+        self.values.append((k, v, compact, _KIND_CODE[k], value.strip()))
+        self.spelling.append(None)
+        self.vague.append(())
+        i = len(self.values) - 1
+        if everyone:
+            # in every note only the whole value (and its spellings): 王某 or a given name
+            # alone of some doctor would scrub words in everybody's notes
+            variants = {v} if k == "name" else {x for x in _spellings(k, v, compact) if len(x) >= len(compact)}
+            self.spelling[i] = self._entries(i, variants)
+        return i
+
+    def _entries(self, i: int, variants: set[str]) -> tuple[tuple[str, int, str], ...]:
+        # longest first (stable): the order the whole subject's entries are searched in
+        _, _, _, code, canonical = self.values[i]
+        return tuple([(var, code, canonical) for var in sorted(variants, key=len, reverse=True)])
+
+    def spelled(self, i: int) -> tuple[tuple[str, int, str], ...]:
+        """Value i's (variant, kind code, canonical value) without 某, longest first (those
+        with 某 then in `vague[i]`)."""
+        entries = self.spelling[i]
+        if entries is None:
+            k, v, compact, _, _ = self.values[i]
+            found = _spellings(k, v, compact)
+            if _SEP in v:
+                # none holds _SEP (no note does): the run of a subject's notes is searched
+                # as one text joined by it (`_detect`); a spelling holds _SEP only if `v` does
+                found = {x for x in found if _SEP not in x}
+            entries = self._entries(i, found)
+            vague = tuple([t for t in entries if _VAGUE in t[0]])
+            if vague:
+                self.vague[i] = vague
+                entries = tuple([t for t in entries if _VAGUE not in t[0]])
+            self.spelling[i] = entries
+        return entries
+
+
+def _known_table(known: pd.DataFrame | None) -> _KnownTable:
+    """The known values per subject, each with its necessary test; spellings are made only
+    for the values a text passes the test for (`_KnownTable`)."""
+    table = _KnownTable()
     if known is None or not len(known):
         return table
     frame = known.dropna(subset=["subject_id", "value"]).drop_duplicates(["subject_id", "kind", "value"])
     # one value recurs under many subjects (an attending doctor of thousands of patients):
-    # its entries are made once
-    made: dict[tuple[str, str, bool], list[tuple[str, int, str]]] = {}
+    # it is prepared, and spelled, once
+    made: dict[tuple[str, str, bool], int] = {}
+    subjects: dict[str, list[int]] = {}
+    add = table.add
     for sid, kind, value in zip(frame["subject_id"].astype(str).tolist(), frame["kind"].astype(str).tolist(),
                                 frame["value"].astype(str).tolist()):
         everyone = sid == EVERYONE
-        new = made.get((kind, value, everyone))
-        if new is None:
-            v = ids.fold(value).strip()
-            compact = v.translate(_NO_GROUPING)
-            k = _known_kind(kind, v, compact)
-            if not everyone:
-                variants = _spellings(k, v, compact)
-            elif k == "name":
-                # in every note only the whole value (and its spellings): 王某 or a given name
-                # alone of some doctor would scrub words in everybody's notes
-                variants = {v}
-            else:
-                variants = {x for x in _spellings(k, v, compact) if len(x) >= len(compact)}
-            code = _KIND_CODE[k]
-            canonical = value.strip()
-            new = made[(kind, value, everyone)] = [(var, code, canonical) for var in variants]
-        entries = table.get(sid)
-        if entries is None:
-            table[sid] = list(new)
+        i = made.get((kind, value, everyone))
+        if i is None:
+            i = made[(kind, value, everyone)] = add(kind, value, everyone)
+        values = subjects.get(sid)
+        if values is None:
+            subjects[sid] = [i]
         else:
-            entries.extend(new)
-    for entries in table.values():
-        entries.sort(key=lambda t: -len(t[0]))
+            values.append(i)
+    table.subjects = {sid: tuple(own) for sid, own in subjects.items()}
+    glob = subjects.get(EVERYONE)
+    if glob:
+        table.everyone = sorted((t for i in glob for t in table.spelled(i)), key=_longest_first)
     return table
 
 
@@ -882,7 +975,7 @@ def detect_spans(
     subject_ids: list[str] | None = None,
     known: pd.DataFrame | None = None,
     *,
-    table: dict[str, list[tuple[str, int, str]]] | None = None,
+    table: _KnownTable | None = None,
     all_ages: bool = False,
 ) -> pd.DataFrame:
     """Every identifier span in `texts`, merged: columns row, start, end (offsets in the
@@ -890,7 +983,7 @@ def detect_spans(
 
     `known` is the long table (subject_id, kind, value) of each subject's own identifiers
     and `subject_ids` says whose note each text is; both are needed for the `known` kind.
-    `table` is `known` already expanded into variants (scrub_texts builds it once per column).
+    `table` is `known` prepared by `_known_table` (scrub_texts builds it once per column).
     """
     return _detect(texts, kinds, subject_ids, known, table=table, all_ages=all_ages)[0]
 
@@ -901,7 +994,7 @@ def _detect(
     subject_ids: list[str] | None,
     known: pd.DataFrame | None,
     *,
-    table: dict[str, list[tuple[str, int, str]]] | None,
+    table: _KnownTable | None,
     all_ages: bool,
 ) -> tuple[pd.DataFrame, str, str, np.ndarray]:
     """`detect_spans`, also returning the joined notes, the folded text the detectors read
@@ -957,7 +1050,7 @@ def _detect(
     if "known" in kinds and subject_ids is not None and (known is not None or table is not None):
         if table is None:
             table = _known_table(known)
-        glob = table.get(EVERYONE)
+        glob = table.everyone
         if glob:
             everyone, codes = _everyone_values(tuple((v, c) for v, c, _ in glob))
             for a, b, v in everyone.find(big):
@@ -966,15 +1059,56 @@ def _detect(
                     continue
                 spans.append((a, b, codes[v]))
         offsets = starts.tolist()
+        ends = (starts + lengths).tolist()
         append, canon_append = spans.append, canon.append
-        for row, sid in enumerate(subject_ids):
-            entries = table.get(sid if isinstance(sid, str) else str(sid))
-            if not entries:
+        subjects, tests, spelling, vagues, spelled = (table.subjects, table.tests, table.spelling,
+                                                      table.vague, table.spelled)
+        keys = [sid if isinstance(sid, str) else str(sid) for sid in subject_ids]
+        rows, row = len(keys), 0
+        while row < rows:
+            # A subject's notes stand together in a release (about three at 1M subjects):
+            # each run of them is searched as one text, their stretch of `big` (joined by
+            # _SEP, which no spelling holds, so nothing is found across two notes, and a
+            # number's neighbour at a note's edge is _SEP, not a digit, as in the note alone).
+            sid, first = keys[row], row
+            row += 1
+            while row < rows and keys[row] == sid:
+                row += 1
+            owns = subjects.get(sid)
+            if not owns:
                 continue
-            text, off = texts[row], offsets[row]
-            # most variants (grouped spellings of a number) are not in the note: tested in
-            # one comprehension, then only those present are searched
-            for variant, code, canonical in [t for t in entries if t[0] in text]:
+            off = offsets[first]
+            text = big[off:ends[row - 1]]
+            # Only the values that pass their necessary test (`_KnownTable`) are spelled and
+            # searched; the spellings present, longest first (stable), are the subsequence
+            # of the subject's full longest-first list that is in the text.
+            squeezed = vague = None
+            present: list[tuple[str, int, str]] = []
+            for i in owns:
+                need, needle, other = tests[i]
+                if need == _NEED_IN:
+                    if needle not in text:
+                        continue
+                elif need == _NEED_DIGITS and needle not in text:
+                    if squeezed is None:
+                        squeezed = text.replace(" ", "").replace("-", "").replace("X", "x")
+                    if needle not in squeezed:
+                        continue
+                elif need == _NEED_EITHER:
+                    if needle not in text and other not in text:
+                        continue
+                entries = spelling[i]
+                if entries is None:
+                    entries = spelled(i)
+                present += [t for t in entries if t[0] in text]
+                if vagues[i]:
+                    if vague is None:
+                        vague = _VAGUE in text
+                    if vague:
+                        present += [t for t in vagues[i] if t[0] in text]
+            if len(present) > 1:
+                present.sort(key=_longest_first)
+            for variant, code, canonical in present:
                 n = len(variant)
                 i = text.find(variant)
                 head, tail = variant[0].isdigit(), variant[-1].isdigit()
@@ -1176,7 +1310,7 @@ def _scrub_chunk(
     kinds: tuple[str, ...],
     modes: dict[str, str],
     dates: str | None,
-    table: dict[str, list[tuple[str, int, str]]] | None,
+    table: _KnownTable | None,
     key: bytes | None,
     column: Any,
     ages: Any = "keep",
