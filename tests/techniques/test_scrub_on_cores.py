@@ -79,11 +79,9 @@ def test_chunks_cover_the_rows_in_order_largest_first_and_bounded(n, processes):
     sizes = [hi - lo for lo, hi in bounds]
     cap = -(-n // (processes * cores.CHUNKS_PER_CORE))
     assert all(0 < s <= cap for s in sizes)
-    # the first chunks are staggered, so that the workers do not all change chunks at once;
     # the last chunks are small: no core waits for a long last chunk of the other
     if n >= 1_000_000:
-        assert sizes[:processes] == sorted(set(sizes[:processes])) and sizes[processes - 1] == cap
-        assert sizes[-1] <= 2 * cores.MIN_CHUNK
+        assert sizes[-1] <= 2 * cores.MIN_CHUNK and sizes[0] == cap
 
 
 @given(known_subjects=st.lists(st.sampled_from(["P1", "P2", "P3", "P9", EVERYONE, None]), max_size=30),

@@ -194,18 +194,14 @@ def _rows(values: "pd.Series | MappedText", lo: int, hi: int) -> pd.Series:
 
 
 def chunk_bounds(n: int, processes: int) -> list[tuple[int, int]]:
-    """Contiguous [lo, hi) row ranges covering n rows for `processes` workers: each at most
-    n / (processes * CHUNKS_PER_CORE) rows (the cap); the first processes - 1 of them 1/p,
-    2/p, … of the cap, so that the workers, which all begin together, end their chunks at
-    staggered times ever after; and, once fewer rows are left than two chunks per worker, a
-    quarter of what is left per worker (at least MIN_CHUNK), so that the last chunks are
-    small and no core waits long for another to finish its last one."""
+    """Contiguous [lo, hi) row ranges covering n rows, largest first: each at most
+    n / (processes * CHUNKS_PER_CORE) rows, and, once fewer rows are left than two such
+    chunks per worker, a quarter of what is left per worker (at least MIN_CHUNK), so that the
+    last chunks are small and no core waits long for the other to finish its last one."""
     cap = max(1, -(-n // (processes * CHUNKS_PER_CORE)))
     out, lo = [], 0
     while lo < n:
         size = min(cap, max(MIN_CHUNK, -(-(n - lo) // (2 * processes))))
-        if len(out) < processes - 1:
-            size = max(1, min(size, cap * (len(out) + 1) // processes))
         if n - lo - size < MIN_CHUNK and n - lo <= cap:  # a remainder too small to be a chunk
             size = n - lo
         out.append((lo, min(n, lo + size)))
@@ -283,10 +279,7 @@ def start_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
                    processes: int | None = None) -> OnCores:
     """`apply_on_cores` begun: the chunks handed to forked workers, the column not waited
     for. The parent's part (the warm-up and the known identifiers' codes) is done here."""
-    # One worker more than cores: a worker's last moments (its chunk handed back, its exit)
-    # and the fork of the next leave its core idle, unless another worker is ready to run;
-    # the staggered first chunks (`chunk_bounds`) keep the workers from changing together.
-    processes = processes or cores() + 1
+    processes = processes or cores()
     pieces = chunk_bounds(len(values), processes)
     index = known_index(ctx.known_identifiers, ctx.subject_ids)
     _warm(technique, values, cspec, ctx, index)
