@@ -122,7 +122,7 @@ def test_two_scrubs_started_at_once_each_give_their_own_column_and_counts():
         one = context(values, str(ctx.subject_ids.iloc[0]))
         pool = job.pool
         pd.testing.assert_series_equal(job.result(), technique.apply(values, spec, one))
-        workers = list(pool._pool)  # the pool's last workers (one per chunk: the ones left)
+        workers = list(pool._pool)  # the pool's workers
         assert ctx.counts == one.counts and sum(one.counts.values()) > 0
         # done: the last workers exited by themselves (0), none ended by SIGTERM (-15)
         assert [w.exitcode for w in workers if w.exitcode is not None and w.exitcode != 0] == []
@@ -280,3 +280,29 @@ def test_a_mapped_text_column_gives_the_rows_read_work_gives(tmp_path_factory, t
     hi = data.draw(st.integers(lo, len(whole)))
     pd.testing.assert_series_equal(mapped.rows(lo, hi), whole.iloc[lo:hi])
     assert not cores.MappedText.readable(path, "n")
+
+
+def test_each_worker_scrubs_chunk_after_chunk(tmp_path, monkeypatch):
+    # one worker per process for the whole column, not one forked per chunk: every chunk is
+    # read (`_rows`, looked up in the module by the forked worker) by one of `processes` workers
+    import os
+
+    rows = cores._rows
+
+    def logged(values, lo, hi):
+        if lo or hi != cores.WARM_ROWS:  # not the warm-up in this process
+            (tmp_path / f"{lo}-{os.getpid()}").touch()
+        return rows(values, lo, hi)
+
+    monkeypatch.setattr(cores, "_rows", logged)
+    monkeypatch.setattr(cores, "MIN_CHUNK", 10)
+    values = pd.Series(["李娜复诊，电话13700001111。", None] * 300, dtype="string", name="text")
+    ctx = ApplyContext(table="n", column="text", subject_ids=pd.Series(["P2"] * 600), known_identifiers=KNOWN)
+    spec = Column(role="free_text", technique="scrub")
+    got = cores.apply_on_cores(registry.get("scrub"), values, spec, ctx, processes=2)
+    want = registry.get("scrub").apply(values, spec, ApplyContext(
+        table="n", column="text", subject_ids=pd.Series(["P2"] * 600), known_identifiers=KNOWN))
+    pd.testing.assert_series_equal(got, want)
+    calls = [p.name.split("-") for p in tmp_path.iterdir()]
+    assert len(calls) == len(cores.chunk_bounds(600, 2)) > 4
+    assert len({pid for _, pid in calls}) == 2 and str(os.getpid()) not in {pid for _, pid in calls}

@@ -1,9 +1,9 @@
 """Every core for the row-local techniques of the in-process (memory) engine: a free-text
 column's scrubbing is per-row work in Python's `re`, which holds the GIL, so threads cannot
-share it. Its rows are cut into contiguous chunks, each scrubbed in a forked worker process
-(which inherits the column, the known identifiers and the key ring: nothing is pickled on the
-way in), and the scrubbed chunks come back as Arrow arrays, joined in the original order with
-the technique's counts summed. A column's chunks can be started (`start_on_cores`) and
+share it. Its rows are cut into contiguous chunks, scrubbed by one forked worker process per
+core (which inherits the known identifiers and the key ring, and reads its chunk's notes from
+the memory-mapped work file: nothing is pickled on the way in), and the scrubbed chunks come
+back as Arrow arrays, joined in the original order with the technique's counts summed. A column's chunks can be started (`start_on_cores`) and
 collected later, so that the parent transforms the other tables while the workers scrub.
 The Dask engine already runs one partition per core.
 """
@@ -30,8 +30,8 @@ CHUNKS_PER_CORE = 8  # no chunk is larger than its share of this many: bounds a 
 MIN_CHUNK = 2_000  # the last, small chunks: a fork and a chunk's set-up cost more below this
 WARM_ROWS = 64  # rows applied in the parent first, so the workers inherit the technique's caches
 
-# what the forked workers read, by job: a pool forks a new worker per chunk while its job
-# runs, so a job stays here until its pool is done (and another may run meanwhile)
+# what the forked workers read, by job: a pool forks a new worker while its job runs if one
+# dies, so a job stays here until its pool is done (and another may run meanwhile)
 _JOBS: dict[int, tuple[Any, pd.Series, Any, Any, Any]] = {}
 _JOB_IDS = itertools.count(1)  # next() is atomic under the GIL: two threads get two ids
 _HANDLERS: dict[int, set[threading.Thread]] = {}  # each running job's pool threads (parent only)
@@ -75,9 +75,10 @@ def spreads(technique_name: str, rows: int, engine: "Engine") -> bool:
 
 
 def _apply_chunk(task: tuple[int, int, int]) -> tuple[pa.Array, Any, dict[str, int]]:
-    # A worker lives for this one chunk (`maxtasksperchild=1`) and its garbage is freed by
-    # reference counting as it goes; the cyclic collector found nothing to free in it, but
-    # its passes over the chunk's millions of span tuples cost a twentieth of the scrub.
+    # A chunk's garbage is freed by reference counting as it goes: the cyclic collector
+    # found nothing to free in one, but its passes over the chunk's millions of span tuples
+    # cost a twentieth of the scrub. It runs once on the young objects after each chunk
+    # instead (the worker scrubs chunk after chunk), for any cycle a chunk leaves.
     gc.disable()
     job, lo, hi = task
     technique, values, cspec, ctx, index = _JOBS[job]
@@ -88,7 +89,10 @@ def _apply_chunk(task: tuple[int, int, int]) -> tuple[pa.Array, Any, dict[str, i
         ctx, subject_ids=subjects, frame=None if ctx.frame is None else ctx.frame.iloc[lo:hi],
         known_identifiers=known, counts={}, memo={})
     out = technique.apply(_rows(values, lo, hi), cspec, sub)
-    return _as_arrow(out), out.dtype, sub.counts
+    result = _as_arrow(out), out.dtype, sub.counts
+    del out, sub, known, subjects
+    gc.collect(0)
+    return result
 
 
 def _as_arrow(out: pd.Series) -> pa.Array:
@@ -286,9 +290,12 @@ def start_on_cores(technique: Any, values: pd.Series, cspec: Any, ctx: Any,
     job = next(_JOB_IDS)
     _JOBS[job] = (technique, values, cspec, ctx, index)
     try:
-        # one chunk per worker process: a worker's memory (the scrubber's tables, Python
-        # strings of its notes) is returned when it exits, not held until the last chunk
-        pool = multiprocessing.get_context("fork").Pool(processes, maxtasksperchild=1)
+        # one worker per core for every chunk, forked now: a worker forked per chunk (from a
+        # release process of gigabytes) cost the fork, its exit, and the page faults of its
+        # memory again for each chunk (stime and minor faults per chunk, README figures).
+        # Forked before the other tables are transformed, the workers hold on to none of
+        # those tables' memory; a worker's own memory is one chunk's, used again for the next.
+        pool = multiprocessing.get_context("fork").Pool(processes)
     except BaseException:
         _JOBS.pop(job, None)
         raise
@@ -308,7 +315,7 @@ def import_beside_workers(module: str, *, quiet: str) -> bool:
     idle. Two threads importing at once can be handed a half-initialised module
     (`validation.preload`); so this does nothing beside any other thread (a Prefect flow run's
     own threads). And a worker forked mid-import would inherit module locks held by a thread
-    it does not have: the pool forks a worker per chunk, so the forks wait (`_FORK_GUARD`)."""
+    it does not have: the pool forks a new worker if one ends, so the forks wait (`_FORK_GUARD`)."""
     if module in sys.modules:
         return True
     me = threading.current_thread()
