@@ -3,9 +3,10 @@ column's scrubbing is per-row work in Python's `re`, which holds the GIL, so thr
 share it. Its rows are cut into contiguous chunks, scrubbed by one forked worker process per
 core (which inherits the known identifiers and the key ring, and reads its chunk's notes from
 the memory-mapped work file: nothing is pickled on the way in), and the scrubbed chunks come
-back as Arrow arrays, joined in the original order with the technique's counts summed. A column's chunks can be started (`start_on_cores`) and
-collected later, so that the parent transforms the other tables while the workers scrub.
-The Dask engine already runs one partition per core.
+back as Arrow arrays, joined in the original order with the technique's counts summed. A
+column's chunks can be started (`start_on_cores`) and collected later, so that the parent
+transforms the other tables while the workers scrub. The Dask engine already runs one
+partition per core.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pyarrow as pa
 ROW_LOCAL = frozenset({"scrub"})  # techniques whose output row depends on its input row only
 MIN_ROWS = 20_000  # fewer rows: a fork costs more than it saves
 CHUNKS_PER_CORE = 8  # no chunk is larger than its share of this many: bounds a worker's memory
-MIN_CHUNK = 2_000  # the last, small chunks: a fork and a chunk's set-up cost more below this
+MIN_CHUNK = 2_000  # the last, small chunks: a chunk's set-up and hand-back cost more below this
 WARM_ROWS = 64  # rows applied in the parent first, so the workers inherit the technique's caches
 
 # what the forked workers read, by job: a pool forks a new worker while its job runs if one
@@ -172,17 +173,17 @@ class MappedText:
     def rows(self, lo: int, hi: int) -> pd.Series:
         reader = self._reader()
         at = reader.schema.get_field_index(self.name)
+        kind = reader.schema.field(at).type
         wanted = self.positions[lo:hi]
         if len(wanted):
             # the positions are ascending: the batches from the first's to the last's, joined
             first, last = int(wanted[0]), int(wanted[-1])
             b0, b1 = np.searchsorted(self.starts, [first, last], side="right") - 1
-            column = pa.chunked_array([reader.get_batch(i).column(at) for i in range(b0, b1 + 1)],
-                                      type=reader.schema.field(at).type)
+            column = pa.chunked_array([reader.get_batch(i).column(at) for i in range(b0, b1 + 1)], type=kind)
             span = column.slice(first - int(self.starts[b0]), last + 1 - first).combine_chunks()
             taken = span.take(pa.array(wanted - first))
         else:
-            taken = pa.array([], type=reader.schema.field(at).type)
+            taken = pa.array([], type=kind)
         return pd.Series(pd.arrays.ArrowStringArray(taken), index=self.index[lo:hi], name=self.name,
                          copy=False)
 

@@ -191,7 +191,7 @@ def _begun_ahead(work: WorkDir, index: int, policy: Any, engine: Any, suppressed
     one core idle before the pool and the workers waiting for nothing after it. Into `out`,
     per table (as begun, so that a failure part-way leaves the caller what to end): (kept
     rows, their subjects, frame, [(column, its future or begun technique)])."""
-    import pyarrow.feather as feather
+    import pyarrow as pa
 
     from deidflow.release.cores import ROW_LOCAL, MappedText, spreads
 
@@ -209,7 +209,8 @@ def _begun_ahead(work: WorkDir, index: int, policy: Any, engine: Any, suppressed
         path = work.gated(name, index)
         mapped = {col: MappedText(path, col, keep) for col, cspec in tspec.columns.items()
                   if spreads(cspec.technique, rows, engine) and MappedText.readable(path, col)}
-        columns = [c for c in feather.read_table(path, memory_map=True).column_names if c not in mapped]
+        # the file's columns from its footer (feather.read_table would read every record batch)
+        columns = [c for c in pa.ipc.open_file(path).schema.names if c not in mapped]
         frame = read_work(path, columns=columns, keep=keep, pool=pool)
         futures: list[tuple[str, Any]] = []
         out[name] = (keep, subject_rows, frame, futures)
